@@ -1,0 +1,53 @@
+# pagewise: top-level entry points. See README.md.
+#   make demo   install what is missing, build, run the main job
+#   make test   install, build, run every test (plain, ASan+UBSan, TSan)
+#   make build / make unit / make asan / make tsan / make format / make clean
+
+JOBS ?= $(shell nproc)
+BUILD ?= build
+CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# Tests refuse to skip on the machines we own; see src/testing/test_main.cc.
+export PAGEWISE_FORBID_SKIP ?= 1
+
+.PHONY: all deps build demo test unit asan tsan lint format clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(BUILD)/build.ninja: CMakeLists.txt | deps
+	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	./$(BUILD)/pagewise demo
+
+# Plain build first (fast feedback), then the sanitizer builds of the tests.
+test: unit asan tsan lint
+	@echo "make test: all suites passed"
+
+unit: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+
+asan: deps
+	CXX=clang++ CC=clang cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGEWISE_SANITIZE=address -DPAGEWISE_FUZZ_SECONDS=30
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j $(JOBS) --timeout 600 -L 'sanitize'
+
+tsan: deps
+	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGEWISE_SANITIZE=thread
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && ctest --output-on-failure -j $(JOBS) --timeout 600 -L 'sanitize'
+
+# Structural rules the code base keeps (raw syscalls only in src/sys, ...).
+lint:
+	@bash scripts/lint.sh
+
+format:
+	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan

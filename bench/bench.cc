@@ -1,0 +1,81 @@
+// BenchReport printing/JSON and timing helpers.
+#include "bench.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+namespace pagewise::bench {
+
+std::vector<Bench>& Benches() {
+  static std::vector<Bench>* benches = new std::vector<Bench>();
+  return *benches;
+}
+
+void BenchReport::Print() const {
+  std::printf("%-16s %-18s %14s %-6s  %-16s %14s %9s\n", "subject", "metric", "value", "unit",
+              "baseline", "baseline_value", "ratio");
+  for (const BenchRow& r : rows_) {
+    double ratio = r.baseline_value != 0 ? r.value / r.baseline_value : 0;
+    std::printf("%-16s %-18s %14.4f %-6s  %-16s %14.4f %9.3f\n", r.subject.c_str(),
+                r.metric.c_str(), r.value, r.unit.c_str(), r.baseline.c_str(), r.baseline_value,
+                ratio);
+  }
+  std::fflush(stdout);
+}
+
+Status BenchReport::WriteJson(const std::string& path) const {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const BenchRow& r : rows_) {
+    rows.push_back({{"subject", r.subject},
+                    {"metric", r.metric},
+                    {"value", r.value},
+                    {"unit", r.unit},
+                    {"baseline", r.baseline},
+                    {"baseline_value", r.baseline_value}});
+  }
+  if (path == "-") {
+    std::cout << rows.dump(2) << std::endl;
+    return Status::Ok();
+  }
+  std::ofstream out(path);
+  out << rows.dump(2) << "\n";
+  out.close();
+  if (!out) return Status::IoError("cannot write benchmark JSON to " + path);
+  return Status::Ok();
+}
+
+uint64_t NowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+void WarmUp(void* p, size_t len) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  volatile char* c = static_cast<volatile char*>(p);
+  for (size_t off = 0; off < len; off += page) c[off] = c[off] + 1;
+}
+
+double Median(std::vector<double> s) { return Percentile(std::move(s), 0.5); }
+
+double Percentile(std::vector<double> s, double q) {
+  if (s.empty()) return 0;
+  std::sort(s.begin(), s.end());
+  size_t idx = static_cast<size_t>(q * static_cast<double>(s.size() - 1) + 0.5);
+  return s[std::min(idx, s.size() - 1)];
+}
+
+void Progress(const BenchOptions& opts, const std::string& line) {
+  if (opts.quiet || !isatty(STDERR_FILENO)) return;
+  std::fprintf(stderr, "\r\033[K%s", line.c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace pagewise::bench

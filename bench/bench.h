@@ -1,0 +1,84 @@
+// Benchmark harness shared by `pagewise bench NAME`.
+//
+// A benchmark registers itself with a static BenchRegistration and fills a
+// BenchReport with rows: each figure beside its baseline measured in the same
+// run (the harness prints the ratio). The report prints as a table and, with
+// --json FILE, as a JSON list of {"subject", "metric", "value", "unit",
+// "baseline", "baseline_value"}.
+//
+// Timing helpers here use CLOCK_MONOTONIC. Benchmarks must warm memory before
+// timing: the first touch of never-used memory in a VM costs several times a
+// warm touch (WarmUp() does it).
+//
+// Thread safety: BenchReport is not thread-safe; fill it from one thread.
+#ifndef PAGEWISE_BENCH_BENCH_H_
+#define PAGEWISE_BENCH_BENCH_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "pagewise/status.h"
+
+namespace pagewise::bench {
+
+struct BenchRow {
+  std::string subject;
+  std::string metric;
+  double value = 0;
+  std::string unit;
+  std::string baseline;
+  double baseline_value = 0;
+};
+
+class BenchReport {
+ public:
+  void Add(BenchRow row) { rows_.push_back(std::move(row)); }
+  const std::vector<BenchRow>& rows() const { return rows_; }
+  // Table on stdout: subject, metric, value, baseline, baseline value, ratio.
+  void Print() const;
+  // Writes the rows as a JSON array to `path` ("-" for stdout).
+  Status WriteJson(const std::string& path) const;
+
+ private:
+  std::vector<BenchRow> rows_;
+};
+
+struct BenchOptions {
+  std::string json_path;  // empty: no JSON
+  double scale = 1.0;     // multiplies the default region size (tests use < 1)
+  bool quiet = false;     // no progress lines
+};
+
+using BenchFn = std::function<Status(const BenchOptions&, BenchReport*)>;
+
+struct Bench {
+  std::string name;
+  std::string help;
+  BenchFn run;
+};
+
+std::vector<Bench>& Benches();
+
+struct BenchRegistration {
+  BenchRegistration(std::string name, std::string help, BenchFn run) {
+    Benches().push_back({std::move(name), std::move(help), std::move(run)});
+  }
+};
+
+// Monotonic clock in nanoseconds.
+uint64_t NowNs();
+// Writes one byte per page of [p, p+len) so that it is populated and warm.
+void WarmUp(void* p, size_t len);
+// Median of samples (copied and sorted).
+double Median(std::vector<double> samples);
+// Percentile q in [0,1] of samples.
+double Percentile(std::vector<double> samples, double q);
+// Progress line on stderr when it is a terminal (overwritten in place).
+void Progress(const BenchOptions& opts, const std::string& line);
+
+}  // namespace pagewise::bench
+
+#endif  // PAGEWISE_BENCH_BENCH_H_

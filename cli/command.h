@@ -1,0 +1,50 @@
+// Command registry for the pagewise tool.
+//
+// Each subcommand lives in its own cli/cmd_*.cc and registers itself with a
+// static CommandRegistration, so adding a command touches no shared file.
+// Setup adds the subcommand's options to the CLI11 app and returns the
+// function that runs it; that function returns the process exit status.
+//
+// Thread safety: registration happens during static initialisation, before
+// main; the registry is read-only afterwards.
+#ifndef PAGEWISE_CLI_COMMAND_H_
+#define PAGEWISE_CLI_COMMAND_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "pagewise/status.h"
+
+namespace pagewise::cli {
+
+using RunFn = std::function<int()>;
+using SetupFn = std::function<RunFn(CLI::App* app)>;
+
+struct Command {
+  std::string name;
+  std::string help;
+  SetupFn setup;
+};
+
+// All registered commands, in registration order.
+std::vector<Command>& Commands();
+
+struct CommandRegistration {
+  CommandRegistration(std::string name, std::string help, SetupFn setup) {
+    Commands().push_back({std::move(name), std::move(help), std::move(setup)});
+  }
+};
+
+// Prints "pagewise <cmd>: <status>" to stderr and returns exit status 1
+// (2 for invalid arguments, 3 for unsupported features).
+int Fail(const std::string& cmd, const Status& status);
+
+// True when stderr is a terminal (progress output is shown only then).
+bool StderrIsTerminal();
+
+}  // namespace pagewise::cli
+
+#endif  // PAGEWISE_CLI_COMMAND_H_

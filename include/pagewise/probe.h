@@ -1,0 +1,94 @@
+// Kernel feature probe: what this kernel offers pagewise, found once.
+//
+// ProbeKernel() asks the kernel directly (a throwaway userfaultfd handshake,
+// a PAGEMAP_SCAN call, a soft-dirty round trip, THP settings) and never
+// guesses from version numbers. Features() caches the answer for the process.
+// Callers state what they need with Require(), which turns a missing feature
+// into kNotSupported naming the feature and the fix.
+//
+// Thread safety: Features() is safe from any thread (initialised once);
+// KernelFeatures is a plain value.
+#ifndef PAGEWISE_PROBE_H_
+#define PAGEWISE_PROBE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pagewise/env.h"
+#include "pagewise/status.h"
+
+namespace pagewise {
+
+// userfaultfd feature bits (UFFD_FEATURE_*), mirrored so that public code
+// needs no kernel header.
+namespace uffd_feature {
+inline constexpr uint64_t kPagefaultFlagWp = 1ULL << 0;
+inline constexpr uint64_t kEventFork = 1ULL << 1;
+inline constexpr uint64_t kEventRemap = 1ULL << 2;
+inline constexpr uint64_t kEventRemove = 1ULL << 3;
+inline constexpr uint64_t kMissingHugetlbfs = 1ULL << 4;
+inline constexpr uint64_t kMissingShmem = 1ULL << 5;
+inline constexpr uint64_t kEventUnmap = 1ULL << 6;
+inline constexpr uint64_t kSigbus = 1ULL << 7;
+inline constexpr uint64_t kThreadId = 1ULL << 8;
+inline constexpr uint64_t kMinorHugetlbfs = 1ULL << 9;
+inline constexpr uint64_t kMinorShmem = 1ULL << 10;
+inline constexpr uint64_t kExactAddress = 1ULL << 11;
+inline constexpr uint64_t kWpHugetlbfsShmem = 1ULL << 12;
+inline constexpr uint64_t kWpUnpopulated = 1ULL << 13;
+inline constexpr uint64_t kPoison = 1ULL << 14;
+inline constexpr uint64_t kWpAsync = 1ULL << 15;
+inline constexpr uint64_t kMove = 1ULL << 16;
+inline constexpr int kCount = 17;
+}  // namespace uffd_feature
+
+// Name of one feature bit ("WP_ASYNC", "EVENT_FORK", ...), or "BIT<n>".
+std::string UffdFeatureName(uint64_t bit);
+// Names of every bit set in `features`, lowest first.
+std::vector<std::string> UffdFeatureNames(uint64_t features);
+
+struct KernelFeatures {
+  std::string kernel_release;  // uname -r
+
+  // userfaultfd
+  bool uffd_available = false;
+  bool uffd_dev_node = false;   // /dev/userfaultfd usable
+  uint64_t uffd_features = 0;   // what UFFDIO_API granted when asked for all
+  uint64_t uffd_ioctls = 0;     // UFFDIO_API ioctls bitmask
+  std::string uffd_reason;      // why unavailable (empty when available)
+
+  // PAGEMAP_SCAN ioctl on /proc/self/pagemap
+  bool pagemap_scan = false;
+  std::string pagemap_scan_reason;
+
+  // soft-dirty: clear_refs "4" plus pagemap bit 55 actually setting on write
+  bool soft_dirty = false;
+  std::string soft_dirty_reason;
+
+  // transparent huge pages: "always", "madvise" or "never"
+  std::string thp_mode;
+  uint64_t thp_size = 0;  // PMD size in bytes (0 when unknown)
+
+  bool HasUffd(uint64_t bits) const {
+    return uffd_available && (uffd_features & bits) == bits;
+  }
+};
+
+// Probes the kernel through `env`. Never fails: unavailable features are
+// recorded with a reason.
+KernelFeatures ProbeKernel(Env* env);
+
+// The process-wide probe, run once through Env::Default().
+const KernelFeatures& Features();
+
+// OK if `features` has all `bits` of userfaultfd; otherwise kNotSupported
+// naming the missing features, `what` needs them for, and the fix.
+Status RequireUffd(const KernelFeatures& features, uint64_t bits, std::string_view what);
+// OK if PAGEMAP_SCAN works; otherwise kNotSupported with the reason.
+Status RequirePagemapScan(const KernelFeatures& features, std::string_view what);
+
+}  // namespace pagewise
+
+#endif  // PAGEWISE_PROBE_H_

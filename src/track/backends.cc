@@ -1,0 +1,60 @@
+// Backend names and what this kernel offers each backend.
+#include <string>
+
+#include "pagewise/tracker.h"
+
+namespace pagewise {
+
+std::string_view BackendName(TrackBackend backend) {
+  switch (backend) {
+    case TrackBackend::kAuto: return "auto";
+    case TrackBackend::kUffdWpAsync: return "uffd-wp-async";
+    case TrackBackend::kUffdWp: return "uffd-wp";
+    case TrackBackend::kMprotect: return "mprotect";
+    case TrackBackend::kSoftDirty: return "soft-dirty";
+  }
+  return "unknown";
+}
+
+Result<TrackBackend> ParseBackend(std::string_view name) {
+  for (TrackBackend b : {TrackBackend::kAuto, TrackBackend::kUffdWpAsync, TrackBackend::kUffdWp,
+                         TrackBackend::kMprotect, TrackBackend::kSoftDirty}) {
+    if (name == BackendName(b)) return b;
+  }
+  return Status::InvalidArgument("unknown tracking backend '" + std::string(name) +
+                                 "'; valid: auto, uffd-wp-async, uffd-wp, mprotect, soft-dirty");
+}
+
+std::vector<BackendInfo> DescribeBackends(const KernelFeatures& f) {
+  using namespace uffd_feature;
+  std::vector<BackendInfo> out;
+
+  BackendInfo async{"uffd-wp-async", false, true, ""};
+  Status s = RequireUffd(f, kPagefaultFlagWp | kWpAsync | kWpUnpopulated, "uffd-wp-async");
+  if (s.ok()) s = RequirePagemapScan(f, "uffd-wp-async");
+  async.available = s.ok();
+  async.reason = s.ok() ? "" : s.message();
+  out.push_back(async);
+
+  BackendInfo sync{"uffd-wp", false, true, ""};
+  s = RequireUffd(f, kPagefaultFlagWp, "uffd-wp");
+  sync.available = s.ok();
+  if (!s.ok()) {
+    sync.reason = s.message();
+  } else if (!f.HasUffd(kWpUnpopulated)) {
+    sync.reason = "without WP_UNPOPULATED, never-touched pages are pre-faulted at Track()";
+  }
+  out.push_back(sync);
+
+  out.push_back({"mprotect", true, true, ""});
+
+  BackendInfo sd{"soft-dirty", f.soft_dirty, false, ""};
+  sd.reason = f.soft_dirty
+                  ? "not atomic: clear_refs is process-wide and separate from reading pagemap, "
+                    "so a write racing a collect can be lost"
+                  : f.soft_dirty_reason;
+  out.push_back(sd);
+  return out;
+}
+
+}  // namespace pagewise
