@@ -1,0 +1,193 @@
+// Page images: pagewise's on-disk format for memory, and its reader/writer.
+//
+// An image file holds regions (address, length, page size, protection, kind,
+// name, flat_offset), an index of page runs, and page data where all-zero
+// pages take no space, identical pages are stored once (content hash), and
+// data chunks may be compressed (zstd or lz4). Checksums cover the header,
+// the index and every data chunk. An image may name a parent: it is then an
+// incremental layer holding only pages written since the parent; pages it
+// does not hold come from the parent chain (absent everywhere: zero).
+// The format is specified in docs/image-format.md.
+//
+// Regions across a chain are matched by index: every layer of a chain lists
+// the same regions (same address and length) in the same order.
+//
+// The flat view: each region also has a flat_offset, its position in a flat
+// memory file (Firecracker's guest-memory snapshot layout). ReadFlat() serves
+// an image as if it were that flat file.
+//
+// Crash safety: ImageWriter writes to a temporary file beside the target and
+// makes it appear under its final name only in Commit() (write, fsync,
+// rename, fsync of the directory). A writer killed at any moment leaves
+// earlier images intact and nothing that reads as a valid image.
+//
+// Thread safety: ImageWriter::AddPages/AddZeroPages may be called
+// concurrently from several threads; AddRegion and Commit must not race
+// them. Image (the reader) is immutable after Open: every const method is
+// safe from any number of threads.
+#ifndef PAGEWISE_IMAGE_H_
+#define PAGEWISE_IMAGE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "pagewise/env.h"
+#include "pagewise/status.h"
+
+namespace pagewise {
+
+enum class Compression : uint8_t { kNone = 0, kZstd = 1, kLz4 = 2 };
+// "none", "zstd", "lz4".
+std::string_view CompressionName(Compression c);
+Result<Compression> ParseCompression(std::string_view name);
+
+enum class RegionKind : uint32_t {
+  kAnonymous = 0,  // private anonymous memory
+  kShared = 1,     // memfd / shmem, MAP_SHARED
+  kFile = 2,       // file-backed mapping
+  kFlat = 3,       // imported from a flat memory file
+};
+
+struct RegionInfo {
+  uint64_t address = 0;      // virtual address when captured (0 if none)
+  uint64_t length = 0;       // bytes, a multiple of page_size
+  uint32_t page_size = 4096;
+  uint32_t prot = 0;         // PROT_* bits
+  RegionKind kind = RegionKind::kAnonymous;
+  std::string name;
+  uint64_t flat_offset = 0;  // byte offset of this region in the flat view
+};
+
+struct ImageWriteOptions {
+  Compression compression = Compression::kZstd;
+  int level = 1;           // compressor level (zstd: 1..19; lz4: ignored)
+  std::string parent;      // parent image path; empty: a full (base) image
+  bool dedup = true;       // store identical pages once
+  Env* env = nullptr;      // nullptr: Env::Default()
+};
+
+struct ImageStats {
+  uint64_t pages = 0;             // pages recorded in this layer
+  uint64_t zero_pages = 0;        // all-zero pages (no data stored)
+  uint64_t duplicate_pages = 0;   // pages whose content was already stored
+  uint64_t stored_pages = 0;      // distinct non-zero pages stored
+  uint64_t raw_bytes = 0;         // stored_pages * page_size
+  uint64_t compressed_bytes = 0;  // data bytes on disk after compression
+  uint64_t file_bytes = 0;        // whole file size
+};
+
+class ImageWriter {
+ public:
+  // Starts writing an image that will appear at `path` on Commit(). With
+  // options.parent set, the parent is opened and checked now (its regions
+  // become this layer's regions unless AddRegion is called). Errors: the
+  // parent is missing/corrupt (kNotFound/kCorruption), the directory is not
+  // writable (kPermissionDenied/kIoError).
+  static Result<std::unique_ptr<ImageWriter>> Create(const std::string& path,
+                                                     const ImageWriteOptions& options = {});
+
+  // Abandons an uncommitted image: the temporary file is removed.
+  virtual ~ImageWriter() = default;
+
+  // Declares a region; returns its index. For a layer with a parent, the
+  // regions must match the parent's (kInvalidArgument otherwise).
+  virtual Result<uint32_t> AddRegion(const RegionInfo& region) = 0;
+
+  // Records pages [offset, offset+len) of `region` (offset and len page
+  // aligned, inside the region) with the bytes at `data`. A page recorded
+  // twice keeps the later content. Zero pages are detected and stored as
+  // zero. Errors from the file system (ENOSPC, EIO) are returned as is; the
+  // writer is then failed and Commit() refuses.
+  virtual Status AddPages(uint32_t region, uint64_t offset, const void* data, size_t len) = 0;
+
+  // Records pages as zero in this layer (overriding any parent content):
+  // used for pages dropped with MADV_DONTNEED since the parent.
+  virtual Status AddZeroPages(uint32_t region, uint64_t offset, size_t len) = 0;
+
+  // Finishes the image: index, checksums, fsync, rename to the final path,
+  // fsync of the directory. After an error nothing exists at `path`
+  // (an earlier image there is left untouched).
+  virtual Status Commit() = 0;
+
+  virtual ImageStats stats() const = 0;
+};
+
+// Where a page of an opened chain comes from.
+enum class PageSourceKind : uint8_t {
+  kAbsent = 0,  // in no layer: reads as zero
+  kZero = 1,    // recorded as zero
+  kData = 2,    // stored data
+};
+
+struct LayerInfo {
+  std::string path;
+  std::string parent;  // as recorded in the layer ("" for a base image)
+  ImageStats stats;
+  Compression compression = Compression::kNone;
+  uint32_t version = 0;
+};
+
+struct ImageOpenOptions {
+  Env* env = nullptr;  // nullptr: Env::Default()
+  // Verify every data chunk's checksum at Open (slow for big images).
+  // Chunks are always verified when read, whatever this says.
+  bool verify_data = false;
+};
+
+// A verification failure points here.
+struct VerifyError {
+  std::string layer;        // path of the first bad layer
+  int64_t region = -1;      // region index, -1 if not region-specific
+  uint64_t offset = 0;      // byte offset (in region, or in file when region == -1)
+  std::string what;
+};
+
+class Image {
+ public:
+  // Opens `path` and its parent chain (parents resolved relative to the
+  // child's directory when relative). Header and index checksums of every
+  // layer are checked; a bad one is kCorruption naming layer and offset.
+  // Unsupported versions are refused (kNotSupported naming both versions).
+  static Result<std::unique_ptr<Image>> Open(const std::string& path,
+                                             const ImageOpenOptions& options = {});
+
+  virtual ~Image() = default;
+
+  virtual const std::vector<RegionInfo>& regions() const = 0;
+  // Layers from top (the opened file) to base.
+  virtual const std::vector<LayerInfo>& layers() const = 0;
+
+  // Reads pages [offset, offset+len) of `region` into dst (page aligned),
+  // resolving through the chain; absent pages read as zero. Each chunk read
+  // is checksummed: kCorruption names layer, region and offset.
+  virtual Status Read(uint32_t region, uint64_t offset, void* dst, size_t len) const = 0;
+
+  // Per-page source of [offset, offset+len) of `region` (one entry a page),
+  // without reading data: lets restore use UFFDIO_ZEROPAGE for zero pages.
+  virtual Status Classify(uint32_t region, uint64_t offset, size_t len,
+                          std::vector<PageSourceKind>* out) const = 0;
+
+  // Pages recorded in the TOP layer only (for diff/inspect): sorted runs of
+  // [offset, offset+len) in region.
+  virtual Status TopLayerRuns(uint32_t region,
+                              std::vector<std::pair<uint64_t, uint64_t>>* runs) const = 0;
+
+  // The flat view: bytes [offset, offset+len) of the flat memory file this
+  // image represents (regions at their flat_offset; gaps read as zero).
+  virtual uint64_t flat_size() const = 0;
+  virtual Status ReadFlat(uint64_t offset, void* dst, size_t len) const = 0;
+
+  // Checks every byte of every layer (header, index, each data chunk,
+  // decompression, hashes). OK, or kCorruption with *error (optional) set to
+  // the first bad layer, region and offset.
+  virtual Status Verify(VerifyError* error = nullptr) const = 0;
+};
+
+}  // namespace pagewise
+
+#endif  // PAGEWISE_IMAGE_H_
