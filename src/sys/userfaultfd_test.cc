@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -145,7 +146,10 @@ TEST(UffdTest, WriteProtectFaultIsDeliveredAndResolved) {
   Userfaultfd u = OpenOrDie(UFFD_FEATURE_PAGEFAULT_FLAG_WP);
   ASSERT_TRUE(u.Register(m.addr(), kPage, UFFDIO_REGISTER_MODE_WP).ok());
   ASSERT_TRUE(u.WriteProtect(m.addr(), kPage, true).ok());
-  std::thread writer([&] { m.data()[0] = 2; });
+  // Atomic accesses: the writer's store is stalled by the kernel, not by a
+  // C++ synchronisation primitive, so the language needs them to be atomic.
+  std::atomic_ref<char> byte(m.data()[0]);
+  std::thread writer([&] { byte.store(2, std::memory_order_relaxed); });
   Result<bool> ready = u.WaitReadable(-1, 10000);  // failure detector only
   ASSERT_TRUE(ready.ok() && *ready) << "no write-protect fault within 10 s";
   UffdEvent ev[4];
@@ -155,10 +159,10 @@ TEST(UffdTest, WriteProtectFaultIsDeliveredAndResolved) {
   EXPECT_EQ(ev[0].kind, UffdEvent::Kind::kPagefault);
   EXPECT_EQ(ev[0].address & ~(kPage - 1), m.addr());
   EXPECT_TRUE(ev[0].flags & UFFD_PAGEFAULT_FLAG_WP);
-  EXPECT_EQ(m.data()[0], 1) << "the write must wait for the monitor";
+  EXPECT_EQ(byte.load(std::memory_order_relaxed), 1) << "the write must wait for the monitor";
   ASSERT_TRUE(u.WriteProtect(m.addr(), kPage, false).ok());  // wakes the writer
   writer.join();
-  EXPECT_EQ(m.data()[0], 2);
+  EXPECT_EQ(byte.load(std::memory_order_relaxed), 2);
 }
 
 TEST(UffdTest, InjectedPartialCopyWithEagainReportsProgress) {
