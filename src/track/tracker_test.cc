@@ -337,7 +337,7 @@ TEST_P(TrackerTest, ConcurrentWritersReplicaConverges) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, TrackerTest,
-                         ::testing::Values(TrackBackend::kUffdWpAsync),
+                         ::testing::Values(TrackBackend::kUffdWpAsync, TrackBackend::kUffdWp),
                          BackendParamName);
 
 }  // namespace
