@@ -258,7 +258,7 @@ class MprotectTracker final : public Tracker,
   const pid_t pid_;
   const uint64_t faults_base_;
   mutable std::mutex mu_;  // serialises Track/Untrack/Collect/interposed calls
-  std::vector<std::unique_ptr<MpRange>> ranges_;
+  std::vector<std::unique_ptr<MpRange>> ranges_;  // sorted by start
   TrackerStats stats_;
 };
 
@@ -330,7 +330,9 @@ Status MprotectTracker::Track(void* addr, size_t len) {
     while (g_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
     return s.WithContext("Track " + RangeString(start, end) + ": write-protecting the range");
   }
-  ranges_.push_back(std::move(r));
+  auto pos = std::lower_bound(ranges_.begin(), ranges_.end(), start,
+                              [](const std::unique_ptr<MpRange>& x, uint64_t s) { return x->start < s; });
+  ranges_.insert(pos, std::move(r));  // sorted: InterceptMprotect walks it in order
   return Status::Ok();
 }
 
@@ -452,15 +454,12 @@ int MprotectTracker::InterceptMprotect(void* addr, size_t len, int prot) {
   const uint64_t a = reinterpret_cast<uint64_t>(addr);
   if (a % pg != 0 || len == 0 || a + len < a) return sys::RawMprotect(addr, len, prot);
   const uint64_t end = a + (len + pg - 1) / pg * pg;
+  // No allocation here: programs call mprotect from SIGSEGV handlers.
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<MpRange*> hit;
-  for (const auto& r : ranges_) {
-    if (r->start < end && a < r->end) hit.push_back(r.get());
-  }
-  if (hit.empty()) return sys::RawMprotect(addr, len, prot);
-  std::sort(hit.begin(), hit.end(), [](MpRange* x, MpRange* y) { return x->start < y->start; });
   uint64_t cursor = a;
-  for (MpRange* r : hit) {
+  for (const auto& rp : ranges_) {  // sorted by start
+    MpRange* r = rp.get();
+    if (r->end <= a || r->start >= end) continue;
     const uint64_t s = std::max(a, r->start), e = std::min(end, r->end);
     if (cursor < s && sys::RawMprotect(reinterpret_cast<void*>(cursor), s - cursor, prot) != 0) {
       return -1;
