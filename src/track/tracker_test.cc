@@ -113,13 +113,18 @@ TEST_P(TrackerTest, RejectsBadInput) {
   s = tracker_->Track(nullptr, Pg());
   EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
 
-  // Unmapped memory: a hole punched in the middle of a mapping.
-  Mapping hole(8 * Pg());
-  ASSERT_EQ(munmap(hole.page(4), Pg()), 0);
-  s = tracker_->Track(hole.data(), 8 * Pg());
+  // Unmapped memory: a hole punched in the middle of a mapping. (Unmapped
+  // piece by piece afterwards: something else may be mapped in the hole.)
+  char* hole = static_cast<char*>(
+      mmap(nullptr, 8 * Pg(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(hole, MAP_FAILED);
+  ASSERT_EQ(munmap(hole + 4 * Pg(), Pg()), 0);
+  s = tracker_->Track(hole, 8 * Pg());
   EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
   EXPECT_NE(s.message().find("not mapped"), std::string::npos) << s.message();
   EXPECT_TRUE(tracker_->tracked().empty());
+  ASSERT_EQ(munmap(hole, 4 * Pg()), 0);
+  ASSERT_EQ(munmap(hole + 5 * Pg(), 3 * Pg()), 0);
 
   ASSERT_TRUE(tracker_->Track(m.page(4), 4 * Pg()).ok());
   s = tracker_->Track(m.page(6), 4 * Pg());
@@ -177,13 +182,13 @@ TEST_P(TrackerTest, MunmapThenUntrackSucceeds) {
   ASSERT_TRUE(tracker_->Track(m.data(), m.size()).ok());
   Poke(m.page(0), 1);
   Poke(m.page(12), 1);
-  ASSERT_EQ(munmap(m.page(8), 8 * Pg()), 0);  // half of it goes away
-  std::set<size_t> got = CollectPages(tracker_.get(), m.data(), 16);
+  char* base = m.data();
+  m.Release();  // unmapped piece by piece below
+  ASSERT_EQ(munmap(base + 8 * Pg(), 8 * Pg()), 0);  // half of it goes away
+  std::set<size_t> got = CollectPages(tracker_.get(), base, 16);
   EXPECT_TRUE(got.count(0));
   EXPECT_FALSE(got.count(12));
-  char* base = m.data();
   ASSERT_EQ(munmap(base, 8 * Pg()), 0);
-  m.Release();
   EXPECT_TRUE(CollectPages(tracker_.get(), base, 16).empty());
   Status s = tracker_->Untrack(base, 16 * Pg());
   EXPECT_TRUE(s.ok()) << s.ToString();
@@ -345,9 +350,9 @@ TEST(UffdWpAsyncEvents, MemoryMappedAgainAtTrackedAddress) {
   Mapping m(16 * Pg());
   ASSERT_TRUE(t->Track(m.data(), m.size()).ok());
   Poke(m.page(1), 1);
-  ASSERT_EQ(munmap(m.page(8), 8 * Pg()), 0);
+  // MAP_FIXED replaces the registered mapping in one step.
   void* again = mmap(m.page(8), 8 * Pg(), PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
   ASSERT_EQ(again, m.page(8));
   ASSERT_EQ(madvise(again, 8 * Pg(), MADV_NOHUGEPAGE), 0);  // keep it a separate VMA
   Poke(m.page(10), 1);
