@@ -1,0 +1,126 @@
+// Check: proves the tracker contract (never lose a write) on this kernel.
+//
+// RunCheck() maps a region of the chosen kind, tracks it, and lets N writer
+// threads stamp random pages with unique (thread, counter) values while one
+// collector thread repeatedly calls Tracker::Collect() and copies every
+// reported page into a replica buffer. A scenario thread meanwhile disturbs
+// the region the way real programs do (MADV_DONTNEED, mprotect, fork, THP
+// splits). When the run time is over the writers stop, one last Collect()
+// and copy run, and the replica is compared with the source page by page:
+// every page that differs is a write the tracker lost.
+//
+// Why a difference means a lost write: every write stores a value never
+// stored before, and any page reported after its last write is copied after
+// that write landed. A page whose final write was never reported keeps an
+// older copy in the replica. (A lost write that is followed by a reported
+// write to the same page is masked, so losses near the end of the run are
+// the ones that show; a run collects hundreds of times, so a backend that
+// loses writes shows it quickly.) CheckOptions::inject_loss proves that the
+// comparison detects loss: the collector then drops one reported page per
+// collect, and the run must end with lost_writes > 0.
+//
+// Scenarios:
+//   writes    anonymous private memory, 4 KiB pages (MADV_NOHUGEPAGE).
+//   dontneed  + a thread MADV_DONTNEEDs random ranges (dropped pages read 0
+//             and must be reported: the replica must end equal to source).
+//   mprotect  + a thread toggles random chunks RW -> READ -> RW with plain
+//             mprotect(2) (writers skip chunks marked busy, so no write hits
+//             a READ page) and mprotect(RW)s random ranges being written.
+//   fork      + a thread forks repeatedly; each child writes its own copy of
+//             random pages and _exits; the parent waits for it.
+//   thp       MADV_HUGEPAGE memory, 2 MiB aligned, + a thread that splits
+//             random huge pages by MADV_DONTNEED of one 4 KiB page in them.
+//   shmem     a memfd mapped MAP_SHARED.
+// In every scenario a quarter of the region is left never touched before
+// Track() (unpopulated page tables), so first writes to empty ptes count too.
+// The scenario's own mprotect/madvise calls are plain libc calls, like a
+// user program's, not calls through Env.
+//
+// Thread safety: RunCheck() may be called from any thread; it creates and
+// joins its own threads. Only one run at a time per process when the backend
+// is mprotect (one mprotect tracker per process). CheckOptions/CheckResult
+// are plain values.
+#ifndef PAGEWISE_CHECK_H_
+#define PAGEWISE_CHECK_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pagewise/env.h"
+#include "pagewise/status.h"
+#include "pagewise/tracker.h"
+
+namespace pagewise {
+
+enum class CheckScenario { kWrites, kDontneed, kMprotect, kFork, kThp, kShmem };
+
+// "writes", "dontneed", "mprotect", "fork", "thp", "shmem".
+std::string_view ScenarioName(CheckScenario scenario);
+// Every scenario, in the order `all` runs them.
+std::vector<CheckScenario> AllScenarios();
+// Parses one scenario name, or "all" (every scenario). Unknown names get
+// kInvalidArgument listing the valid ones.
+Result<std::vector<CheckScenario>> ParseScenarios(std::string_view name);
+
+// What the engine reports while it runs (for progress lines).
+struct CheckProgress {
+  double elapsed_seconds = 0;
+  double total_seconds = 0;
+  uint64_t rounds = 0;
+  uint64_t writes = 0;
+};
+
+struct CheckOptions {
+  TrackBackend backend = TrackBackend::kAuto;
+  int threads = 8;                   // writer threads, 1..256
+  double seconds = 5;                // writing time, > 0
+  uint64_t size = 256ull << 20;      // region bytes (rounded up to pages; to 2 MiB for thp)
+  CheckScenario scenario = CheckScenario::kWrites;
+  uint64_t seed = 0;                 // 0: derived from the clock
+  Env* env = nullptr;                // for the tracker and mappings; nullptr: Env::Default()
+
+  // Self-test: the collector drops one reported page per collect (never
+  // copies it). A correct checker must then report lost_writes > 0.
+  bool inject_loss = false;
+
+  // Creates the tracker for the run; unset: Tracker::Create({backend, env}).
+  // Tests use it to check the engine against a reference or broken tracker.
+  std::function<Result<std::unique_ptr<Tracker>>()> make_tracker;
+
+  // Called from the collector thread about four times a second. Optional.
+  std::function<void(const CheckProgress&)> progress;
+};
+
+struct CheckResult {
+  std::string backend;          // concrete backend name (never "auto")
+  std::string scenario;
+  uint64_t rounds = 0;          // collects done, the final one included
+  uint64_t writes = 0;          // stamped writes by the writer threads
+  uint64_t pages_compared = 0;  // pages of the region compared at the end
+  uint64_t lost_writes = 0;     // pages where replica and source differ
+  uint64_t pages_reported = 0;  // sum of pages over every collect's report
+  uint64_t scenario_ops = 0;    // madvise/mprotect/fork/split actions done
+  uint64_t region_bytes = 0;
+  double elapsed_seconds = 0;   // wall time of the tracked phase
+  bool ok = false;              // lost_writes == 0 and nothing else failed
+  // Up to a few lost pages described (offset, which write the source holds
+  // and the replica lacks); empty when nothing was lost.
+  std::vector<std::string> lost_examples;
+};
+
+// Runs one check. Returns kInvalidArgument for bad options, kNotSupported if
+// the backend is unavailable here or cannot track the scenario's memory, and
+// other errors if a tracker call, a mapping or the scenario's own system
+// calls fail (the message says which, after the run's threads are joined).
+// Lost writes are not an error Status: they come back as a result with
+// ok == false and lost_writes > 0.
+Result<CheckResult> RunCheck(const CheckOptions& options);
+
+}  // namespace pagewise
+
+#endif  // PAGEWISE_CHECK_H_

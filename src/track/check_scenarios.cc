@@ -1,0 +1,236 @@
+// Scenario disturbers for the never-lose-a-write check: the things real
+// programs do to tracked memory while it is being written and collected.
+//
+// The disturber acts after each collect round (it waits on the round counter,
+// so disturbance interleaves with collects and its rate follows theirs). Its
+// mprotect/madvise calls are plain libc calls on purpose: they model a user
+// program that knows nothing of pagewise, so they do not go through Env.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <string>
+
+#include "pagewise/status.h"
+#include "track/check_internal.h"
+
+namespace pagewise::check_internal {
+namespace {
+
+// How long a fork child may take to write its pages and exit. A child that
+// takes longer is stuck (e.g. deadlocked in an inherited signal handler).
+constexpr int kChildTimeoutMs = 20000;
+constexpr int kChildWrites = 32;
+
+std::string RangeText(const char* what, const char* addr, size_t len) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%s [%p, +0x%zx)", what, static_cast<const void*>(addr), len);
+  return buf;
+}
+
+// A random run of 1..max_pages pages inside the region: [*start, *start+*len).
+void RandomRun(RunState* st, Rng* rng, size_t max_pages, char** start, size_t* len) {
+  const size_t first = rng->Below(st->npages);
+  const size_t n = std::min<size_t>(1 + rng->Below(max_pages), st->npages - first);
+  *start = st->region + first * st->page;
+  *len = n * st->page;
+}
+
+Status DropRun(RunState* st, Rng* rng) {
+  char* p;
+  size_t len;
+  RandomRun(st, rng, 32, &p, &len);
+  if (madvise(p, len, MADV_DONTNEED) != 0) {
+    return ErrnoStatus(errno, RangeText("check dontneed: madvise(MADV_DONTNEED)", p, len));
+  }
+  return Status::Ok();
+}
+
+// Splits one THP: MADV_DONTNEED of a single 4 KiB page inside an
+// even-numbered huge page (odd-numbered ones are left whole).
+Status SplitHuge(RunState* st, Rng* rng) {
+  const size_t huge_count = st->npages * st->page / st->huge;
+  const size_t h = rng->Below((huge_count + 1) / 2) * 2;
+  if (h >= huge_count) return Status::Ok();
+  char* p = st->region + h * st->huge + rng->Below(st->huge / st->page) * st->page;
+  if (madvise(p, st->page, MADV_DONTNEED) != 0) {
+    return ErrnoStatus(errno, RangeText("check thp: madvise(MADV_DONTNEED) inside a huge page",
+                                        p, st->page));
+  }
+  return Status::Ok();
+}
+
+// The protection toggler's state between rounds: the chunk it holds READ.
+struct Toggle {
+  long chunk = -1;
+  char* start = nullptr;
+  size_t len = 0;
+};
+
+Status ReleaseChunk(RunState* st, Toggle* t) {
+  if (t->chunk < 0) return Status::Ok();
+  if (mprotect(t->start, t->len, PROT_READ | PROT_WRITE) != 0) {
+    return ErrnoStatus(errno, RangeText("check mprotect: mprotect(RW) back", t->start, t->len));
+  }
+  st->chunk_state[t->chunk].store(0, std::memory_order_release);
+  t->chunk = -1;
+  st->scenario_ops.fetch_add(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+// One round: if a chunk is held READ since the last round, make it RW again
+// and free it; else take a free chunk (no writer inside) and make a random
+// run of it READ, holding it across the next collect. Then mprotect(RW) a
+// random run that writers may be writing this very moment.
+Status ToggleProtection(RunState* st, Rng* rng, Toggle* t) {
+  if (t->chunk >= 0) {
+    PW_RETURN_IF_ERROR(ReleaseChunk(st, t));
+  } else {
+    for (int tries = 0; tries < 8; ++tries) {
+      const size_t c = rng->Below(st->nchunks);
+      int32_t free_state = 0;
+      if (!st->chunk_state[c].compare_exchange_strong(free_state, -1, std::memory_order_acq_rel)) {
+        continue;  // writers inside: try another chunk
+      }
+      const size_t first = c * kChunkPages;
+      const size_t pages = std::min(kChunkPages, st->npages - first);
+      const size_t a = rng->Below(pages);
+      const size_t n = 1 + rng->Below(pages - a);
+      t->chunk = static_cast<long>(c);
+      t->start = st->region + (first + a) * st->page;
+      t->len = n * st->page;
+      if (mprotect(t->start, t->len, PROT_READ) != 0) {
+        Status s = ErrnoStatus(errno, RangeText("check mprotect: mprotect(READ)", t->start, t->len));
+        st->chunk_state[c].store(0, std::memory_order_release);
+        t->chunk = -1;
+        return s;
+      }
+      st->scenario_ops.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
+  }
+  char* p;
+  size_t len;
+  RandomRun(st, rng, 64, &p, &len);
+  // The held chunk (if any) must stay READ: trim the run to end before it.
+  if (t->chunk >= 0 && p < t->start + t->len && p + len > t->start) {
+    len = p < t->start ? static_cast<size_t>(t->start - p) : 0;
+  }
+  if (len > 0) {
+    if (mprotect(p, len, PROT_READ | PROT_WRITE) != 0) {
+      return ErrnoStatus(errno, RangeText("check mprotect: mprotect(RW) of written pages", p, len));
+    }
+    st->scenario_ops.fetch_add(1, std::memory_order_relaxed);
+  }
+  return Status::Ok();
+}
+
+// Forks a child that writes kChildWrites random pages of its own copy of the
+// region, checks it reads them back, reports on a pipe and _exits. The child
+// runs only async-signal-safe code (memory stores, write, _exit).
+Status ForkOnce(RunState* st, Rng* rng) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus(errno, "check fork: pipe2");
+  const uint64_t child_seed = rng->Next();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    Status s = ErrnoStatus(errno, "check fork: fork");
+    close(fds[0]);
+    close(fds[1]);
+    return s;
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    Rng crng(child_seed);
+    bool ok = true;
+    for (int i = 0; i < kChildWrites; ++i) {
+      const uint64_t p = crng.Below(st->npages);
+      volatile uint64_t* slot =
+          reinterpret_cast<volatile uint64_t*>(st->region + p * st->page + kChildSlot * kSlotBytes);
+      slot[0] = kChildTag;
+      slot[1] = p;
+      ok = ok && slot[0] == kChildTag && slot[1] == p;
+    }
+    const char byte = ok ? 'k' : 'x';
+    ssize_t w = write(fds[1], &byte, 1);
+    _exit(ok && w == 1 ? 0 : 1);
+  }
+  close(fds[1]);
+  struct pollfd pfd = {fds[0], POLLIN, 0};
+  int ready;
+  do {
+    ready = poll(&pfd, 1, kChildTimeoutMs);
+  } while (ready < 0 && errno == EINTR);
+  char byte = 0;
+  const bool reported = ready > 0 && read(fds[0], &byte, 1) == 1;
+  close(fds[0]);
+  if (ready == 0) kill(pid, SIGKILL);  // our own child, stuck
+  int wstatus = 0;
+  pid_t w;
+  do {
+    w = waitpid(pid, &wstatus, 0);
+  } while (w < 0 && errno == EINTR);
+  if (w < 0) return ErrnoStatus(errno, "check fork: waitpid(" + std::to_string(pid) + ")");
+  if (ready == 0) {
+    return Status::Internal("check fork: child " + std::to_string(pid) + " did not finish " +
+                            std::to_string(kChildWrites) + " writes to its copy of the tracked "
+                            "region within " + std::to_string(kChildTimeoutMs / 1000) +
+                            " s (stuck, killed); the tracker breaks fork children");
+  }
+  if (WIFSIGNALED(wstatus)) {
+    return Status::Internal("check fork: child " + std::to_string(pid) + " writing its copy of "
+                            "the tracked region died of signal " +
+                            std::to_string(WTERMSIG(wstatus)) + "; the tracker breaks fork children");
+  }
+  if (!reported || byte != 'k' || !WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
+    return Status::Internal("check fork: child " + std::to_string(pid) +
+                            " could not write and read back its copy of the tracked region");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+void RunDisturber(RunState* st) {
+  if (st->scenario == CheckScenario::kWrites || st->scenario == CheckScenario::kShmem) {
+    st->disturber_done.store(true, std::memory_order_release);
+    return;
+  }
+  Rng rng(st->seed ^ 0xD157AB3ull);
+  Toggle toggle;
+  uint64_t seen = st->rounds.load(std::memory_order_acquire);
+  for (;;) {
+    // Wait for the next collect round (or a stop, which also bumps it).
+    st->rounds.wait(seen, std::memory_order_acquire);
+    seen = st->rounds.load(std::memory_order_acquire);
+    if (st->stop.load() || MonoNs() >= st->deadline_ns) break;
+    Status s;
+    switch (st->scenario) {
+      case CheckScenario::kDontneed: s = DropRun(st, &rng); break;
+      case CheckScenario::kMprotect: s = ToggleProtection(st, &rng, &toggle); break;
+      case CheckScenario::kFork: s = ForkOnce(st, &rng); break;
+      case CheckScenario::kThp: s = SplitHuge(st, &rng); break;
+      case CheckScenario::kWrites:
+      case CheckScenario::kShmem: break;
+    }
+    if (!s.ok()) {
+      st->Fail(s);
+      break;
+    }
+    if (st->scenario != CheckScenario::kMprotect) {
+      st->scenario_ops.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  Status s = ReleaseChunk(st, &toggle);
+  if (!s.ok()) st->Fail(s);
+  st->disturber_done.store(true, std::memory_order_release);
+}
+
+}  // namespace pagewise::check_internal
