@@ -103,10 +103,28 @@ void Writer(RunState* st, int tid) {
   Rng rng(st->seed * 7919 + static_cast<uint64_t>(tid) + 1);
   const bool guarded = st->scenario == CheckScenario::kMprotect;
   const size_t slot = static_cast<size_t>(tid) * kSlotBytes;
+  std::unique_ptr<check_internal::Disturber> disturber;
+  if (tid == 0) disturber = std::make_unique<check_internal::Disturber>(st);
   uint64_t counter = 0;
+  uint64_t this_round = 0;
+  uint32_t round = st->rounds.load(std::memory_order_acquire);
   while (!st->stop.load(std::memory_order_relaxed)) {
+    if (this_round >= st->writes_per_round) {
+      // Quota done: wait for the collector's next round (it bumps `rounds`
+      // after every collect, and keeps collecting until every writer left).
+      st->rounds.wait(round, std::memory_order_acquire);
+      round = st->rounds.load(std::memory_order_acquire);
+      this_round = 0;
+    }
+    const uint64_t now = MonoNs();
+    if (now >= st->deadline_ns) break;
+    if (disturber) {
+      Status s = disturber->MaybeAct(now);
+      if (!s.ok()) st->Fail(s);
+    }
+    const size_t window = st->WindowStart(now);
     for (int k = 0; k < 64; ++k) {
-      const uint64_t p = rng.Below(st->npages);
+      const uint64_t p = (window + rng.Below(st->window_pages)) % st->npages;
       std::atomic<int32_t>* chunk = nullptr;
       if (guarded) {
         // Enter the chunk unless the protection toggler holds it; then the
@@ -122,7 +140,11 @@ void Writer(RunState* st, int tid) {
       StoreWord(at, StampTag(p, static_cast<uint64_t>(tid)));
       if (chunk != nullptr) chunk->fetch_sub(1, std::memory_order_release);
     }
-    if (MonoNs() >= st->deadline_ns) break;
+    this_round += 64;
+  }
+  if (disturber) {
+    Status s = disturber->Finish();
+    if (!s.ok()) st->Fail(s);
   }
   st->writes.fetch_add(counter, std::memory_order_relaxed);
   st->writers_running.fetch_sub(1, std::memory_order_release);
@@ -247,17 +269,11 @@ void RunState::Fail(const Status& status) {
     if (first_error_.ok()) first_error_ = status;
   }
   stop.store(true);
-  BumpRound();
 }
 
 Status RunState::first_error() const {
   std::lock_guard<std::mutex> lock(error_mu_);
   return first_error_;
-}
-
-void RunState::BumpRound() {
-  rounds.fetch_add(1, std::memory_order_acq_rel);
-  rounds.notify_all();
 }
 
 }  // namespace check_internal
@@ -299,6 +315,9 @@ Result<CheckResult> RunCheck(const CheckOptions& options) {
   uint64_t len = (options.size + st.page - 1) / st.page * st.page;
   if (st.scenario == CheckScenario::kThp) len = (len + kHuge - 1) / kHuge * kHuge;
   st.npages = len / st.page;
+  st.window_pages = std::min<size_t>(st.npages, std::max<size_t>(256, st.npages / 8));
+  st.writes_per_round =
+      std::max<uint64_t>(256, st.window_pages / 4 / static_cast<uint64_t>(options.threads));
 
   std::unique_ptr<Tracker> tracker;
   if (options.make_tracker) {
@@ -328,25 +347,25 @@ Result<CheckResult> RunCheck(const CheckOptions& options) {
   result.region_bytes = len;
 
   const uint64_t t0 = MonoNs();
+  st.start_ns = t0;
   st.deadline_ns = t0 + static_cast<uint64_t>(options.seconds * 1e9);
   st.writers_running.store(options.threads);
   std::vector<std::thread> threads;
   for (int t = 0; t < options.threads; ++t) threads.emplace_back(Writer, &st, t);
-  threads.emplace_back(check_internal::RunDisturber, &st);
 
-  // The collector (this thread) runs until every writer and the disturber
-  // have finished; the round that starts after that is the final one.
+  // The collector (this thread) runs until every writer (writer 0 hosts the
+  // disturber) has finished; the round that starts after that is the final one.
   std::vector<PageRange> ranges;
   uint64_t next_progress = t0 + 250000000ull;
   for (;;) {
-    const bool last = st.writers_running.load(std::memory_order_acquire) == 0 &&
-                      st.disturber_done.load(std::memory_order_acquire);
+    const bool last = st.writers_running.load(std::memory_order_acquire) == 0;
     ranges.clear();
     Status s = tracker->Collect(&ranges);
     // Pages in `ranges` were re-armed even if Collect failed: copy them first.
     Status c = CopyReported(st, ranges, options.inject_loss, replica, &result.pages_reported);
     ++result.rounds;
-    st.BumpRound();
+    st.rounds.fetch_add(1, std::memory_order_acq_rel);
+    st.rounds.notify_all();
     if (!s.ok()) st.Fail(s.WithContext("check: Collect round " + std::to_string(result.rounds)));
     if (!c.ok()) st.Fail(c);
     if (last) break;

@@ -62,8 +62,32 @@ struct RunState {
   size_t page = 4096;
   size_t npages = 0;
   size_t huge = 2 << 20;  // THP unit (thp scenario)
+  uint64_t start_ns = 0;
   uint64_t deadline_ns = 0;
   uint64_t seed = 0;
+
+  // The hot window: writers write random pages of a window of window_pages
+  // pages whose start sweeps once through the region over the run (wrapping
+  // at the end). Pages behind the window are not written again, so a lost
+  // last write to a page cannot be hidden by a later, reported one.
+  size_t window_pages = 0;
+  // Writes each writer makes per collect round before it waits for the next
+  // round. Without a quota, writers that never block starve the collector on
+  // a busy machine (a handful of rounds per second, every window page
+  // written in each); with it, writes cluster around the start of each
+  // Collect(), where the races are.
+  uint64_t writes_per_round = 0;
+  // First page of the window at time `now_ns`.
+  size_t WindowStart(uint64_t now_ns) const {
+    if (now_ns <= start_ns || deadline_ns <= start_ns) return 0;
+    const double f = static_cast<double>(now_ns - start_ns) /
+                     static_cast<double>(deadline_ns - start_ns);
+    return static_cast<size_t>(f * static_cast<double>(npages)) % npages;
+  }
+  // A random page of the window at `now_ns`.
+  size_t HotPage(uint64_t now_ns, Rng* rng) const {
+    return (WindowStart(now_ns) + rng->Below(window_pages)) % npages;
+  }
 
   // mprotect scenario: per chunk, >= 0 = writers inside, -1 = the toggler
   // holds it (its pages may be PROT_READ: writers must not touch them).
@@ -71,28 +95,51 @@ struct RunState {
   size_t nchunks = 0;
 
   std::atomic<bool> stop{false};          // set on error
-  std::atomic<uint64_t> rounds{0};        // collects done; waited on by the disturber
+  // Collect rounds done (wraps; only compared for change). Writers wait on
+  // it when their per-round quota is spent. 32-bit: a futex word.
+  std::atomic<uint32_t> rounds{0};
   std::atomic<int> writers_running{0};
-  std::atomic<bool> disturber_done{false};
   std::atomic<uint64_t> writes{0};
   std::atomic<uint64_t> scenario_ops{0};
 
   // Records the first failure and asks every thread to stop.
   void Fail(const Status& status);
   Status first_error() const;
-  // Wakes threads waiting on `rounds` (after a collect or on stop).
-  void BumpRound();
 
  private:
   mutable std::mutex error_mu_;
   Status first_error_;
 };
 
-// The scenario's disturbing loop: runs until the deadline passes or stop is
-// set, doing a few actions after each collect round. Failures go to
-// state->Fail(). Sets state->disturber_done before returning. For scenarios
-// without disturbance (writes, shmem) it returns at once.
-void RunDisturber(RunState* state);
+// The mprotect scenario's toggler state: the chunk it holds READ, if any.
+struct Toggle {
+  long chunk = -1;     // -1: none held
+  uint32_t round = 0;  // collect round when it was taken
+  char* start = nullptr;
+  size_t len = 0;
+};
+
+// Disturbs the region the scenario's way (check_scenarios.cc). Hosted by
+// writer thread 0, which calls MaybeAct() between write batches and Finish()
+// once it stops writing. Not thread-safe: one thread uses it.
+class Disturber {
+ public:
+  explicit Disturber(RunState* st);
+  ~Disturber();
+  // Does one action if the scenario's interval has passed since the last;
+  // no-op for scenarios without disturbance. Errors name the failing call.
+  Status MaybeAct(uint64_t now_ns);
+  // Undoes lasting effects (a chunk left PROT_READ). Call once at the end.
+  Status Finish();
+
+ private:
+  RunState* st_;
+  Rng rng_;
+  std::unique_ptr<Toggle> toggle_ = std::make_unique<Toggle>();
+  bool active_ = true;
+  uint64_t interval_ns_ = 0;
+  uint64_t next_ns_ = 0;
+};
 
 }  // namespace pagewise::check_internal
 

@@ -1,8 +1,10 @@
 // Scenario disturbers for the never-lose-a-write check: the things real
 // programs do to tracked memory while it is being written and collected.
 //
-// The disturber acts after each collect round (it waits on the round counter,
-// so disturbance interleaves with collects and its rate follows theirs). Its
+// Writer thread 0 hosts the disturber: between its write batches it calls
+// MaybeAct(), which acts when the scenario's interval has passed. (A separate
+// thread woken per collect was tried: on a loaded machine its wake-ups lag by
+// a whole scheduler slice, so it acted a few dozen times a second.) Its
 // mprotect/madvise calls are plain libc calls on purpose: they model a user
 // program that knows nothing of pagewise, so they do not go through Env.
 #include <fcntl.h>
@@ -35,9 +37,10 @@ std::string RangeText(const char* what, const char* addr, size_t len) {
   return buf;
 }
 
-// A random run of 1..max_pages pages inside the region: [*start, *start+*len).
-void RandomRun(RunState* st, Rng* rng, size_t max_pages, char** start, size_t* len) {
-  const size_t first = rng->Below(st->npages);
+// A random run of 1..max_pages pages inside the region: [*start, *start+*len),
+// starting in the writers' hot window if `hot`, anywhere otherwise.
+void RandomRun(RunState* st, Rng* rng, bool hot, size_t max_pages, char** start, size_t* len) {
+  const size_t first = hot ? st->HotPage(MonoNs(), rng) : rng->Below(st->npages);
   const size_t n = std::min<size_t>(1 + rng->Below(max_pages), st->npages - first);
   *start = st->region + first * st->page;
   *len = n * st->page;
@@ -46,7 +49,7 @@ void RandomRun(RunState* st, Rng* rng, size_t max_pages, char** start, size_t* l
 Status DropRun(RunState* st, Rng* rng) {
   char* p;
   size_t len;
-  RandomRun(st, rng, 32, &p, &len);
+  RandomRun(st, rng, rng->Below(2) == 0, 32, &p, &len);
   if (madvise(p, len, MADV_DONTNEED) != 0) {
     return ErrnoStatus(errno, RangeText("check dontneed: madvise(MADV_DONTNEED)", p, len));
   }
@@ -67,13 +70,6 @@ Status SplitHuge(RunState* st, Rng* rng) {
   return Status::Ok();
 }
 
-// The protection toggler's state between rounds: the chunk it holds READ.
-struct Toggle {
-  long chunk = -1;
-  char* start = nullptr;
-  size_t len = 0;
-};
-
 Status ReleaseChunk(RunState* st, Toggle* t) {
   if (t->chunk < 0) return Status::Ok();
   if (mprotect(t->start, t->len, PROT_READ | PROT_WRITE) != 0) {
@@ -85,16 +81,20 @@ Status ReleaseChunk(RunState* st, Toggle* t) {
   return Status::Ok();
 }
 
-// One round: if a chunk is held READ since the last round, make it RW again
-// and free it; else take a free chunk (no writer inside) and make a random
-// run of it READ, holding it across the next collect. Then mprotect(RW) a
-// random run that writers may be writing this very moment.
+// One action: if a chunk has been held READ since before the last collect
+// round, make it RW again and free it; if none is held, take a free chunk (no
+// writer inside) and make a random run of it READ, to be held across the
+// next collect. Then mprotect(RW) a random run that writers may be writing
+// this very moment.
 Status ToggleProtection(RunState* st, Rng* rng, Toggle* t) {
+  const uint32_t round = st->rounds.load(std::memory_order_acquire);
   if (t->chunk >= 0) {
-    PW_RETURN_IF_ERROR(ReleaseChunk(st, t));
+    if (round != t->round) PW_RETURN_IF_ERROR(ReleaseChunk(st, t));
   } else {
     for (int tries = 0; tries < 8; ++tries) {
-      const size_t c = rng->Below(st->nchunks);
+      // Half the time a chunk where writers are busy, else any chunk.
+      const size_t c = (rng->Below(2) == 0 ? st->HotPage(MonoNs(), rng) / kChunkPages
+                                           : rng->Below(st->nchunks));
       int32_t free_state = 0;
       if (!st->chunk_state[c].compare_exchange_strong(free_state, -1, std::memory_order_acq_rel)) {
         continue;  // writers inside: try another chunk
@@ -104,6 +104,7 @@ Status ToggleProtection(RunState* st, Rng* rng, Toggle* t) {
       const size_t a = rng->Below(pages);
       const size_t n = 1 + rng->Below(pages - a);
       t->chunk = static_cast<long>(c);
+      t->round = round;
       t->start = st->region + (first + a) * st->page;
       t->len = n * st->page;
       if (mprotect(t->start, t->len, PROT_READ) != 0) {
@@ -118,7 +119,7 @@ Status ToggleProtection(RunState* st, Rng* rng, Toggle* t) {
   }
   char* p;
   size_t len;
-  RandomRun(st, rng, 64, &p, &len);
+  RandomRun(st, rng, true, 64, &p, &len);
   // The held chunk (if any) must stay READ: trim the run to end before it.
   if (t->chunk >= 0 && p < t->start + t->len && p + len > t->start) {
     len = p < t->start ? static_cast<size_t>(t->start - p) : 0;
@@ -198,39 +199,42 @@ Status ForkOnce(RunState* st, Rng* rng) {
 
 }  // namespace
 
-void RunDisturber(RunState* st) {
-  if (st->scenario == CheckScenario::kWrites || st->scenario == CheckScenario::kShmem) {
-    st->disturber_done.store(true, std::memory_order_release);
-    return;
+Disturber::Disturber(RunState* st) : st_(st), rng_(st->seed ^ 0xD157AB3ull) {
+  switch (st->scenario) {
+    case CheckScenario::kDontneed: interval_ns_ = 200000; break;
+    case CheckScenario::kMprotect: interval_ns_ = 100000; break;
+    // A fork of a large populated process takes ~10 ms and blocks page faults
+    // meanwhile: leave time for writes and collects in between.
+    case CheckScenario::kFork: interval_ns_ = 25000000; break;
+    case CheckScenario::kThp: interval_ns_ = 5000000; break;
+    case CheckScenario::kWrites:
+    case CheckScenario::kShmem: active_ = false; break;
   }
-  Rng rng(st->seed ^ 0xD157AB3ull);
-  Toggle toggle;
-  uint64_t seen = st->rounds.load(std::memory_order_acquire);
-  for (;;) {
-    // Wait for the next collect round (or a stop, which also bumps it).
-    st->rounds.wait(seen, std::memory_order_acquire);
-    seen = st->rounds.load(std::memory_order_acquire);
-    if (st->stop.load() || MonoNs() >= st->deadline_ns) break;
-    Status s;
-    switch (st->scenario) {
-      case CheckScenario::kDontneed: s = DropRun(st, &rng); break;
-      case CheckScenario::kMprotect: s = ToggleProtection(st, &rng, &toggle); break;
-      case CheckScenario::kFork: s = ForkOnce(st, &rng); break;
-      case CheckScenario::kThp: s = SplitHuge(st, &rng); break;
-      case CheckScenario::kWrites:
-      case CheckScenario::kShmem: break;
-    }
-    if (!s.ok()) {
-      st->Fail(s);
-      break;
-    }
-    if (st->scenario != CheckScenario::kMprotect) {
-      st->scenario_ops.fetch_add(1, std::memory_order_relaxed);
-    }
+}
+
+Disturber::~Disturber() = default;
+
+Status Disturber::MaybeAct(uint64_t now_ns) {
+  if (!active_ || now_ns < next_ns_) return Status::Ok();
+  next_ns_ = now_ns + interval_ns_;
+  Status s;
+  switch (st_->scenario) {
+    case CheckScenario::kDontneed: s = DropRun(st_, &rng_); break;
+    case CheckScenario::kMprotect: s = ToggleProtection(st_, &rng_, toggle_.get()); break;
+    case CheckScenario::kFork: s = ForkOnce(st_, &rng_); break;
+    case CheckScenario::kThp: s = SplitHuge(st_, &rng_); break;
+    case CheckScenario::kWrites:
+    case CheckScenario::kShmem: break;
   }
-  Status s = ReleaseChunk(st, &toggle);
-  if (!s.ok()) st->Fail(s);
-  st->disturber_done.store(true, std::memory_order_release);
+  if (s.ok() && st_->scenario != CheckScenario::kMprotect) {
+    st_->scenario_ops.fetch_add(1, std::memory_order_relaxed);
+  }
+  return s;
+}
+
+Status Disturber::Finish() {
+  if (!active_) return Status::Ok();
+  return ReleaseChunk(st_, toggle_.get());
 }
 
 }  // namespace pagewise::check_internal
