@@ -1,35 +1,42 @@
 // Check: proves the tracker contract (never lose a write) on this kernel.
 //
 // RunCheck() maps a region of the chosen kind, tracks it, and lets N writer
-// threads stamp random pages with unique (thread, counter) values while one
-// collector thread repeatedly calls Tracker::Collect() and copies every
-// reported page into a replica buffer. A scenario thread meanwhile disturbs
-// the region the way real programs do (MADV_DONTNEED, mprotect, fork, THP
-// splits). When the run time is over the writers stop, one last Collect()
-// and copy run, and the replica is compared with the source page by page:
-// every page that differs is a write the tracker lost.
+// threads stamp random pages with unique (thread, counter) values while the
+// calling thread collects: it calls Tracker::Collect() again and again and
+// copies every reported page into a replica buffer. Writer thread 0 also
+// disturbs the region the way real programs do (MADV_DONTNEED, mprotect,
+// fork, THP splits). When the run time is over the writers stop, one last
+// Collect() and copy run, and the replica is compared with the source page
+// by page: every page that differs is a write the tracker lost.
 //
 // Why a difference means a lost write: every write stores a value never
 // stored before, and any page reported after its last write is copied after
 // that write landed. A page whose final write was never reported keeps an
-// older copy in the replica. (A lost write that is followed by a reported
-// write to the same page is masked, so losses near the end of the run are
-// the ones that show; a run collects hundreds of times, so a backend that
-// loses writes shows it quickly.) CheckOptions::inject_loss proves that the
+// older copy in the replica. A lost write followed by a reported write to
+// the same page would be masked, so writers write random pages of a hot
+// window that sweeps once through the region during the run: pages behind
+// it are not written again and a lost last write stays visible. Each writer
+// makes a quota of writes per collect round and then waits for the next
+// round, so writes cluster where they race Collect() and the collector is
+// not starved on a busy machine. CheckOptions::inject_loss proves that the
 // comparison detects loss: the collector then drops one reported page per
 // collect, and the run must end with lost_writes > 0.
 //
 // Scenarios:
 //   writes    anonymous private memory, 4 KiB pages (MADV_NOHUGEPAGE).
-//   dontneed  + a thread MADV_DONTNEEDs random ranges (dropped pages read 0
-//             and must be reported: the replica must end equal to source).
-//   mprotect  + a thread toggles random chunks RW -> READ -> RW with plain
-//             mprotect(2) (writers skip chunks marked busy, so no write hits
-//             a READ page) and mprotect(RW)s random ranges being written.
-//   fork      + a thread forks repeatedly; each child writes its own copy of
-//             random pages and _exits; the parent waits for it.
-//   thp       MADV_HUGEPAGE memory, 2 MiB aligned, + a thread that splits
-//             random huge pages by MADV_DONTNEED of one 4 KiB page in them.
+//   dontneed  + MADV_DONTNEED of random runs of 1..32 pages, mostly in the
+//             hot window (dropped pages read 0 and must be reported: the
+//             replica must end equal to the source).
+//   mprotect  + random runs of 64-page chunks toggled RW -> READ -> RW with
+//             plain mprotect(2), the READ held across a collect (writers
+//             skip chunks marked busy, so no write hits a READ page), and
+//             mprotect(RW) of random runs in the hot window being written.
+//   fork      + a fork every 25 ms; each child writes its own copy of 32
+//             random pages and _exits; the parent waits for it (a child
+//             stuck for 20 s or killed by a signal fails the run).
+//   thp       MADV_HUGEPAGE memory, 2 MiB aligned, + every 5 ms a random
+//             even-numbered huge page split by MADV_DONTNEED of one 4 KiB
+//             page in it (odd-numbered ones stay whole).
 //   shmem     a memfd mapped MAP_SHARED.
 // In every scenario a quarter of the region is left never touched before
 // Track() (unpopulated page tables), so first writes to empty ptes count too.
@@ -37,9 +44,9 @@
 // user program's, not calls through Env.
 //
 // Thread safety: RunCheck() may be called from any thread; it creates and
-// joins its own threads. Only one run at a time per process when the backend
-// is mprotect (one mprotect tracker per process). CheckOptions/CheckResult
-// are plain values.
+// joins its own threads and collects on the calling thread. With the
+// mprotect backend only one run at a time per process (one mprotect tracker
+// per process). CheckOptions/CheckResult are plain values.
 #ifndef PAGEWISE_CHECK_H_
 #define PAGEWISE_CHECK_H_
 
