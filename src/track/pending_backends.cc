@@ -5,12 +5,6 @@
 
 namespace pagewise::track_internal {
 
-Result<std::unique_ptr<Tracker>> CreateUffdWp(Env*, const KernelFeatures&) {
-  return Status::NotSupported("uffd-wp backend: not implemented yet on this branch; use uffd-wp-async");
-}
-Result<std::unique_ptr<Tracker>> CreateMprotect(Env*, const KernelFeatures&) {
-  return Status::NotSupported("mprotect backend: not implemented yet on this branch; use uffd-wp-async");
-}
 Result<std::unique_ptr<Tracker>> CreateSoftDirty(Env*, const KernelFeatures&) {
   return Status::NotSupported("soft-dirty backend: not implemented yet on this branch");
 }
