@@ -5,8 +5,9 @@
 //     (correct by construction: the engine must find no loss in any scenario,
 //     which shows it has no false positives: torn copies, DONTNEED zeros,
 //     protection changes and fork children are all accounted for);
-//   - broken trackers (one that drops a range, one that reports nothing) and
-//     the engine's own inject_loss mode: the engine must find the loss;
+//   - broken trackers (one that drops a range, one that reports nothing, one
+//     that reads and re-arms in two steps like soft-dirty) and the engine's
+//     own inject_loss mode: the engine must find the loss;
 //   - the real backends this kernel offers, at a small size.
 #include <algorithm>
 #include <memory>
@@ -19,6 +20,9 @@
 #include "pagewise/check.h"
 #include "pagewise/probe.h"
 #include "pagewise/tracker.h"
+#include "sys/pagemap.h"
+#include "sys/uapi.h"
+#include "sys/userfaultfd.h"
 
 namespace pagewise {
 namespace {
@@ -88,6 +92,45 @@ class LossyTracker : public Tracker {
  private:
   std::unique_ptr<Tracker> inner_;
   bool drop_all_;
+};
+
+// Not atomic, like soft-dirty: Collect() reads the written pages
+// (PAGEMAP_SCAN without WP_MATCHING), then write-protects the WHOLE range.
+// A first write to a clean page landing between the two steps is never
+// reported: a race loss, not a deterministic one.
+class ReadThenClearAllTracker : public Tracker {
+ public:
+  TrackBackend backend() const override { return TrackBackend::kSoftDirty; }
+  Status Track(void* addr, size_t len) override {
+    sys::Userfaultfd::Options o;
+    o.required_features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_ASYNC |
+                          UFFD_FEATURE_WP_UNPOPULATED;
+    PW_ASSIGN_OR_RETURN(uffd_, sys::Userfaultfd::Open(o));
+    PW_ASSIGN_OR_RETURN(scanner_, sys::PagemapScanner::Open());
+    range_ = {reinterpret_cast<uint64_t>(addr), reinterpret_cast<uint64_t>(addr) + len};
+    PW_RETURN_IF_ERROR(uffd_.Register(range_.start, len, UFFDIO_REGISTER_MODE_WP));
+    return uffd_.WriteProtect(range_.start, len, true);
+  }
+  Status Untrack(void* addr, size_t len) override {
+    return uffd_.Unregister(reinterpret_cast<uint64_t>(addr), len);
+  }
+  Status Collect(std::vector<PageRange>* written) override {
+    PagemapScanArgs a;
+    a.start = range_.start;
+    a.end = range_.end;
+    a.category_mask = a.return_mask = sys::page_is::kWritten;
+    std::vector<PageRegion> regions;
+    PW_RETURN_IF_ERROR(scanner_.ScanAll(a, &regions));
+    for (const PageRegion& r : regions) written->push_back({r.start, r.end});
+    return uffd_.WriteProtect(range_.start, range_.end - range_.start, true);
+  }
+  TrackerStats stats() const override { return {}; }
+  std::vector<PageRange> tracked() const override { return {range_}; }
+
+ private:
+  sys::Userfaultfd uffd_;
+  sys::PagemapScanner scanner_;
+  PageRange range_;
 };
 
 CheckOptions Small(CheckScenario scenario) {
@@ -194,6 +237,20 @@ TEST(CheckDetectsLoss, TrackerThatReportsNothing) {
   ASSERT_FALSE(r->lost_examples.empty());
   EXPECT_NE(r->lost_examples[0].find("is missing from the replica"), std::string::npos)
       << r->lost_examples[0];
+}
+
+TEST(CheckDetectsLoss, NonAtomicReadThenClearTracker) {
+  // Losses here come only from writes racing the gap between reading and
+  // re-arming; the check must catch them in a short run.
+  CheckOptions o = Small(CheckScenario::kWrites);
+  o.seconds = 1;
+  o.make_tracker = []() -> Result<std::unique_ptr<Tracker>> {
+    return std::unique_ptr<Tracker>(std::make_unique<ReadThenClearAllTracker>());
+  };
+  Result<CheckResult> r = RunCheck(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_FALSE(r->ok);
+  EXPECT_GT(r->lost_writes, 0u) << "rounds " << r->rounds << " writes " << r->writes;
 }
 
 TEST(CheckDetectsLoss, DroppedDontneedZeros) {
