@@ -149,6 +149,14 @@ int Run(const Args& a) {
   Result<std::vector<TrackBackend>> backends = ChooseBackends(a.backend);
   if (!backends.ok()) return Fail("check", backends.status());
 
+  {
+    CheckOptions o;
+    o.threads = a.threads;
+    o.seconds = a.seconds;
+    o.size = *size;
+    Status valid = ValidateCheckOptions(o);
+    if (!valid.ok()) return Fail("check", valid);
+  }
   const bool progress = StderrIsTerminal();
   nlohmann::json all = nlohmann::json::array();
   bool failed = false;       // a write was lost, or a run failed
@@ -177,8 +185,6 @@ int Run(const Args& a) {
       Result<CheckResult> r = RunCheck(o);
       if (progress) std::fprintf(stderr, "\r\033[K");
       if (!r.ok()) {
-        // Bad options fail the same way for every run: stop at once.
-        if (r.status().code() == Code::kInvalidArgument) return Fail("check", r.status());
         if (r.status().code() == Code::kNotSupported) {
           unsupported = true;
         } else {
@@ -220,7 +226,7 @@ CommandRegistration reg("check", "Prove on this kernel that tracking never loses
                   "(every available atomic backend)")
       ->capture_default_str();
   app->add_option("--scenario", a->scenario,
-                  "writes, dontneed, mprotect, fork, thp, shmem, or all")
+                  "writes, dontneed, mprotect, fork, thp, shmem, syscall, or all")
       ->capture_default_str();
   app->add_option("--threads", a->threads, "Writer threads")->capture_default_str();
   app->add_option("--seconds", a->seconds, "Writing time per run")->capture_default_str();

@@ -38,6 +38,10 @@
 //             even-numbered huge page split by MADV_DONTNEED of one 4 KiB
 //             page in it (odd-numbered ones stay whole).
 //   shmem     a memfd mapped MAP_SHARED.
+//   syscall   + every 50 us the kernel writes a stamp into a random hot page
+//             on the program's behalf: read(2) from a pipe into tracked
+//             memory (a write by copy_to_user, not by a user store). A read
+//             that fails (EFAULT) fails the run: the program would break.
 // In every scenario a quarter of the region is left never touched before
 // Track() (unpopulated page tables), so first writes to empty ptes count too.
 // The scenario's own mprotect/madvise calls are plain libc calls, like a
@@ -64,9 +68,9 @@
 
 namespace pagewise {
 
-enum class CheckScenario { kWrites, kDontneed, kMprotect, kFork, kThp, kShmem };
+enum class CheckScenario { kWrites, kDontneed, kMprotect, kFork, kThp, kShmem, kSyscall };
 
-// "writes", "dontneed", "mprotect", "fork", "thp", "shmem".
+// "writes", "dontneed", "mprotect", "fork", "thp", "shmem", "syscall".
 std::string_view ScenarioName(CheckScenario scenario);
 // Every scenario, in the order `all` runs them.
 std::vector<CheckScenario> AllScenarios();
@@ -84,7 +88,7 @@ struct CheckProgress {
 
 struct CheckOptions {
   TrackBackend backend = TrackBackend::kAuto;
-  int threads = 8;                   // writer threads, 1..256
+  int threads = 8;                   // writer threads, 1..254
   double seconds = 5;                // writing time, > 0
   uint64_t size = 256ull << 20;      // region bytes (rounded up to pages; to 2 MiB for thp)
   CheckScenario scenario = CheckScenario::kWrites;
@@ -119,6 +123,10 @@ struct CheckResult {
   // and the replica lacks); empty when nothing was lost.
   std::vector<std::string> lost_examples;
 };
+
+// kInvalidArgument naming the bad field (threads, seconds, size), else OK.
+// RunCheck() calls it first; callers may call it to fail early.
+Status ValidateCheckOptions(const CheckOptions& options);
 
 // Runs one check. Returns kInvalidArgument for bad options, kNotSupported if
 // the backend is unavailable here or cannot track the scenario's memory, and

@@ -154,7 +154,7 @@ void Writer(RunState* st, int tid) {
 std::string DescribeLoss(const RunState& st, size_t p, const char* src, const char* rep) {
   char buf[256];
   const size_t off = p * st.page;
-  for (size_t t = 0; t < check_internal::kMaxThreads; ++t) {
+  for (size_t t = 0; t <= check_internal::kKernelSlot; ++t) {
     const size_t s = t * kSlotBytes;
     if (std::memcmp(src + s, rep + s, kSlotBytes) == 0) continue;
     uint64_t tag, count, rtag, rcount;
@@ -163,16 +163,22 @@ std::string DescribeLoss(const RunState& st, size_t p, const char* src, const ch
     std::memcpy(&rtag, rep + s, 8);
     std::memcpy(&rcount, rep + s + 8, 8);
     if (tag == StampTag(p, t)) {
+      char who[48];
+      if (t == check_internal::kKernelSlot) {
+        std::snprintf(who, sizeof who, "the kernel's read(2)");
+      } else {
+        std::snprintf(who, sizeof who, "writer %zu's", t);
+      }
       if (rtag == StampTag(p, t)) {
         std::snprintf(buf, sizeof buf,
-                      "page %zu (+0x%zx): writer %zu's write #%" PRIu64
+                      "page %zu (+0x%zx): %s write #%" PRIu64
                       " is missing from the replica, which holds its write #%" PRIu64,
-                      p, off, t, count, rcount);
+                      p, off, who, count, rcount);
       } else {
         std::snprintf(buf, sizeof buf,
-                      "page %zu (+0x%zx): writer %zu's write #%" PRIu64
-                      " is missing from the replica, which holds no write of that writer",
-                      p, off, t, count);
+                      "page %zu (+0x%zx): %s write #%" PRIu64
+                      " is missing from the replica, which holds no such write",
+                      p, off, who, count);
       }
       return buf;
     }
@@ -231,7 +237,9 @@ Status CopyReported(const RunState& st, const std::vector<PageRange>& ranges, bo
   return Status::Ok();
 }
 
-Status ValidateOptions(const CheckOptions& o) {
+}  // namespace
+
+Status ValidateCheckOptions(const CheckOptions& o) {
   if (o.threads < 1 || o.threads > check_internal::kMaxThreads) {
     return Status::InvalidArgument("check: threads must be 1.." +
                                    std::to_string(check_internal::kMaxThreads) + ", got " +
@@ -252,8 +260,6 @@ Status ValidateOptions(const CheckOptions& o) {
   }
   return Status::Ok();
 }
-
-}  // namespace
 
 namespace check_internal {
 
@@ -286,13 +292,15 @@ std::string_view ScenarioName(CheckScenario s) {
     case CheckScenario::kFork: return "fork";
     case CheckScenario::kThp: return "thp";
     case CheckScenario::kShmem: return "shmem";
+    case CheckScenario::kSyscall: return "syscall";
   }
   return "unknown";
 }
 
 std::vector<CheckScenario> AllScenarios() {
   return {CheckScenario::kWrites, CheckScenario::kDontneed, CheckScenario::kMprotect,
-          CheckScenario::kFork,   CheckScenario::kThp,      CheckScenario::kShmem};
+          CheckScenario::kFork,   CheckScenario::kThp,      CheckScenario::kShmem,
+          CheckScenario::kSyscall};
 }
 
 Result<std::vector<CheckScenario>> ParseScenarios(std::string_view name) {
@@ -301,11 +309,12 @@ Result<std::vector<CheckScenario>> ParseScenarios(std::string_view name) {
     if (name == ScenarioName(s)) return std::vector<CheckScenario>{s};
   }
   return Status::InvalidArgument("unknown check scenario '" + std::string(name) +
-                                 "'; valid: writes, dontneed, mprotect, fork, thp, shmem, all");
+                                 "'; valid: writes, dontneed, mprotect, fork, thp, shmem, syscall, "
+                                 "all");
 }
 
 Result<CheckResult> RunCheck(const CheckOptions& options) {
-  PW_RETURN_IF_ERROR(ValidateOptions(options));
+  PW_RETURN_IF_ERROR(ValidateCheckOptions(options));
   Env* env = options.env != nullptr ? options.env : Env::Default();
 
   RunState st;

@@ -23,9 +23,12 @@ namespace pagewise::check_internal {
 // A page holds 16-byte slots; writer thread t stamps slot t with
 // {StampTag(page, t), counter}, the counter starting at 1 and growing by one
 // per write, so every write stores a value that page never held. Fork
-// children stamp slot kChildSlot with kChildTag (never used by the parent).
+// children stamp slot kChildSlot with kChildTag (never used by the parent);
+// the syscall scenario has the kernel stamp slot kKernelSlot with
+// {StampTag(page, kKernelSlot), counter} through read(2).
 inline constexpr size_t kSlotBytes = 16;
-inline constexpr int kMaxThreads = 255;
+inline constexpr int kMaxThreads = 254;
+inline constexpr size_t kKernelSlot = 254;
 inline constexpr size_t kChildSlot = 255;
 inline constexpr uint64_t kChildTag = 0xC411D000C411D000ull;
 inline uint64_t StampTag(uint64_t page, uint64_t thread) {
@@ -135,6 +138,8 @@ class Disturber {
  private:
   RunState* st_;
   Rng rng_;
+  int pipe_[2] = {-1, -1};  // syscall scenario
+  uint64_t kernel_writes_ = 0;
   std::unique_ptr<Toggle> toggle_ = std::make_unique<Toggle>();
   bool active_ = true;
   uint64_t interval_ns_ = 0;

@@ -197,6 +197,36 @@ Status ForkOnce(RunState* st, Rng* rng) {
   return Status::Ok();
 }
 
+// Has the kernel write a fresh stamp into kKernelSlot of a random hot page:
+// the stamp goes into a pipe and read(2) copies it into tracked memory.
+Status KernelWrite(RunState* st, Rng* rng, const int pipe_fds[2], uint64_t* count) {
+  const uint64_t p = st->HotPage(MonoNs(), rng);
+  const uint64_t stamp[2] = {StampTag(p, kKernelSlot), ++*count};
+  char* dst = st->region + p * st->page + kKernelSlot * kSlotBytes;
+  if (write(pipe_fds[1], stamp, sizeof stamp) != static_cast<ssize_t>(sizeof stamp)) {
+    return ErrnoStatus(errno, "check syscall: write to the stamp pipe");
+  }
+  ssize_t n;
+  do {
+    n = read(pipe_fds[0], dst, sizeof stamp);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    // Not the caller's bad argument (ErrnoStatus maps EFAULT so): the
+    // tracker broke a correct program.
+    Status s = ErrnoStatus(errno,
+                           RangeText("check syscall: read(2) from a pipe into tracked memory", dst,
+                                     sizeof stamp),
+                           "the backend makes system calls that write into tracked memory fail "
+                           "(kernel writes raise no SIGSEGV); use a userfaultfd backend");
+    return Status(Code::kFailedPrecondition, s.err(), s.message());
+  }
+  if (n != static_cast<ssize_t>(sizeof stamp)) {
+    return Status::Internal("check syscall: short read(2) of " + std::to_string(n) +
+                            " bytes from the stamp pipe");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Disturber::Disturber(RunState* st) : st_(st), rng_(st->seed ^ 0xD157AB3ull) {
@@ -207,12 +237,22 @@ Disturber::Disturber(RunState* st) : st_(st), rng_(st->seed ^ 0xD157AB3ull) {
     // meanwhile: leave time for writes and collects in between.
     case CheckScenario::kFork: interval_ns_ = 25000000; break;
     case CheckScenario::kThp: interval_ns_ = 5000000; break;
+    case CheckScenario::kSyscall:
+      interval_ns_ = 50000;
+      if (pipe2(pipe_, O_CLOEXEC) != 0) {
+        st->Fail(ErrnoStatus(errno, "check syscall: pipe2"));
+        active_ = false;
+      }
+      break;
     case CheckScenario::kWrites:
     case CheckScenario::kShmem: active_ = false; break;
   }
 }
 
-Disturber::~Disturber() = default;
+Disturber::~Disturber() {
+  if (pipe_[0] >= 0) close(pipe_[0]);
+  if (pipe_[1] >= 0) close(pipe_[1]);
+}
 
 Status Disturber::MaybeAct(uint64_t now_ns) {
   if (!active_ || now_ns < next_ns_) return Status::Ok();
@@ -223,6 +263,7 @@ Status Disturber::MaybeAct(uint64_t now_ns) {
     case CheckScenario::kMprotect: s = ToggleProtection(st_, &rng_, toggle_.get()); break;
     case CheckScenario::kFork: s = ForkOnce(st_, &rng_); break;
     case CheckScenario::kThp: s = SplitHuge(st_, &rng_); break;
+    case CheckScenario::kSyscall: s = KernelWrite(st_, &rng_, pipe_, &kernel_writes_); break;
     case CheckScenario::kWrites:
     case CheckScenario::kShmem: break;
   }

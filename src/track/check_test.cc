@@ -166,7 +166,7 @@ TEST(CheckScenarioNames, RoundTripAndAll) {
   }
   Result<std::vector<CheckScenario>> all = ParseScenarios("all");
   ASSERT_TRUE(all.ok());
-  EXPECT_EQ(all->size(), 6u);
+  EXPECT_EQ(all->size(), 7u);
   Result<std::vector<CheckScenario>> bad = ParseScenarios("sometimes");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
