@@ -158,6 +158,9 @@ Result<std::unique_ptr<Tracker>> CreateUffdWpAsync(Env* env, const KernelFeature
 Result<std::unique_ptr<Tracker>> CreateUffdWp(Env* env, const KernelFeatures& features);
 Result<std::unique_ptr<Tracker>> CreateMprotect(Env* env, const KernelFeatures& features);
 Result<std::unique_ptr<Tracker>> CreateSoftDirty(Env* env, const KernelFeatures& features);
+// The soft-dirty tracker without the availability check (tests drive it
+// through an Env that fakes the pagemap bits).
+Result<std::unique_ptr<Tracker>> NewSoftDirtyTracker(Env* env);
 
 }  // namespace pagewise::track_internal
 
