@@ -202,6 +202,15 @@ class Image {
   virtual Status VerifyWithProgress(VerifyError* error, const ProgressFn& progress) const = 0;
 };
 
+// Opens the chain at `path` and verifies all of it (Image::Open's header and
+// index checks for every layer, then Image::Verify). On failure *error
+// (optional) names the first bad layer; region is -1 with a file offset for
+// header/index damage or a missing/replaced parent, else region and offset
+// of the first page using the damaged data. `progress` (may be empty) gets
+// data bytes checked. env: nullptr for Env::Default().
+Status VerifyImage(const std::string& path, VerifyError* error = nullptr,
+                   const ProgressFn& progress = nullptr, Env* env = nullptr);
+
 // Writes the chain at `in` as one base image at `out` (no parent): same
 // regions, each page's resolved content; pages recorded as zero anywhere in
 // the chain stay recorded as zero, absent pages stay absent. options.parent

@@ -35,8 +35,11 @@ std::string ResolveParentPath(const std::string& child_path, const std::string& 
 
 class ChainImage : public Image {
  public:
+  // Opens the chain at `path`. On failure, *where (if not null) names the
+  // layer that failed and the file offset of the bad field (region -1).
   static Result<std::unique_ptr<ChainImage>> OpenChain(const std::string& path,
-                                                       const ImageOpenOptions& options);
+                                                       const ImageOpenOptions& options,
+                                                       VerifyError* where = nullptr);
 
   const std::vector<RegionInfo>& regions() const override { return regions_; }
   const std::vector<LayerInfo>& layers() const override { return infos_; }
