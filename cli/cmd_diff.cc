@@ -37,34 +37,48 @@ void AddRange(DiffResult* d, uint32_t region, uint64_t off, uint64_t len, uint64
   }
 }
 
-Status DiffRegion(const Image& a, const Image& b, uint32_t r, DiffResult* d,
-                  ProgressLine* progress, uint64_t* done, uint64_t total) {
-  const RegionInfo& reg = a.regions()[r];
-  const uint64_t ps = reg.page_size;
+// Compares [off, off+len) of region r page by page, reading in 4 MiB blocks.
+Status CompareRange(const Image& a, const Image& b, uint32_t r, uint64_t off, uint64_t len,
+                    DiffResult* d, ProgressLine* progress, uint64_t* done, uint64_t total) {
+  const uint64_t ps = a.regions()[r].page_size;
   const uint64_t batch = std::max<uint64_t>(ps, (4 << 20) / ps * ps);
-  std::vector<PageSourceKind> ka, kb;
   std::vector<char> ba, bb;
-  for (uint64_t off = 0; off < reg.length; off += batch) {
-    const uint64_t len = std::min(batch, reg.length - off);
-    PW_RETURN_IF_ERROR(a.Classify(r, off, len, &ka));
-    PW_RETURN_IF_ERROR(b.Classify(r, off, len, &kb));
-    bool any_data = false;
-    for (size_t i = 0; i < ka.size(); ++i) {
-      any_data |= ka[i] == PageSourceKind::kData || kb[i] == PageSourceKind::kData;
-    }
-    if (any_data) {
-      ba.resize(len);
-      bb.resize(len);
-      PW_RETURN_IF_ERROR(a.Read(r, off, ba.data(), len));
-      PW_RETURN_IF_ERROR(b.Read(r, off, bb.data(), len));
-      for (uint64_t i = 0; i < len / ps; ++i) {
-        if (std::memcmp(ba.data() + i * ps, bb.data() + i * ps, ps) != 0) {
-          AddRange(d, r, off + i * ps, ps, ps);
-        }
+  for (uint64_t pos = off; pos < off + len; pos += batch) {
+    const uint64_t n = std::min(batch, off + len - pos);
+    ba.resize(n);
+    bb.resize(n);
+    PW_RETURN_IF_ERROR(a.Read(r, pos, ba.data(), n));
+    PW_RETURN_IF_ERROR(b.Read(r, pos, bb.data(), n));
+    for (uint64_t i = 0; i < n / ps; ++i) {
+      if (std::memcmp(ba.data() + i * ps, bb.data() + i * ps, ps) != 0) {
+        AddRange(d, r, pos + i * ps, ps, ps);
       }
     }
-    *done += len;
+    *done += n;
     progress->Update(*done, total);
+  }
+  return Status::Ok();
+}
+
+// Only ranges where either image has data need reading: zero and absent
+// pages both read as zero.
+Status DiffRegion(const Image& a, const Image& b, uint32_t r, DiffResult* d,
+                  ProgressLine* progress, uint64_t* done, uint64_t total) {
+  const uint64_t length = a.regions()[r].length;
+  std::vector<Image::SourceRun> ra, rb;
+  PW_RETURN_IF_ERROR(a.ClassifyRuns(r, 0, length, &ra));
+  PW_RETURN_IF_ERROR(b.ClassifyRuns(r, 0, length, &rb));
+  size_t i = 0, j = 0;
+  uint64_t pos = 0;
+  while (pos < length && i < ra.size() && j < rb.size()) {
+    const uint64_t end_a = ra[i].offset + ra[i].length, end_b = rb[j].offset + rb[j].length;
+    const uint64_t end = std::min(end_a, end_b);
+    if (ra[i].kind == PageSourceKind::kData || rb[j].kind == PageSourceKind::kData) {
+      PW_RETURN_IF_ERROR(CompareRange(a, b, r, pos, end - pos, d, progress, done, total));
+    }
+    pos = end;
+    if (end_a == end) ++i;
+    if (end_b == end) ++j;
   }
   return Status::Ok();
 }
@@ -74,8 +88,10 @@ Status Diff(const std::string& pa, const std::string& pb, DiffResult* d) {
   PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> b, Image::Open(pb));
   const auto& ra = a->regions();
   const auto& rb = b->regions();
+  // Progress: bytes of recorded data in either image (an upper bound).
   uint64_t total = 0, done = 0;
-  for (const RegionInfo& r : ra) total += r.length;
+  for (const LayerInfo& l : a->layers()) total += l.stats.raw_bytes;
+  for (const LayerInfo& l : b->layers()) total += l.stats.raw_bytes;
   ProgressLine progress("diff");
   for (uint32_t r = 0; r < std::max(ra.size(), rb.size()); ++r) {
     if (r >= ra.size() || r >= rb.size() || ra[r].length != rb[r].length ||

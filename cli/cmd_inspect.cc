@@ -19,19 +19,21 @@ struct RegionCounts {
 
 Status CountRegion(const Image& img, uint32_t r, RegionCounts* c) {
   const RegionInfo& reg = img.regions()[r];
-  const uint64_t batch = uint64_t{1 << 20} * reg.page_size;
-  std::vector<PageSourceKind> kinds;
-  for (uint64_t off = 0; off < reg.length; off += batch) {
-    PW_RETURN_IF_ERROR(img.Classify(r, off, std::min(batch, reg.length - off), &kinds));
-    for (PageSourceKind k : kinds) {
-      if (k == PageSourceKind::kData) c->data++;
-      else if (k == PageSourceKind::kZero) c->zero++;
-      else c->absent++;
+  std::vector<Image::SourceRun> runs;
+  PW_RETURN_IF_ERROR(img.ClassifyRuns(r, 0, reg.length, &runs));
+  for (const Image::SourceRun& run : runs) {
+    const uint64_t pages = run.length / reg.page_size;
+    if (run.kind == PageSourceKind::kData) {
+      c->data += pages;
+    } else if (run.kind == PageSourceKind::kZero) {
+      c->zero += pages;
+    } else {
+      c->absent += pages;
     }
   }
-  std::vector<std::pair<uint64_t, uint64_t>> runs;
-  PW_RETURN_IF_ERROR(img.TopLayerRuns(r, &runs));
-  for (auto [off, len] : runs) c->top += len / reg.page_size;
+  std::vector<std::pair<uint64_t, uint64_t>> top;
+  PW_RETURN_IF_ERROR(img.TopLayerRuns(r, &top));
+  for (auto [off, len] : top) c->top += len / reg.page_size;
   return Status::Ok();
 }
 

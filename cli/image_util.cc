@@ -25,6 +25,7 @@ ProgressLine::~ProgressLine() {
 
 void ProgressLine::Update(uint64_t done, uint64_t total) {
   if (!enabled_) return;
+  if (done > total) done = total;  // totals may be estimates
   const uint64_t now = NowNs();
   if (drawn_ && now - last_ns_ < 100000000ull && done < total) return;
   last_ns_ = now;

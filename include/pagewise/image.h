@@ -184,6 +184,17 @@ class Image {
   virtual Status Classify(uint32_t region, uint64_t offset, size_t len,
                           std::vector<PageSourceKind>* out) const = 0;
 
+  // Classify as runs: maximal ranges of equal source kind covering
+  // [offset, offset+len) of `region` in order (byte offsets and lengths).
+  // Costs O(runs), not O(pages): use it for large regions.
+  struct SourceRun {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    PageSourceKind kind = PageSourceKind::kAbsent;
+  };
+  virtual Status ClassifyRuns(uint32_t region, uint64_t offset, uint64_t len,
+                              std::vector<SourceRun>* out) const = 0;
+
   // Pages recorded in the TOP layer only (for diff/inspect): sorted runs of
   // [offset, offset+len) in region.
   virtual Status TopLayerRuns(uint32_t region,

@@ -46,6 +46,8 @@ class ChainImage : public Image {
   Status Read(uint32_t region, uint64_t offset, void* dst, size_t len) const override;
   Status Classify(uint32_t region, uint64_t offset, size_t len,
                   std::vector<PageSourceKind>* out) const override;
+  Status ClassifyRuns(uint32_t region, uint64_t offset, uint64_t len,
+                      std::vector<SourceRun>* out) const override;
   Status TopLayerRuns(uint32_t region,
                       std::vector<std::pair<uint64_t, uint64_t>>* runs) const override;
   uint64_t flat_size() const override { return flat_size_; }
