@@ -65,7 +65,9 @@ void ExpectImageEquals(const std::string& path, const Model& m) {
       uint64_t next = from * kPs;
       for (size_t i = 0; i < runs.size(); ++i) {
         EXPECT_EQ(runs[i].offset, next);
-        if (i > 0) EXPECT_NE(runs[i].kind, runs[i - 1].kind) << "runs must be maximal";
+        if (i > 0) {
+          EXPECT_NE(runs[i].kind, runs[i - 1].kind) << "runs must be maximal";
+        }
         expanded.insert(expanded.end(), runs[i].length / kPs, runs[i].kind);
         next += runs[i].length;
       }
