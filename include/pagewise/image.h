@@ -77,7 +77,7 @@ struct ImageWriteOptions {
   // Target uncompressed size of a data chunk (the unit of compression,
   // checksumming and reading): 4 KiB .. 16 MiB. Smaller chunks make random
   // single-page reads cheaper; larger ones compress better.
-  uint32_t chunk_bytes = 128 * 1024;
+  uint32_t chunk_bytes = 64 * 1024;
 };
 
 struct ImageStats {
