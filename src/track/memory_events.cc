@@ -3,6 +3,8 @@
 
 #include <sys/mman.h>
 
+#include <cstdarg>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -107,4 +109,23 @@ extern "C" int mprotect(void* addr, size_t len, int prot) {
   std::lock_guard<std::mutex> lock(r.mu);
   if (r.interceptor != nullptr) return r.interceptor->InterceptMprotect(addr, len, prot);
   return pagewise::sys::RawMprotect(addr, len, prot);
+}
+
+extern "C" void* mremap(void* old_addr, size_t old_len, size_t new_len, int flags, ...) {
+  void* new_addr = nullptr;
+  if (flags & MREMAP_FIXED) {
+    va_list ap;
+    va_start(ap, flags);
+    new_addr = va_arg(ap, void*);
+    va_end(ap);
+  }
+  Registry& r = GetRegistry();
+  if (r.active.load(std::memory_order_acquire) == 0) {
+    return pagewise::sys::RawMremap(old_addr, old_len, new_len, flags, new_addr);
+  }
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (r.interceptor != nullptr) {
+    return r.interceptor->InterceptMremap(old_addr, old_len, new_len, flags, new_addr);
+  }
+  return pagewise::sys::RawMremap(old_addr, old_len, new_len, flags, new_addr);
 }

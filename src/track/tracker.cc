@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -110,6 +111,25 @@ Result<std::vector<Vma>> CoveringVmas(Env* env, uint64_t start, uint64_t end, co
   return out;
 }
 
+bool IsMapped(const std::vector<Vma>& maps, uint64_t addr) {
+  auto it = std::upper_bound(maps.begin(), maps.end(), addr,
+                             [](uint64_t a, const Vma& v) { return a < v.start; });
+  return it != maps.begin() && addr < (it - 1)->end;
+}
+
+void ClipToMapped(const std::vector<Vma>& maps, std::vector<PageRange>* ranges) {
+  std::vector<PageRange> out;
+  for (const PageRange& r : *ranges) {
+    auto it = std::upper_bound(maps.begin(), maps.end(), r.start,
+                               [](uint64_t a, const Vma& v) { return a < v.start; });
+    if (it != maps.begin()) --it;
+    for (; it != maps.end() && it->start < r.end; ++it) {
+      AppendRange(&out, std::max(r.start, it->start), std::min(r.end, it->end));
+    }
+  }
+  ranges->swap(out);
+}
+
 Status CheckRangeArgs(const void* addr, size_t len, const char* op) {
   const uint64_t a = reinterpret_cast<uint64_t>(addr);
   const size_t page = PageSize();
@@ -146,6 +166,30 @@ Status CheckNoOverlap(const std::vector<PageRange>& tracked, uint64_t start, uin
   return Status::Ok();
 }
 
+Status RegisterError(const Status& s, uint64_t start, uint64_t end, const std::vector<Vma>& vmas,
+                     const char* backend) {
+  const std::string where = "Track " + RangeString(start, end);
+  if (s.err() == EBUSY) {
+    return Status(Code::kAlreadyExists, s.err(),
+                  where + ": the memory is already registered with another userfaultfd "
+                          "(another Tracker or a userfaultfd user); untrack it there first");
+  }
+  if (s.err() == EINVAL) {
+    std::string kind;
+    for (const Vma& v : vmas) {
+      if (v.anonymous_private()) continue;
+      kind = v.path.empty() ? std::string("shared anonymous") : v.path;
+      break;
+    }
+    return Status(Code::kNotSupported, s.err(),
+                  where + ": userfaultfd write-protect refused this memory" +
+                      (kind.empty() ? std::string() : " (" + kind + ")") + "; " + backend +
+                      " tracks anonymous private memory, memfd/shmem and hugetlbfs (huge-page "
+                      "aligned); use the mprotect backend for other mappings");
+  }
+  return s.WithContext(where + ": registering with userfaultfd");
+}
+
 Status NotTracked(uint64_t start, uint64_t end, const std::vector<PageRange>& tracked) {
   std::string list;
   for (const PageRange& r : tracked) {
@@ -176,6 +220,50 @@ void SortAndCoalesce(std::vector<PageRange>* v, size_t from) {
     }
   }
   v->resize(out + 1);
+}
+
+Result<PageBitmap> PageBitmap::Create(Env* env, size_t pages) {
+  PageBitmap b;
+  const size_t page = PageSize();
+  b.bytes_ = ((pages + 63) / 64 * 8 + page - 1) / page * page;
+  PW_ASSIGN_OR_RETURN(void* mem, env->Mmap(nullptr, b.bytes_, PROT_READ | PROT_WRITE,
+                                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  b.env_ = env;
+  b.words_ = static_cast<std::atomic<uint64_t>*>(mem);  // zero-filled by mmap
+  b.pages_ = pages;
+  return b;
+}
+
+PageBitmap& PageBitmap::operator=(PageBitmap&& o) noexcept {
+  if (this != &o) {
+    if (words_ != nullptr) env_->Munmap(words_, bytes_).IgnoreError();  // nothing to do on failure
+    env_ = o.env_;
+    words_ = o.words_;
+    pages_ = o.pages_;
+    bytes_ = o.bytes_;
+    o.words_ = nullptr;
+    o.pages_ = o.bytes_ = 0;
+  }
+  return *this;
+}
+
+PageBitmap::~PageBitmap() {
+  if (words_ != nullptr) env_->Munmap(words_, bytes_).IgnoreError();  // nothing to do on failure
+}
+
+void PageBitmap::SetRange(size_t first, size_t last_excl) const {
+  for (size_t p = first; p < last_excl;) {
+    if (p % 64 == 0 && last_excl - p >= 64) {
+      words_[p / 64].store(~uint64_t{0}, std::memory_order_release);
+      p += 64;
+    } else {
+      Set(p++);
+    }
+  }
+}
+
+void PageBitmap::ClearAll() const {
+  for (size_t w = 0; w < words(); ++w) words_[w].store(0, std::memory_order_relaxed);
 }
 
 }  // namespace track_internal

@@ -312,7 +312,7 @@ TEST_P(TrackerTest, ConcurrentWritersReplicaConverges) {
   std::thread w1(writer, 1), w2(writer, 2);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(800);
   size_t collects = 0, reported = 0;
-  while (std::chrono::steady_clock::now() < deadline) {
+  while (std::chrono::steady_clock::now() < deadline || collects < 3) {
     std::vector<PageRange> ranges;
     Status s = tracker_->Collect(&ranges);
     ASSERT_TRUE(s.ok()) << s.ToString();
@@ -337,7 +337,8 @@ TEST_P(TrackerTest, ConcurrentWritersReplicaConverges) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, TrackerTest,
-                         ::testing::Values(TrackBackend::kUffdWpAsync),
+                         ::testing::Values(TrackBackend::kUffdWpAsync, TrackBackend::kUffdWp,
+                                           TrackBackend::kMprotect),
                          BackendParamName);
 
 }  // namespace

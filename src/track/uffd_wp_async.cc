@@ -71,7 +71,7 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
     PW_RETURN_IF_ERROR(CheckNoOverlap(ranges_, start, end));
     PW_ASSIGN_OR_RETURN(std::vector<Vma> vmas, CoveringVmas(env_, start, end, "Track"));
     Status s = uffd_.Register(start, len, UFFDIO_REGISTER_MODE_WP);
-    if (!s.ok()) return RegisterError(s, start, end, vmas);
+    if (!s.ok()) return RegisterError(s, start, end, vmas, "uffd-wp-async");
     // Write-protect everything: with WP_UNPOPULATED this also installs
     // markers on never-touched ptes, so the first collect reports only pages
     // written from now on.
@@ -114,10 +114,24 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
       Status s = ScanRange(r, written);
       if (!s.ok() && first_error.ok()) first_error = s;
     }
+    std::vector<PageRange> dropped;
     {
       std::lock_guard<std::mutex> dlock(dropped_mu_);
-      written->insert(written->end(), dropped_.begin(), dropped_.end());
-      dropped_.clear();
+      dropped.swap(dropped_);
+    }
+    if (!dropped.empty()) {
+      // Drops are remembered, not rescanned: report only what is still
+      // mapped (reading an unmapped page would crash the caller).
+      Result<std::vector<Vma>> maps = ReadMaps(env_);
+      if (maps.ok()) {
+        ClipToMapped(*maps, &dropped);
+        written->insert(written->end(), dropped.begin(), dropped.end());
+      } else {
+        std::lock_guard<std::mutex> dlock(dropped_mu_);  // keep them for the next collect
+        for (const PageRange& d : dropped) AppendRange(&dropped_, d.start, d.end);
+        SortAndCoalesce(&dropped_);
+        if (first_error.ok()) first_error = maps.status().WithContext("Collect");
+      }
     }
     SortAndCoalesce(written, from);
     stats_.collects++;
@@ -183,31 +197,6 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
       if (d.end <= start || d.start >= end) keep.push_back(d);
     }
     dropped_.swap(keep);
-  }
-
-  Status RegisterError(const Status& s, uint64_t start, uint64_t end,
-                       const std::vector<Vma>& vmas) {
-    const std::string where = "Track " + RangeString(start, end);
-    if (s.err() == EBUSY) {
-      return Status(Code::kAlreadyExists, s.err(),
-                    where + ": the memory is already registered with another userfaultfd "
-                            "(another Tracker or a userfaultfd user); untrack it there first");
-    }
-    if (s.err() == EINVAL) {
-      std::string kinds;
-      for (const Vma& v : vmas) {
-        if (v.anonymous_private()) continue;
-        kinds = v.path.empty() ? std::string(v.shared ? "shared anonymous" : "?") : v.path;
-        break;
-      }
-      return Status(Code::kNotSupported, s.err(),
-                    where + ": userfaultfd write-protect refused this memory" +
-                        (kinds.empty() ? std::string() : " (" + kinds + ")") +
-                        "; uffd-wp-async tracks anonymous private memory, memfd/shmem and "
-                        "hugetlbfs (huge-page aligned); use the mprotect backend for other "
-                        "mappings");
-    }
-    return s.WithContext(where + ": registering with userfaultfd");
   }
 
   // Collects and re-arms one tracked range, appending what it reported.
