@@ -90,7 +90,10 @@ struct SnapshotOptions {
   // For kAnonymous regions, ask PAGEMAP_SCAN which pages were never
   // populated (or map the shared zero page) and record them as zero without
   // reading them (a base image leaves them absent, which also reads as
-  // zero). Falls back to reading every page where PAGEMAP_SCAN is missing.
+  // zero). Conservative: pages that look swapped are read, and so are empty
+  // pages of tracked memory (the tracker's userfaultfd markers look
+  // swapped); the writer still stores them as zero. Falls back to reading
+  // every page where PAGEMAP_SCAN is missing.
   bool skip_unpopulated = true;
   Env* env = nullptr;    // nullptr: Env::Default()
 };

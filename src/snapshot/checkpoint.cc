@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,20 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Create(const std::vector<RegionI
   cp->env_ = env;
   cp->regions_ = regions;
 
+  // Which pages hold data, asked before tracking starts (a tracker's
+  // markers on empty ptes would make them look populated).
+  std::vector<std::vector<PageRange>> populated(regions.size());
+  std::optional<snapshot_internal::PresenceScanner> scanner;
+  for (size_t k = 0; k < regions.size(); ++k) {
+    const RegionInfo& r = regions[k];
+    if (options.skip_unpopulated && r.kind == RegionKind::kAnonymous) {
+      if (!scanner) scanner = snapshot_internal::PresenceScanner::Open(env);
+      PW_RETURN_IF_ERROR(scanner->Populated(r.address, r.address + r.length, &populated[k]));
+    } else {
+      populated[k].push_back({r.address, r.address + r.length});
+    }
+  }
+
   TrackerOptions to;
   to.backend = options.backend;
   to.env = env;
@@ -68,9 +83,8 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Create(const std::vector<RegionI
     if (!s.ok()) return s.WithContext("Checkpoint: tracking region '" + r.name + "'");
   }
 
-  snapshot_internal::PresenceScanner scanner;
-  bool scanner_open = false;
-  for (const RegionInfo& r : regions) {
+  for (size_t k = 0; k < regions.size(); ++k) {
+    const RegionInfo& r = regions[k];
     auto saved = std::make_unique<Saved>();
     saved->info = r;
     saved->env = env;
@@ -84,17 +98,7 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Create(const std::vector<RegionI
     }
     saved->copy = static_cast<char*>(*m);
 
-    std::vector<PageRange> populated;
-    if (options.skip_unpopulated && r.kind == RegionKind::kAnonymous) {
-      if (!scanner_open) {
-        scanner = snapshot_internal::PresenceScanner::Open(env);
-        scanner_open = true;
-      }
-      PW_RETURN_IF_ERROR(scanner.Populated(r.address, r.address + r.length, &populated));
-    } else {
-      populated.push_back({r.address, r.address + r.length});
-    }
-    for (const PageRange& pr : populated) {
+    for (const PageRange& pr : populated[k]) {
       for (uint64_t a = pr.start; a < pr.end; a += page) {
         const char* src = reinterpret_cast<const char*>(a);
         if (IsZero(src, page)) continue;

@@ -165,15 +165,22 @@ Status PresenceScanner::Populated(uint64_t start, uint64_t end,
   args.return_mask = sys::page_is::kPresent | sys::page_is::kSwapped | sys::page_is::kPfnZero;
   std::vector<PageRegion> regions;
   PW_RETURN_IF_ERROR(scanner_.ScanAll(args, &regions));
+  std::vector<PageRange> found;
   for (const PageRegion& r : regions) {
     // A present page mapping the shared zero page reads as zero.
     if ((r.categories & sys::page_is::kPfnZero) != 0) continue;
-    if (!out->empty() && out->back().end == r.start) {
-      out->back().end = r.end;
+    // The kernel may return a walk_end before the end of the last region it
+    // reported, so the next ioctl reports (part of) it again: clip.
+    uint64_t s = r.start;
+    if (!found.empty()) s = std::max(s, found.back().end);
+    if (s >= r.end) continue;
+    if (!found.empty() && found.back().end == s) {
+      found.back().end = r.end;
     } else {
-      out->push_back({r.start, r.end});
+      found.push_back({s, r.end});
     }
   }
+  out->insert(out->end(), found.begin(), found.end());
   return Status::Ok();
 }
 

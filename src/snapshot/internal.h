@@ -53,7 +53,9 @@ bool IsZero(const void* p, size_t len);
 // Which pages of private anonymous memory are populated with real data.
 // "Unpopulated" = neither present nor swapped, or mapping the shared zero
 // page: such pages read as zero. Built on PAGEMAP_SCAN without WP_MATCHING
-// (no side effects on tracking).
+// (no side effects on tracking). Conservative: swap-format ptes count as
+// populated, and those include the uffd-wp markers a tracker installs on
+// empty ptes, so on tracked memory dropped pages are read (as zeros).
 class PresenceScanner {
  public:
   // Opens /proc/self/pagemap. If PAGEMAP_SCAN is missing the scanner is
