@@ -3,8 +3,10 @@
 #include "pagewise/snapshot.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <set>
@@ -15,6 +17,7 @@
 
 #include "pagewise/image.h"
 #include "snapshot/snapshot_test_util.h"
+#include "testing/fault_env.h"
 #include "testing/test_util.h"
 
 namespace pagewise::testing {
@@ -213,6 +216,41 @@ TEST(SnapshotChainTest, DroppedPagesComeBackAsZeros) {
       EXPECT_EQ(0, std::memcmp(r + i * Pg(), m.page(i), Pg())) << i;
     }
   }
+}
+
+// A layer that fails to write (disk full) loses nothing: its pages go into
+// the next layer, and the chain's head stays where it was.
+TEST(SnapshotChainTest, FailedLayerKeepsItsPagesForTheNext) {
+  TempDir dir;
+  const size_t pages = 128;
+  Mapping m(pages * Pg());
+  PageMixer mix(17);
+  for (size_t i = 0; i < pages; ++i) mix.WritePage(m.page(i));
+  FaultEnv fenv;
+  SnapshotChainOptions co;
+  co.snapshot.env = &fenv;
+  co.snapshot.compression = Compression::kNone;
+  Result<std::unique_ptr<SnapshotChain>> chain =
+      SnapshotChain::Create({MakeRegion(m.data(), m.size())}, co);
+  ASSERT_TRUE(chain.ok()) << chain.status().ToString();
+  ASSERT_TRUE((*chain)->Base(dir.File("b.img")).ok());
+  std::set<uint64_t> first = mix.Pick(pages, 10);
+  for (uint64_t i : first) mix.FillRandom(m.page(i));
+  fenv.Inject(Op::kPwrite, {ENOSPC, 0, 0, -1});
+  Result<SnapshotStats> bad = (*chain)->Layer(dir.File("l1.img"));
+  EXPECT_EQ(bad.status().code(), Code::kNoSpace) << bad.status().ToString();
+  EXPECT_NE(access(dir.File("l1.img").c_str(), F_OK), 0);
+  EXPECT_EQ((*chain)->head(), dir.File("b.img"));
+  fenv.Clear();
+  std::set<uint64_t> second = mix.Pick(pages, 10);
+  for (uint64_t i : second) mix.FillRandom(m.page(i));
+  Result<SnapshotStats> ok = (*chain)->Layer(dir.File("l2.img"));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  std::set<uint64_t> both = first;
+  both.insert(second.begin(), second.end());
+  EXPECT_EQ(ok->image.pages, both.size());
+  EXPECT_EQ((*chain)->layers(), 1);
+  ExpectRestores(dir.File("l2.img"), {Copy(m.data(), m.size())});
 }
 
 TEST(SnapshotChainTest, LayerWithoutBaseAndRegionMismatch) {
