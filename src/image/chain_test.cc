@@ -57,6 +57,22 @@ void ExpectImageEquals(const std::string& path, const Model& m) {
     std::vector<PageSourceKind> kinds;
     ASSERT_TRUE((*img)->Classify(r, 0, kPages * kPs, &kinds).ok());
     EXPECT_EQ(kinds, m.kind[r]) << path << " region " << r;
+    // ClassifyRuns describes the same, as maximal runs, also for sub-ranges.
+    for (uint64_t from : {uint64_t{0}, uint64_t{13}}) {
+      std::vector<Image::SourceRun> runs;
+      ASSERT_TRUE((*img)->ClassifyRuns(r, from * kPs, (kPages - from) * kPs, &runs).ok());
+      std::vector<PageSourceKind> expanded;
+      uint64_t next = from * kPs;
+      for (size_t i = 0; i < runs.size(); ++i) {
+        EXPECT_EQ(runs[i].offset, next);
+        if (i > 0) {
+          EXPECT_NE(runs[i].kind, runs[i - 1].kind) << "runs must be maximal";
+        }
+        expanded.insert(expanded.end(), runs[i].length / kPs, runs[i].kind);
+        next += runs[i].length;
+      }
+      EXPECT_EQ(expanded, std::vector<PageSourceKind>(m.kind[r].begin() + from, m.kind[r].end()));
+    }
     // Reads of odd sub-ranges resolve the same way.
     ASSERT_TRUE((*img)->Read(r, 37 * kPs, back.data(), 41 * kPs).ok());
     EXPECT_EQ(0, std::memcmp(back.data(), m.mem[r].data() + 37 * kPs, 41 * kPs));

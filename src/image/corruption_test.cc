@@ -107,10 +107,15 @@ class Corruption : public ::testing::Test {
   // `layer` must be named. Returns false (with a failure) if damage slipped
   // through.
   void ExpectCaught(const std::string& layer, const std::string& what) {
+    VerifyError verr;
+    Status whole = VerifyImage(top_, &verr);
+    EXPECT_EQ(whole.code(), Code::kCorruption) << what << ": " << whole.ToString();
+    EXPECT_EQ(verr.layer, layer) << what << ": " << whole.ToString();
     auto img = Image::Open(top_);
     if (!img.ok()) {
       EXPECT_EQ(img.status().code(), Code::kCorruption) << what << ": " << img.status().ToString();
       EXPECT_TRUE(Contains(img.status().message(), layer)) << what << ": " << img.status().ToString();
+      EXPECT_EQ(verr.region, -1) << what;
       return;
     }
     VerifyError err;
