@@ -1,7 +1,7 @@
 // RestoreEager: an image chain back into memory, all at once.
 //
 // Each region is cut into chunks; for each chunk the chain says which pages
-// hold data (Image::Classify) and runs of data pages are read straight into
+// hold data (Image::ClassifyRuns) and runs of data pages are read straight into
 // the destination (Image::Read checks each chunk's checksum). Zero and
 // absent pages are skipped in fresh mappings (they stay unpopulated) and
 // cleared in existing ones.
@@ -187,34 +187,38 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
   std::atomic<uint64_t> data_pages{0}, zero_pages{0};
   Status fs = snapshot_internal::ParallelFor(options.threads, jobs.size(), [&](size_t j) {
     const Job& job = jobs[j];
-    std::vector<PageSourceKind> kinds;
-    PW_RETURN_IF_ERROR(image.Classify(job.region, job.offset, job.len, &kinds));
-    if (kinds.size() != job.len / page) {
-      return Status::Internal("Image::Classify returned " + std::to_string(kinds.size()) +
-                              " entries for " + std::to_string(job.len / page) + " pages");
-    }
-    size_t k = 0;
-    while (k < kinds.size()) {
-      const bool data = kinds[k] == PageSourceKind::kData;
-      size_t e = k + 1;
-      while (e < kinds.size() && (kinds[e] == PageSourceKind::kData) == data) ++e;
-      const uint64_t off = job.offset + k * page, len = (e - k) * page;
-      char* d = dst[job.region] + off;
-      if (data) {
-        PW_RETURN_IF_ERROR(image.Read(job.region, off, d, len));
-        data_pages.fetch_add(e - k, std::memory_order_relaxed);
-      } else {
-        zero_pages.fetch_add(e - k, std::memory_order_relaxed);
-        if (in_place) {
-          if (drop_zero[job.region]) {
-            PW_RETURN_IF_ERROR(env->Madvise(d, len, MADV_DONTNEED));
-          } else {
-            std::memset(d, 0, len);
-          }
-        }
-        // Fresh mappings: leave zero pages unpopulated.
+    std::vector<Image::SourceRun> runs;
+    PW_RETURN_IF_ERROR(image.ClassifyRuns(job.region, job.offset, job.len, &runs));
+    uint64_t covered = 0;
+    for (const Image::SourceRun& run : runs) {
+      if (run.offset != job.offset + covered || run.length % page != 0 ||
+          run.length > job.len - covered) {
+        return Status::Internal("Image::ClassifyRuns returned run [" + Hex(run.offset) + ", +" +
+                                Hex(run.length) + ") out of order for region " +
+                                std::to_string(job.region));
       }
-      k = e;
+      covered += run.length;
+      char* d = dst[job.region] + run.offset;
+      const uint64_t n = run.length / page;
+      if (run.kind == PageSourceKind::kData) {
+        PW_RETURN_IF_ERROR(image.Read(job.region, run.offset, d, run.length));
+        data_pages.fetch_add(n, std::memory_order_relaxed);
+        continue;
+      }
+      zero_pages.fetch_add(n, std::memory_order_relaxed);
+      if (in_place) {
+        if (drop_zero[job.region]) {
+          PW_RETURN_IF_ERROR(env->Madvise(d, run.length, MADV_DONTNEED));
+        } else {
+          std::memset(d, 0, run.length);
+        }
+      }
+      // Fresh mappings: leave zero pages unpopulated.
+    }
+    if (covered != job.len) {
+      return Status::Internal("Image::ClassifyRuns covered " + std::to_string(covered) + " of " +
+                              std::to_string(job.len) + " bytes of region " +
+                              std::to_string(job.region));
     }
     return Status::Ok();
   });
