@@ -83,6 +83,9 @@ struct SnapshotOptions {
   Compression compression = Compression::kZstd;
   int level = 1;         // compressor level (see ImageWriteOptions)
   bool dedup = true;     // store identical pages once
+  // Uncompressed bytes per data chunk (see ImageWriteOptions::chunk_bytes);
+  // 0 keeps the writer's default.
+  uint32_t chunk_bytes = 0;
   // Threads calling ImageWriter::AddPages concurrently (>= 1).
   int threads = 1;
   // Bytes handed to the writer per AddPages call (rounded to pages).

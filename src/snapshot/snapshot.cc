@@ -83,6 +83,7 @@ Result<SnapshotStats> Capture(const std::vector<RegionInfo>& regions_in,
   wo.level = options.level;
   wo.parent = parent;
   wo.dedup = options.dedup;
+  if (options.chunk_bytes != 0) wo.chunk_bytes = options.chunk_bytes;
   wo.env = env;
   PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> writer, ImageWriter::Create(out_path, wo));
   for (size_t i = 0; i < regions.size(); ++i) {
