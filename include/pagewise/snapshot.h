@@ -218,7 +218,7 @@ enum class RestorePlacement {
   kOverwriteInPlace,
 };
 
-struct RestoreOptions {
+struct EagerRestoreOptions {
   RestorePlacement placement = RestorePlacement::kFresh;
   // Give new mappings the region's prot after filling them (prot 0 is taken
   // as "not recorded": the mapping stays PROT_READ|PROT_WRITE).
@@ -233,7 +233,7 @@ struct RestoredRegion {
   bool owned = false;     // unmapped by ~RestoredMemory unless released
 };
 
-struct RestoreStats {
+struct EagerRestoreStats {
   uint64_t data_pages = 0;    // pages read from the chain
   uint64_t zero_pages = 0;    // pages recorded as zero or absent
   uint64_t bytes_read = 0;    // data_pages * page size
@@ -244,20 +244,20 @@ struct RestoreStats {
 // mappings (RestorePlacement says which are owned).
 class RestoredMemory {
  public:
-  RestoredMemory(std::vector<RestoredRegion> regions, RestoreStats stats, Env* env)
+  RestoredMemory(std::vector<RestoredRegion> regions, EagerRestoreStats stats, Env* env)
       : regions_(std::move(regions)), stats_(stats), env_(env) {}
   ~RestoredMemory();
   RestoredMemory(const RestoredMemory&) = delete;
   RestoredMemory& operator=(const RestoredMemory&) = delete;
 
   const std::vector<RestoredRegion>& regions() const { return regions_; }
-  const RestoreStats& stats() const { return stats_; }
+  const EagerRestoreStats& stats() const { return stats_; }
   // Hands every mapping to the caller (who must munmap the owned ones).
   std::vector<RestoredRegion> Release();
 
  private:
   std::vector<RestoredRegion> regions_;
-  RestoreStats stats_;
+  EagerRestoreStats stats_;
   Env* env_;
 };
 
@@ -271,9 +271,9 @@ class RestoredMemory {
 // placement-specific ones above. What memory holds after an error: see
 // RestorePlacement.
 Result<std::unique_ptr<RestoredMemory>> RestoreEager(const std::string& path,
-                                                     const RestoreOptions& options = {});
+                                                     const EagerRestoreOptions& options = {});
 Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
-                                                     const RestoreOptions& options = {});
+                                                     const EagerRestoreOptions& options = {});
 
 }  // namespace pagewise
 

@@ -93,7 +93,7 @@ std::vector<RestoredRegion> RestoredMemory::Release() {
 }
 
 Result<std::unique_ptr<RestoredMemory>> RestoreEager(const std::string& path,
-                                                     const RestoreOptions& options) {
+                                                     const EagerRestoreOptions& options) {
   ImageOpenOptions oo;
   oo.env = options.env;
   PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> image, Image::Open(path, oo));
@@ -101,7 +101,7 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const std::string& path,
 }
 
 Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
-                                                     const RestoreOptions& options) {
+                                                     const EagerRestoreOptions& options) {
   const uint64_t t0 = snapshot_internal::NowNs();
   Env* env = options.env != nullptr ? options.env : Env::Default();
   const std::vector<RegionInfo>& regions = image.regions();
@@ -264,7 +264,7 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
   for (size_t i = 0; i < regions.size(); ++i) out[i] = {regions[i], dst[i], owned};
   guard.DismissAll();
 
-  RestoreStats stats;
+  EagerRestoreStats stats;
   stats.data_pages = data_pages.load();
   stats.zero_pages = zero_pages.load();
   stats.bytes_read = stats.data_pages * page;

@@ -59,7 +59,7 @@ TEST(RestoreTest, OriginalAddressesWhenFree) {
   const std::vector<char> want = FillHalfZero(p, 32, 1);
   ASSERT_TRUE(SnapshotFull({MakeRegion(p, len)}, dir.File("a.img")).ok());
   ASSERT_EQ(0, munmap(p, len));
-  RestoreOptions ro;
+  EagerRestoreOptions ro;
   ro.placement = RestorePlacement::kOriginal;
   {
     Result<std::unique_ptr<RestoredMemory>> mem = RestoreEager(dir.File("a.img"), ro);
@@ -81,7 +81,7 @@ TEST(RestoreTest, OriginalAddressTakenFailsAndLeavesNothing) {
   FillHalfZero(b, 8, 3);
   ASSERT_TRUE(SnapshotFull({MakeRegion(a, len), MakeRegion(b, len)}, dir.File("ab.img")).ok());
   ASSERT_EQ(0, munmap(a, len));  // a is free, b is still mapped
-  RestoreOptions ro;
+  EagerRestoreOptions ro;
   ro.placement = RestorePlacement::kOriginal;
   Result<std::unique_ptr<RestoredMemory>> mem = RestoreEager(dir.File("ab.img"), ro);
   EXPECT_EQ(mem.status().code(), Code::kAlreadyExists) << mem.status().ToString();
@@ -98,7 +98,7 @@ TEST(RestoreTest, ReplaceExistingSwapsTheMappingAtomically) {
                            dir.File("s.img"))
                   .ok());
   std::memset(shm.data(), 0x5a, len);
-  RestoreOptions ro;
+  EagerRestoreOptions ro;
   ro.placement = RestorePlacement::kReplaceExisting;
   Result<std::unique_ptr<RestoredMemory>> mem = RestoreEager(dir.File("s.img"), ro);
   ASSERT_TRUE(mem.ok()) << mem.status().ToString();
@@ -128,7 +128,7 @@ TEST(RestoreTest, OverwriteInPlaceWritesThroughSharedAndDropsAnonZeros) {
                   .ok());
   std::memset(shm.data(), 0x11, len);
   std::memset(anon.data(), 0x22, len);
-  RestoreOptions ro;
+  EagerRestoreOptions ro;
   ro.placement = RestorePlacement::kOverwriteInPlace;
   Result<std::unique_ptr<RestoredMemory>> mem = RestoreEager(dir.File("o.img"), ro);
   ASSERT_TRUE(mem.ok()) << mem.status().ToString();
@@ -192,7 +192,7 @@ TEST(RestoreTest, CorruptedLayerFailsClearlyAndLeavesNothing) {
   c.Build();
   if (::testing::Test::HasFatalFailure()) return;
   ASSERT_EQ(0, munmap(c.p, c.len));
-  RestoreOptions ro;
+  EagerRestoreOptions ro;
   ro.placement = RestorePlacement::kOriginal;
   Result<std::unique_ptr<RestoredMemory>> mem = RestoreEager(c.dir.File("layer1.img"), ro);
   ASSERT_FALSE(mem.ok());
@@ -211,7 +211,7 @@ TEST(RestoreTest, CorruptedLayerInPlaceLeavesMemoryUntouched) {
   c.Build();
   if (::testing::Test::HasFatalFailure()) return;
   std::memset(c.p, 0x77, c.len);
-  RestoreOptions ro;
+  EagerRestoreOptions ro;
   ro.placement = RestorePlacement::kOverwriteInPlace;
   Result<std::unique_ptr<RestoredMemory>> mem = RestoreEager(c.dir.File("layer1.img"), ro);
   EXPECT_EQ(mem.status().code(), Code::kCorruption) << mem.status().ToString();
@@ -247,7 +247,7 @@ TEST(RestoreTest, InjectedFaultsLeaveNoMappingsAndNoFiles) {
   Result<std::unique_ptr<Image>> plain = Image::Open(dir.File("full.img"));
   ASSERT_TRUE(plain.ok()) << plain.status().ToString();
   fenv.Inject(Op::kMmap, {ENOMEM, 0, 1, 1});
-  RestoreOptions ro;
+  EagerRestoreOptions ro;
   ro.placement = RestorePlacement::kOriginal;
   ro.env = &fenv;
   Result<std::unique_ptr<RestoredMemory>> mem = RestoreEager(**plain, ro);

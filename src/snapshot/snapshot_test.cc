@@ -107,7 +107,7 @@ TEST(SnapshotTest, ThreadsCaptureTheSameBytes) {
   so.threads = 3;
   so.batch_bytes = 16 * Pg();
   ASSERT_TRUE(SnapshotFull({MakeRegion(m.data(), m.size())}, dir.File("t.img"), so).ok());
-  RestoreOptions ro;
+  EagerRestoreOptions ro;
   ro.threads = 3;
   Result<std::unique_ptr<RestoredMemory>> mem = RestoreEager(dir.File("t.img"), ro);
   ASSERT_TRUE(mem.ok()) << mem.status().ToString();
