@@ -103,8 +103,11 @@ Result<std::shared_ptr<PageSource>> OpenMemFileSource(const std::string& path,
 std::shared_ptr<PageSource> MemorySource(const void* data, uint64_t size);
 
 // The flat view of an opened image (Image::ReadFlat / flat_size), with
-// Image::Classify for zero pages. Shares ownership of the image.
+// Image::ClassifyRuns for zero pages. Shares ownership of the image.
 std::shared_ptr<PageSource> ImageSource(std::shared_ptr<const Image> image);
+// Image::Open(path) (checks header and index checksums of every layer),
+// then ImageSource. Errors are Image::Open's.
+Result<std::shared_ptr<PageSource>> OpenImageSource(const std::string& path, Env* env = nullptr);
 
 // ---- working-set traces ------------------------------------------------------
 

@@ -152,7 +152,8 @@ class LazyClient {
 
   // OK while the server is connected; kPeerGone once it is gone.
   virtual Status status() const = 0;
-  // Waits until the server is seen gone: OK then, kRetry after timeout_ms.
+  // Waits until the server is seen gone and that was handled (on_server_lost
+  // called, every missing page poisoned): OK then, kRetry after timeout_ms.
   virtual Status WaitServerLost(int timeout_ms) = 0;
   // Faults every page of the regions in (MADV_POPULATE_READ), so that all
   // of them are resident. Fails (kPeerGone) if the server goes away first.

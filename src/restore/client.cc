@@ -61,7 +61,7 @@ class LazyClientImpl final : public LazyClient {
 
   Status WaitServerLost(int timeout_ms) override {
     std::unique_lock<std::mutex> lk(mu_);
-    auto lost = [&] { return !status_.ok(); };
+    auto lost = [&] { return loss_handled_; };
     if (timeout_ms < 0) {
       cv_.wait(lk, lost);
     } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), lost)) {
@@ -107,7 +107,6 @@ class LazyClientImpl final : public LazyClient {
       std::lock_guard<std::mutex> lk(mu_);
       status_ = lost;
     }
-    cv_.notify_all();
     if (opt_.on_server_lost) opt_.on_server_lost(lost);
     if (opt_.on_loss == ServerLossPolicy::kAbort || !can_poison_) {
       std::fprintf(stderr,
@@ -118,6 +117,11 @@ class LazyClientImpl final : public LazyClient {
     }
     // Phase 2: we are the userfaultfd's reader now.
     for (const GuestRegion& r : regions_) Seal(uffd_, r.base_host_virt_addr, r.size);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      loss_handled_ = true;
+    }
+    cv_.notify_all();
     Serve();
   }
 
@@ -217,7 +221,8 @@ class LazyClientImpl final : public LazyClient {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  Status status_;  // guarded by mu_
+  Status status_;              // guarded by mu_
+  bool loss_handled_ = false;  // guarded by mu_: callback run, pages sealed
 };
 
 }  // namespace

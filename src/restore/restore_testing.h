@@ -149,6 +149,20 @@ class FakeImage final : public Image {
     }
     return Status::Ok();
   }
+  Status ClassifyRuns(uint32_t region, uint64_t offset, uint64_t len,
+                      std::vector<SourceRun>* out) const override {
+    std::vector<PageSourceKind> kinds;
+    Status s = Classify(region, offset, len, &kinds);
+    out->clear();
+    for (size_t i = 0; i < kinds.size(); ++i) {
+      if (!out->empty() && out->back().kind == kinds[i]) {
+        out->back().length += Ps();
+      } else {
+        out->push_back({offset + i * Ps(), Ps(), kinds[i]});
+      }
+    }
+    return s;
+  }
   Status TopLayerRuns(uint32_t, std::vector<std::pair<uint64_t, uint64_t>>*) const override {
     return Status::NotSupported("fake image");
   }
@@ -164,6 +178,7 @@ class FakeImage final : public Image {
     return Status::Ok();
   }
   Status Verify(VerifyError*) const override { return Status::Ok(); }
+  Status VerifyWithProgress(VerifyError*, const ProgressFn&) const override { return Status::Ok(); }
 
  private:
   const PatternBuffer* buf_;

@@ -171,11 +171,13 @@ class PageServerImpl final : public PageServer {
   }
 
   void Refuse(int sock, int fd, const Status& why) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      refused_++;
+      last_refusal_ = why;
+    }
     if (fd >= 0) env_->Close(fd).IgnoreError();  // refusing: drop our copy
     env_->Close(sock).IgnoreError();              // the client sees end of stream
-    std::lock_guard<std::mutex> lk(mu_);
-    refused_++;
-    last_refusal_ = why;
   }
 
   // Reads the handshake: one message with the descriptor and a JSON body,

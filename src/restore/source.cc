@@ -125,17 +125,23 @@ class ImageFlatSource final : public PageSource {
     // Gaps between regions and bytes beyond the flat size read as zero.
     zero->assign(npages, 1);
     const uint64_t end = offset + npages * page_size;
-    std::vector<PageSourceKind> kinds;
+    std::vector<Image::SourceRun> runs;
     for (const Span& s : spans_) {
       const uint64_t lo = std::max(offset, s.flat);
       const uint64_t hi = std::min(end, s.flat + s.length);
       if (lo >= hi) continue;
-      // Regions are page aligned in the flat view (their offsets come from
-      // page-aligned guest layouts), so lo/hi fall on page boundaries.
-      Status st = image_->Classify(s.region, lo - s.flat, hi - lo, &kinds);
+      Status st = image_->ClassifyRuns(s.region, lo - s.flat, hi - lo, &runs);
       if (!st.ok()) return st.WithContext("classifying image pages");
-      for (size_t k = 0; k < kinds.size(); ++k) {
-        (*zero)[(lo - offset) / page_size + k] = kinds[k] == PageSourceKind::kData ? 0 : 1;
+      for (const Image::SourceRun& run : runs) {
+        if (run.kind != PageSourceKind::kData) continue;
+        // A page holding any stored data is copied (region page sizes may
+        // differ from ours: round outwards).
+        const uint64_t a = s.flat + run.offset;
+        const uint64_t b = a + run.length;
+        for (uint64_t p = (std::max(a, offset) - offset) / page_size;
+             p < npages && offset + p * page_size < b; ++p) {
+          (*zero)[p] = 0;
+        }
       }
     }
     return Status::Ok();
@@ -196,6 +202,13 @@ std::shared_ptr<PageSource> MemorySource(const void* data, uint64_t size) {
 
 std::shared_ptr<PageSource> ImageSource(std::shared_ptr<const Image> image) {
   return std::make_shared<ImageFlatSource>(std::move(image));
+}
+
+Result<std::shared_ptr<PageSource>> OpenImageSource(const std::string& path, Env* env) {
+  ImageOpenOptions o;
+  o.env = env;
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> image, Image::Open(path, o));
+  return ImageSource(std::shared_ptr<const Image>(std::move(image)));
 }
 
 std::string TracePathFor(const std::string& source_path) { return source_path + ".trace"; }
