@@ -585,5 +585,80 @@ TEST(ServeFirecracker, LazyClientPopulateMakesEverythingResident) {
   munmap(guest, file.size());
 }
 
+TEST(ServeFirecracker, ForkedChildOfAClientIsServedToo) {
+  testing::TempDir dir;
+  PatternBuffer file(384, 110);
+  auto source = OpenMemFileSource(MemFile(dir, file));
+  ASSERT_TRUE(source.ok());
+  const std::string sock = dir.File("uffd.sock");
+  ServeOptions so;
+  so.background_fill = false;  // the child's pages are still missing at fork time
+  auto server = PageServer::Start(sock, *source, so);
+  ASSERT_TRUE(server.ok());
+  void* m = mmap(nullptr, file.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  char* guest = static_cast<char*>(m);
+  {
+    // LazyClient asks for EVENT_FORK: the server gets the child's uffd.
+    auto client = LazyClient::Connect(sock, {{reinterpret_cast<uint64_t>(guest), file.size(), 0, Ps()}});
+    ASSERT_TRUE(client.ok()) << client.status().ToString();
+    for (size_t i = 0; i < 100; ++i) ASSERT_TRUE(file.Matches(guest + i * Ps(), i));
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      size_t bad = 0;
+      for (size_t i = 0; i < file.pages(); ++i) bad += !file.Matches(guest + i * Ps(), i);
+      _exit(bad == 0 ? 0 : 1);
+    }
+    EXPECT_EQ(WaitExit(pid), 0);
+    size_t bad = 0;
+    for (size_t i = 0; i < file.pages(); ++i) bad += !file.Matches(guest + i * Ps(), i);
+    EXPECT_EQ(bad, 0u);
+  }
+  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  const RestoreStats st = (*server)->clients()[0].stats;
+  EXPECT_EQ(st.forks, 1u);
+  EXPECT_EQ(st.spaces_total, 2u);
+  munmap(guest, file.size());
+}
+
+TEST(ServeFirecracker, ClientFillingPagesItselfRacesTheServerHarmlessly) {
+  // Both the client and the server install pages on the same uffd: each
+  // side meets EEXIST for what the other did first and must carry on.
+  testing::TempDir dir;
+  PatternBuffer file(1024, 111);
+  auto source = OpenMemFileSource(MemFile(dir, file));
+  ASSERT_TRUE(source.ok());
+  const std::string sock = dir.File("uffd.sock");
+  ServeOptions so;
+  so.background_batch_pages = 8;
+  auto server = PageServer::Start(sock, *source, so);
+  ASSERT_TRUE(server.ok());
+  for (int rep = 0; rep < 3; ++rep) {
+    FcClient c;
+    ASSERT_TRUE(c.Connect(sock, {{0, file.size()}}));
+    std::thread filler([&] {
+      for (size_t i = 0; i < file.pages(); i += 3) {
+        // EEXIST (the server was first) is expected; anything else is not.
+        const FillResult r = Env::Default()->UffdCopy(
+            c.uffd, reinterpret_cast<uint64_t>(c.mem[0] + i * Ps()),
+            reinterpret_cast<uint64_t>(file.data() + i * Ps()), Ps(), 0);
+        EXPECT_TRUE(r.ok() || r.error == EEXIST || r.error == EAGAIN) << r.error;
+      }
+    });
+    EXPECT_EQ(c.Mismatches(file, 0), 0u);
+    filler.join();
+    EXPECT_EQ(c.Mismatches(file, 0), 0u);
+    c.Close();
+    // Before this process maps and registers memory again (the next rep
+    // may get the same addresses), the server must have dropped this
+    // client: see "Reusing addresses" in serve.h.
+    ASSERT_TRUE((*server)->WaitClientsDone(rep + 1, kFailureTimeoutMs).ok());
+  }
+  for (const ClientReport& r : (*server)->clients()) {
+    EXPECT_EQ(r.status.code(), Code::kPeerGone) << r.status.ToString();
+  }
+}
+
 }  // namespace
 }  // namespace pagewise

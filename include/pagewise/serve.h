@@ -28,6 +28,16 @@
 // page that faults (UFFDIO_POISON: the access raises SIGBUS), or aborts the
 // process, as the caller chooses. See docs/restore.md.
 //
+// Reusing addresses: the kernel lets any userfaultfd of a process fill any
+// range of that process registered with ANY userfaultfd. A client that
+// disconnects, unmaps its guest memory and then registers new memory at the
+// same addresses for a new connection must first wait until the server has
+// dropped the old connection (the server notices end of stream
+// asynchronously); otherwise the old connection's background fill may
+// still write into the new mapping. A client that exits (Firecracker) or
+// that uses LazyClient (which makes everything resident before it
+// disconnects) is not exposed.
+//
 // Thread safety: PageServer and LazyClient methods are safe from any thread
 // (not their destruction). Callbacks run on internal threads and must not
 // destroy the object that called them.

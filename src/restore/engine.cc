@@ -182,6 +182,7 @@ size_t Engine::DrainLocked(Space& s) {
   constexpr size_t kBatch = 64;
   UffdEvent events[kBatch];
   size_t total = 0;
+  bool queued = false;
   // Bounded so that a flood of faults cannot keep one caller here forever;
   // whatever is left keeps the fd readable for the server thread.
   for (int round = 0; round < 16 && s.uffd.valid() && !s.dead; ++round) {
@@ -205,11 +206,18 @@ size_t Engine::DrainLocked(Space& s) {
       if (events[i].kind != UffdEvent::Kind::kPagefault) ApplyEventLocked(s, events[i]);
     }
     for (size_t i = 0; i < *n; ++i) {
-      if (events[i].kind == UffdEvent::Kind::kPagefault) s.faults.push_back({events[i], now});
+      if (events[i].kind == UffdEvent::Kind::kPagefault) {
+        s.faults.push_back({events[i], now});
+        queued = true;
+      }
     }
     if (*n < kBatch) break;
   }
   SyncLocked(s);
+  // Faults are served by the server thread only. When the filler read them
+  // (draining after EAGAIN), the server may be asleep in poll on a uffd
+  // that is no longer readable: wake it.
+  if (queued) Notify();
   return total;
 }
 
