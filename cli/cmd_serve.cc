@@ -47,6 +47,7 @@ nlohmann::json StatsJson(const ClientReport& c) {
           {"pages_demand", s.pages_demand},
           {"pages_background", s.pages_background},
           {"pages_prefetch", s.pages_prefetch},
+          {"prefetch_late_faults", s.prefetch_late_faults},
           {"zero_pages", s.zero_pages},
           {"bytes_copied", s.bytes_copied},
           {"removes", s.removes},

@@ -30,6 +30,8 @@ extern "C" {  // glibc 2.36's header lacks the C++ guard
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "pagewise/image.h"
 #include "pagewise/restore.h"
 #include "pagewise/serve.h"
@@ -145,6 +147,20 @@ struct ServerProcess {
   }
 
   void Kill(int sig) { kill(pid, sig); }
+
+  // The rest of its stdout, up to end of stream.
+  std::string ReadRest() {
+    std::string all;
+    char buf[4096];
+    for (;;) {
+      struct pollfd pf = {out, POLLIN, 0};
+      if (poll(&pf, 1, kFailureTimeoutMs) != 1) break;
+      const ssize_t n = read(out, buf, sizeof(buf));
+      if (n <= 0) break;
+      all.append(buf, static_cast<size_t>(n));
+    }
+    return all;
+  }
 
   // SIGSTOPs the server and waits until it is really stopped.
   bool Stop() {
@@ -658,6 +674,54 @@ TEST(ServeFirecracker, ClientFillingPagesItselfRacesTheServerHarmlessly) {
   for (const ClientReport& r : (*server)->clients()) {
     EXPECT_EQ(r.status.code(), Code::kPeerGone) << r.status.ToString();
   }
+}
+
+TEST(ServeFirecracker, CliRecordsATraceAndPrefetchesIt) {
+  testing::TempDir dir;
+  PatternBuffer file(512, 112);
+  const std::string mem = MemFile(dir, file);
+  const std::string trace = TracePathFor(mem);
+  const std::string sock = dir.File("uffd.sock");
+  const std::vector<size_t> touched = {400, 7, 401, 300, 7};
+  {
+    ServerProcess server;
+    ASSERT_TRUE(server.Spawn({"--socket", sock, "--mem-file", mem, "--no-background", "--window",
+                              "1", "--record", trace, "--clients", "1", "--quiet"}));
+    ASSERT_TRUE(server.WaitListening());
+    FcClient c;
+    ASSERT_TRUE(c.Connect(sock, {{0, file.size()}}));
+    for (size_t p : touched) ASSERT_TRUE(file.Matches(c.mem[0] + p * Ps(), p));
+    c.Close();
+    server.ReadRest();  // it exits after its one client
+    const int st = server.Reap();
+    ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  }
+  Result<WorkingSetTrace> t = ReadTrace(trace);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  ASSERT_EQ(t->entries.size(), 4u);
+  const size_t want[] = {400, 7, 401, 300};
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(t->entries[i].offset, want[i] * Ps());
+  EXPECT_EQ(t->source_size, file.size());
+
+  ServerProcess server;
+  ASSERT_TRUE(server.Spawn({"--socket", sock, "--mem-file", mem, "--window", "1", "--batch", "8",
+                            "--prefetch", trace, "--clients", "1", "--json", "--quiet"}));
+  ASSERT_TRUE(server.WaitListening());
+  FcClient c;
+  ASSERT_TRUE(c.Connect(sock, {{0, file.size()}}));
+  EXPECT_EQ(c.Mismatches(file, 0), 0u);
+  c.Close();
+  const std::string out = server.ReadRest();
+  const int st = server.Reap();
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  nlohmann::json j = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << out;
+  ASSERT_EQ(j["clients"].size(), 1u);
+  const nlohmann::json& c0 = j["clients"][0];
+  // With one-page windows every trace page is installed exactly once:
+  // by the prefetch, or by a fault that came first (a late prefetch).
+  EXPECT_EQ(c0["pages_prefetch"].get<uint64_t>() + c0["prefetch_late_faults"].get<uint64_t>(), 4u)
+      << out;
 }
 
 }  // namespace
