@@ -1,0 +1,171 @@
+// `pagewise serve --socket PATH (--image IMAGE | --mem-file RAW)`: a page
+// fault server speaking Firecracker's UFFD handshake. Serves a flat memory
+// file as is, and an image as if it were that flat file, to any number of
+// clients at once, until SIGINT/SIGTERM (or --clients N have come and
+// gone). Prints "pagewise serve: listening on PATH" on stdout once ready,
+// one line per client event on stderr, and a summary at the end (JSON with
+// --json).
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "pagewise/restore.h"
+#include "pagewise/serve.h"
+
+namespace pagewise::cli {
+namespace {
+
+struct ServeArgs {
+  std::string socket;
+  std::string image;
+  std::string mem_file;
+  std::string prefetch;
+  std::string record;
+  bool no_background = false;
+  bool json = false;
+  bool quiet = false;
+  size_t window = 16;
+  size_t batch = 64;
+  size_t clients = 0;
+};
+
+nlohmann::json StatsJson(const ClientReport& c) {
+  const RestoreStats& s = c.stats;
+  return {{"id", c.id},
+          {"pid", c.pid},
+          {"status", c.status.ok() ? "ok" : c.status.ToString()},
+          {"demand_faults", s.demand_faults},
+          {"pages_demand", s.pages_demand},
+          {"pages_background", s.pages_background},
+          {"pages_prefetch", s.pages_prefetch},
+          {"prefetch_late_faults", s.prefetch_late_faults},
+          {"zero_pages", s.zero_pages},
+          {"bytes_copied", s.bytes_copied},
+          {"removes", s.removes},
+          {"forks", s.forks},
+          {"first_fault_seconds", s.first_fault_seconds},
+          {"resident_seconds", s.resident_seconds},
+          {"fault_latency_p50_us", s.fault_latency_p50_us},
+          {"fault_latency_p99_us", s.fault_latency_p99_us}};
+}
+
+void PrintClient(const ClientReport& c) {
+  const RestoreStats& s = c.stats;
+  if (c.active) {
+    uint64_t bytes = 0;
+    for (const GuestRegion& r : c.regions) bytes += r.size;
+    std::fprintf(stderr, "pagewise serve: client %llu (pid %d) connected: %zu region(s), %.1f MiB\n",
+                 static_cast<unsigned long long>(c.id), static_cast<int>(c.pid), c.regions.size(),
+                 static_cast<double>(bytes) / (1 << 20));
+    return;
+  }
+  std::fprintf(stderr,
+               "pagewise serve: client %llu (pid %d) done: %s; %llu demand faults, %llu pages on "
+               "demand, %llu in background (%llu prefetched), %llu zero; resident %s; fault "
+               "latency p50 %.1f us p99 %.1f us\n",
+               static_cast<unsigned long long>(c.id), static_cast<int>(c.pid),
+               c.status.ok() ? "ok" : c.status.ToString().c_str(),
+               static_cast<unsigned long long>(s.demand_faults),
+               static_cast<unsigned long long>(s.pages_demand),
+               static_cast<unsigned long long>(s.pages_background),
+               static_cast<unsigned long long>(s.pages_prefetch),
+               static_cast<unsigned long long>(s.zero_pages),
+               s.resident_seconds < 0 ? "never" : (std::to_string(s.resident_seconds) + " s").c_str(),
+               s.fault_latency_p50_us, s.fault_latency_p99_us);
+}
+
+int RunServe(const ServeArgs& a) {
+  if (a.image.empty() == a.mem_file.empty()) {
+    return Fail("serve", Status::InvalidArgument("give exactly one of --image and --mem-file"));
+  }
+  Result<std::shared_ptr<PageSource>> source =
+      a.image.empty() ? OpenMemFileSource(a.mem_file) : OpenImageSource(a.image);
+  if (!source.ok()) return Fail("serve", source.status());
+
+  ServeOptions o;
+  o.fault_window_pages = a.window;
+  o.background_batch_pages = a.batch;
+  o.background_fill = !a.no_background;
+  o.record_trace = !a.record.empty();
+  if (!a.prefetch.empty()) {
+    Result<WorkingSetTrace> t = ReadTrace(a.prefetch);
+    if (!t.ok()) return Fail("serve", t.status());
+    if (t->source_size != (*source)->size()) {
+      std::fprintf(stderr, "pagewise serve: warning: trace %s was recorded from a source of %llu "
+                   "bytes, this one has %llu\n", a.prefetch.c_str(),
+                   static_cast<unsigned long long>(t->source_size),
+                   static_cast<unsigned long long>((*source)->size()));
+    }
+    for (const TraceEntry& e : t->entries) o.prefetch.push_back(e.offset);
+  }
+
+  // Signals are taken synchronously by this thread: block them before any
+  // server thread exists (threads inherit the mask).
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  std::atomic<size_t> done{0};
+  std::mutex print_mu;
+  const size_t want = a.clients;
+  const bool quiet = a.quiet;
+  o.on_client = [&](const ClientReport& c) {
+    if (!quiet) {
+      std::lock_guard<std::mutex> lk(print_mu);
+      PrintClient(c);
+    }
+    if (!c.active && ++done == want) kill(getpid(), SIGTERM);  // wake the main thread
+  };
+  Result<std::unique_ptr<PageServer>> server = PageServer::Start(a.socket, *source, o);
+  if (!server.ok()) return Fail("serve", server.status());
+  std::printf("pagewise serve: listening on %s (%s)\n", a.socket.c_str(),
+              (*source)->Describe().c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  (*server)->Stop();
+  const std::vector<ClientReport> clients = (*server)->clients();
+  if (!a.record.empty()) {
+    Status s = WriteTrace(a.record, (*server)->trace());
+    if (!s.ok()) return Fail("serve", s);
+  }
+  if (a.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const ClientReport& c : clients) out.push_back(StatsJson(c));
+    std::cout << nlohmann::json{{"clients", out}, {"refused", (*server)->refused()}}.dump(2)
+              << std::endl;
+  }
+  return 0;
+}
+
+CommandRegistration reg("serve", "Serve guest memory to Firecracker-style UFFD clients",
+                        [](CLI::App* app) -> RunFn {
+  auto a = std::make_shared<ServeArgs>();
+  app->add_option("--socket", a->socket, "Unix socket to listen on")->required();
+  app->add_option("--image", a->image, "Serve this image's flat view");
+  app->add_option("--mem-file", a->mem_file, "Serve this flat memory file");
+  app->add_flag("--no-background", a->no_background, "Install pages only when they fault");
+  app->add_option("--window", a->window, "Pages filled around a fault (1..512)");
+  app->add_option("--batch", a->batch, "Pages per background fill (1..4096)");
+  app->add_option("--prefetch", a->prefetch, "Working-set trace to install first");
+  app->add_option("--record", a->record, "Write the first client's demand-fault trace here");
+  app->add_option("--clients", a->clients, "Exit after this many clients are done (0: never)");
+  app->add_flag("--json", a->json, "Print a JSON summary at exit");
+  app->add_flag("--quiet", a->quiet, "No per-client lines on stderr");
+  return [a]() -> int { return RunServe(*a); };
+});
+
+}  // namespace
+}  // namespace pagewise::cli

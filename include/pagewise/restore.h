@@ -1,0 +1,238 @@
+// Lazy restore: map memory now, fill it page by page from a source as the
+// program touches it, and in the background until all of it is resident.
+//
+// A PageSource is a flat view of memory content (Firecracker's guest-memory
+// file layout): a size and reads of [offset, offset+len), plus an optional
+// zero classification so that zero pages are installed with
+// UFFDIO_ZEROPAGE instead of being copied. Sources: a flat memory file
+// (mmap or pread through Env), a caller-owned buffer, and an Image (its
+// flat view, with Classify() for zero pages).
+//
+// LazyRestore maps regions (fresh anonymous mappings, or private anonymous
+// mappings the caller gives by address), registers them with a userfaultfd
+// in MISSING mode with EVENT_FORK|EVENT_REMAP|EVENT_REMOVE|EVENT_UNMAP, and
+// serves faults from the source: a fault at page p fills the contiguous run
+// of not-yet-filled pages around p inside an aligned window; a background
+// filler installs the rest, favouring (1) a recorded working-set trace,
+// (2) the neighbourhood of recent faults, (3) everything else in address
+// order. The program may fork, mremap, madvise(MADV_DONTNEED) and munmap
+// the regions while they are being restored: a forked child is served too
+// (identical content), moved ranges keep their content, dropped ranges read
+// as zero (never image data), unmapped ranges are forgotten. See
+// docs/restore.md for the design and the event handling.
+//
+// Working-set traces: a restore can record the flat offsets of its demand
+// faults (deduplicated, in first-fault order, with timestamps) and save
+// them as a small checksummed file (by convention IMAGE.trace); a later
+// restore given that trace installs those pages first, in large batches.
+//
+// Limits: 4 KiB pages of private anonymous memory only (no hugetlbfs, no
+// shmem/memfd destinations; THP-enabled ranges are filled 4 KiB at a time).
+//
+// Thread safety: PageSource implementations are immutable after creation;
+// every const method is safe from any number of threads. LazyRestore's
+// methods are safe from any thread; only its destruction must not race
+// them. Trace functions are plain functions over values.
+#ifndef PAGEWISE_RESTORE_H_
+#define PAGEWISE_RESTORE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pagewise/env.h"
+#include "pagewise/status.h"
+
+namespace pagewise {
+
+class Image;
+
+// ---- sources ----------------------------------------------------------------
+
+class PageSource {
+ public:
+  virtual ~PageSource() = default;
+
+  // Bytes in the flat view. Reads beyond it return zeros.
+  virtual uint64_t size() const = 0;
+
+  // Copies [offset, offset+len) of the flat view into dst (the part beyond
+  // size() reads as zero). Errors: kIoError/kCorruption from the backing
+  // store, naming offset and what to check.
+  virtual Status Read(uint64_t offset, void* dst, size_t len) const = 0;
+
+  // If the bytes [offset, offset+len) are directly addressable in this
+  // process (a mapped file, a buffer) returns a pointer to them, valid for
+  // the source's lifetime; nullptr when the caller must Read(). Never
+  // returns a pointer for a range that extends beyond size().
+  virtual const void* Direct(uint64_t offset, size_t len) const {
+    (void)offset;
+    (void)len;
+    return nullptr;
+  }
+
+  // True if ClassifyZero() can tell zero pages without reading them.
+  virtual bool can_classify() const { return false; }
+
+  // For each of the `npages` pages of `page_size` bytes starting at
+  // `offset`, sets (*zero)[i] to 1 if the page is known to be all zero
+  // (recorded as zero, absent, or beyond size()), else 0. The default marks
+  // only pages beyond size(). Errors as Read().
+  virtual Status ClassifyZero(uint64_t offset, size_t npages, size_t page_size,
+                              std::vector<uint8_t>* zero) const;
+
+  // A short human description ("mem-file /path (123 MiB)").
+  virtual std::string Describe() const = 0;
+};
+
+enum class MemFileAccess { kMmap, kPread };
+
+// Opens a flat memory file (Firecracker's memory snapshot layout: the
+// guest's regions at their offsets). kMmap maps it read-only (the file must
+// not shrink while in use: a read past its new end would raise SIGBUS);
+// kPread reads it with pread. Errors: the file cannot be opened or mapped.
+Result<std::shared_ptr<PageSource>> OpenMemFileSource(const std::string& path,
+                                                      MemFileAccess access = MemFileAccess::kMmap,
+                                                      Env* env = nullptr);
+
+// A source over caller-owned bytes [data, data+size); the bytes must stay
+// valid and unchanged while the source is used.
+std::shared_ptr<PageSource> MemorySource(const void* data, uint64_t size);
+
+// The flat view of an opened image (Image::ReadFlat / flat_size), with
+// Image::ClassifyRuns for zero pages. Shares ownership of the image.
+std::shared_ptr<PageSource> ImageSource(std::shared_ptr<const Image> image);
+// Image::Open(path) (checks header and index checksums of every layer),
+// then ImageSource. Errors are Image::Open's.
+Result<std::shared_ptr<PageSource>> OpenImageSource(const std::string& path, Env* env = nullptr);
+
+// ---- working-set traces ------------------------------------------------------
+
+// One demand fault: the flat offset of the faulting page, and nanoseconds
+// since the restore started.
+struct TraceEntry {
+  uint64_t offset = 0;
+  uint64_t time_ns = 0;
+};
+
+struct WorkingSetTrace {
+  uint32_t page_size = 4096;
+  uint64_t source_size = 0;         // flat size of the source recorded from
+  std::vector<TraceEntry> entries;  // first-fault order, offsets unique
+};
+
+// The conventional trace path beside an image or memory file: PATH.trace.
+std::string TracePathFor(const std::string& source_path);
+
+// Writes `trace` to `path` atomically (temporary file, fsync, rename, fsync
+// of the directory). Format (little-endian): "PWTRACE1", u32 version (1),
+// u32 page_size, u64 source_size, u64 count, count x {u64 offset, u64
+// time_ns}, u64 XXH64 (seed 0) of everything before it.
+Status WriteTrace(const std::string& path, const WorkingSetTrace& trace, Env* env = nullptr);
+
+// Reads and checks a trace: kNotFound if missing, kCorruption (naming the
+// file and the reason) on a bad magic, version, size or checksum.
+Result<WorkingSetTrace> ReadTrace(const std::string& path, Env* env = nullptr);
+
+// ---- lazy restore ------------------------------------------------------------
+
+struct RestoreRegion {
+  uint64_t source_offset = 0;  // offset of the region in the source's flat view
+  uint64_t length = 0;         // bytes, a multiple of the page size
+  // 0: LazyRestore maps fresh anonymous memory (the caller owns it afterwards
+  // and may munmap it after the restore is resident or destroyed).
+  // Otherwise the start of an existing private anonymous read/write mapping
+  // of `length` bytes; pages already present there are kept as they are
+  // (the fill sees EEXIST and leaves them).
+  uint64_t address = 0;
+};
+
+// Counters and timings of a restore (or of one server client). Times are
+// seconds since the restore started; -1 when the event has not happened.
+struct RestoreStats {
+  uint64_t pages_total = 0;         // pages of the regions as registered
+  uint64_t demand_faults = 0;       // faults that needed source data
+  uint64_t other_faults = 0;        // faults served with a zero page or a wake
+  uint64_t pages_demand = 0;        // pages installed while serving faults
+  uint64_t pages_background = 0;    // pages installed by the background filler
+  uint64_t pages_prefetch = 0;      // of those, installed from the trace
+  uint64_t prefetch_late_faults = 0;  // demand faults on trace pages not yet prefetched
+  uint64_t zero_pages = 0;          // pages installed with UFFDIO_ZEROPAGE
+  uint64_t bytes_copied = 0;        // bytes installed with UFFDIO_COPY
+  uint64_t eexist_pages = 0;        // pages found already present (EEXIST)
+  uint64_t eagain_retries = 0;      // fills retried after EAGAIN
+  uint64_t enoent_pages = 0;        // pages whose mapping vanished (ENOENT)
+  uint64_t poisoned_pages = 0;      // pages poisoned because the source failed
+  uint64_t forks = 0, remaps = 0, removes = 0, unmaps = 0, unknown_events = 0;
+  uint64_t spaces_total = 0;        // address spaces served (1 + forked children)
+  uint64_t spaces_live = 0;         // of those, still served
+  double first_fault_seconds = -1;  // time to first access (first demand fault)
+  double resident_seconds = -1;     // time until fully resident
+  double fill_seconds = 0;          // time spent reading the source and filling
+  // Demand fault latency (message read -> page installed), nanoseconds; at
+  // most RestoreOptions::max_latency_samples samples (the first ones).
+  std::vector<uint32_t> fault_latency_ns;
+  double fault_latency_p50_us = 0;
+  double fault_latency_p99_us = 0;
+};
+
+struct RestoreOptions {
+  Env* env = nullptr;                // nullptr: Env::Default()
+  size_t fault_window_pages = 16;    // aligned window filled around a fault (1..512)
+  size_t background_batch_pages = 64;  // pages per background fill (1..4096)
+  bool background_fill = true;       // false: only faults install pages
+  bool use_zeropage = true;          // zero pages via UFFDIO_ZEROPAGE
+  // Pages to install first (flat offsets, in order), e.g. from ReadTrace().
+  std::vector<uint64_t> prefetch;
+  bool record_trace = false;         // keep the demand-fault trace (trace())
+  // When every page is resident: close the userfaultfd (the kernel then
+  // unregisters the ranges; everything is in place, so nothing changes for
+  // the program) and stop serving. Keep true unless you need the events.
+  bool release_when_resident = true;
+  size_t max_latency_samples = 1 << 16;
+  // Called once, on an internal thread, when every page is resident (or the
+  // restore failed: stats say so). Must not block or destroy the restore.
+  std::function<void(const Status&, const RestoreStats&)> on_resident;
+};
+
+class LazyRestore {
+ public:
+  // Maps (or adopts) the regions, registers them, and starts serving.
+  // On return the regions may be used at once. Errors: invalid regions
+  // (unaligned, outside the source: kInvalidArgument), userfaultfd missing
+  // or lacking the EVENT_* features (kNotSupported / kPermissionDenied),
+  // mapping or registration failures. On error nothing stays mapped or
+  // registered (mappings the caller gave are left as they were).
+  static Result<std::unique_ptr<LazyRestore>> Start(std::shared_ptr<const PageSource> source,
+                                                    std::vector<RestoreRegion> regions,
+                                                    const RestoreOptions& options = {});
+
+  // Finish()es (so no page is ever left to read as zero), then stops.
+  // Memory LazyRestore mapped is NOT unmapped: the caller owns it.
+  virtual ~LazyRestore() = default;
+
+  // The regions with their addresses (fresh mappings filled in).
+  virtual const std::vector<RestoreRegion>& regions() const = 0;
+  virtual char* data(size_t region) const = 0;
+
+  // Waits until every page of every served address space (the program and
+  // any forked children) is resident. OK when resident; kRetry when
+  // timeout_ms (>= 0) expired first; the restore's error if it failed.
+  virtual Status WaitResident(int timeout_ms = -1) = 0;
+  virtual bool resident() const = 0;
+
+  // WaitResident(-1), then stops serving (closing the userfaultfds).
+  // Returns the first error the restore met (OK if none). Idempotent.
+  virtual Status Finish() = 0;
+
+  virtual RestoreStats stats() const = 0;
+  // The demand faults recorded so far (record_trace), for WriteTrace().
+  virtual WorkingSetTrace trace() const = 0;
+};
+
+}  // namespace pagewise
+
+#endif  // PAGEWISE_RESTORE_H_

@@ -1,0 +1,177 @@
+// Out-of-process page serving over Firecracker's UFFD handshake.
+//
+// The handshake (what `pagewise serve` speaks): the client (a VMM) maps its
+// guest memory, creates a userfaultfd (with at least UFFD_FEATURE_EVENT_
+// REMOVE), registers every region in MISSING mode, connects to the server's
+// Unix stream socket and sends ONE message: the userfaultfd by SCM_RIGHTS,
+// and as the body a JSON array of {"base_host_virt_addr", "size", "offset",
+// "page_size"} objects ("page_size_kib" is accepted too; it holds bytes
+// despite its name), `offset` being the region's byte offset in the flat
+// memory file. Nothing else is ever sent. The server learns the client's pid
+// with SO_PEERCRED.
+//
+// PageServer serves any number of clients at once from one PageSource (a
+// flat memory file as is, an image as if it were that flat file), each with
+// its own restore engine (demand faults in windows, background fill,
+// working-set prefetch, and every userfaultfd event the client's fd was set
+// up to deliver: REMOVE, and FORK/REMAP/UNMAP if present). A client is
+// dropped, alone, when its socket reaches end of stream or its mm is gone.
+//
+// Server death: the kernel keeps a userfaultfd's ranges registered while
+// any process holds the fd. A client that keeps its own copy (Firecracker
+// does) then blocks forever at its next missing page: a hang, not data
+// loss. A client that closed its copy has its ranges unregistered when the
+// server's copy goes away, and every page not yet served then reads as
+// ZERO, silently. LazyClient is the client side that turns server death
+// into an error: it keeps its copy (no zero pages), watches the socket, and
+// when the server is gone it takes over the userfaultfd and poisons every
+// page that faults (UFFDIO_POISON: the access raises SIGBUS), or aborts the
+// process, as the caller chooses. See docs/restore.md.
+//
+// Reusing addresses: the kernel lets any userfaultfd of a process fill any
+// range of that process registered with ANY userfaultfd. A client that
+// disconnects, unmaps its guest memory and then registers new memory at the
+// same addresses for a new connection must first wait until the server has
+// dropped the old connection (the server notices end of stream
+// asynchronously); otherwise the old connection's background fill may
+// still write into the new mapping. A client that exits (Firecracker) or
+// that uses LazyClient (which makes everything resident before it
+// disconnects) is not exposed.
+//
+// Thread safety: PageServer and LazyClient methods are safe from any thread
+// (not their destruction). Callbacks run on internal threads and must not
+// destroy the object that called them.
+#ifndef PAGEWISE_SERVE_H_
+#define PAGEWISE_SERVE_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pagewise/env.h"
+#include "pagewise/restore.h"
+#include "pagewise/status.h"
+
+namespace pagewise {
+
+// One element of the handshake's JSON array.
+struct GuestRegion {
+  uint64_t base_host_virt_addr = 0;  // where the client mapped the region
+  uint64_t size = 0;                 // bytes
+  uint64_t offset = 0;               // byte offset in the flat memory file
+  uint64_t page_size = 4096;         // bytes ("page_size" or "page_size_kib")
+};
+
+// Parses a handshake body. Errors (kInvalidArgument) name the element and
+// field that is missing or malformed.
+Result<std::vector<GuestRegion>> ParseHandshake(std::string_view body);
+// The handshake body for `regions` (with "page_size").
+std::string HandshakeJson(const std::vector<GuestRegion>& regions);
+
+struct ClientReport {
+  uint64_t id = 0;       // 0, 1, 2... in connection order
+  pid_t pid = 0;         // SO_PEERCRED
+  std::vector<GuestRegion> regions;
+  bool active = false;   // still being served
+  Status status;         // why serving ended (kPeerGone: the client went away)
+  RestoreStats stats;
+};
+
+struct ServeOptions {
+  Env* env = nullptr;                  // nullptr: Env::Default()
+  size_t fault_window_pages = 16;
+  size_t background_batch_pages = 64;
+  bool background_fill = true;         // false: pages are served only on fault
+  bool use_zeropage = true;
+  std::vector<uint64_t> prefetch;      // flat offsets installed first, per client
+  bool record_trace = false;           // record the FIRST client's demand faults
+  int handshake_timeout_ms = 10000;    // a client must send its message within this
+  // Called on an internal thread when a client connects (active) and when
+  // it is dropped (inactive, with its final stats and status).
+  std::function<void(const ClientReport&)> on_client;
+};
+
+class PageServer {
+ public:
+  // Listens on `socket_path` (an existing socket file there is replaced)
+  // and starts accepting. Errors: the socket cannot be created.
+  static Result<std::unique_ptr<PageServer>> Start(const std::string& socket_path,
+                                                   std::shared_ptr<const PageSource> source,
+                                                   const ServeOptions& options = {});
+
+  // Stop()s.
+  virtual ~PageServer() = default;
+
+  // Stops accepting, stops serving every client (closing our copies of
+  // their userfaultfds and their sockets) and removes the socket file.
+  // Idempotent.
+  virtual void Stop() = 0;
+
+  virtual const std::string& socket_path() const = 0;
+  virtual std::vector<ClientReport> clients() const = 0;
+
+  // Waits until at least `count` clients have been dropped. OK, or kRetry
+  // after timeout_ms (< 0: no limit).
+  virtual Status WaitClientsDone(size_t count, int timeout_ms) = 0;
+
+  // Handshakes refused so far (malformed body, no descriptor, unsupported
+  // page size, regions beyond the source), with the last reason.
+  virtual uint64_t refused() const = 0;
+  virtual Status last_refusal() const = 0;
+
+  // The first client's demand-fault trace (record_trace).
+  virtual WorkingSetTrace trace() const = 0;
+};
+
+enum class ServerLossPolicy {
+  // Every page that faults after the server is gone is poisoned: the
+  // access raises SIGBUS (the program can catch it and report). Needs
+  // UFFDIO_POISON (Linux 6.6); without it the policy falls back to kAbort.
+  kPoison,
+  // The process aborts with a message on stderr as soon as the loss is seen.
+  kAbort,
+};
+
+struct LazyClientOptions {
+  Env* env = nullptr;
+  ServerLossPolicy on_loss = ServerLossPolicy::kPoison;
+  // Called once, on the watchdog thread, when the server is found gone.
+  std::function<void(const Status&)> on_server_lost;
+};
+
+class LazyClient {
+ public:
+  // Creates a userfaultfd (EVENT_REMOVE required; FORK, REMAP and UNMAP
+  // asked for when offered), registers `regions` (the caller's private
+  // anonymous mappings, page aligned) in MISSING mode, connects to
+  // `socket_path`, sends the handshake and starts the watchdog. From then
+  // on the regions fill from the server as they are touched.
+  static Result<std::unique_ptr<LazyClient>> Connect(const std::string& socket_path,
+                                                     const std::vector<GuestRegion>& regions,
+                                                     const LazyClientOptions& options = {});
+
+  // If the server is still connected, first makes every region resident
+  // (Populate) so that disconnecting cannot expose zero pages; then stops
+  // the watchdog and closes the socket and our userfaultfd.
+  virtual ~LazyClient() = default;
+
+  // OK while the server is connected; kPeerGone once it is gone.
+  virtual Status status() const = 0;
+  // Waits until the server is seen gone and that was handled (on_server_lost
+  // called, every missing page poisoned): OK then, kRetry after timeout_ms.
+  virtual Status WaitServerLost(int timeout_ms) = 0;
+  // Faults every page of the regions in (MADV_POPULATE_READ), so that all
+  // of them are resident. Fails (kPeerGone) if the server goes away first.
+  virtual Status Populate() = 0;
+  // Pages poisoned after the server was lost.
+  virtual uint64_t poisoned_pages() const = 0;
+};
+
+}  // namespace pagewise
+
+#endif  // PAGEWISE_SERVE_H_

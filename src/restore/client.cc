@@ -1,0 +1,269 @@
+// LazyClient: the client side of the UFFD handshake, with a watchdog that
+// turns the page server's death into SIGBUS (or an abort), never zeros.
+//
+// Why this works: the client keeps its own reference to the userfaultfd, so
+// the kernel keeps the ranges registered when the server dies (without it,
+// they would be unregistered and every unserved page would read as zero).
+// The server never writes to the socket, so end of stream means it is gone
+// (or dropped us). The watchdog then becomes the userfaultfd's reader: it
+// poisons every page that is still missing ("sealing", so that the marks
+// outlive even this object: a poisoned pte raises SIGBUS whether or not the
+// range is still registered), and poisons whatever faults afterwards.
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "pagewise/probe.h"
+#include "pagewise/serve.h"
+#include "sys/uapi.h"
+#include "sys/userfaultfd.h"
+
+namespace pagewise {
+namespace {
+
+class LazyClientImpl final : public LazyClient {
+ public:
+  LazyClientImpl(Env* env, sys::Userfaultfd uffd, int sock, int stop_fd,
+                 std::vector<GuestRegion> regions, LazyClientOptions opt, bool can_poison)
+      : env_(env),
+        uffd_(std::move(uffd)),
+        sock_(sock),
+        stop_fd_(stop_fd),
+        regions_(std::move(regions)),
+        opt_(std::move(opt)),
+        can_poison_(can_poison) {
+    watchdog_ = std::thread([this] { Watch(); });
+  }
+
+  ~LazyClientImpl() override {
+    if (status().ok()) Populate().IgnoreError();  // best effort: see serve.h
+    eventfd_write(stop_fd_, 1);
+    watchdog_.join();
+    // Teardown: nothing to act on if these fail.
+    env_->Close(sock_).IgnoreError();
+    env_->Close(stop_fd_).IgnoreError();
+  }
+
+  Status status() const override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return status_;
+  }
+
+  Status WaitServerLost(int timeout_ms) override {
+    std::unique_lock<std::mutex> lk(mu_);
+    auto lost = [&] { return loss_handled_; };
+    if (timeout_ms < 0) {
+      cv_.wait(lk, lost);
+    } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), lost)) {
+      return Status(Code::kRetry, 0, "the page server is still connected");
+    }
+    return Status::Ok();
+  }
+
+  Status Populate() override {
+    for (const GuestRegion& r : regions_) {
+      Status s = env_->Madvise(reinterpret_cast<void*>(r.base_host_virt_addr), r.size,
+                               MADV_POPULATE_READ);
+      if (!s.ok()) {
+        Status lost = status();
+        return lost.ok() ? s.WithContext("populating guest memory") : lost;
+      }
+    }
+    return status();
+  }
+
+  uint64_t poisoned_pages() const override { return poisoned_.load(); }
+
+ private:
+  void Watch() {
+    // Phase 1: the server is there. It never writes to us, so readable
+    // means end of stream (or an error): it is gone.
+    for (;;) {
+      struct pollfd fds[2] = {{sock_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+      Result<int> n = env_->Poll(fds, 2, -1);
+      if (!n.ok() || (fds[1].revents & POLLIN)) return;
+      if (fds[0].revents == 0) continue;
+      char buf[64];
+      int fd = -1;
+      Result<size_t> got = env_->RecvWithFd(sock_, buf, sizeof(buf), &fd);
+      if (fd >= 0) env_->Close(fd).IgnoreError();  // not part of the protocol
+      if (got.ok() && *got > 0) continue;  // unexpected bytes: ignore
+      break;
+    }
+    const Status lost = Status::PeerGone(
+        "the page server went away (its socket reached end of stream); pages it had not "
+        "served yet are poisoned and raise SIGBUS when touched");
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      status_ = lost;
+    }
+    if (opt_.on_server_lost) opt_.on_server_lost(lost);
+    if (opt_.on_loss == ServerLossPolicy::kAbort || !can_poison_) {
+      std::fprintf(stderr,
+                   "pagewise: the page server went away; aborting so that no page of guest "
+                   "memory can read as zero%s\n",
+                   can_poison_ ? "" : " (UFFDIO_POISON is not available)");
+      std::abort();
+    }
+    // Phase 2: we are the userfaultfd's reader now.
+    for (const GuestRegion& r : regions_) Seal(uffd_, r.base_host_virt_addr, r.size);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      loss_handled_ = true;
+    }
+    cv_.notify_all();
+    Serve();
+  }
+
+  // Poisons every missing page of [start, start+len).
+  void Seal(const sys::Userfaultfd& uffd, uint64_t start, uint64_t len) {
+    const uint64_t ps = PageSize();
+    uint64_t a = start;
+    const uint64_t end = start + len;
+    while (a < end) {
+      const FillResult r = uffd.Poison(a, end - a);
+      poisoned_ += r.bytes / ps;
+      a += r.bytes;
+      if (r.ok()) continue;
+      switch (r.error) {
+        case EEXIST:  // present: served before the loss, keep it
+        case ENOENT:  // not mapped (any more): nothing to protect
+          a += ps;
+          break;
+        case EAGAIN:  // partial progress, or an event is pending: read it
+          if (r.bytes == 0) DrainOnce(uffd);
+          break;
+        default:  // ESRCH (we are exiting) or worse: stop
+          return;
+      }
+    }
+  }
+
+  void DrainOnce(const sys::Userfaultfd& uffd) {
+    UffdEvent events[32];
+    Result<size_t> n = uffd.ReadEvents(events, 32);
+    if (!n.ok()) return;
+    for (size_t i = 0; i < *n; ++i) Handle(uffd, events[i]);
+  }
+
+  void Handle(const sys::Userfaultfd& uffd, const UffdEvent& e) {
+    const uint64_t ps = PageSize();
+    switch (e.kind) {
+      case UffdEvent::Kind::kPagefault: {
+        const uint64_t page = e.address & ~(ps - 1);
+        const FillResult r = uffd.Poison(page, ps);
+        if (r.ok()) {
+          poisoned_++;
+        } else if (r.error == EEXIST || r.error == ENOENT) {
+          uffd.Wake(page, ps).IgnoreError();  // resolved or unmapped: let it retry
+        }
+        else if (r.error == EAGAIN) {  // an event is pending: retry after reading it
+          pending_.push_back(page);
+        }
+        break;
+      }
+      case UffdEvent::Kind::kFork: {
+        // A child forked after the loss: it has no server either.
+        sys::Userfaultfd child = sys::Userfaultfd::Adopt(e.fork_fd, uffd_.features(), env_);
+        for (const GuestRegion& r : regions_) Seal(child, r.base_host_virt_addr, r.size);
+        children_.push_back(std::move(child));
+        break;
+      }
+      default:  // REMOVE/REMAP/UNMAP: reading them let the program go on
+        break;
+    }
+  }
+
+  void Serve() {
+    for (;;) {
+      std::vector<struct pollfd> fds;
+      fds.push_back({stop_fd_, POLLIN, 0});
+      fds.push_back({uffd_.fd(), POLLIN, 0});
+      for (const auto& c : children_) fds.push_back({c.fd(), POLLIN, 0});
+      Result<int> n = env_->Poll(fds.data(), fds.size(), pending_.empty() ? -1 : 1);
+      if (!n.ok() || (fds[0].revents & POLLIN)) return;
+      if (fds[1].revents & POLLIN) DrainOnce(uffd_);
+      for (size_t i = 0; i < children_.size(); ++i) {
+        if (fds[2 + i].revents & POLLIN) DrainOnce(children_[i]);
+      }
+      std::vector<uint64_t> retry;
+      retry.swap(pending_);
+      for (uint64_t page : retry) {
+        UffdEvent e;
+        e.kind = UffdEvent::Kind::kPagefault;
+        e.address = page;
+        Handle(uffd_, e);
+      }
+    }
+  }
+
+  Env* env_;
+  sys::Userfaultfd uffd_;
+  int sock_;
+  int stop_fd_;
+  const std::vector<GuestRegion> regions_;
+  const LazyClientOptions opt_;
+  const bool can_poison_;
+  std::thread watchdog_;
+  std::vector<sys::Userfaultfd> children_;  // watchdog thread only
+  std::vector<uint64_t> pending_;           // watchdog thread only
+  std::atomic<uint64_t> poisoned_{0};
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Status status_;              // guarded by mu_
+  bool loss_handled_ = false;  // guarded by mu_: callback run, pages sealed
+};
+
+}  // namespace
+
+Result<std::unique_ptr<LazyClient>> LazyClient::Connect(const std::string& socket_path,
+                                                        const std::vector<GuestRegion>& regions,
+                                                        const LazyClientOptions& options) {
+  Env* env = options.env ? options.env : Env::Default();
+  if (regions.empty()) return Status::InvalidArgument("lazy client: no regions");
+  sys::Userfaultfd::Options uo;
+  uo.required_features = uffd_feature::kEventRemove;
+  uo.optional_features = uffd_feature::kEventFork | uffd_feature::kEventRemap |
+                         uffd_feature::kEventUnmap | uffd_feature::kPoison;
+  uo.env = env;
+  PW_ASSIGN_OR_RETURN(sys::Userfaultfd uffd, sys::Userfaultfd::Open(uo));
+  bool can_poison = true;
+  for (size_t i = 0; i < regions.size(); ++i) {
+    const GuestRegion& r = regions[i];
+    uint64_t ioctls = 0;
+    Status s = uffd.Register(r.base_host_virt_addr, r.size, UFFDIO_REGISTER_MODE_MISSING, &ioctls);
+    if (!s.ok()) {
+      return s.WithContext("lazy client: registering region " + std::to_string(i) +
+                           " (guest memory must be private anonymous, page aligned)");
+    }
+    can_poison = can_poison && (ioctls & (1ULL << _UFFDIO_POISON)) != 0;
+  }
+  PW_ASSIGN_OR_RETURN(int sock, env->UnixConnect(socket_path));
+  const std::string body = HandshakeJson(regions);
+  Result<size_t> sent = env->SendWithFd(sock, body.data(), body.size(), uffd.fd());
+  size_t off = sent.ok() ? *sent : 0;
+  while (sent.ok() && off < body.size()) {
+    sent = env->SendWithFd(sock, body.data() + off, body.size() - off, -1);
+    if (sent.ok()) off += *sent;
+  }
+  Result<int> stop = sent.ok() ? env->EventfdCreate(0, EFD_NONBLOCK) : Result<int>(sent.status());
+  if (!stop.ok()) {
+    env->Close(sock).IgnoreError();  // already failing
+    return stop.status().WithContext("lazy client: sending the handshake to " + socket_path);
+  }
+  return std::unique_ptr<LazyClient>(std::make_unique<LazyClientImpl>(
+      env, std::move(uffd), sock, *stop, regions, options, can_poison));
+}
+
+}  // namespace pagewise

@@ -1,0 +1,502 @@
+// Engine lifecycle, the server and filler threads, and the userfaultfd
+// events. Filling lives in fill.cc.
+#include "restore/engine.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include <algorithm>
+#include <utility>
+
+namespace pagewise::restore {
+namespace {
+
+// A userfaultfd must be O_NONBLOCK to be polled (its poll reports POLLERR
+// otherwise). A client may hand us a blocking one, and a child's fd from a
+// FORK event inherits the flags the parent's was created with. O_NONBLOCK
+// is a flag of the shared open file; the client never reads the fd, so
+// changing it is invisible to it. (fcntl is a plain libc call: nothing to
+// inject here.)
+void EnsureNonblocking(int fd) {
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+}  // namespace
+
+Engine::Engine(std::shared_ptr<const PageSource> source, EngineOptions options)
+    : source_(std::move(source)), opt_(std::move(options)) {
+  env_ = opt_.env ? opt_.env : Env::Default();
+  page_size_ = PageSize();
+  opt_.fault_window_pages = std::clamp<size_t>(opt_.fault_window_pages, 1, 512);
+  opt_.background_batch_pages = std::clamp<size_t>(opt_.background_batch_pages, 1, 4096);
+  for (uint64_t off : opt_.prefetch) prefetch_set_.insert(off & ~(page_size_ - 1));
+}
+
+Engine::~Engine() { Stop(); }
+
+void Engine::AddSpace(sys::Userfaultfd uffd, const std::vector<SpaceRegion>& regions) {
+  auto s = std::make_shared<Space>();
+  s->map = SpaceMap(page_size_);
+  EnsureNonblocking(uffd.fd());
+  s->uffd = std::move(uffd);
+  uint64_t pages = 0;
+  for (const SpaceRegion& r : regions) {
+    s->map.Add(r.addr, r.len, r.src);
+    pages += r.len / page_size_;
+  }
+  SyncLocked(*s);  // not shared yet: no lock needed
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    s->id = next_id_++;
+    spaces_.push_back(std::move(s));
+  }
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  stats_.pages_total += pages;
+  stats_.spaces_total++;
+}
+
+Status Engine::Start(std::function<Status()> setup) {
+  PW_ASSIGN_OR_RETURN(wake_fd_, env_->EventfdCreate(0, EFD_NONBLOCK));
+  start_ = Clock::now();
+  std::promise<Status> ready;
+  std::future<Status> started = ready.get_future();
+  server_ = std::thread([this, &setup, &ready] { ServerMain(setup, &ready); });
+  Status st = started.get();
+  if (!st.ok()) {
+    server_.join();
+    env_->Close(wake_fd_).IgnoreError();  // never used: nothing to lose
+    wake_fd_ = -1;
+  }
+  return st;
+}
+
+void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Status>* ready) {
+  if (opt_.private_fd_table) {
+    // See "File descriptors" in engine.h. The private table starts as a
+    // copy of the process's and keeps it: sources read through descriptors
+    // the caller opened (pread, image files) from these threads. unshare is
+    // a plain libc call on our own thread with nothing to inject, so it does
+    // not go through Env.
+    if (unshare(CLONE_FILES) != 0) {
+      ready->set_value(ErrnoStatus(errno, "unshare(CLONE_FILES) for the restore threads"));
+      return;
+    }
+  }
+  Status st = setup ? setup() : Status::Ok();
+  if (!st.ok()) {
+    for (const SpacePtr& s : SnapshotSpaces()) CloseSpace(*s);
+    ready->set_value(st);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    started_ = true;
+    want_filler_ = opt_.background_fill;
+  }
+  ready->set_value(Status::Ok());  // `setup` and `ready` die with Start()'s frame
+  ServerLoop();
+  // Every userfaultfd is closed here, on the thread whose table holds it.
+  for (const SpacePtr& s : SnapshotSpaces()) CloseSpace(*s);
+}
+
+void Engine::MaybeStartFiller() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!want_filler_ || stopping_ || filler_.joinable()) return;
+  // Started from the server thread so that it shares its fd table.
+  filler_ = std::thread([this] { FillerLoop(); });
+}
+
+void Engine::EnableBackground() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!started_ || stopping_) return;
+    want_filler_ = true;
+  }
+  Notify();
+}
+
+void Engine::Stop() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (wake_fd_ >= 0) Notify();
+  if (server_.joinable()) server_.join();  // it closes every userfaultfd
+  if (filler_.joinable()) filler_.join();
+  if (wake_fd_ >= 0) {
+    env_->Close(wake_fd_).IgnoreError();  // teardown: nothing to do on failure
+    wake_fd_ = -1;
+  }
+}
+
+void Engine::Notify() { eventfd_write(wake_fd_, 1); }
+
+std::vector<Engine::SpacePtr> Engine::SnapshotSpaces() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return spaces_;
+}
+
+void Engine::SyncLocked(Space& s) {
+  s.unfilled.store(s.map.unfilled());
+  s.bad.store(s.map.bad());
+}
+
+void Engine::MarkDeadLocked(Space& s, const char* why) {
+  (void)why;
+  s.dead = true;
+  s.closed.store(true);
+  s.faults.clear();
+  if (wake_fd_ >= 0) Notify();  // the server thread closes the fd and re-checks residency
+}
+
+void Engine::CloseSpace(Space& s) {
+  std::unique_lock<std::mutex> lk(s.mu);
+  if (s.uffd.valid() && !s.dead && s.map.bad() > 0) {
+    // Closing unregisters the ranges, after which the kernel would zero-fill
+    // the pages the source could not give. Poison them first: a poisoned
+    // pte raises SIGBUS whether or not the range is still registered.
+    std::vector<uint64_t> bad;
+    s.map.PagesIn(PageState::kBad, &bad);
+    for (uint64_t page : bad) {
+      for (int attempt = 0; attempt < 8 && PoisonLocked(s, lk, page); ++attempt) {
+      }
+    }
+  }
+  s.closed.store(true);
+  s.uffd = sys::Userfaultfd();  // closes the fd
+}
+
+void Engine::Fail(const Status& status) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (status_.ok()) status_ = status;
+}
+
+size_t Engine::DrainLocked(Space& s) {
+  constexpr size_t kBatch = 64;
+  UffdEvent events[kBatch];
+  size_t total = 0;
+  bool queued = false;
+  // Bounded so that a flood of faults cannot keep one caller here forever;
+  // whatever is left keeps the fd readable for the server thread.
+  for (int round = 0; round < 16 && s.uffd.valid() && !s.dead; ++round) {
+    Result<size_t> n = s.uffd.ReadEvents(events, kBatch);
+    if (!n.ok()) {
+      Fail(n.status().WithContext("reading userfaultfd of space " + std::to_string(s.id)));
+      MarkDeadLocked(s, "read failed");
+      break;
+    }
+    if (*n == 0) break;
+    total += *n;
+    const Clock::time_point now = Clock::now();
+    // Apply the non-cooperative events of the batch before queueing its
+    // faults. The kernel hands out pending faults ahead of pending events,
+    // so a fault read now may be about an address that an event of this
+    // same batch already moved, dropped or unmapped; serving it against the
+    // pre-event map could install source data the program no longer wants.
+    // (The faulting access raced with the event, so either outcome is one
+    // the program must accept; the post-event one is the safe one.)
+    for (size_t i = 0; i < *n; ++i) {
+      if (events[i].kind != UffdEvent::Kind::kPagefault) ApplyEventLocked(s, events[i]);
+    }
+    for (size_t i = 0; i < *n; ++i) {
+      if (events[i].kind == UffdEvent::Kind::kPagefault) {
+        s.faults.push_back({events[i], now});
+        queued = true;
+      }
+    }
+    if (*n < kBatch) break;
+  }
+  SyncLocked(s);
+  // Faults are served by the server thread only. When the filler read them
+  // (draining after EAGAIN), the server may be asleep in poll on a uffd
+  // that is no longer readable: wake it.
+  if (queued) Notify();
+  return total;
+}
+
+void Engine::ApplyEventLocked(Space& s, const UffdEvent& e) {
+  uint64_t RestoreStats::*counter = &RestoreStats::unknown_events;
+  switch (e.kind) {
+    case UffdEvent::Kind::kFork:
+      // A child mm now exists, with its own userfaultfd. Its memory at fork
+      // time is the parent's filled pages (the kernel copied them with the
+      // page tables) plus holes where the parent had not been filled yet,
+      // which must come from the same source. The parent's ctx had
+      // mmap_changing raised from dup_mmap until this read, so no fill of
+      // the parent completed in between: the parent's map is exactly the
+      // child's state. The forking thread stays blocked until we return.
+      counter = &RestoreStats::forks;
+      AdoptForkLocked(s, e.fork_fd);
+      break;
+    case UffdEvent::Kind::kRemap:
+      // mremap moved [from, from+len) to `to` together with its page
+      // tables: filled pages moved, holes moved, so states and source
+      // offsets move with them. (Growth beyond len is not ours: faults
+      // there get zero pages, as fresh anonymous memory would.)
+      counter = &RestoreStats::remaps;
+      s.map.Move(e.from, e.to, e.len);
+      break;
+    case UffdEvent::Kind::kRemove:
+      // MADV_DONTNEED/MADV_REMOVE (or MADV_FREE): the program threw these
+      // pages away and expects zeros. The range stays registered: never
+      // fill it from the source again; its later faults get zero pages.
+      counter = &RestoreStats::removes;
+      s.map.Drop(e.start, e.end);
+      break;
+    case UffdEvent::Kind::kUnmap:
+      // munmap (or an mmap/mremap over it): the range is gone; forget it
+      // and stop filling it.
+      counter = &RestoreStats::unmaps;
+      s.map.Erase(e.start, e.end);
+      break;
+    case UffdEvent::Kind::kPagefault:
+    case UffdEvent::Kind::kUnknown:
+      break;
+  }
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  stats_.*counter += 1;
+}
+
+void Engine::AdoptForkLocked(Space& parent, int child_fd) {
+  if (child_fd < 0) return;
+  EnsureNonblocking(child_fd);
+  auto child = std::make_shared<Space>();
+  child->uffd = sys::Userfaultfd::Adopt(child_fd, parent.uffd.features(), env_);
+  child->map = parent.map;
+  child->cursor = parent.cursor;
+  child->prefetch_pos = parent.prefetch_pos;
+  SyncLocked(*child);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    child->id = next_id_++;
+    spaces_.push_back(std::move(child));
+    work_epoch_++;
+  }
+  cv_.notify_all();
+  Notify();  // the server thread must start polling the child's fd
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  stats_.spaces_total++;
+}
+
+void Engine::Finish(const Status& why) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    finished_ = true;
+    stopping_ = true;
+    if (status_.ok() && !why.ok()) status_ = why;
+  }
+  cv_.notify_all();
+  for (const SpacePtr& s : SnapshotSpaces()) CloseSpace(*s);
+  if (opt_.on_finished) opt_.on_finished(why);
+}
+
+void Engine::MaybeReportResident() {
+  Status st;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (resident_reported_ || stopping_ || spaces_.empty()) return;
+    bool any_live = false;
+    for (const SpacePtr& s : spaces_) {
+      const bool dead = s->closed.load() && s->unfilled.load() > 0;
+      if (dead) continue;
+      if (s->unfilled.load() > 0) return;
+      any_live = true;
+    }
+    if (!any_live) return;
+    resident_ = true;
+    resident_reported_ = true;
+    st = status_;
+  }
+  {
+    std::lock_guard<std::mutex> lk(stats_mu_);
+    stats_.resident_seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+  }
+  cv_.notify_all();
+  if (opt_.on_resident) opt_.on_resident(st, Stats());
+}
+
+void Engine::ServerLoop() {
+  std::vector<struct pollfd> pfds;
+  std::vector<SpacePtr> polled;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (stopping_) return;
+    }
+    MaybeStartFiller();
+    std::vector<SpacePtr> spaces = SnapshotSpaces();
+    // Faults read by any drain (ours or the filler's) are served here.
+    for (const SpacePtr& s : spaces) {
+      for (;;) {
+        QueuedFault f;
+        {
+          std::lock_guard<std::mutex> lk(s->mu);
+          if (s->faults.empty() || s->closed.load()) break;
+          f = s->faults.front();
+          s->faults.pop_front();
+        }
+        ServeFault(*s, f);
+      }
+    }
+    // Close what is finished: dead spaces, and complete ones when asked to
+    // release (every page is in place, so the kernel's zero-fill after
+    // unregistering can only concern dropped or foreign pages, which read
+    // as zero anyway). Spaces with bad pages stay: their faults must keep
+    // coming to us to be poisoned, not zero-filled.
+    bool any_open = false;
+    for (const SpacePtr& s : spaces) {
+      std::lock_guard<std::mutex> lk(s->mu);
+      if (!s->uffd.valid()) continue;
+      const bool complete = s->map.unfilled() == 0 && s->map.bad() == 0 && s->faults.empty();
+      if (s->dead || (opt_.release_when_resident && complete)) {
+        s->released = !s->dead;
+        s->closed.store(true);
+        s->uffd = sys::Userfaultfd();
+        continue;
+      }
+      any_open = true;
+    }
+    MaybeReportResident();
+    if (opt_.watch_fd >= 0 && !any_open) {
+      Finish(Status::PeerGone("every process of the client has exited"));
+      return;
+    }
+
+    pfds.clear();
+    polled.clear();
+    pfds.push_back({wake_fd_, POLLIN, 0});
+    if (opt_.watch_fd >= 0) pfds.push_back({opt_.watch_fd, POLLIN, 0});
+    const size_t first_uffd = pfds.size();
+    for (const SpacePtr& s : spaces) {
+      std::lock_guard<std::mutex> lk(s->mu);
+      if (!s->uffd.valid()) continue;
+      pfds.push_back({s->uffd.fd(), POLLIN, 0});
+      polled.push_back(s);
+    }
+    Result<int> n = env_->Poll(pfds.data(), pfds.size(), -1);
+    if (!n.ok()) {
+      Fail(n.status().WithContext("restore server poll"));
+      Finish(n.status());
+      return;
+    }
+    if (pfds[0].revents & POLLIN) {
+      eventfd_t v;
+      eventfd_read(wake_fd_, &v);
+    }
+    if (opt_.watch_fd >= 0 && pfds[1].revents != 0) {
+      // The client never sends anything after the handshake: data is
+      // discarded; end of stream or an error means it is gone.
+      char buf[256];
+      int fd = -1;
+      Result<size_t> got = env_->RecvWithFd(opt_.watch_fd, buf, sizeof(buf), &fd);
+      if (fd >= 0) env_->Close(fd).IgnoreError();  // unexpected descriptor: drop it
+      if (!got.ok() || *got == 0) {
+        Finish(Status::PeerGone("the client closed its connection"));
+        return;
+      }
+    }
+    for (size_t i = 0; i < polled.size(); ++i) {
+      const short re = pfds[first_uffd + i].revents;
+      if (re == 0) continue;
+      Space& s = *polled[i];
+      std::lock_guard<std::mutex> lk(s.mu);
+      if (!s.uffd.valid() || s.closed.load()) continue;
+      if (re & (POLLERR | POLLNVAL)) {
+        MarkDeadLocked(s, "poll error");
+        continue;
+      }
+      DrainLocked(s);
+    }
+  }
+}
+
+void Engine::FillerLoop() {
+  for (;;) {
+    uint64_t epoch;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (stopping_) return;
+      epoch = work_epoch_;
+    }
+    const bool did = FillOnce();
+    MaybeReportResident();
+    if (!did) {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stopping_ || work_epoch_ != epoch; });
+    }
+  }
+}
+
+Status Engine::WaitResident(int timeout_ms) {
+  std::unique_lock<std::mutex> lk(mu_);
+  auto done = [&] { return resident_ || finished_ || stopping_; };
+  if (timeout_ms < 0) {
+    cv_.wait(lk, done);
+  } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {
+    return Status(Code::kRetry, 0,
+                  "restore not yet resident after " + std::to_string(timeout_ms) +
+                      " ms; wait again or check stats() for progress");
+  }
+  if (resident_) return status_;
+  if (!status_.ok()) return status_;
+  return Status::FailedPrecondition("restore stopped before every page was resident");
+}
+
+bool Engine::resident() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return resident_;
+}
+
+bool Engine::finished() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return finished_;
+}
+
+Status Engine::status() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return status_;
+}
+
+RestoreStats Engine::Stats() const {
+  RestoreStats out;
+  {
+    std::lock_guard<std::mutex> lk(stats_mu_);
+    out = stats_;
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    out.spaces_live = 0;
+    for (const SpacePtr& s : spaces_) {
+      if (!s->closed.load()) out.spaces_live++;
+    }
+  }
+  if (!out.fault_latency_ns.empty()) {
+    std::vector<uint32_t> v = out.fault_latency_ns;
+    auto pct = [&](double p) {
+      const size_t k = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
+      std::nth_element(v.begin(), v.begin() + static_cast<ptrdiff_t>(k), v.end());
+      return static_cast<double>(v[k]) / 1000.0;
+    };
+    out.fault_latency_p50_us = pct(0.50);
+    out.fault_latency_p99_us = pct(0.99);
+  }
+  return out;
+}
+
+WorkingSetTrace Engine::Trace() const {
+  WorkingSetTrace t;
+  t.page_size = static_cast<uint32_t>(page_size_);
+  t.source_size = source_->size();
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  t.entries = trace_;
+  return t;
+}
+
+}  // namespace pagewise::restore

@@ -1,0 +1,158 @@
+// LazyRestore: maps and registers the regions, then hands them to an Engine.
+#include <sys/mman.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "pagewise/probe.h"
+#include "pagewise/restore.h"
+#include "restore/engine.h"
+#include "sys/uapi.h"
+#include "sys/userfaultfd.h"
+
+namespace pagewise {
+namespace {
+
+class LazyRestoreImpl final : public LazyRestore {
+ public:
+  LazyRestoreImpl(std::vector<RestoreRegion> regions, std::unique_ptr<restore::Engine> engine)
+      : regions_(std::move(regions)), engine_(std::move(engine)) {}
+
+  ~LazyRestoreImpl() override {
+    // Never stop serving with pages missing: closing the userfaultfd would
+    // let the kernel zero-fill them. The error (if any) was already
+    // reported to whoever called Finish/WaitResident or on_resident.
+    Finish().IgnoreError();
+  }
+
+  const std::vector<RestoreRegion>& regions() const override { return regions_; }
+  char* data(size_t region) const override {
+    return reinterpret_cast<char*>(regions_.at(region).address);
+  }
+
+  Status WaitResident(int timeout_ms) override { return engine_->WaitResident(timeout_ms); }
+  bool resident() const override { return engine_->resident(); }
+
+  Status Finish() override {
+    std::lock_guard<std::mutex> lk(finish_mu_);
+    if (!finished_) {
+      engine_->EnableBackground();
+      finish_status_ = engine_->WaitResident(-1);
+      engine_->Stop();
+      finished_ = true;
+    }
+    return finish_status_;
+  }
+
+  RestoreStats stats() const override { return engine_->Stats(); }
+  WorkingSetTrace trace() const override { return engine_->Trace(); }
+
+ private:
+  const std::vector<RestoreRegion> regions_;
+  std::unique_ptr<restore::Engine> engine_;
+  std::mutex finish_mu_;
+  bool finished_ = false;  // guarded by finish_mu_
+  Status finish_status_;   // guarded by finish_mu_
+};
+
+Status Validate(const PageSource& source, const std::vector<RestoreRegion>& regions) {
+  const uint64_t ps = PageSize();
+  if (regions.empty()) return Status::InvalidArgument("lazy restore: no regions given");
+  for (size_t i = 0; i < regions.size(); ++i) {
+    const RestoreRegion& r = regions[i];
+    const std::string where = "lazy restore region " + std::to_string(i);
+    if (r.length == 0 || r.length % ps != 0 || r.source_offset % ps != 0 || r.address % ps != 0) {
+      return Status::InvalidArgument(where + ": length, source_offset and address must be " +
+                                     "non-zero/page aligned (page size " + std::to_string(ps) + ")");
+    }
+    if (r.source_offset > source.size() || r.length > source.size() - r.source_offset) {
+      return Status::InvalidArgument(where + ": [" + std::to_string(r.source_offset) + ", +" +
+                                     std::to_string(r.length) + ") lies beyond the source (" +
+                                     source.Describe() + ")");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<LazyRestore>> LazyRestore::Start(std::shared_ptr<const PageSource> source,
+                                                        std::vector<RestoreRegion> regions,
+                                                        const RestoreOptions& options) {
+  if (source == nullptr) return Status::InvalidArgument("lazy restore: no source");
+  PW_RETURN_IF_ERROR(Validate(*source, regions));
+  Env* env = options.env ? options.env : Env::Default();
+
+  std::vector<size_t> mapped;  // regions we mapped (to undo on failure)
+  auto unmap_ours = [&] {
+    for (size_t i : mapped) {
+      env->Munmap(reinterpret_cast<void*>(regions[i].address), regions[i].length).IgnoreError();
+    }
+  };
+  for (size_t i = 0; i < regions.size(); ++i) {
+    RestoreRegion& r = regions[i];
+    if (r.address != 0) continue;
+    Result<void*> m = env->Mmap(nullptr, r.length, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (!m.ok()) {
+      unmap_ours();
+      return m.status().WithContext("lazy restore: mapping region " + std::to_string(i));
+    }
+    r.address = reinterpret_cast<uint64_t>(*m);
+    mapped.push_back(i);
+  }
+
+  restore::EngineOptions eo;
+  eo.env = env;
+  eo.fault_window_pages = options.fault_window_pages;
+  eo.background_batch_pages = options.background_batch_pages;
+  eo.background_fill = options.background_fill;
+  eo.use_zeropage = options.use_zeropage;
+  eo.release_when_resident = options.release_when_resident;
+  eo.prefetch = options.prefetch;
+  eo.record_trace = options.record_trace;
+  eo.max_latency_samples = options.max_latency_samples;
+  eo.on_resident = options.on_resident;
+  eo.private_fd_table = true;
+  auto engine = std::make_unique<restore::Engine>(std::move(source), std::move(eo));
+  restore::Engine* e = engine.get();
+
+  // Runs on the engine's server thread, in its private fd table, so that
+  // the userfaultfd never appears in the table the program forks.
+  auto setup = [&]() -> Status {
+    // FORK, REMAP, REMOVE and UNMAP keep the restore correct while the
+    // program forks, moves, drops and unmaps memory: without them a child
+    // would silently read zeros, and dropped ranges could be refilled.
+    sys::Userfaultfd::Options uo;
+    uo.required_features = uffd_feature::kEventFork | uffd_feature::kEventRemap |
+                           uffd_feature::kEventRemove | uffd_feature::kEventUnmap;
+    uo.optional_features = uffd_feature::kThreadId | uffd_feature::kPoison;
+    uo.env = env;
+    Result<sys::Userfaultfd> uffd = sys::Userfaultfd::Open(uo);
+    if (!uffd.ok()) return uffd.status().WithContext("lazy restore");
+    std::vector<restore::SpaceRegion> space_regions;
+    for (size_t i = 0; i < regions.size(); ++i) {
+      const RestoreRegion& r = regions[i];
+      Status st = uffd->Register(r.address, r.length, UFFDIO_REGISTER_MODE_MISSING);
+      if (!st.ok()) {
+        // Closing the uffd (on return) unregisters what was registered.
+        return st.WithContext("lazy restore: registering region " + std::to_string(i) +
+                              " (it must be private anonymous read/write memory)");
+      }
+      space_regions.push_back({r.address, r.length, r.source_offset});
+    }
+    e->AddSpace(std::move(*uffd), space_regions);
+    return Status::Ok();
+  };
+  Status st = engine->Start(setup);
+  if (!st.ok()) {
+    engine.reset();
+    unmap_ours();
+    return st;
+  }
+  return std::unique_ptr<LazyRestore>(
+      std::make_unique<LazyRestoreImpl>(std::move(regions), std::move(engine)));
+}
+
+}  // namespace pagewise

@@ -1,0 +1,328 @@
+// PageServer: accepts Firecracker-style handshakes and runs one restore
+// engine per client.
+#include <poll.h>
+#include <sys/eventfd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "pagewise/serve.h"
+#include "restore/engine.h"
+#include "sys/userfaultfd.h"
+
+namespace pagewise {
+namespace {
+
+constexpr size_t kMaxHandshakeBytes = 1 << 20;
+
+struct Client {
+  ClientReport report;  // guarded by the server's mu_ (stats refreshed on read)
+  int sock = -1;
+  std::unique_ptr<restore::Engine> engine;
+};
+
+class PageServerImpl final : public PageServer {
+ public:
+  PageServerImpl(std::string path, std::shared_ptr<const PageSource> source, ServeOptions opt,
+                 Env* env, int listen_fd, int wake_fd)
+      : path_(std::move(path)),
+        source_(std::move(source)),
+        opt_(std::move(opt)),
+        env_(env),
+        listen_fd_(listen_fd),
+        wake_fd_(wake_fd) {
+    thread_ = std::thread([this] { AcceptLoop(); });
+  }
+
+  ~PageServerImpl() override { Stop(); }
+
+  void Stop() override {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (stopped_) return;
+      stopped_ = true;
+    }
+    eventfd_write(wake_fd_, 1);
+    if (thread_.joinable()) thread_.join();
+    std::vector<std::shared_ptr<Client>> all;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      all = clients_;
+    }
+    for (const auto& c : all) Drop(*c, Status::FailedPrecondition("the server was stopped"));
+    // Teardown: failures leave nothing to act on.
+    env_->Close(listen_fd_).IgnoreError();
+    env_->Close(wake_fd_).IgnoreError();
+    env_->Unlink(path_).IgnoreError();
+  }
+
+  const std::string& socket_path() const override { return path_; }
+
+  std::vector<ClientReport> clients() const override {
+    std::vector<std::shared_ptr<Client>> all;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      all = clients_;
+    }
+    std::vector<ClientReport> out;
+    for (const auto& c : all) {
+      std::lock_guard<std::mutex> lk(mu_);
+      ClientReport r = c->report;
+      if (r.active && c->engine) r.stats = c->engine->Stats();
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+  Status WaitClientsDone(size_t count, int timeout_ms) override {
+    std::unique_lock<std::mutex> lk(mu_);
+    auto done = [&] { return dropped_ >= count; };
+    if (timeout_ms < 0) {
+      cv_.wait(lk, done);
+    } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {
+      return Status(Code::kRetry, 0,
+                    std::to_string(dropped_) + " of " + std::to_string(count) +
+                        " clients done after " + std::to_string(timeout_ms) + " ms");
+    }
+    return Status::Ok();
+  }
+
+  uint64_t refused() const override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return refused_;
+  }
+  Status last_refusal() const override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return last_refusal_;
+  }
+
+  WorkingSetTrace trace() const override {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!clients_.empty() && clients_[0]->engine) return clients_[0]->engine->Trace();
+    return first_trace_;
+  }
+
+ private:
+  void AcceptLoop() {
+    for (;;) {
+      struct pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+      Result<int> n = env_->Poll(fds, 2, -1);
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (stopped_) return;
+      }
+      if (!n.ok()) return;
+      if (fds[1].revents & POLLIN) {
+        eventfd_t v;
+        eventfd_read(wake_fd_, &v);
+        Reap();
+      }
+      if (fds[0].revents & POLLIN) {
+        Result<int> sock = env_->Accept(listen_fd_);
+        if (sock.ok()) Admit(*sock);
+      }
+    }
+  }
+
+  // Drops clients whose engine stopped by itself (client gone).
+  void Reap() {
+    std::vector<std::shared_ptr<Client>> all;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      all = clients_;
+    }
+    for (const auto& c : all) {
+      if (c->engine && c->engine->finished()) Drop(*c, c->engine->status());
+    }
+  }
+
+  void Drop(Client& c, Status why) {
+    std::unique_ptr<restore::Engine> engine;
+    int sock;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (!c.report.active) return;
+      engine = std::move(c.engine);
+      sock = c.sock;
+      c.sock = -1;
+    }
+    engine->Stop();  // joins its threads; they close its userfaultfds
+    const Status engine_status = engine->status();
+    ClientReport final_report;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      c.report.active = false;
+      c.report.stats = engine->Stats();
+      c.report.status = engine_status.ok() ? why : engine_status;
+      if (c.report.id == 0) first_trace_ = engine->Trace();
+      final_report = c.report;
+      dropped_++;
+    }
+    env_->Close(sock).IgnoreError();  // the client is gone or being dropped
+    cv_.notify_all();
+    if (opt_.on_client) opt_.on_client(final_report);
+  }
+
+  void Refuse(int sock, int fd, const Status& why) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      refused_++;
+      last_refusal_ = why;
+    }
+    if (fd >= 0) env_->Close(fd).IgnoreError();  // refusing: drop our copy
+    env_->Close(sock).IgnoreError();              // the client sees end of stream
+  }
+
+  // Reads the handshake: one message with the descriptor and a JSON body,
+  // possibly split over several reads by the stream socket.
+  Status ReadHandshake(int sock, int* uffd, std::string* body) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(opt_.handshake_timeout_ms);
+    char buf[16384];
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      struct pollfd p = {sock, POLLIN, 0};
+      const int wait_ms = static_cast<int>(std::max<int64_t>(0, left.count()));
+      PW_ASSIGN_OR_RETURN(int ready, env_->Poll(&p, 1, wait_ms));
+      if (ready == 0) {
+        return Status(Code::kRetry, 0,
+                      "handshake not received within " + std::to_string(opt_.handshake_timeout_ms) +
+                          " ms (expected one message: the userfaultfd and a JSON body)");
+      }
+      int fd = -1;
+      PW_ASSIGN_OR_RETURN(size_t got, env_->RecvWithFd(sock, buf, sizeof(buf), &fd));
+      if (fd >= 0) {
+        if (*uffd < 0) {
+          *uffd = fd;
+        } else {
+          env_->Close(fd).IgnoreError();  // only one descriptor belongs to the handshake
+        }
+      }
+      if (got == 0) return Status::PeerGone("the client closed its connection during the handshake");
+      body->append(buf, got);
+      // Complete once it is one JSON document (whether it is a valid
+      // handshake is ParseHandshake's business).
+      if (nlohmann::json::accept(*body)) return Status::Ok();
+      if (body->size() > kMaxHandshakeBytes) {
+        return Status::InvalidArgument("handshake body larger than 1 MiB");
+      }
+    }
+  }
+
+  void Admit(int sock) {
+    int uffd = -1;
+    std::string body;
+    Status st = ReadHandshake(sock, &uffd, &body);
+    if (!st.ok()) return Refuse(sock, uffd, st.WithContext("handshake"));
+    if (uffd < 0) {
+      return Refuse(sock, uffd,
+                    Status::InvalidArgument("handshake carried no descriptor (send the "
+                                            "userfaultfd with SCM_RIGHTS)"));
+    }
+    Result<std::vector<GuestRegion>> regions = ParseHandshake(body);
+    if (!regions.ok()) return Refuse(sock, uffd, regions.status());
+    std::vector<restore::SpaceRegion> space;
+    const uint64_t ps = PageSize();
+    for (size_t i = 0; i < regions->size(); ++i) {
+      const GuestRegion& g = (*regions)[i];
+      const std::string where = "handshake region " + std::to_string(i);
+      if (g.page_size != ps) {
+        return Refuse(sock, uffd,
+                      Status::NotSupported(where + ": page size " + std::to_string(g.page_size) +
+                                           " (hugetlbfs-backed guest memory) is not supported; "
+                                           "back guest memory with 4 KiB pages"));
+      }
+      if (g.size == 0 || g.size % ps || g.offset % ps || g.base_host_virt_addr % ps) {
+        return Refuse(sock, uffd, Status::InvalidArgument(where + ": not page aligned"));
+      }
+      if (g.offset > source_->size() || g.size > source_->size() - g.offset) {
+        return Refuse(sock, uffd,
+                      Status::InvalidArgument(where + " lies beyond the memory file (" +
+                                              source_->Describe() + ")"));
+      }
+      space.push_back({g.base_host_virt_addr, g.size, g.offset});
+    }
+    Result<pid_t> pid = env_->PeerPid(sock);
+
+    auto client = std::make_shared<Client>();
+    client->sock = sock;
+    client->report.pid = pid.ok() ? *pid : 0;
+    client->report.regions = *regions;
+    client->report.active = true;
+    restore::EngineOptions eo;
+    eo.env = env_;
+    eo.fault_window_pages = opt_.fault_window_pages;
+    eo.background_batch_pages = opt_.background_batch_pages;
+    eo.background_fill = opt_.background_fill;
+    eo.use_zeropage = opt_.use_zeropage;
+    eo.prefetch = opt_.prefetch;
+    eo.watch_fd = sock;
+    // The client did UFFDIO_API itself: its features are unknown here. Any
+    // event it enabled is handled as it is read.
+    eo.on_finished = [this](const Status&) { eventfd_write(wake_fd_, 1); };
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      client->report.id = next_id_++;
+      eo.record_trace = opt_.record_trace && client->report.id == 0;
+    }
+    client->engine = std::make_unique<restore::Engine>(source_, std::move(eo));
+    client->engine->AddSpace(sys::Userfaultfd::Adopt(uffd, 0, env_), space);
+    st = client->engine->Start();
+    if (!st.ok()) {
+      client->engine.reset();  // closes the userfaultfd
+      return Refuse(sock, -1, st.WithContext("starting the client's server"));
+    }
+    ClientReport report;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      clients_.push_back(client);
+      report = client->report;
+    }
+    if (opt_.on_client) opt_.on_client(report);
+  }
+
+  const std::string path_;
+  std::shared_ptr<const PageSource> source_;
+  const ServeOptions opt_;
+  Env* env_;
+  int listen_fd_;
+  int wake_fd_;
+  std::thread thread_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::shared_ptr<Client>> clients_;  // guarded by mu_
+  uint64_t next_id_ = 0;                          // guarded by mu_
+  size_t dropped_ = 0;                            // guarded by mu_
+  bool stopped_ = false;                          // guarded by mu_
+  uint64_t refused_ = 0;                          // guarded by mu_
+  Status last_refusal_;                           // guarded by mu_
+  WorkingSetTrace first_trace_;                   // guarded by mu_
+};
+
+}  // namespace
+
+Result<std::unique_ptr<PageServer>> PageServer::Start(const std::string& socket_path,
+                                                      std::shared_ptr<const PageSource> source,
+                                                      const ServeOptions& options) {
+  if (source == nullptr) return Status::InvalidArgument("page server: no source");
+  Env* env = options.env ? options.env : Env::Default();
+  PW_ASSIGN_OR_RETURN(int wake, env->EventfdCreate(0, EFD_NONBLOCK));
+  Result<int> listen_fd = env->UnixListen(socket_path, 64);
+  if (!listen_fd.ok()) {
+    env->Close(wake).IgnoreError();  // already failing
+    return listen_fd.status().WithContext("page server");
+  }
+  return std::unique_ptr<PageServer>(std::make_unique<PageServerImpl>(
+      socket_path, std::move(source), options, env, *listen_fd, wake));
+}
+
+}  // namespace pagewise

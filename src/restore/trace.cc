@@ -1,0 +1,115 @@
+// Working-set trace files: write atomically, read with full checks.
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cstring>
+#include <string>
+
+#include "pagewise/restore.h"
+
+namespace pagewise {
+namespace {
+
+constexpr char kMagic[8] = {'P', 'W', 'T', 'R', 'A', 'C', 'E', '1'};
+constexpr uint32_t kVersion = 1;
+constexpr size_t kHeaderBytes = 8 + 4 + 4 + 8 + 8;
+constexpr size_t kEntryBytes = 16;
+// A trace holds at most one entry per page of the source; this bound only
+// guards against absurd counts in a damaged header.
+constexpr uint64_t kMaxEntries = 1ULL << 32;
+
+void Put32(std::string* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+void Put64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+uint32_t Get32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return v;
+}
+uint64_t Get64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return v;
+}
+
+}  // namespace
+
+Status WriteTrace(const std::string& path, const WorkingSetTrace& trace, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  std::string buf;
+  buf.reserve(kHeaderBytes + trace.entries.size() * kEntryBytes + 8);
+  buf.append(kMagic, sizeof(kMagic));
+  Put32(&buf, kVersion);
+  Put32(&buf, trace.page_size);
+  Put64(&buf, trace.source_size);
+  Put64(&buf, trace.entries.size());
+  for (const TraceEntry& e : trace.entries) {
+    Put64(&buf, e.offset);
+    Put64(&buf, e.time_ns);
+  }
+  Put64(&buf, XXH64(buf.data(), buf.size(), 0));
+
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  PW_ASSIGN_OR_RETURN(int fd, env->Open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644));
+  Status s = WriteFully(env, fd, buf.data(), buf.size(), 0);
+  if (s.ok()) s = env->Fsync(fd);
+  Status c = env->Close(fd);
+  if (s.ok()) s = c;
+  if (s.ok()) s = env->Rename(tmp, path);
+  if (!s.ok()) {
+    env->Unlink(tmp).IgnoreError();  // best effort: the write already failed
+    return s.WithContext("writing trace " + path);
+  }
+  return env->FsyncParentDir(path);
+}
+
+Result<WorkingSetTrace> ReadTrace(const std::string& path, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  PW_ASSIGN_OR_RETURN(int fd, env->Open(path, O_RDONLY));
+  auto bad = [&](const std::string& why) {
+    return Status::Corruption("trace " + path + ": " + why +
+                              "; delete it and record a new one (RestoreOptions::record_trace)");
+  };
+  std::string buf;
+  Result<uint64_t> size = env->FileSize(fd);
+  Status s = size.ok() ? Status::Ok() : size.status();
+  if (s.ok() && *size < kHeaderBytes + 8) s = bad("file too short (" + std::to_string(*size) + " bytes)");
+  if (s.ok()) {
+    buf.resize(*size);
+    s = ReadFully(env, fd, buf.data(), buf.size(), 0);
+  }
+  env->Close(fd).IgnoreError();  // read-only fd: nothing to lose
+  if (!s.ok()) return s;
+
+  const char* p = buf.data();
+  if (std::memcmp(p, kMagic, sizeof(kMagic)) != 0) return bad("bad magic (not a pagewise trace)");
+  const uint32_t version = Get32(p + 8);
+  if (version != kVersion) {
+    return Status::NotSupported("trace " + path + " has version " + std::to_string(version) +
+                                "; this pagewise reads version " + std::to_string(kVersion));
+  }
+  WorkingSetTrace t;
+  t.page_size = Get32(p + 12);
+  t.source_size = Get64(p + 16);
+  const uint64_t count = Get64(p + 24);
+  if (count > kMaxEntries || buf.size() != kHeaderBytes + count * kEntryBytes + 8) {
+    return bad("entry count " + std::to_string(count) + " does not match the file size");
+  }
+  const size_t body = buf.size() - 8;
+  if (XXH64(p, body, 0) != Get64(p + body)) return bad("checksum mismatch");
+  if (t.page_size == 0 || (t.page_size & (t.page_size - 1)) != 0) {
+    return bad("page size " + std::to_string(t.page_size) + " is not a power of two");
+  }
+  t.entries.resize(count);
+  for (uint64_t i = 0; i < count; ++i) {
+    t.entries[i].offset = Get64(p + kHeaderBytes + i * kEntryBytes);
+    t.entries[i].time_ns = Get64(p + kHeaderBytes + i * kEntryBytes + 8);
+  }
+  return t;
+}
+
+}  // namespace pagewise
