@@ -35,12 +35,12 @@ unit: build
 asan: deps
 	CXX=clang++ CC=clang cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGEWISE_SANITIZE=address -DPAGEWISE_FUZZ_SECONDS=30
 	cmake --build build-asan -j $(JOBS)
-	cd build-asan && ctest --output-on-failure -j $(JOBS) --timeout 600 -L 'sanitize'
+	cd build-asan && ctest --output-on-failure -j $(JOBS) --timeout 600
 
 tsan: deps
 	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGEWISE_SANITIZE=thread
 	cmake --build build-tsan -j $(JOBS)
-	cd build-tsan && ctest --output-on-failure -j $(JOBS) --timeout 600 -L 'sanitize'
+	cd build-tsan && ctest --output-on-failure -j $(JOBS) --timeout 600
 
 # Structural rules the code base keeps (raw syscalls only in src/sys, ...).
 lint:

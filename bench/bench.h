@@ -50,6 +50,7 @@ struct BenchOptions {
   std::string json_path;  // empty: no JSON
   double scale = 1.0;     // multiplies the default region size (tests use < 1)
   bool quiet = false;     // no progress lines
+  std::string svg_dir;    // non-empty: also write plots (histograms, timelines) here
 };
 
 using BenchFn = std::function<Status(const BenchOptions&, BenchReport*)>;

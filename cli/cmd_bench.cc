@@ -19,6 +19,7 @@ CommandRegistration reg("bench", "Run a benchmark (each figure beside a same-run
     sub->add_option("--scale", opts->scale, "Scale the default sizes (e.g. 0.25 for a quick run)")
         ->check(CLI::Range(0.001, 16.0));
     sub->add_flag("--quiet", opts->quiet, "No progress output");
+    sub->add_option("--svg", opts->svg_dir, "Also plot results as SVG files into DIR");
     sub->callback([chosen, &b] { *chosen = &b; });
   }
   return [opts, chosen]() -> int {

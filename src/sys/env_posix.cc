@@ -19,6 +19,7 @@
 
 #include "pagewise/env.h"
 #include "sys/uapi.h"
+#include "sys/userfaultfd.h"
 
 namespace pagewise {
 namespace {
@@ -51,22 +52,11 @@ class PosixEnv final : public Env {
     const int sys_err = errno;
     // The syscall may be refused (EPERM with vm.unprivileged_userfaultfd=0,
     // ENOSYS under some seccomp policies) while /dev/userfaultfd is allowed.
-    int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-    if (dev >= 0) {
-      fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
-      const int dev_err = errno;
-      close(dev);
-      if (fd >= 0) return fd;
-      return ErrnoStatus(dev_err, "userfaultfd: syscall refused (" +
-                                      std::string(strerror(sys_err)) +
-                                      ") and USERFAULTFD_IOC_NEW on /dev/userfaultfd",
-                         "run as root, set vm.unprivileged_userfaultfd=1, or grant read/write "
-                         "access to /dev/userfaultfd");
-    }
-    return ErrnoStatus(sys_err, "userfaultfd(2) (and /dev/userfaultfd could not be opened: " +
-                                    std::string(strerror(errno)) + ")",
-                       "run as root, set sysctl vm.unprivileged_userfaultfd=1, or grant access "
-                       "to /dev/userfaultfd; check that the kernel has CONFIG_USERFAULTFD");
+    Result<int> dev = sys::CreateUserfaultfdViaDevice(flags);
+    if (dev.ok()) return dev;
+    return Status(dev.status().code(), dev.status().err(),
+                  "userfaultfd(2) refused (" + std::string(strerror(sys_err)) + ") and " +
+                      dev.status().message());
   }
 
   Status UffdApi(int fd, uint64_t features, uint64_t* granted, uint64_t* ioctls) override {
@@ -497,6 +487,25 @@ class PosixEnv final : public Env {
 };
 
 }  // namespace
+
+namespace sys {
+Result<int> CreateUserfaultfdViaDevice(int flags) {
+  int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+  if (dev < 0) {
+    return ErrnoStatus(errno, "open /dev/userfaultfd",
+                       "run as root, set sysctl vm.unprivileged_userfaultfd=1, or grant "
+                       "read/write access to /dev/userfaultfd; check CONFIG_USERFAULTFD");
+  }
+  int fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+  const int err = errno;
+  close(dev);
+  if (fd < 0) {
+    return ErrnoStatus(err, "USERFAULTFD_IOC_NEW on /dev/userfaultfd",
+                       "grant read/write access to /dev/userfaultfd or run as root");
+  }
+  return fd;
+}
+}  // namespace sys
 
 Env* Env::Default() {
   static PosixEnv* env = new PosixEnv();  // never destroyed: usable during exit

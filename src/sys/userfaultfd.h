@@ -85,6 +85,11 @@ class Userfaultfd {
   Env* env_ = nullptr;
 };
 
+// Creates a userfaultfd through /dev/userfaultfd and USERFAULTFD_IOC_NEW
+// (Linux 6.1+), the path Env::UffdCreate falls back to when the syscall is
+// refused. Caller owns the fd; it still needs its UFFDIO_API handshake.
+Result<int> CreateUserfaultfdViaDevice(int flags);
+
 // Turns a failed FillResult into a Status naming the operation and range.
 Status FillStatus(const FillResult& r, std::string_view op, uint64_t start, uint64_t len);
 
