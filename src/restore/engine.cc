@@ -121,6 +121,9 @@ void Engine::EnableBackground() {
     if (!started_ || stopping_) return;
     want_filler_ = true;
     background_on_.store(true);
+    // An idle filler (prefetch done, background off) waits for new work.
+    work_epoch_++;
+    cv_.notify_all();
   }
   Notify();
 }
