@@ -83,7 +83,7 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
       return s.WithContext("Track " + RangeString(start, end) + ": write-protecting the range");
     }
     InsertSorted(&ranges_, {start, end});
-    EraseDropped(start, end);  // publishes the new range to OnDropped
+    Republish(start, end);  // publishes the new range to OnDropped
     return Status::Ok();
   }
 
@@ -102,7 +102,7 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
     if (!s.ok() && (s.err() == EINVAL || s.err() == ENOMEM)) s = Status::Ok();
     if (!s.ok()) return s.WithContext("Untrack " + RangeString(start, end));
     ranges_.erase(it);
-    EraseDropped(start, end);
+    Republish(start, end);
     return Status::Ok();
   }
 
@@ -189,8 +189,8 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
   }
 
   // Keeps published_ (read by OnDropped) in step with ranges_, and forgets
-  // drops of a range that is no longer tracked.
-  void EraseDropped(uint64_t start, uint64_t end) {
+  // drops remembered for [start, end) (a range just tracked or untracked).
+  void Republish(uint64_t start, uint64_t end) {
     std::lock_guard<std::mutex> dlock(dropped_mu_);
     published_ = ranges_;
     std::vector<PageRange> keep;
