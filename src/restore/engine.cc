@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -28,7 +29,32 @@ void EnsureNonblocking(int fd) {
   if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
+// Where an engine's private descriptors go. Their numbers mean nothing in
+// the process's table, but tools that track descriptors by number (TSan)
+// cannot tell the tables apart: keep ours away from the low numbers the
+// program uses, and engines away from each other (slots of 256 in the
+// upper half of the descriptor limit). -1: leave numbers as they are.
+int PrivateFdBase() {
+  static std::atomic<unsigned> next_slot{0};
+  struct rlimit rl = {};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return -1;
+  const uint64_t limit = std::min<uint64_t>(rl.rlim_cur, 1 << 20);
+  if (limit < 2048) return -1;
+  const uint64_t slots = (limit / 2) / 256;
+  return static_cast<int>(limit / 2 + (next_slot++ % slots) * 256);
+}
+
 }  // namespace
+
+int Engine::Relocate(int fd) {
+  if (fd_base_ < 0 || fd < 0 || fd >= fd_base_) return fd;
+  const int moved = fcntl(fd, F_DUPFD_CLOEXEC, fd_base_);
+  if (moved < 0) return fd;  // no room up there: keep the number we have
+  // close_range rather than close: the number is only ours in this table,
+  // and descriptor-tracking tools must not see it closed in the process's.
+  close_range(static_cast<unsigned>(fd), static_cast<unsigned>(fd), 0);
+  return moved;
+}
 
 Engine::Engine(std::shared_ptr<const PageSource> source, EngineOptions options)
     : source_(std::move(source)), opt_(std::move(options)) {
@@ -45,7 +71,8 @@ void Engine::AddSpace(sys::Userfaultfd uffd, const std::vector<SpaceRegion>& reg
   auto s = std::make_shared<Space>();
   s->map = SpaceMap(page_size_);
   EnsureNonblocking(uffd.fd());
-  s->uffd = std::move(uffd);
+  const uint64_t features = uffd.features();
+  s->uffd = sys::Userfaultfd::Adopt(Relocate(uffd.Release()), features, env_);
   uint64_t pages = 0;
   for (const SpaceRegion& r : regions) {
     s->map.Add(r.addr, r.len, r.src);
@@ -102,6 +129,7 @@ void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Statu
       ready->set_value(ErrnoStatus(err, "unshare(CLONE_FILES) for the restore threads"));
       return;
     }
+    fd_base_ = PrivateFdBase();
   }
   Status st = setup ? setup() : Status::Ok();
   if (!st.ok()) {
@@ -435,7 +463,7 @@ void Engine::AdoptForkLocked(Space& parent, int child_fd) {
   if (child_fd < 0) return;
   EnsureNonblocking(child_fd);
   auto child = std::make_shared<Space>();
-  child->uffd = sys::Userfaultfd::Adopt(child_fd, parent.uffd.features(), env_);
+  child->uffd = sys::Userfaultfd::Adopt(Relocate(child_fd), parent.uffd.features(), env_);
   child->map = parent.map;
   child->cursor = parent.cursor;
   child->prefetch_pos = parent.prefetch_pos;

@@ -198,6 +198,8 @@ class Engine final : public ForkAware {
   void ApplyEventLocked(Space& s, const UffdEvent& e);
   void AdoptForkLocked(Space& parent, int child_fd);
   void SyncLocked(Space& s);  // refreshes the atomics after map changes
+  // Engine threads, private fd table: moves fd to this engine's high range.
+  int Relocate(int fd);
   void MarkDeadLocked(Space& s, const char* why);
   void CloseSpace(Space& s);  // engine threads only: closes the uffd
   void MaybeReportResident();
@@ -263,6 +265,7 @@ class Engine final : public ForkAware {
   std::vector<UffdEvent> fork_events_;
   std::vector<Space*> fork_event_space_;
   int wake_fd_ = -1;
+  int fd_base_ = -1;  // private fd table: lowest number for our fds (-1: keep)
   Clock::time_point start_;
   std::vector<char> demand_buf_;  // server thread only
   std::vector<char> fill_buf_;    // filler thread only
