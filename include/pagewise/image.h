@@ -77,7 +77,7 @@ struct ImageWriteOptions {
   // Target uncompressed size of a data chunk (the unit of compression,
   // checksumming and reading): 4 KiB .. 16 MiB. Smaller chunks make random
   // single-page reads cheaper; larger ones compress better.
-  uint32_t chunk_bytes = 128 * 1024;
+  uint32_t chunk_bytes = 64 * 1024;
 };
 
 struct ImageStats {
@@ -104,14 +104,23 @@ class ImageWriter {
   virtual ~ImageWriter() = default;
 
   // Declares a region; returns its index. For a layer with a parent, the
-  // regions must match the parent's (kInvalidArgument otherwise).
+  // regions must match the parent's (kInvalidArgument otherwise): the
+  // first AddRegion call replaces the inherited list, then the i-th call
+  // must match the parent's region i (address, length, page size), and
+  // Commit requires all of them. AddRegion after pages were added to the
+  // inherited regions is kFailedPrecondition. Bad page size or length:
+  // kInvalidArgument (page sizes above 16 MiB: kNotSupported).
   virtual Result<uint32_t> AddRegion(const RegionInfo& region) = 0;
 
   // Records pages [offset, offset+len) of `region` (offset and len page
   // aligned, inside the region) with the bytes at `data`. A page recorded
   // twice keeps the later content. Zero pages are detected and stored as
-  // zero. Errors from the file system (ENOSPC, EIO) are returned as is; the
-  // writer is then failed and Commit() refuses.
+  // zero. The bytes are copied before AddPages returns (then `data` may
+  // change), in batches: a page that changes during the call is stored as
+  // one consistent copy. When a data chunk fills up, the calling thread
+  // compresses and writes it (tens to hundreds of microseconds); the mutex
+  // is not held meanwhile. Errors from the file system (ENOSPC, EIO) are
+  // returned as is; the writer is then failed and Commit() refuses.
   virtual Status AddPages(uint32_t region, uint64_t offset, const void* data, size_t len) = 0;
 
   // Records pages as zero in this layer (overriding any parent content):
@@ -165,6 +174,10 @@ class Image {
   // child's directory when relative). Header and index checksums of every
   // layer are checked; a bad one is kCorruption naming layer and offset.
   // Unsupported versions are refused (kNotSupported naming both versions).
+  // A parent that is not the image the child was written against (replaced
+  // at its path) is kCorruption; a missing one kNotFound. Memory: each
+  // layer's index (about 8 bytes a recorded data page, 24 a run) plus, per
+  // reading thread, one decompressed chunk.
   static Result<std::unique_ptr<Image>> Open(const std::string& path,
                                              const ImageOpenOptions& options = {});
 

@@ -54,7 +54,7 @@ bool Contains(const std::string& s, const std::string& what) {
 class Corruption : public ::testing::Test {
  protected:
   static constexpr uint32_t kPs = 512;
-  static constexpr size_t kPages = 24;
+  static constexpr size_t kPages = 16;
 
   void SetUp() override {
     base_ = dir_.File("base.img");
@@ -152,15 +152,16 @@ TEST_F(Corruption, EveryFlippedByteIsCaught) {
     ASSERT_GT(pristine.size(), 1000u);
     int fd = open(layer.c_str(), O_WRONLY);
     ASSERT_GE(fd, 0);
+    // One corruption per byte; the damage alternates between a low bit, the
+    // high bit and a multi-bit pattern.
+    const uint8_t kXor[3] = {0x01, 0x80, 0xa4};
     for (size_t i = 0; i < pristine.size(); ++i) {
-      for (uint8_t x : {uint8_t{0x01}, uint8_t{0xa4}}) {
-        uint8_t b = pristine[i] ^ x;
-        ASSERT_EQ(pwrite(fd, &b, 1, static_cast<off_t>(i)), 1);
-        ExpectCaught(layer, layer + " byte " + std::to_string(i) + " ^ " + std::to_string(x));
-        ASSERT_EQ(pwrite(fd, &pristine[i], 1, static_cast<off_t>(i)), 1);
-        if (::testing::Test::HasFailure()) break;
-      }
-      if (::testing::Test::HasFailure()) break;
+      const uint8_t x = kXor[i % 3];
+      uint8_t b = pristine[i] ^ x;
+      ASSERT_EQ(pwrite(fd, &b, 1, static_cast<off_t>(i)), 1);
+      ExpectCaught(layer, layer + " byte " + std::to_string(i) + " ^ " + std::to_string(x));
+      ASSERT_EQ(pwrite(fd, &pristine[i], 1, static_cast<off_t>(i)), 1);
+      if (HasFailure()) break;
     }
     close(fd);
   }
@@ -188,7 +189,7 @@ TEST_F(Corruption, EveryTruncationAndExtensionIsCaught) {
 TEST_F(Corruption, RandomMultiByteDamageNeverCrashes) {
   const std::vector<uint8_t> pristine = Slurp(base_);
   std::mt19937_64 rng(7);
-  for (int iter = 0; iter < 3000; ++iter) {
+  for (int iter = 0; iter < 1000; ++iter) {
     std::vector<uint8_t> bad = pristine;
     const int n = 1 + static_cast<int>(rng() % 8);
     for (int k = 0; k < n; ++k) bad[rng() % bad.size()] ^= static_cast<uint8_t>(1 + rng() % 255);

@@ -8,14 +8,26 @@
 namespace pagewise::image {
 namespace {
 
-// One decompressed chunk per thread. `serial` identifies the image (never
-// reused), so an entry left behind by a destroyed image is never served.
-struct ChunkCache {
+// A few decompressed chunks per thread, least recently used evicted.
+// Several, not one: with dedup, pages in address order refer to chunks in
+// first-occurrence order, so a sequential read of memory full of duplicate
+// pages alternates between the chunk of the neighbourhood and the chunks
+// holding the duplicated content. With a single cached chunk each such
+// alternation re-read, re-checksummed and re-decompressed a whole chunk for
+// one page. `serial` identifies the image (never reused), so an entry left
+// behind by a destroyed image is never served.
+struct CachedChunk {
   uint64_t serial = 0;
   uint32_t layer = 0;
   uint64_t chunk = 0;
+  uint64_t last_use = 0;
   std::vector<uint8_t> data;
+};
+struct ChunkCache {
+  static constexpr size_t kEntries = 8;
+  CachedChunk entries[kEntries];
   std::vector<uint8_t> scratch;
+  uint64_t clock = 0;
 };
 thread_local ChunkCache tls_cache;
 
@@ -23,13 +35,21 @@ thread_local ChunkCache tls_cache;
 
 Result<const uint8_t*> ChainImage::Chunk(uint32_t layer, uint64_t chunk) const {
   ChunkCache& c = tls_cache;
-  if (c.serial == serial_ && c.layer == layer && c.chunk == chunk) return c.data.data();
-  c.serial = 0;  // invalid until the read below succeeds
-  PW_RETURN_IF_ERROR(layers_[layer]->ReadChunk(chunk, &c.data, &c.scratch));
-  c.serial = serial_;
-  c.layer = layer;
-  c.chunk = chunk;
-  return c.data.data();
+  CachedChunk* victim = &c.entries[0];
+  for (CachedChunk& e : c.entries) {
+    if (e.serial == serial_ && e.layer == layer && e.chunk == chunk) {
+      e.last_use = ++c.clock;
+      return e.data.data();
+    }
+    if (e.last_use < victim->last_use) victim = &e;
+  }
+  victim->serial = 0;  // invalid until the read below succeeds
+  PW_RETURN_IF_ERROR(layers_[layer]->ReadChunk(chunk, &victim->data, &c.scratch));
+  victim->serial = serial_;
+  victim->layer = layer;
+  victim->chunk = chunk;
+  victim->last_use = ++c.clock;
+  return victim->data.data();
 }
 
 Status ChainImage::CheckRange(uint32_t region, uint64_t offset, uint64_t len) const {

@@ -1,0 +1,235 @@
+// ImageWriter: Commit (last chunks, index, header last, fsync, rename,
+// directory fsync) and Create (temporary file beside the target, parent).
+#include <fcntl.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "image/writer.h"
+
+namespace pagewise {
+namespace image {
+namespace {
+
+std::string AbsoluteNormal(const std::string& p) {
+  std::error_code ec;
+  std::filesystem::path a = std::filesystem::absolute(p, ec);
+  if (ec) a = p;
+  return a.lexically_normal().string();
+}
+
+}  // namespace
+
+Status ImageWriterImpl::BuildIndex(Index* ix, Header* h) {
+  ix->parent_path = parent_recorded_;
+  ix->regions = regions_;
+  ix->chunks = chunks_;
+  std::vector<uint64_t> slot_base(chunks_.size() + 1, 0);
+  for (size_t c = 0; c < chunks_.size(); ++c) {
+    if (chunks_[c].stored_length == 0) {
+      return Status::Internal("image " + path_ + ": chunk " + std::to_string(c) + " never written");
+    }
+    slot_base[c + 1] = slot_base[c] + chunks_[c].page_count;
+  }
+  std::vector<bool> used(slot_base.back(), false);
+  uint64_t pages = 0, zero = 0, data = 0, distinct = 0;
+  for (uint32_t r = 0; r < tables_.size(); ++r) {
+    tables_[r].ForEach([&](uint64_t page, uint64_t entry) {
+      const RunKind kind = entry == PageTable::kZero ? RunKind::kZero : RunKind::kData;
+      if (ix->runs.empty() || ix->runs.back().region != r || ix->runs.back().kind != kind ||
+          ix->runs.back().first_page + ix->runs.back().count != page) {
+        ix->runs.push_back(Run{r, kind, page, 0, ix->refs.size()});
+      }
+      ix->runs.back().count++;
+      pages++;
+      if (kind == RunKind::kZero) {
+        zero++;
+      } else {
+        const uint64_t ref = PageTable::EntryRef(entry);
+        ix->refs.push_back(ref);
+        data++;
+        const uint64_t slot = slot_base[RefChunk(ref)] + RefSlot(ref);
+        if (!used[slot]) {
+          used[slot] = true;
+          distinct++;
+        }
+      }
+    });
+  }
+  stats_.pages = pages;
+  stats_.zero_pages = zero;
+  stats_.duplicate_pages = data - distinct;
+  stats_.stored_pages = slot_base.back();
+  stats_.raw_bytes = 0;
+  stats_.compressed_bytes = 0;
+  for (const ChunkEntry& c : chunks_) {
+    stats_.raw_bytes += c.raw_length();
+    stats_.compressed_bytes += c.stored_length;
+  }
+  h->page_size = 0;
+  for (const RegionInfo& r : regions_) {
+    if (h->page_size == 0 || r.page_size < h->page_size) h->page_size = r.page_size;
+  }
+  h->region_count = static_cast<uint32_t>(regions_.size());
+  h->uuid = NewUuid();
+  h->parent_uuid = parent_uuid_;
+  h->stat_pages = stats_.pages;
+  h->stat_zero_pages = stats_.zero_pages;
+  h->stat_duplicate_pages = stats_.duplicate_pages;
+  h->stat_stored_pages = stats_.stored_pages;
+  h->stat_raw_bytes = stats_.raw_bytes;
+  h->stat_compressed_bytes = stats_.compressed_bytes;
+  h->chunk_count = chunks_.size();
+  h->run_count = ix->runs.size();
+  h->compression = static_cast<uint8_t>(opts_.compression);
+  return Status::Ok();
+}
+
+Status ImageWriterImpl::Commit() {
+  std::vector<OpenChunk> rest;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_) {
+      return Status::FailedPrecondition("image " + path_ + ": Commit called twice or after a failure");
+    }
+    if (!failed_.ok()) {
+      finished_ = true;
+      Status f(failed_.code(), failed_.err(),
+               "image " + path_ + ": Commit refused, an earlier write failed: " +
+                   failed_.message());
+      Abandon();
+      return f;
+    }
+    if (!parent_recorded_.empty() && !inherit_ && regions_.size() != parent_regions_.size()) {
+      return Status::InvalidArgument("image " + path_ + ": declares " +
+                                     std::to_string(regions_.size()) + " regions, its parent " +
+                                     std::to_string(parent_regions_.size()) +
+                                     "; a layer must list all of its parent's regions");
+    }
+    finished_ = true;
+    for (auto& [ps, c] : open_) rest.push_back(std::move(c));
+    open_.clear();
+  }
+  Status s = Finish(std::move(rest));
+  if (!s.ok()) {
+    Fail(s).IgnoreError();  // returned below
+    Abandon();
+  }
+  return s;
+}
+
+Status ImageWriterImpl::Finish(std::vector<OpenChunk> rest) {
+  for (OpenChunk& c : rest) PW_RETURN_IF_ERROR(WriteChunk(std::move(c)));
+  Index ix;
+  Header h;
+  std::vector<uint8_t> index_bytes, header_bytes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    PW_RETURN_IF_ERROR(BuildIndex(&ix, &h));
+    index_bytes = EncodeIndex(ix);
+    h.index_offset = next_offset_;
+    h.index_length = index_bytes.size();
+    h.index_checksum = Checksum64(index_bytes.data(), index_bytes.size());
+    h.file_size = h.index_offset + h.index_length;
+    stats_.file_bytes = h.file_size;
+    header_bytes = EncodeHeader(h);
+  }
+  const std::string ctx = "committing image " + path_ + " (temporary " + tmp_ + ")";
+  Status s = WriteFully(env_, fd_, index_bytes.data(), index_bytes.size(),
+                        static_cast<off_t>(h.index_offset));
+  // The header goes last: until it is written the file has no magic.
+  if (s.ok()) s = WriteFully(env_, fd_, header_bytes.data(), header_bytes.size(), 0);
+  if (s.ok()) s = env_->Fsync(fd_);
+  if (!s.ok()) return s.WithContext(ctx);
+  const int fd = fd_;
+  fd_ = -1;
+  s = env_->Close(fd);
+  if (s.ok()) s = env_->Rename(tmp_, path_);
+  if (!s.ok()) return s.WithContext(ctx);
+  tmp_.clear();  // it is the final image now
+  s = env_->FsyncParentDir(path_);
+  if (!s.ok()) {
+    return s.WithContext("image " + path_ +
+                         " is complete but its directory could not be synced; it may not "
+                         "survive a power loss");
+  }
+  return Status::Ok();
+}
+
+}  // namespace image
+
+using image::AbsoluteNormal;
+using image::ChainImage;
+using image::Hex;
+using image::ImageWriterImpl;
+using image::kMaxChunkRawBytes;
+using image::kMaxStringBytes;
+using image::NewUuid;
+using image::Uuid;
+
+Result<std::unique_ptr<ImageWriter>> ImageWriter::Create(const std::string& path,
+                                                         const ImageWriteOptions& options) {
+  Env* env = options.env != nullptr ? options.env : Env::Default();
+  if (static_cast<uint8_t>(options.compression) > static_cast<uint8_t>(Compression::kLz4)) {
+    return Status::InvalidArgument("unknown compression value");
+  }
+  if (options.compression == Compression::kZstd &&
+      (options.level < ZSTD_minCLevel() || options.level > ZSTD_maxCLevel())) {
+    return Status::InvalidArgument("zstd level " + std::to_string(options.level) +
+                                   " out of range [" + std::to_string(ZSTD_minCLevel()) + ", " +
+                                   std::to_string(ZSTD_maxCLevel()) + "]");
+  }
+  if (options.chunk_bytes < 4096 || options.chunk_bytes > kMaxChunkRawBytes) {
+    return Status::InvalidArgument("chunk_bytes " + std::to_string(options.chunk_bytes) +
+                                   " outside [4096, 16 MiB]");
+  }
+  if (path.empty() || path.back() == '/') {
+    return Status::InvalidArgument("image path '" + path + "' does not name a file");
+  }
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+
+  std::unique_ptr<ChainImage> parent;
+  std::string recorded;
+  if (!options.parent.empty()) {
+    const std::string abs_parent = AbsoluteNormal(options.parent);
+    const std::string abs_path = AbsoluteNormal(path);
+    if (abs_parent == abs_path) {
+      return Status::InvalidArgument("image " + path +
+                                     " cannot be written on top of itself as parent");
+    }
+    Result<std::unique_ptr<ChainImage>> p = ChainImage::OpenChain(options.parent, {env, false});
+    if (!p.ok()) return p.status().WithContext("image " + path + ": opening parent");
+    parent = std::move(p).value();
+    if (options.parent[0] == '/') {
+      recorded = options.parent;
+    } else {
+      recorded = std::filesystem::path(abs_parent)
+                     .lexically_relative(std::filesystem::path(abs_path).parent_path())
+                     .string();
+      if (recorded.empty()) recorded = abs_parent;
+    }
+    if (recorded.size() > kMaxStringBytes) {
+      return Status::InvalidArgument("parent path longer than 4096 bytes");
+    }
+  }
+  const Uuid rnd = NewUuid();
+  uint64_t suffix;
+  std::memcpy(&suffix, rnd.data(), 8);
+  const std::string tmp = dir + "." + base + ".tmp-" + std::to_string(getpid()) + "-" +
+                          Hex(suffix).substr(2);
+  Result<int> fd = env->Open(tmp, O_RDWR | O_CREAT | O_EXCL, 0644);
+  if (!fd.ok()) {
+    return fd.status().WithContext("image " + path +
+                                   ": creating its temporary file (is the directory there "
+                                   "and writable?)");
+  }
+  auto w = std::make_unique<ImageWriterImpl>(env, path, tmp, *fd, options);
+  if (parent) PW_RETURN_IF_ERROR(w->SetParent(recorded, *parent));
+  return std::unique_ptr<ImageWriter>(std::move(w));
+}
+
+}  // namespace pagewise

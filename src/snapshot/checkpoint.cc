@@ -1,0 +1,230 @@
+// Checkpoint: a sparse saved copy plus a Tracker; Rewind puts back only the
+// pages the tracker reports written.
+#include "pagewise/checkpoint.h"
+
+#include <sys/mman.h>
+
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "snapshot/internal.h"
+
+namespace pagewise {
+
+using snapshot_internal::Coalesce;
+using snapshot_internal::Intersect;
+using snapshot_internal::IsZero;
+using snapshot_internal::Piece;
+
+// The saved contents of one region: an anonymous mapping holding the
+// non-zero pages, and a bit per page saying which pages those are.
+struct Checkpoint::Saved {
+  RegionInfo info;
+  char* copy = nullptr;
+  std::vector<uint64_t> nonzero;
+  Env* env = nullptr;
+
+  ~Saved() {
+    if (copy != nullptr) env->Munmap(copy, info.length).IgnoreError();  // nowhere to report
+  }
+  bool test(uint64_t i) const { return (nonzero[i / 64] >> (i % 64)) & 1; }
+  void set(uint64_t i, bool v) {
+    if (v) {
+      nonzero[i / 64] |= uint64_t{1} << (i % 64);
+    } else {
+      nonzero[i / 64] &= ~(uint64_t{1} << (i % 64));
+    }
+  }
+  char* live() const { return reinterpret_cast<char*>(info.address); }
+};
+
+Checkpoint::Checkpoint() = default;
+
+Checkpoint::~Checkpoint() {
+  tracker_.reset();  // stop tracking before the saved copy goes
+  saved_.clear();
+}
+
+TrackBackend Checkpoint::backend() const { return tracker_->backend(); }
+
+Result<std::unique_ptr<Checkpoint>> Checkpoint::Create(const std::vector<RegionInfo>& regions,
+                                                       const CheckpointOptions& options) {
+  PW_RETURN_IF_ERROR(snapshot_internal::ValidateRegions(regions, "Checkpoint"));
+  Env* env = options.env != nullptr ? options.env : Env::Default();
+  const uint64_t page = PageSize();
+  std::unique_ptr<Checkpoint> cp(new Checkpoint());
+  cp->env_ = env;
+  cp->regions_ = regions;
+
+  // Which pages hold data, asked before tracking starts (a tracker's
+  // markers on empty ptes would make them look populated).
+  std::vector<std::vector<PageRange>> populated(regions.size());
+  std::optional<snapshot_internal::PresenceScanner> scanner;
+  for (size_t k = 0; k < regions.size(); ++k) {
+    const RegionInfo& r = regions[k];
+    if (options.skip_unpopulated && r.kind == RegionKind::kAnonymous) {
+      if (!scanner) scanner = snapshot_internal::PresenceScanner::Open(env);
+      PW_RETURN_IF_ERROR(scanner->Populated(r.address, r.address + r.length, &populated[k]));
+    } else {
+      populated[k].push_back({r.address, r.address + r.length});
+    }
+  }
+
+  TrackerOptions to;
+  to.backend = options.backend;
+  to.env = env;
+  PW_ASSIGN_OR_RETURN(cp->tracker_, Tracker::Create(to));
+  // Track before saving: with writers quiesced nothing changes in between,
+  // and from here on every write is reported.
+  for (const RegionInfo& r : regions) {
+    Status s = cp->tracker_->Track(reinterpret_cast<void*>(r.address), r.length);
+    if (!s.ok()) return s.WithContext("Checkpoint: tracking region '" + r.name + "'");
+  }
+
+  for (size_t k = 0; k < regions.size(); ++k) {
+    const RegionInfo& r = regions[k];
+    auto saved = std::make_unique<Saved>();
+    saved->info = r;
+    saved->env = env;
+    const uint64_t pages = r.length / page;
+    saved->nonzero.assign((pages + 63) / 64, 0);
+    Result<void*> m = env->Mmap(nullptr, r.length, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (!m.ok()) {
+      return m.status().WithContext("Checkpoint: mapping the saved copy of region '" + r.name +
+                                    "' (" + std::to_string(r.length) + " bytes)");
+    }
+    saved->copy = static_cast<char*>(*m);
+
+    for (const PageRange& pr : populated[k]) {
+      for (uint64_t a = pr.start; a < pr.end; a += page) {
+        const char* src = reinterpret_cast<const char*>(a);
+        if (IsZero(src, page)) continue;
+        const uint64_t i = (a - r.address) / page;
+        std::memcpy(saved->copy + i * page, src, page);
+        saved->set(i, true);
+        ++cp->stats_.saved_pages;
+      }
+    }
+    cp->stats_.region_pages += pages;
+    cp->saved_.push_back(std::move(saved));
+  }
+  return cp;
+}
+
+// Restore (rewind) or save (update) the pages of `written`.
+Status Checkpoint::Apply(const std::vector<PageRange>& written, bool restore,
+                         RewindStats* stats) {
+  const uint64_t page = PageSize();
+  const std::vector<Piece> pieces = Intersect(Coalesce(written), regions_);
+  for (const Piece& p : pieces) {
+    Saved& s = *saved_[p.region];
+    const uint64_t first = p.offset / page, last = (p.offset + p.len) / page;
+    uint64_t i = first;
+    while (i < last) {
+      if (restore) {
+        // Runs of equal "non-zero at the checkpoint" state.
+        const bool nz = s.test(i);
+        uint64_t e = i + 1;
+        while (e < last && s.test(e) == nz) ++e;
+        char* live = s.live() + i * page;
+        const uint64_t len = (e - i) * page;
+        if (nz) {
+          std::memcpy(live, s.copy + i * page, len);
+          stats->pages_copied += e - i;
+        } else if (s.info.kind == RegionKind::kAnonymous) {
+          // Private anonymous memory reads as zero once dropped: cheaper than
+          // writing zeros, and the page stops using memory.
+          PW_RETURN_IF_ERROR(env_->Madvise(live, len, MADV_DONTNEED)
+                                 .WithContext("Checkpoint::Rewind: dropping pages that were "
+                                              "zero at the checkpoint"));
+          stats->pages_zeroed += e - i;
+        } else {
+          std::memset(live, 0, len);
+          stats->pages_zeroed += e - i;
+        }
+        stats->pages_restored += e - i;
+        i = e;
+      } else {
+        const char* live = s.live() + i * page;
+        char* saved = s.copy + i * page;
+        if (IsZero(live, page)) {
+          if (s.test(i)) {
+            // Free the saved page; it reads as zero again.
+            PW_RETURN_IF_ERROR(env_->Madvise(saved, page, MADV_DONTNEED)
+                                   .WithContext("Checkpoint::Update: freeing a saved page"));
+            s.set(i, false);
+            --stats_.saved_pages;
+          }
+        } else {
+          std::memcpy(saved, live, page);
+          if (!s.test(i)) ++stats_.saved_pages;
+          s.set(i, true);
+        }
+        stats->pages_restored += 1;
+        ++i;
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Result<RewindStats> Checkpoint::Rewind() {
+  if (broken_update_) {
+    return Status::FailedPrecondition(
+        "Checkpoint::Rewind: the last Update() failed half way, so the saved state is a mix; "
+        "call Update() again first");
+  }
+  const uint64_t t0 = snapshot_internal::NowNs();
+  RewindStats st;
+  std::vector<PageRange> written = std::move(pending_);
+  pending_.clear();
+  Status cs = tracker_->Collect(&written);
+  // Pages reported before a Collect error were re-armed: put them back now.
+  Status as = Apply(written, /*restore=*/true, &st);
+  if (!cs.ok() || !as.ok()) {
+    // The tracker re-armed what it reported, so remember it for the next
+    // call; do not re-arm anything else: pages still unreported show up in
+    // the next Collect.
+    pending_ = Coalesce(std::move(written));
+    const Status& bad = !cs.ok() ? cs : as;
+    return bad.WithContext("Checkpoint::Rewind: the regions are only partly rewound; call "
+                           "Rewind() again before using them");
+  }
+  // Our own writes above were tracked; the pages now equal the checkpoint,
+  // and writers are quiesced (precondition), so what this collect reports is
+  // ours alone: re-arm and forget it.
+  std::vector<PageRange> ours;
+  Status rs = tracker_->Collect(&ours);
+  if (!rs.ok()) {
+    return rs.WithContext("Checkpoint::Rewind: pages were put back but re-arming the tracker "
+                          "failed; call Rewind() again");
+  }
+  st.nanos = snapshot_internal::NowNs() - t0;
+  ++stats_.rewinds;
+  stats_.last_rewind = st;
+  stats_.total_pages_restored += st.pages_restored;
+  return st;
+}
+
+Result<uint64_t> Checkpoint::Update() {
+  RewindStats st;
+  std::vector<PageRange> written = std::move(pending_);
+  pending_.clear();
+  Status cs = tracker_->Collect(&written);
+  Status as = Apply(written, /*restore=*/false, &st);
+  if (!cs.ok() || !as.ok()) {
+    pending_ = Coalesce(std::move(written));
+    broken_update_ = true;
+    const Status& bad = !cs.ok() ? cs : as;
+    return bad.WithContext("Checkpoint::Update: the saved state is now a mix; call Update() "
+                           "again");
+  }
+  broken_update_ = false;
+  ++stats_.updates;
+  return st.pages_restored;
+}
+
+}  // namespace pagewise

@@ -1,0 +1,88 @@
+// Helpers shared by the snapshot, restore and checkpoint code: region
+// validation, page-range arithmetic, the "which pages are populated" scan,
+// zero-page detection and a small parallel-for.
+//
+// Thread safety: free functions are reentrant; a PresenceScanner may be used
+// from several threads at once (each scan is an independent ioctl).
+#ifndef PAGEWISE_SNAPSHOT_INTERNAL_H_
+#define PAGEWISE_SNAPSHOT_INTERNAL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "pagewise/env.h"
+#include "pagewise/image.h"
+#include "pagewise/status.h"
+#include "pagewise/tracker.h"
+#include "sys/pagemap.h"
+
+namespace pagewise::snapshot_internal {
+
+// Checks that each region is non-empty, page aligned, has page_size ==
+// PageSize() and that no two overlap. `what` prefixes error messages.
+Status ValidateRegions(const std::vector<RegionInfo>& regions, const char* what);
+
+// Gives several regions whose flat_offset are all 0 consecutive flat
+// offsets in the given order; otherwise returns them unchanged.
+std::vector<RegionInfo> NormalizeRegions(std::vector<RegionInfo> regions);
+
+// Sorts and merges touching/overlapping ranges. Empty ranges are dropped.
+std::vector<PageRange> Coalesce(std::vector<PageRange> ranges);
+
+// A piece of a region: [offset, offset+len) bytes within region `region`.
+struct Piece {
+  uint32_t region = 0;
+  uint64_t offset = 0;
+  uint64_t len = 0;
+};
+
+// Intersects absolute ranges (sorted, coalesced) with the regions: the
+// pieces, in region-address order. Parts outside every region are dropped.
+std::vector<Piece> Intersect(const std::vector<PageRange>& ranges,
+                             const std::vector<RegionInfo>& regions);
+
+// Splits pieces into pieces of at most `max_bytes` (page multiple, > 0).
+std::vector<Piece> Split(const std::vector<Piece>& pieces, uint64_t max_bytes);
+
+// True if the `len` bytes at p are all zero (len a multiple of 8).
+bool IsZero(const void* p, size_t len);
+
+// Which pages of private anonymous memory are populated with real data.
+// "Unpopulated" = neither present nor swapped, or mapping the shared zero
+// page: such pages read as zero. Built on PAGEMAP_SCAN without WP_MATCHING
+// (no side effects on tracking). Conservative: swap-format ptes count as
+// populated, and those include the uffd-wp markers a tracker installs on
+// empty ptes, so on tracked memory dropped pages are read (as zeros).
+class PresenceScanner {
+ public:
+  // Opens /proc/self/pagemap. If PAGEMAP_SCAN is missing the scanner is
+  // disabled: Populated() then reports everything as populated.
+  static PresenceScanner Open(Env* env);
+
+  bool enabled() const { return enabled_; }
+
+  // Appends to *out the populated (non-zero-pfn) sub-ranges of [start,end),
+  // sorted. Disabled scanner: appends [start,end).
+  Status Populated(uint64_t start, uint64_t end, std::vector<PageRange>* out) const;
+
+ private:
+  sys::PagemapScanner scanner_;
+  bool enabled_ = false;
+};
+
+// Runs fn(i) for i in [0, n) on `threads` threads (>= 1; 1 runs inline).
+// Stops handing out work after the first error, which it returns.
+Status ParallelFor(int threads, size_t n, const std::function<Status(size_t)>& fn);
+
+// CLOCK_MONOTONIC in nanoseconds.
+uint64_t NowNs();
+
+// Hex address for messages.
+std::string Hex(uint64_t v);
+
+}  // namespace pagewise::snapshot_internal
+
+#endif  // PAGEWISE_SNAPSHOT_INTERNAL_H_

@@ -1,0 +1,275 @@
+// RestoreEager: an image chain back into memory, all at once.
+//
+// Each region is cut into chunks; for each chunk the chain says which pages
+// hold data (Image::ClassifyRuns) and runs of data pages are read straight into
+// the destination (Image::Read checks each chunk's checksum). Zero and
+// absent pages are skipped in fresh mappings (they stay unpopulated) and
+// cleared in existing ones.
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "pagewise/snapshot.h"
+#include "snapshot/internal.h"
+
+namespace pagewise {
+namespace {
+
+using snapshot_internal::Hex;
+
+constexpr uint64_t kChunkBytes = 4 << 20;
+
+// Unmaps what it holds unless dismissed: a failed restore leaves nothing.
+class MappingGuard {
+ public:
+  explicit MappingGuard(Env* env) : env_(env) {}
+  ~MappingGuard() {
+    for (auto& [p, len] : maps_) {
+      if (p != nullptr) env_->Munmap(p, len).IgnoreError();  // best effort on the error path
+    }
+  }
+  void Add(size_t i, void* p, size_t len) {
+    if (maps_.size() <= i) maps_.resize(i + 1, {nullptr, 0});
+    maps_[i] = {p, len};
+  }
+  void Forget(size_t i) { maps_[i] = {nullptr, 0}; }
+  void DismissAll() { maps_.clear(); }
+
+ private:
+  Env* env_;
+  std::vector<std::pair<void*, size_t>> maps_;
+};
+
+// True if [start, start+len) is entirely mapped; *private_anon says whether
+// all of it is private anonymous memory (zero runs may then be dropped with
+// MADV_DONTNEED instead of written).
+Status CheckMapped(const std::vector<MappingInfo>& maps, const RegionInfo& r, size_t index,
+                   bool* private_anon) {
+  uint64_t covered = r.address;
+  const uint64_t end = r.address + r.length;
+  *private_anon = true;
+  for (const MappingInfo& m : maps) {
+    if (m.end <= covered || m.start >= end) continue;
+    if (m.start > covered) break;
+    if (m.shared || (!m.path.empty() && m.path[0] == '/')) *private_anon = false;
+    if ((m.prot & PROT_WRITE) == 0) *private_anon = false;
+    covered = m.end;
+    if (covered >= end) break;
+  }
+  if (covered < end) {
+    return Status::FailedPrecondition(
+        "RestoreEager: region " + std::to_string(index) + " '" + r.name + "' [" + Hex(r.address) +
+        ", " + Hex(end) + ") is not mapped at " + Hex(covered) +
+        "; kReplaceExisting/kOverwriteInPlace need the original mapping (use kOriginal or "
+        "kFresh to create one)");
+  }
+  return Status::Ok();
+}
+
+struct Job {
+  uint32_t region;
+  uint64_t offset;
+  uint64_t len;
+};
+
+}  // namespace
+
+RestoredMemory::~RestoredMemory() {
+  for (const RestoredRegion& r : regions_) {
+    if (r.owned && r.data != nullptr) {
+      env_->Munmap(r.data, r.info.length).IgnoreError();  // destructor: nowhere to report
+    }
+  }
+}
+
+std::vector<RestoredRegion> RestoredMemory::Release() {
+  std::vector<RestoredRegion> out = std::move(regions_);
+  regions_.clear();
+  return out;
+}
+
+Result<std::unique_ptr<RestoredMemory>> RestoreEager(const std::string& path,
+                                                     const EagerRestoreOptions& options) {
+  ImageOpenOptions oo;
+  oo.env = options.env;
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> image, Image::Open(path, oo));
+  return RestoreEager(*image, options);
+}
+
+Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
+                                                     const EagerRestoreOptions& options) {
+  const uint64_t t0 = snapshot_internal::NowNs();
+  Env* env = options.env != nullptr ? options.env : Env::Default();
+  const std::vector<RegionInfo>& regions = image.regions();
+  const uint64_t page = PageSize();
+  const RestorePlacement placement = options.placement;
+  if (options.threads < 1) return Status::InvalidArgument("RestoreEager: threads must be >= 1");
+  if (regions.empty()) return Status::InvalidArgument("RestoreEager: the image has no regions");
+  for (size_t i = 0; i < regions.size(); ++i) {
+    const RegionInfo& r = regions[i];
+    if (r.page_size != page) {
+      return Status::NotSupported("RestoreEager: region " + std::to_string(i) +
+                                  " has page size " + std::to_string(r.page_size) +
+                                  "; eager restore supports only " + std::to_string(page));
+    }
+    if (r.length == 0 || r.length % page != 0) {
+      return Status::Corruption("RestoreEager: region " + std::to_string(i) +
+                                " has a bad length " + std::to_string(r.length));
+    }
+    if (placement != RestorePlacement::kFresh && (r.address == 0 || r.address % page != 0)) {
+      return Status::InvalidArgument("RestoreEager: region " + std::to_string(i) + " '" + r.name +
+                                     "' has no usable recorded address; restore it with kFresh");
+    }
+  }
+
+  const bool in_place = placement == RestorePlacement::kOverwriteInPlace;
+  std::vector<bool> drop_zero(regions.size(), false);  // in place: MADV_DONTNEED zero runs
+  if (placement == RestorePlacement::kReplaceExisting || in_place) {
+    PW_ASSIGN_OR_RETURN(std::vector<MappingInfo> maps, ReadSelfMaps(env));
+    for (size_t i = 0; i < regions.size(); ++i) {
+      bool anon = false;
+      PW_RETURN_IF_ERROR(CheckMapped(maps, regions[i], i, &anon));
+      drop_zero[i] = anon;
+    }
+  }
+  if (in_place) {
+    // Catch corruption before the first byte of live memory changes.
+    VerifyError ve;
+    Status vs = image.Verify(&ve);
+    if (!vs.ok()) {
+      return vs.WithContext("RestoreEager: the chain failed verification; memory was not "
+                            "touched");
+    }
+  }
+
+  // Destinations.
+  MappingGuard guard(env);
+  std::vector<char*> dst(regions.size(), nullptr);
+  for (size_t i = 0; i < regions.size(); ++i) {
+    const RegionInfo& r = regions[i];
+    if (in_place) {
+      dst[i] = reinterpret_cast<char*>(r.address);
+      continue;
+    }
+    void* hint = nullptr;
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    if (placement == RestorePlacement::kOriginal) {
+      hint = reinterpret_cast<void*>(r.address);
+      flags |= MAP_FIXED_NOREPLACE;
+    }
+    Result<void*> m = env->Mmap(hint, r.length, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (!m.ok()) {
+      return m.status().WithContext("RestoreEager: mapping " + std::to_string(r.length) +
+                                    " bytes for region " + std::to_string(i) + " '" + r.name +
+                                    "'" +
+                                    (hint ? " at its recorded address " + Hex(r.address) : ""));
+    }
+    guard.Add(i, *m, r.length);
+    if (hint != nullptr && *m != hint) {
+      // Kernels before 4.17 ignore MAP_FIXED_NOREPLACE and map elsewhere.
+      return Status::AlreadyExists("RestoreEager: the address " + Hex(r.address) +
+                                   " of region " + std::to_string(i) + " is not free");
+    }
+    dst[i] = static_cast<char*>(*m);
+  }
+
+  // Fill.
+  std::vector<Job> jobs;
+  for (uint32_t i = 0; i < regions.size(); ++i) {
+    for (uint64_t off = 0; off < regions[i].length; off += kChunkBytes) {
+      jobs.push_back({i, off, std::min(kChunkBytes, regions[i].length - off)});
+    }
+  }
+  std::atomic<uint64_t> data_pages{0}, zero_pages{0};
+  Status fs = snapshot_internal::ParallelFor(options.threads, jobs.size(), [&](size_t j) {
+    const Job& job = jobs[j];
+    std::vector<Image::SourceRun> runs;
+    PW_RETURN_IF_ERROR(image.ClassifyRuns(job.region, job.offset, job.len, &runs));
+    uint64_t covered = 0;
+    for (const Image::SourceRun& run : runs) {
+      if (run.offset != job.offset + covered || run.length % page != 0 ||
+          run.length > job.len - covered) {
+        return Status::Internal("Image::ClassifyRuns returned run [" + Hex(run.offset) + ", +" +
+                                Hex(run.length) + ") out of order for region " +
+                                std::to_string(job.region));
+      }
+      covered += run.length;
+      char* d = dst[job.region] + run.offset;
+      const uint64_t n = run.length / page;
+      if (run.kind == PageSourceKind::kData) {
+        PW_RETURN_IF_ERROR(image.Read(job.region, run.offset, d, run.length));
+        data_pages.fetch_add(n, std::memory_order_relaxed);
+        continue;
+      }
+      zero_pages.fetch_add(n, std::memory_order_relaxed);
+      if (in_place) {
+        if (drop_zero[job.region]) {
+          PW_RETURN_IF_ERROR(env->Madvise(d, run.length, MADV_DONTNEED));
+        } else {
+          std::memset(d, 0, run.length);
+        }
+      }
+      // Fresh mappings: leave zero pages unpopulated.
+    }
+    if (covered != job.len) {
+      return Status::Internal("Image::ClassifyRuns covered " + std::to_string(covered) + " of " +
+                              std::to_string(job.len) + " bytes of region " +
+                              std::to_string(job.region));
+    }
+    return Status::Ok();
+  });
+  if (!fs.ok()) {
+    if (in_place) {
+      return fs.WithContext(
+          "RestoreEager (in place): the regions are PARTIALLY restored and must not be used; "
+          "restore again or discard them");
+    }
+    return fs.WithContext("RestoreEager: nothing was restored (new mappings removed)");
+  }
+
+  if (options.apply_prot && !in_place) {
+    for (size_t i = 0; i < regions.size(); ++i) {
+      const uint32_t prot = regions[i].prot;
+      if (prot == 0 || prot == (PROT_READ | PROT_WRITE)) continue;
+      PW_RETURN_IF_ERROR(env->Mprotect(dst[i], regions[i].length, static_cast<int>(prot))
+                             .WithContext("RestoreEager: applying region " + std::to_string(i) +
+                                          "'s protection"));
+    }
+  }
+
+  std::vector<RestoredRegion> out(regions.size());
+  if (placement == RestorePlacement::kReplaceExisting) {
+    for (size_t i = 0; i < regions.size(); ++i) {
+      void* target = reinterpret_cast<void*>(regions[i].address);
+      Result<void*> moved = env->Mremap(dst[i], regions[i].length, regions[i].length,
+                                        MREMAP_MAYMOVE | MREMAP_FIXED, target);
+      if (!moved.ok()) {
+        return moved.status().WithContext(
+            "RestoreEager: moving region " + std::to_string(i) + " over " +
+            Hex(regions[i].address) + " failed; " +
+            (i == 0 ? std::string("no region was replaced")
+                    : "regions 0.." + std::to_string(i - 1) + " were already replaced") +
+            ", the others keep their old contents");
+      }
+      guard.Forget(i);  // the staging mapping is now the region itself
+      dst[i] = static_cast<char*>(*moved);
+    }
+  }
+  const bool owned =
+      placement == RestorePlacement::kFresh || placement == RestorePlacement::kOriginal;
+  for (size_t i = 0; i < regions.size(); ++i) out[i] = {regions[i], dst[i], owned};
+  guard.DismissAll();
+
+  EagerRestoreStats stats;
+  stats.data_pages = data_pages.load();
+  stats.zero_pages = zero_pages.load();
+  stats.bytes_read = stats.data_pages * page;
+  stats.nanos = snapshot_internal::NowNs() - t0;
+  return std::make_unique<RestoredMemory>(std::move(out), stats, env);
+}
+
+}  // namespace pagewise
