@@ -156,11 +156,15 @@ struct RestoreStats {
   uint64_t pages_total = 0;         // pages of the regions as registered
   uint64_t demand_faults = 0;       // faults that needed source data
   uint64_t other_faults = 0;        // faults served with a zero page or a wake
-  uint64_t pages_demand = 0;        // pages installed while serving faults
-  uint64_t pages_background = 0;    // pages installed by the background filler
-  uint64_t pages_prefetch = 0;      // of those, installed from the trace
+  // Source pages installed (copied or zero): pages_demand + pages_background
+  // is the number of pages restored from the source.
+  uint64_t pages_demand = 0;        // while serving faults (the windows)
+  uint64_t pages_background = 0;    // by the background filler
+  uint64_t pages_prefetch = 0;      // of pages_background, from the trace
   uint64_t prefetch_late_faults = 0;  // demand faults on trace pages not yet prefetched
-  uint64_t zero_pages = 0;          // pages installed with UFFDIO_ZEROPAGE
+  // Pages installed with UFFDIO_ZEROPAGE on any path: zero source pages
+  // (also counted above) and faults on dropped or foreign pages (not).
+  uint64_t zero_pages = 0;
   uint64_t bytes_copied = 0;        // bytes installed with UFFDIO_COPY
   uint64_t eexist_pages = 0;        // pages found already present (EEXIST)
   uint64_t eagain_retries = 0;      // fills retried after EAGAIN

@@ -185,8 +185,14 @@ class LazyClientImpl final : public LazyClient {
   }
 
   void Serve() {
+    // One vector, reused: it grows only right after a FORK message was read
+    // (the fork has returned then), so this loop does not allocate while a
+    // fork of this process may be waiting for us to read its message
+    // (glibc holds its malloc locks across fork; see restore/fork_guard.h).
+    std::vector<struct pollfd> fds;
+    fds.reserve(16);
     for (;;) {
-      std::vector<struct pollfd> fds;
+      fds.clear();
       fds.push_back({stop_fd_, POLLIN, 0});
       fds.push_back({uffd_.fd(), POLLIN, 0});
       for (const auto& c : children_) fds.push_back({c.fd(), POLLIN, 0});
@@ -196,9 +202,9 @@ class LazyClientImpl final : public LazyClient {
       for (size_t i = 0; i < children_.size(); ++i) {
         if (fds[2 + i].revents & POLLIN) DrainOnce(children_[i]);
       }
-      std::vector<uint64_t> retry;
-      retry.swap(pending_);
-      for (uint64_t page : retry) {
+      retry_.clear();
+      retry_.swap(pending_);
+      for (uint64_t page : retry_) {
         UffdEvent e;
         e.kind = UffdEvent::Kind::kPagefault;
         e.address = page;
@@ -217,6 +223,7 @@ class LazyClientImpl final : public LazyClient {
   std::thread watchdog_;
   std::vector<sys::Userfaultfd> children_;  // watchdog thread only
   std::vector<uint64_t> pending_;           // watchdog thread only
+  std::vector<uint64_t> retry_;             // watchdog thread only
   std::atomic<uint64_t> poisoned_{0};
 
   mutable std::mutex mu_;

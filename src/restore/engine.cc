@@ -6,11 +6,13 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
 
 #include <algorithm>
+#include <memory>
 #include <utility>
 
 namespace pagewise::restore {
@@ -27,7 +29,32 @@ void EnsureNonblocking(int fd) {
   if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
+// Where an engine's private descriptors go. Their numbers mean nothing in
+// the process's table, but tools that track descriptors by number (TSan)
+// cannot tell the tables apart: keep ours away from the low numbers the
+// program uses, and engines away from each other (slots of 256 in the
+// upper half of the descriptor limit). -1: leave numbers as they are.
+int PrivateFdBase() {
+  static std::atomic<unsigned> next_slot{0};
+  struct rlimit rl = {};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return -1;
+  const uint64_t limit = std::min<uint64_t>(rl.rlim_cur, 1 << 20);
+  if (limit < 2048) return -1;
+  const uint64_t slots = (limit / 2) / 256;
+  return static_cast<int>(limit / 2 + (next_slot++ % slots) * 256);
+}
+
 }  // namespace
+
+int Engine::Relocate(int fd) {
+  if (fd_base_ < 0 || fd < 0 || fd >= fd_base_) return fd;
+  const int moved = fcntl(fd, F_DUPFD_CLOEXEC, fd_base_);
+  if (moved < 0) return fd;  // no room up there: keep the number we have
+  // close_range rather than close: the number is only ours in this table,
+  // and descriptor-tracking tools must not see it closed in the process's.
+  close_range(static_cast<unsigned>(fd), static_cast<unsigned>(fd), 0);
+  return moved;
+}
 
 Engine::Engine(std::shared_ptr<const PageSource> source, EngineOptions options)
     : source_(std::move(source)), opt_(std::move(options)) {
@@ -44,7 +71,8 @@ void Engine::AddSpace(sys::Userfaultfd uffd, const std::vector<SpaceRegion>& reg
   auto s = std::make_shared<Space>();
   s->map = SpaceMap(page_size_);
   EnsureNonblocking(uffd.fd());
-  s->uffd = std::move(uffd);
+  const uint64_t features = uffd.features();
+  s->uffd = sys::Userfaultfd::Adopt(Relocate(uffd.Release()), features, env_);
   uint64_t pages = 0;
   for (const SpaceRegion& r : regions) {
     s->map.Add(r.addr, r.len, r.src);
@@ -64,15 +92,23 @@ void Engine::AddSpace(sys::Userfaultfd uffd, const std::vector<SpaceRegion>& reg
 Status Engine::Start(std::function<Status()> setup) {
   PW_ASSIGN_OR_RETURN(wake_fd_, env_->EventfdCreate(0, EFD_NONBLOCK));
   start_ = Clock::now();
+  if (opt_.private_fd_table) {
+    // In-process: the program may fork while we serve (see fork_guard.h).
+    // Registered before the server thread exists, so that no fork can slip
+    // between the ranges being registered and the guard knowing us (a fork
+    // meanwhile simply waits for the server thread to reach its loop).
+    registered_for_fork_ = RegisterForFork(this);
+    if (!registered_for_fork_) {
+      Stop();
+      return Status(Code::kResourceExhausted, 0,
+                    "too many live in-process restores (finish some before starting more)");
+    }
+  }
   std::promise<Status> ready;
   std::future<Status> started = ready.get_future();
-  server_ = std::thread([this, &setup, &ready] { ServerMain(setup, &ready); });
+  server_ = std::make_unique<std::thread>([this, &setup, &ready] { ServerMain(setup, &ready); });
   Status st = started.get();
-  if (!st.ok()) {
-    server_.join();
-    env_->Close(wake_fd_).IgnoreError();  // never used: nothing to lose
-    wake_fd_ = -1;
-  }
+  if (!st.ok()) Stop();
   return st;
 }
 
@@ -84,13 +120,25 @@ void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Statu
     // a plain libc call on our own thread with nothing to inject, so it does
     // not go through Env.
     if (unshare(CLONE_FILES) != 0) {
-      ready->set_value(ErrnoStatus(errno, "unshare(CLONE_FILES) for the restore threads"));
+      const int err = errno;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        server_exited_ = true;
+      }
+      cv_.notify_all();
+      ready->set_value(ErrnoStatus(err, "unshare(CLONE_FILES) for the restore threads"));
       return;
     }
+    fd_base_ = PrivateFdBase();
   }
   Status st = setup ? setup() : Status::Ok();
   if (!st.ok()) {
     for (const SpacePtr& s : SnapshotSpaces()) CloseSpace(*s);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      server_exited_ = true;
+    }
+    cv_.notify_all();  // a fork's prepare handler may be waiting for us
     ready->set_value(st);
     return;
   }
@@ -106,13 +154,26 @@ void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Statu
   ServerLoop();
   // Every userfaultfd is closed here, on the thread whose table holds it.
   for (const SpacePtr& s : SnapshotSpaces()) CloseSpace(*s);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    server_exited_ = true;
+  }
+  cv_.notify_all();
 }
 
 void Engine::MaybeStartFiller() {
   std::lock_guard<std::mutex> lk(mu_);
-  if (!want_filler_ || stopping_ || filler_.joinable()) return;
+  if (!want_filler_ || stopping_ || filler_ != nullptr) return;
   // Started from the server thread so that it shares its fd table.
-  filler_ = std::thread([this] { FillerLoop(); });
+  filler_running_ = true;
+  filler_ = std::make_unique<std::thread>([this] {
+    FillerLoop();
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      filler_running_ = false;
+    }
+    cv_.notify_all();
+  });
 }
 
 void Engine::EnableBackground() {
@@ -129,18 +190,152 @@ void Engine::EnableBackground() {
 }
 
 void Engine::Stop() {
+  if (forked_copy_.load()) {
+    // In a forked child: the threads and the userfaultfds (which lived in
+    // the parent's private fd table) do not exist here. Drop everything
+    // without touching it; the numbers would name other files here.
+    // Locks are not taken either: a parent's thread may have held one at
+    // the moment of fork, and the child is single-threaded anyway.
+    (void)server_.release();
+    (void)filler_.release();
+    for (const SpacePtr& s : spaces_) {
+      (void)s->uffd.Release();
+      s->closed.store(true);
+    }
+    return;
+  }
+  // Unregister first: a fork in progress finishes (with our help) before
+  // the threads go away.
+  if (registered_for_fork_) {
+    UnregisterForFork(this);
+    registered_for_fork_ = false;
+  }
   {
     std::lock_guard<std::mutex> lk(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
   if (wake_fd_ >= 0) Notify();
-  if (server_.joinable()) server_.join();  // it closes every userfaultfd
-  if (filler_.joinable()) filler_.join();
+  if (server_ != nullptr && server_->joinable()) server_->join();  // it closes every uffd
+  if (filler_ != nullptr && filler_->joinable()) filler_->join();
+  server_.reset();
+  filler_.reset();
   if (wake_fd_ >= 0) {
     env_->Close(wake_fd_).IgnoreError();  // teardown: nothing to do on failure
     wake_fd_ = -1;
   }
+}
+
+// ---- fork(2) of the restored program (fork_guard.h) ----------------------
+
+void Engine::EnterForkMode() {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (server_exited_) return;
+  fork_phase_ = ForkPhase::kRequested;
+  cv_.notify_all();        // the filler, if idle
+  eventfd_write(wake_fd_, 1);  // the server, if in poll
+  cv_.wait(lk, [&] {
+    return server_exited_ || (server_parked_ && (!filler_running_ || filler_parked_));
+  });
+}
+
+void Engine::LeaveForkMode() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    fork_phase_ = server_exited_ ? ForkPhase::kNone : ForkPhase::kApplying;
+  }
+  cv_.notify_all();
+  eventfd_write(wake_fd_, 1);
+}
+
+void Engine::BecomeForkedCopy() { forked_copy_.store(true); }
+
+void Engine::ParkForFork() {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (fork_phase_ == ForkPhase::kNone) return;
+  filler_parked_ = true;
+  cv_.notify_all();
+  cv_.wait(lk, [&] { return fork_phase_ == ForkPhase::kNone || stopping_; });
+  filler_parked_ = false;
+}
+
+void Engine::ForkModeLoop() {
+  constexpr size_t kForkEvents = 4096;
+  // Allocate everything now: the forking thread is still in its prepare
+  // handler, waiting for our acknowledgement before glibc takes its locks.
+  std::vector<SpacePtr> spaces = SnapshotSpaces();
+  fork_pfds_.clear();
+  fork_polled_.clear();
+  fork_pfds_.reserve(spaces.size() + 1);
+  fork_polled_.reserve(spaces.size());
+  fork_pfds_.push_back({wake_fd_, POLLIN, 0});
+  for (const SpacePtr& s : spaces) {
+    std::lock_guard<std::mutex> lk(s->mu);
+    if (!s->uffd.valid()) continue;
+    fork_pfds_.push_back({s->uffd.fd(), POLLIN, 0});
+    fork_polled_.push_back(s);
+  }
+  fork_events_.resize(kForkEvents);
+  fork_event_space_.resize(kForkEvents);
+  size_t count = 0;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    server_parked_ = true;
+  }
+  cv_.notify_all();
+  // From here until the fork returned: poll, lock, read. Nothing allocates.
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (fork_phase_ != ForkPhase::kRequested || stopping_) break;
+    }
+    Result<int> n = env_->Poll(fork_pfds_.data(), fork_pfds_.size(), -1);
+    if (!n.ok()) break;
+    if (fork_pfds_[0].revents & POLLIN) {
+      eventfd_t v;
+      eventfd_read(wake_fd_, &v);
+    }
+    for (size_t i = 0; i < fork_polled_.size(); ++i) {
+      if ((fork_pfds_[i + 1].revents & POLLIN) == 0 || count == kForkEvents) continue;
+      Space& s = *fork_polled_[i];
+      std::lock_guard<std::mutex> lk(s.mu);
+      if (!s.uffd.valid()) continue;
+      Result<size_t> got =
+          s.uffd.ReadEvents(&fork_events_[count], std::min<size_t>(64, kForkEvents - count));
+      if (!got.ok()) continue;  // handled when normal service resumes
+      for (size_t k = 0; k < *got; ++k) fork_event_space_[count + k] = &s;
+      count += *got;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    server_parked_ = false;
+  }
+  // Apply what was read, per space in order: events first, then faults
+  // (as DrainLocked does for one batch).
+  const Clock::time_point now = Clock::now();
+  for (const SpacePtr& sp : fork_polled_) {
+    Space& s = *sp;
+    std::lock_guard<std::mutex> lk(s.mu);
+    for (size_t k = 0; k < count; ++k) {
+      if (fork_event_space_[k] == &s && fork_events_[k].kind != UffdEvent::Kind::kPagefault) {
+        ApplyEventLocked(s, fork_events_[k]);
+      }
+    }
+    for (size_t k = 0; k < count; ++k) {
+      if (fork_event_space_[k] == &s && fork_events_[k].kind == UffdEvent::Kind::kPagefault) {
+        s.faults.push_back({fork_events_[k], now});
+      }
+    }
+    SyncLocked(s);
+  }
+  fork_polled_.clear();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    // (A new fork may already have asked again: leave kRequested alone.)
+    if (fork_phase_ == ForkPhase::kApplying) fork_phase_ = ForkPhase::kNone;
+  }
+  cv_.notify_all();  // the filler
 }
 
 void Engine::Notify() { eventfd_write(wake_fd_, 1); }
@@ -275,7 +470,7 @@ void Engine::AdoptForkLocked(Space& parent, int child_fd) {
   if (child_fd < 0) return;
   EnsureNonblocking(child_fd);
   auto child = std::make_shared<Space>();
-  child->uffd = sys::Userfaultfd::Adopt(child_fd, parent.uffd.features(), env_);
+  child->uffd = sys::Userfaultfd::Adopt(Relocate(child_fd), parent.uffd.features(), env_);
   child->map = parent.map;
   child->cursor = parent.cursor;
   child->prefetch_pos = parent.prefetch_pos;
@@ -333,9 +528,15 @@ void Engine::ServerLoop() {
   std::vector<struct pollfd> pfds;
   std::vector<SpacePtr> polled;
   for (;;) {
+    bool fork_mode;
     {
       std::lock_guard<std::mutex> lk(mu_);
       if (stopping_) return;
+      fork_mode = fork_phase_ != ForkPhase::kNone;
+    }
+    if (fork_mode) {
+      ForkModeLoop();  // (also finishes a kApplying left by a stop)
+      continue;
     }
     MaybeStartFiller();
     std::vector<SpacePtr> spaces = SnapshotSpaces();
@@ -426,6 +627,7 @@ void Engine::ServerLoop() {
 
 void Engine::FillerLoop() {
   for (;;) {
+    ParkForFork();
     uint64_t epoch;
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -445,12 +647,18 @@ void Engine::FillerLoop() {
     MaybeReportResident();
     if (!did) {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stopping_ || work_epoch_ != epoch; });
+      cv_.wait(lk, [&] {
+        return stopping_ || work_epoch_ != epoch || fork_phase_ != ForkPhase::kNone;
+      });
     }
   }
 }
 
 Status Engine::WaitResident(int timeout_ms) {
+  if (forked_copy_.load()) {
+    return Status::FailedPrecondition(
+        "this is a forked copy of a restore: it is served by the parent's restore");
+  }
   std::unique_lock<std::mutex> lk(mu_);
   auto done = [&] { return resident_ || finished_ || stopping_; };
   if (timeout_ms < 0) {
@@ -501,7 +709,7 @@ RestoreStats Engine::Stats() const {
     std::lock_guard<std::mutex> lk(stats_mu_);
     out = stats_;
   }
-  {
+  if (!forked_copy_.load()) {  // (in a forked copy mu_ may be held forever)
     std::lock_guard<std::mutex> lk(mu_);
     out.spaces_live = 0;
     for (const SpacePtr& s : spaces_) {

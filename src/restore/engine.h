@@ -41,11 +41,20 @@
 // (sources read through the caller's descriptors), so until the engine
 // stops it also holds the descriptors that were open at Start().
 //
+// fork(2) of the restored program: see restore/fork_guard.h. An engine with
+// private_fd_table (in-process) registers with the fork guard: around a
+// fork its filler parks and its server thread only reads messages, into
+// preallocated storage, so that it never blocks on a lock glibc holds
+// across fork.
+//
 // Thread safety: public methods may be called from any thread except the
-// engine's own threads (callbacks run on them: they must not call Stop()).
+// engine's own threads (callbacks run on them: they must not call Stop()
+// and must not fork).
 // Lock order: Space::mu, then Engine::mu_, then Engine::stats_mu_.
 #ifndef PAGEWISE_RESTORE_ENGINE_H_
 #define PAGEWISE_RESTORE_ENGINE_H_
+
+#include <poll.h>
 
 #include <atomic>
 #include <chrono>
@@ -63,6 +72,7 @@
 #include "pagewise/env.h"
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
+#include "restore/fork_guard.h"
 #include "restore/space_map.h"
 #include "sys/userfaultfd.h"
 
@@ -100,10 +110,10 @@ struct SpaceRegion {
   uint64_t src = 0;
 };
 
-class Engine {
+class Engine final : public ForkAware {
  public:
   Engine(std::shared_ptr<const PageSource> source, EngineOptions options);
-  ~Engine();  // Stop()
+  ~Engine() override;  // Stop()
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
@@ -135,8 +145,20 @@ class Engine {
   Status status() const;
   RestoreStats Stats() const;
   WorkingSetTrace Trace() const;
+  // True in a child process forked while this engine ran: nothing works.
+  bool forked_copy() const { return forked_copy_.load(); }
+
+  // ForkAware (called by the fork guard in the forking thread).
+  void EnterForkMode() override;
+  void LeaveForkMode() override;
+  void BecomeForkedCopy() override;
 
  private:
+  // kRequested: a fork is about to happen or happening (threads parked,
+  // server reading only). kApplying: fork returned; the server applies what
+  // it read while the filler stays parked (the parent must not be filled
+  // before a buffered FORK event has copied its map for the child).
+  enum class ForkPhase { kNone, kRequested, kApplying };
   enum class FillKind { kDemand, kBackground, kPrefetch };
   using Clock = std::chrono::steady_clock;
 
@@ -166,6 +188,11 @@ class Engine {
   void ServerMain(const std::function<Status()>& setup, std::promise<Status>* ready);
   void ServerLoop();
   void MaybeStartFiller();  // server thread: starts the filler when wanted
+  // Server thread: acknowledges fork mode, reads messages without
+  // allocating until it ends, then applies them.
+  void ForkModeLoop();
+  // Filler: parks while a fork is in progress.
+  void ParkForFork();
   void FillerLoop();
   void Notify();  // wakes the server thread
   std::vector<SpacePtr> SnapshotSpaces() const;
@@ -175,6 +202,8 @@ class Engine {
   void ApplyEventLocked(Space& s, const UffdEvent& e);
   void AdoptForkLocked(Space& parent, int child_fd);
   void SyncLocked(Space& s);  // refreshes the atomics after map changes
+  // Engine threads, private fd table: moves fd to this engine's high range.
+  int Relocate(int fd);
   void MarkDeadLocked(Space& s, const char* why);
   void CloseSpace(Space& s);  // engine threads only: closes the uffd
   void MaybeReportResident();
@@ -225,9 +254,24 @@ class Engine {
   bool prefetch_done_ = false;        // guarded by mu_: the prefetch list is installed
   std::atomic<bool> background_on_{false};  // the filler may go past the prefetch list
   Status status_;                     // guarded by mu_
-  std::thread server_;
-  std::thread filler_;                // started by the server thread; joined after it
+  // Threads are held by pointer so that a forked copy (in which they do not
+  // exist) can drop them without joining.
+  std::unique_ptr<std::thread> server_;
+  std::unique_ptr<std::thread> filler_;  // started by the server thread; joined after it
+  bool filler_running_ = false;       // guarded by mu_
+  bool server_exited_ = false;        // guarded by mu_
+  ForkPhase fork_phase_ = ForkPhase::kNone;  // guarded by mu_
+  bool server_parked_ = false;        // guarded by mu_
+  bool filler_parked_ = false;        // guarded by mu_
+  bool registered_for_fork_ = false;  // written before/after the threads run
+  std::atomic<bool> forked_copy_{false};
+  // Fork-mode storage (server thread only), sized before acknowledging.
+  std::vector<struct pollfd> fork_pfds_;
+  std::vector<SpacePtr> fork_polled_;
+  std::vector<UffdEvent> fork_events_;
+  std::vector<Space*> fork_event_space_;
   int wake_fd_ = -1;
+  int fd_base_ = -1;  // private fd table: lowest number for our fds (-1: keep)
   Clock::time_point start_;
   std::vector<char> demand_buf_;  // server thread only
   std::vector<char> fill_buf_;    // filler thread only

@@ -32,9 +32,15 @@ class LazyRestoreImpl final : public LazyRestore {
   }
 
   Status WaitResident(int timeout_ms) override { return engine_->WaitResident(timeout_ms); }
+  // (In a child forked during the restore, every method that would wait
+  // returns at once: the parent's restore serves the child.)
   bool resident() const override { return engine_->resident(); }
 
   Status Finish() override {
+    if (engine_->forked_copy()) {
+      engine_->Stop();  // drops, without touching, what only the parent has
+      return Status::FailedPrecondition("forked copy of a restore: the parent serves this child");
+    }
     std::lock_guard<std::mutex> lk(finish_mu_);
     if (!finished_) {
       engine_->EnableBackground();

@@ -118,6 +118,7 @@ TEST(RestoreEvents, MremapOfPartlyRestoredRangeCarriesContent) {
   for (int rep = 0; rep < 3; ++rep) {
     RestoreOptions o;
     o.background_fill = rep == 2;
+    o.release_when_resident = false;  // the REMAP is reported even if the filler won
     o.fault_window_pages = 4;
     auto r = StartOrDie(buf, o);
     ASSERT_NE(r, nullptr);
@@ -335,6 +336,86 @@ TEST(RestoreEvents, ReorderedAndDuplicatedMessagesKeepContentExact) {
     EXPECT_EQ(bad.load(), 0u);
     munmap(mem, buf.size());
   }
+}
+
+TEST(RestoreEvents, ChildThatExecsOrExitsIsDroppedAndTheRestoreCompletes) {
+  PatternBuffer buf(256, 80);
+  for (int rep = 0; rep < 4; ++rep) {
+    RestoreOptions o;
+    o.background_fill = false;  // the children's spaces are far from complete
+    o.release_when_resident = false;
+    auto r = StartOrDie(buf, o);
+    ASSERT_NE(r, nullptr);
+    char* mem = r->data(0);
+    ASSERT_TRUE(buf.Matches(mem + 5 * Ps(), 5));
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      if (rep % 2 == 0) {
+        char* const argv[] = {const_cast<char*>("true"), nullptr};
+        execv("/bin/true", argv);
+      }
+      _exit(0);
+    }
+    int wstatus = 0;
+    ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+    EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    // The child's space is filled until its mm is found gone (ESRCH); the
+    // restore still completes.
+    ASSERT_TRUE(r->Finish().ok());
+    const RestoreStats st = r->stats();
+    EXPECT_EQ(st.forks, 1u);
+    EXPECT_EQ(st.spaces_total, 2u);
+    EXPECT_EQ(st.spaces_live, 0u);
+    size_t bad = 0;
+    for (size_t i = 0; i < buf.pages(); ++i) bad += !buf.Matches(mem + i * Ps(), i);
+    EXPECT_EQ(bad, 0u);
+    munmap(mem, buf.size());
+  }
+}
+
+TEST(RestoreEvents, ManyForksWhileFillingAndFaultingNeverHang) {
+  // glibc holds its malloc locks across fork(2), and fork(2) waits for the
+  // FORK message to be read: the engine's threads must not allocate then
+  // (restore/fork_guard.h). Fork often while both engine threads are busy.
+  PatternBuffer buf(2048, 90);
+  RestoreOptions o;
+  o.background_batch_pages = 4;
+  o.fault_window_pages = 2;
+  o.release_when_resident = false;
+  auto r = StartOrDie(buf, o);
+  ASSERT_NE(r, nullptr);
+  char* mem = r->data(0);
+  std::atomic<size_t> bad{0};
+  std::thread reader([&] {
+    for (size_t i = buf.pages(); i-- > 0;) bad += !buf.Matches(mem + i * Ps(), i);
+  });
+  for (int k = 0; k < 24; ++k) {
+    int pfd[2];
+    ASSERT_EQ(pipe2(pfd, O_CLOEXEC), 0);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int child_bad = 0;
+      for (size_t i = static_cast<size_t>(k); i < buf.pages(); i += 97) {
+        child_bad += !buf.Matches(mem + i * Ps(), i);
+      }
+      ssize_t n = write(pfd[1], &child_bad, sizeof(child_bad));
+      _exit(n == sizeof(child_bad) ? 0 : 1);
+    }
+    close(pfd[1]);
+    int child_bad = -1;
+    EXPECT_TRUE(ReadIntWithin(pfd[0], &child_bad));
+    close(pfd[0]);
+    EXPECT_EQ(child_bad, 0) << "fork " << k;
+    int wstatus = 0;
+    ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+  }
+  reader.join();
+  EXPECT_EQ(bad.load(), 0u);
+  ASSERT_TRUE(r->Finish().ok());
+  EXPECT_EQ(r->stats().forks, 24u);
+  munmap(mem, buf.size());
 }
 
 }  // namespace
