@@ -1,0 +1,100 @@
+// LiveCore implementation.
+#include "live/live_core.h"
+
+#include <algorithm>
+
+#include "live/copy_user.h"
+
+namespace pagewise::live {
+
+size_t AssignWords(std::vector<LiveRegion>* regions) {
+  size_t words = 0;
+  for (LiveRegion& r : *regions) {
+    r.first_word = words;
+    words += static_cast<size_t>((r.pages + 63) / 64);
+  }
+  return words;
+}
+
+namespace {
+uint64_t TotalPages(const std::vector<LiveRegion>& regions) {
+  uint64_t n = 0;
+  for (const LiveRegion& r : regions) n += r.pages;
+  return n;
+}
+uint64_t TotalWordPages(const std::vector<LiveRegion>& regions) {
+  if (regions.empty()) return 0;
+  const LiveRegion& last = regions.back();
+  return (static_cast<uint64_t>(last.first_word) + (last.pages + 63) / 64) * 64;
+}
+}  // namespace
+
+LiveCore::LiveCore(std::vector<LiveRegion> regions, size_t page_size, size_t fault_queue_pages)
+    : regions_(std::move(regions)),
+      page_size_(page_size),
+      total_pages_(TotalPages(regions_)),
+      claims_(TotalWordPages(regions_)),
+      queue_(fault_queue_pages, page_size) {}
+
+const LiveRegion* LiveCore::Find(uint64_t addr) const {
+  // regions_ is sorted by start: the candidate is the last region starting
+  // at or below addr.
+  auto it = std::upper_bound(regions_.begin(), regions_.end(), addr,
+                             [](uint64_t a, const LiveRegion& r) { return a < r.start; });
+  if (it == regions_.begin()) return nullptr;
+  --it;
+  if (addr - it->start >= it->length) return nullptr;
+  return &*it;
+}
+
+FaultOutcome LiveCore::SaveForFault(uint64_t page_addr, bool wait_for_saver) {
+  const LiveRegion* r = Find(page_addr);
+  if (r == nullptr) return FaultOutcome::kNotOurs;
+  if (aborted()) return FaultOutcome::kAborted;
+  const uint64_t page = (page_addr - r->start) / page_size_;
+  const uint64_t idx = static_cast<uint64_t>(r->first_word) * 64 + page;
+  if (claims_.Claim(idx)) {
+    char* buf = queue_.Acquire();
+    if (buf == nullptr) return FaultOutcome::kAborted;
+    // The page is still write-protected: its content is the content at T.
+    CopyUserMemory(buf, reinterpret_cast<const void*>(page_addr), page_size_);
+    claims_.MarkSaved(idx);
+    queue_.Push({r->index, page * page_size_, buf});
+    by_fault_.fetch_add(1, std::memory_order_relaxed);
+    return FaultOutcome::kSaved;
+  }
+  if (claims_.IsSaved(idx)) return FaultOutcome::kAlreadySaved;
+  if (!wait_for_saver) return FaultOutcome::kSaverCopying;
+  // The saver claimed the page and is copying it (a memcpy of its chunk);
+  // the writer must not run until that copy is done. ReleaseAll() on abort
+  // ends the wait.
+  claims_.WaitSaved(idx);
+  return aborted() ? FaultOutcome::kAborted : FaultOutcome::kSaverCopying;
+}
+
+void LiveCore::Fail(const Status& status) {
+  {
+    std::lock_guard<std::mutex> lock(error_mu_);
+    if (error_.ok()) error_ = status;
+  }
+  aborted_.store(true, std::memory_order_release);
+  queue_.Abort();
+  claims_.ReleaseAll();
+}
+
+Status LiveCore::error() const {
+  std::lock_guard<std::mutex> lock(error_mu_);
+  return error_;
+}
+
+void LiveCore::FillStats(LiveSnapshotStats* s) const {
+  s->pages_total = total_pages_;
+  s->pages_background = background_.load(std::memory_order_relaxed);
+  s->pages_by_fault = by_fault_.load(std::memory_order_relaxed);
+  s->faults_handled = faults_.load(std::memory_order_relaxed);
+  s->fault_service_max_ns = service_.max();
+  s->fault_service_p50_ns = service_.Percentile(0.5);
+  s->fault_service_p99_ns = service_.Percentile(0.99);
+}
+
+}  // namespace pagewise::live
