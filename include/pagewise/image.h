@@ -30,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -46,6 +47,10 @@ enum class Compression : uint8_t { kNone = 0, kZstd = 1, kLz4 = 2 };
 std::string_view CompressionName(Compression c);
 Result<Compression> ParseCompression(std::string_view name);
 
+// Progress of a long operation: `done` out of `total` (bytes unless stated).
+// Called from the thread running the operation.
+using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
+
 enum class RegionKind : uint32_t {
   kAnonymous = 0,  // private anonymous memory
   kShared = 1,     // memfd / shmem, MAP_SHARED
@@ -56,7 +61,7 @@ enum class RegionKind : uint32_t {
 struct RegionInfo {
   uint64_t address = 0;      // virtual address when captured (0 if none)
   uint64_t length = 0;       // bytes, a multiple of page_size
-  uint32_t page_size = 4096;
+  uint32_t page_size = 4096; // a power of two, 512 .. 16 MiB
   uint32_t prot = 0;         // PROT_* bits
   RegionKind kind = RegionKind::kAnonymous;
   std::string name;
@@ -69,6 +74,10 @@ struct ImageWriteOptions {
   std::string parent;      // parent image path; empty: a full (base) image
   bool dedup = true;       // store identical pages once
   Env* env = nullptr;      // nullptr: Env::Default()
+  // Target uncompressed size of a data chunk (the unit of compression,
+  // checksumming and reading): 4 KiB .. 16 MiB. Smaller chunks make random
+  // single-page reads cheaper; larger ones compress better.
+  uint32_t chunk_bytes = 128 * 1024;
 };
 
 struct ImageStats {
@@ -111,7 +120,10 @@ class ImageWriter {
 
   // Finishes the image: index, checksums, fsync, rename to the final path,
   // fsync of the directory. After an error nothing exists at `path`
-  // (an earlier image there is left untouched).
+  // (an earlier image there is left untouched), with one exception: if only
+  // the final fsync of the directory fails, the complete new image is
+  // already in place (readable and valid) but may not survive a power loss.
+  // Commit may be called once; the writer is finished afterwards.
   virtual Status Commit() = 0;
 
   virtual ImageStats stats() const = 0;
@@ -186,7 +198,17 @@ class Image {
   // decompression, hashes). OK, or kCorruption with *error (optional) set to
   // the first bad layer, region and offset.
   virtual Status Verify(VerifyError* error = nullptr) const = 0;
+  // Verify, calling `progress` (may be empty) with data bytes checked so far.
+  virtual Status VerifyWithProgress(VerifyError* error, const ProgressFn& progress) const = 0;
 };
+
+// Writes the chain at `in` as one base image at `out` (no parent): same
+// regions, each page's resolved content; pages recorded as zero anywhere in
+// the chain stay recorded as zero, absent pages stay absent. options.parent
+// must be empty. `progress` (may be empty) gets bytes of pages processed.
+// Errors: those of Image::Open, Image::Read and ImageWriter.
+Status FlattenImage(const std::string& in, const std::string& out,
+                    const ImageWriteOptions& options = {}, const ProgressFn& progress = nullptr);
 
 }  // namespace pagewise
 

@@ -1,0 +1,150 @@
+// ChainImage: opening a chain of layers and resolving which layer serves
+// each page.
+#include <algorithm>
+#include <atomic>
+#include <set>
+
+#include "image/chain.h"
+
+namespace pagewise {
+
+Result<std::unique_ptr<Image>> Image::Open(const std::string& path,
+                                           const ImageOpenOptions& options) {
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<image::ChainImage> img,
+                      image::ChainImage::OpenChain(path, options));
+  if (options.verify_data) {
+    VerifyError err;
+    PW_RETURN_IF_ERROR(img->Verify(&err));
+  }
+  return std::unique_ptr<Image>(std::move(img));
+}
+
+namespace image {
+namespace {
+
+// Serial numbers key the per-thread chunk cache; never reused, never 0.
+std::atomic<uint64_t> g_next_serial{1};
+
+bool SameRegionShape(const RegionInfo& a, const RegionInfo& b) {
+  return a.address == b.address && a.length == b.length && a.page_size == b.page_size;
+}
+
+}  // namespace
+
+std::string ResolveParentPath(const std::string& child_path, const std::string& recorded) {
+  if (!recorded.empty() && recorded[0] == '/') return recorded;
+  size_t slash = child_path.rfind('/');
+  if (slash == std::string::npos) return recorded;
+  return child_path.substr(0, slash + 1) + recorded;
+}
+
+Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& path,
+                                                          const ImageOpenOptions& options) {
+  Env* env = options.env != nullptr ? options.env : Env::Default();
+  std::unique_ptr<ChainImage> img(new ChainImage());
+  img->serial_ = g_next_serial.fetch_add(1);
+  std::set<Uuid> seen;
+  std::string cur = path;
+  while (true) {
+    if (img->layers_.size() >= kMaxChainDepth) {
+      return Status::Corruption("image " + path + ": parent chain longer than " +
+                                std::to_string(kMaxChainDepth) + " layers (a cycle?)");
+    }
+    Result<std::unique_ptr<Layer>> opened = Layer::Open(env, cur);
+    if (!opened.ok()) {
+      if (img->layers_.empty()) return opened.status();
+      return opened.status().WithContext("image " + img->layers_.back()->path() +
+                                         ": opening its parent " + cur);
+    }
+    std::unique_ptr<Layer> layer = std::move(opened).value();
+    if (!img->layers_.empty()) {
+      const Layer& child = *img->layers_.back();
+      if (layer->header().uuid != child.header().parent_uuid) {
+        return Status::Corruption(
+            "image " + child.path() + " was written on top of parent identity " +
+            UuidString(child.header().parent_uuid) + " but " + cur + " is image " +
+            UuidString(layer->header().uuid) +
+            ": the parent was replaced or moved; put the original parent back");
+      }
+      const auto& cr = child.index().regions;
+      const auto& pr = layer->index().regions;
+      bool same = cr.size() == pr.size();
+      for (size_t i = 0; same && i < cr.size(); ++i) same = SameRegionShape(cr[i], pr[i]);
+      if (!same) {
+        return Status::Corruption("image " + child.path() + ": its regions do not match those of "
+                                  "its parent " + cur + " (damaged chain)");
+      }
+    }
+    if (!seen.insert(layer->header().uuid).second) {
+      return Status::Corruption("image " + path + ": the parent chain loops back to " + cur);
+    }
+    std::string parent = layer->index().parent_path;
+    img->layers_.push_back(std::move(layer));
+    if (parent.empty()) break;
+    cur = ResolveParentPath(cur, parent);
+  }
+  for (const auto& l : img->layers_) img->infos_.push_back(l->Info());
+  img->regions_ = img->layers_.front()->index().regions;
+  img->Resolve();
+
+  // The flat view: regions sorted by flat_offset must not overlap.
+  const auto& regs = img->regions_;
+  img->flat_order_.resize(regs.size());
+  for (uint32_t i = 0; i < regs.size(); ++i) img->flat_order_[i] = i;
+  std::sort(img->flat_order_.begin(), img->flat_order_.end(), [&](uint32_t a, uint32_t b) {
+    return regs[a].flat_offset < regs[b].flat_offset;
+  });
+  uint64_t end = 0;
+  for (uint32_t r : img->flat_order_) {
+    if (regs[r].length == 0) continue;
+    if (regs[r].flat_offset < end) img->flat_ok_ = false;
+    end = std::max(end, regs[r].flat_offset + regs[r].length);  // each < 2^62: no overflow
+  }
+  img->flat_size_ = end;
+  return img;
+}
+
+void ChainImage::Resolve() {
+  resolved_.assign(regions_.size(), {});
+  std::vector<Segment> pieces, merged;
+  for (uint32_t r = 0; r < regions_.size(); ++r) {
+    std::vector<Segment>& cur = resolved_[r];
+    // From the base (last layer) up to the top: upper runs win.
+    for (size_t li = layers_.size(); li-- > 0;) {
+      const Layer& layer = *layers_[li];
+      const auto& runs = layer.index().runs;
+      const size_t ub = layer.RunsBegin(r), ue = layer.RunsEnd(r);
+      if (ub == ue) continue;
+      // Pieces of `cur` not covered by this layer's runs.
+      pieces.clear();
+      size_t j = ub;
+      for (const Segment& s : cur) {
+        uint64_t pos = s.first;
+        const uint64_t end = s.first + s.count;
+        while (j < ue && runs[j].first_page + runs[j].count <= pos) ++j;
+        for (size_t k = j; k < ue && runs[k].first_page < end; ++k) {
+          if (runs[k].first_page > pos) {
+            pieces.push_back({pos, runs[k].first_page - pos, s.layer, s.run,
+                              s.skip + (pos - s.first)});
+          }
+          pos = std::max(pos, runs[k].first_page + runs[k].count);
+          if (pos >= end) break;
+        }
+        if (pos < end) pieces.push_back({pos, end - pos, s.layer, s.run, s.skip + (pos - s.first)});
+      }
+      // Merge with this layer's runs (both sorted by first page, disjoint).
+      merged.clear();
+      merged.reserve(pieces.size() + (ue - ub));
+      size_t a = 0;
+      for (size_t k = ub; k < ue; ++k) {
+        while (a < pieces.size() && pieces[a].first < runs[k].first_page) merged.push_back(pieces[a++]);
+        merged.push_back({runs[k].first_page, runs[k].count, static_cast<uint32_t>(li), k, 0});
+      }
+      while (a < pieces.size()) merged.push_back(pieces[a++]);
+      cur.swap(merged);
+    }
+  }
+}
+
+}  // namespace image
+}  // namespace pagewise

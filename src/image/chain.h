@@ -1,0 +1,86 @@
+// ChainImage: the Image implementation. Opens a layer and its parents
+// (top first), checks that they belong together (parent identity, regions),
+// and resolves, per region, which layer serves each page: a sorted list of
+// segments built once at Open by overlaying each layer's runs on those of
+// the layers below it.
+//
+// Reads decompress whole chunks; each thread caches its last decompressed
+// chunk (keyed by a never-reused image serial number, layer and chunk), so
+// sequential reads decompress each chunk once.
+//
+// Thread safety: immutable after Open; all const methods are safe from any
+// number of threads.
+#ifndef PAGEWISE_IMAGE_CHAIN_H_
+#define PAGEWISE_IMAGE_CHAIN_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "image/format.h"
+#include "image/layer.h"
+#include "pagewise/image.h"
+
+namespace pagewise::image {
+
+// Maximum number of layers in a chain (a longer chain is refused: it is far
+// beyond any sane use and bounds the work a hostile file can cause).
+inline constexpr size_t kMaxChainDepth = 4096;
+
+// Resolves a parent path recorded in the layer at `child_path`: absolute
+// paths as is, relative ones against the child's directory.
+std::string ResolveParentPath(const std::string& child_path, const std::string& recorded);
+
+class ChainImage : public Image {
+ public:
+  static Result<std::unique_ptr<ChainImage>> OpenChain(const std::string& path,
+                                                       const ImageOpenOptions& options);
+
+  const std::vector<RegionInfo>& regions() const override { return regions_; }
+  const std::vector<LayerInfo>& layers() const override { return infos_; }
+  Status Read(uint32_t region, uint64_t offset, void* dst, size_t len) const override;
+  Status Classify(uint32_t region, uint64_t offset, size_t len,
+                  std::vector<PageSourceKind>* out) const override;
+  Status TopLayerRuns(uint32_t region,
+                      std::vector<std::pair<uint64_t, uint64_t>>* runs) const override;
+  uint64_t flat_size() const override { return flat_size_; }
+  Status ReadFlat(uint64_t offset, void* dst, size_t len) const override;
+  Status Verify(VerifyError* error) const override;
+  Status VerifyWithProgress(VerifyError* error, const ProgressFn& progress) const override;
+
+  const Uuid& top_uuid() const { return layers_.front()->header().uuid; }
+
+ private:
+  // Pages [first, first+count) come from run `run` of layer `layer`; page p
+  // is entry (p - first + skip) of that run.
+  struct Segment {
+    uint64_t first = 0;
+    uint64_t count = 0;
+    uint32_t layer = 0;
+    uint64_t run = 0;
+    uint64_t skip = 0;
+  };
+
+  ChainImage() = default;
+  void Resolve();
+  Status CheckRange(uint32_t region, uint64_t offset, uint64_t len) const;
+  // Index of the first segment of region `r` that ends after page `p`.
+  size_t FindSegment(uint32_t r, uint64_t p) const;
+  // The decompressed chunk `chunk` of layer `layer`, via the thread's cache.
+  Result<const uint8_t*> Chunk(uint32_t layer, uint64_t chunk) const;
+
+  uint64_t serial_ = 0;
+  std::vector<std::unique_ptr<Layer>> layers_;  // top first
+  std::vector<LayerInfo> infos_;
+  std::vector<RegionInfo> regions_;
+  std::vector<std::vector<Segment>> resolved_;  // per region
+  std::vector<uint32_t> flat_order_;            // regions by flat_offset
+  bool flat_ok_ = true;
+  uint64_t flat_size_ = 0;
+};
+
+}  // namespace pagewise::image
+
+#endif  // PAGEWISE_IMAGE_CHAIN_H_

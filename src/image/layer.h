@@ -1,0 +1,65 @@
+// Layer: one opened image file (one layer of a chain): its checked header
+// and decoded index, and checked reads of its data chunks.
+//
+// Thread safety: immutable after Open; ReadChunk is safe from any number of
+// threads (pread on a shared fd, caller-owned buffers).
+#ifndef PAGEWISE_IMAGE_LAYER_H_
+#define PAGEWISE_IMAGE_LAYER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "image/format.h"
+#include "pagewise/env.h"
+#include "pagewise/image.h"
+
+namespace pagewise::image {
+
+class Layer {
+ public:
+  // Opens `path` read-only, reads and checks the header (checksum, version,
+  // sizes against the real file size) and the index (checksum, structure).
+  // kCorruption names the path and file offset; kNotSupported for other
+  // format versions; kNotFound / kIoError from opening. Allocates at most
+  // the file's size.
+  static Result<std::unique_ptr<Layer>> Open(Env* env, const std::string& path);
+  ~Layer();
+  Layer(const Layer&) = delete;
+  Layer& operator=(const Layer&) = delete;
+
+  const std::string& path() const { return path_; }
+  const Header& header() const { return header_; }
+  const Index& index() const { return index_; }
+  LayerInfo Info() const;
+
+  // Runs of region `r` are index().runs[RunsBegin(r), RunsEnd(r)).
+  size_t RunsBegin(uint32_t r) const { return region_runs_[r]; }
+  size_t RunsEnd(uint32_t r) const { return region_runs_[r + 1]; }
+
+  // Reads chunk `id` into *raw (resized to its raw length), verifying the
+  // stored checksum before decompressing and the raw checksum after.
+  // `scratch` holds the stored bytes (reused between calls). kCorruption
+  // names the layer, chunk and file offset; I/O errors pass through with
+  // the same context. Precondition: id < index().chunks.size().
+  Status ReadChunk(uint64_t id, std::vector<uint8_t>* raw, std::vector<uint8_t>* scratch) const;
+
+  // The first (region, byte offset) whose page refers to chunk `id`;
+  // false if no page does.
+  bool FirstUserOfChunk(uint64_t id, uint32_t* region, uint64_t* offset) const;
+
+ private:
+  Layer(Env* env, int fd, std::string path) : env_(env), fd_(fd), path_(std::move(path)) {}
+
+  Env* env_;
+  int fd_;
+  std::string path_;
+  Header header_;
+  Index index_;
+  std::vector<size_t> region_runs_;
+};
+
+}  // namespace pagewise::image
+
+#endif  // PAGEWISE_IMAGE_LAYER_H_
