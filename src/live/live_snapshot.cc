@@ -283,6 +283,7 @@ void LiveSnapshotImpl::Finish(Status s) {
                       "; every page's write protection was lifted and writers released, "
                       "no image was written";
     if (!problems.empty()) msg += " (while lifting protection: " + problems + ")";
+    if (s.code() == Code::kNoSpace) msg += "; free space there or write the image elsewhere";
     s = Status(s.code(), s.err(), msg);
   }
   total_ns_.store(NowNs() - start_ns_, std::memory_order_relaxed);

@@ -1,0 +1,392 @@
+// Live snapshot tests: the image equals memory at the snapshot instant while
+// writer threads keep mutating it (anonymous, memfd, THP, several regions);
+// the fault path saves a page before its first write; the fault queue is
+// bounded; progress and cancel behave.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "live/live_test_harness.h"
+#include "pagewise/image.h"
+#include "pagewise/live.h"
+#include "sys/pagemap.h"
+#include "testing/test_util.h"
+
+namespace pagewise::live {
+namespace {
+
+using pagewise::testing::FillPage;
+using pagewise::testing::Mapping;
+using pagewise::testing::MemKind;
+using pagewise::testing::TempDir;
+using testing::CompareImage;
+using testing::Latch;
+using testing::WriterPool;
+
+constexpr size_t kMiB = 1 << 20;
+const size_t kPage = static_cast<size_t>(getpagesize());
+
+RegionInfo Region(const Mapping& m, MemKind kind, std::string name) {
+  RegionInfo r;
+  r.address = m.addr();
+  r.length = m.size();
+  r.page_size = static_cast<uint32_t>(kPage);
+  r.prot = PROT_READ | PROT_WRITE;
+  r.kind = kind == MemKind::kMemfdShared ? RegionKind::kShared : RegionKind::kAnonymous;
+  r.name = std::move(name);
+  return r;
+}
+
+// Fills 3 of every 4 pages (the rest stay never-touched holes).
+void Populate(const Mapping& m, uint64_t seed) {
+  for (size_t i = 0; i < m.size() / kPage; ++i) {
+    if (i % 4 != 3) FillPage(m.page(i), seed, i);
+  }
+}
+
+// Pages of [addr, addr+len) whose pagemap entry has the uffd-wp bit (57).
+size_t WriteProtectedPages(uint64_t addr, size_t len) {
+  int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return SIZE_MAX;
+  std::vector<uint64_t> e(len / kPage);
+  ssize_t n = pread(fd, e.data(), e.size() * 8, static_cast<off_t>(addr / kPage * 8));
+  close(fd);
+  if (n != static_cast<ssize_t>(e.size() * 8)) return SIZE_MAX;
+  size_t wp = 0;
+  for (uint64_t v : e) wp += (v >> 57) & 1;
+  return wp;
+}
+
+size_t HugePages(uint64_t addr, size_t len) {
+  Result<sys::PagemapScanner> sc = sys::PagemapScanner::Open();
+  if (!sc.ok()) return 0;
+  PagemapScanArgs a;
+  a.start = addr;
+  a.end = addr + len;
+  a.category_mask = sys::page_is::kHuge;
+  a.return_mask = sys::page_is::kHuge;
+  std::vector<PageRegion> out;
+  if (!sc->ScanAll(a, &out).ok()) return 0;
+  size_t n = 0;
+  for (const PageRegion& r : out) n += (r.end - r.start) / kPage;
+  return n;
+}
+
+int Iterations() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return 5;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+  return 5;
+#else
+  return 12;
+#endif
+#else
+  return 12;
+#endif
+}
+
+class LiveConsistency : public ::testing::TestWithParam<MemKind> {};
+
+// The core property: writers never stop; at the instant the snapshot starts
+// they are held just long enough to take a reference copy; the committed
+// image equals that copy byte for byte.
+TEST_P(LiveConsistency, ImageEqualsMemoryAtStartWhileWritersRun) {
+  const MemKind kind = GetParam();
+  TempDir dir;
+  uint64_t by_fault = 0, faults = 0;
+  const int iterations = Iterations();
+  for (int it = 0; it < iterations; ++it) {
+    SCOPED_TRACE("iteration " + std::to_string(it));
+    const size_t len = (16 + 8 * static_cast<size_t>(it % 3)) * kMiB;  // 16, 24, 32 MiB
+    auto T0 = std::chrono::steady_clock::now();
+    auto ms = [&] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - T0).count(); };
+    Mapping m(len, kind);
+    Populate(m, static_cast<uint64_t>(it));
+    if (getenv("LIVE_DEBUG")) fprintf(stderr, "populated %.0f\n", ms());
+    if (kind == MemKind::kThp && it == 0) {
+      ASSERT_GT(HugePages(m.addr(), len), 0u) << "THP test without transparent huge pages";
+    }
+    WriterPool writers(m.data(), len, 2, static_cast<uint64_t>(it));
+    writers.Start();
+    writers.WaitForBatches(16);  // writers are really running before T
+    if (getenv("LIVE_DEBUG")) fprintf(stderr, "started %.0f\n", ms());
+
+    const std::string path = dir.File("live-" + std::to_string(it) + ".pwi");
+    std::vector<char> ref(len);
+    writers.Pause();
+    // Small data chunks: pages saved on faults land in the image in fault
+    // order, and reading such an image back in address order decompresses
+    // one chunk per scattered page.
+    LiveSnapshotOptions o;
+    o.image.chunk_bytes = 16 * 1024;
+    Result<std::unique_ptr<LiveSnapshot>> snap =
+        LiveSnapshot::Start(path, {Region(m, kind, "r")}, o);
+    std::memcpy(ref.data(), m.data(), len);
+    writers.Resume();
+    ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+    Status s = (*snap)->Wait();
+    writers.WaitForBatches(writers.writes() / 32 + 8);  // and keep running after it
+    writers.Stop();
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    if (getenv("LIVE_DEBUG")) fprintf(stderr, "stopped %.0f\n", ms());
+
+    LiveSnapshotStats st = (*snap)->stats();
+    if (getenv("LIVE_DEBUG")) fprintf(stderr, "it %d: total %.1f ms protect %.2f ms bg %lu fault %lu faults %lu max %lu us p99 %lu us writes %lu\n", it, st.total_ns/1e6, st.protect_ns/1e6, (unsigned long)st.pages_background, (unsigned long)st.pages_by_fault, (unsigned long)st.faults_handled, (unsigned long)st.fault_service_max_ns/1000, (unsigned long)st.fault_service_p99_ns/1000, (unsigned long)writers.writes());
+    EXPECT_EQ(st.pages_total, len / kPage);
+    EXPECT_EQ(st.pages_background + st.pages_by_fault, st.pages_total);
+    by_fault += st.pages_by_fault;
+    faults += st.faults_handled;
+    EXPECT_EQ(CompareImage(path, 0, ref.data(), len), "");
+    if (getenv("LIVE_DEBUG")) fprintf(stderr, "compared %.0f\n", ms());
+    EXPECT_EQ(WriteProtectedPages(m.addr(), len), 0u) << "protection left after the snapshot";
+    std::filesystem::remove(path);
+  }
+  // The writers must really have raced the saver: some pages were saved by
+  // the fault path before a write.
+  EXPECT_GT(by_fault, 0u);
+  EXPECT_GT(faults, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, LiveConsistency,
+                         ::testing::Values(MemKind::kAnonPrivate, MemKind::kMemfdShared,
+                                           MemKind::kThp),
+                         [](const ::testing::TestParamInfo<MemKind>& i) {
+                           switch (i.param) {
+                             case MemKind::kAnonPrivate: return std::string("Anon");
+                             case MemKind::kMemfdShared: return std::string("Memfd");
+                             case MemKind::kThp: return std::string("Thp");
+                           }
+                           return std::string("Unknown");
+                         });
+
+TEST(LiveSnapshot, SeveralRegionsOfEveryKindInOneImage) {
+  TempDir dir;
+  Mapping anon(16 * kMiB, MemKind::kAnonPrivate);
+  Mapping shm(8 * kMiB, MemKind::kMemfdShared);
+  Mapping thp(16 * kMiB, MemKind::kThp);
+  Populate(anon, 1);
+  Populate(shm, 2);
+  Populate(thp, 3);
+  WriterPool w1(anon.data(), anon.size(), 1, 11), w2(shm.data(), shm.size(), 1, 12),
+      w3(thp.data(), thp.size(), 1, 13);
+  WriterPool* pools[] = {&w1, &w2, &w3};
+  for (WriterPool* w : pools) w->Start();
+  for (WriterPool* w : pools) w->WaitForBatches(8);
+  // Region order in the image differs from address order on purpose.
+  std::vector<RegionInfo> regions = {Region(thp, MemKind::kThp, "thp"),
+                                     Region(anon, MemKind::kAnonPrivate, "anon"),
+                                     Region(shm, MemKind::kMemfdShared, "shm")};
+  const Mapping* maps[] = {&thp, &anon, &shm};
+  std::vector<std::vector<char>> ref(3);
+  const std::string path = dir.File("multi.pwi");
+  for (WriterPool* w : pools) w->Pause();
+  LiveSnapshotOptions o;
+  o.image.chunk_bytes = 16 * 1024;
+  Result<std::unique_ptr<LiveSnapshot>> snap = LiveSnapshot::Start(path, regions, o);
+  for (int i = 0; i < 3; ++i) ref[i].assign(maps[i]->data(), maps[i]->data() + maps[i]->size());
+  for (WriterPool* w : pools) w->Resume();
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  Status s = (*snap)->Wait();
+  for (WriterPool* w : pools) w->Stop();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  Result<std::unique_ptr<Image>> img = Image::Open(path);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  ASSERT_EQ((*img)->regions().size(), 3u);
+  for (uint32_t i = 0; i < 3; ++i) {
+    EXPECT_EQ((*img)->regions()[i].address, regions[i].address);
+    EXPECT_EQ((*img)->regions()[i].name, regions[i].name);
+    EXPECT_EQ(CompareImage(path, i, ref[i].data(), ref[i].size()), "") << regions[i].name;
+    EXPECT_EQ(WriteProtectedPages(maps[i]->addr(), maps[i]->size()), 0u);
+  }
+}
+
+// Deterministic fault path: the saver is held in the progress callback after
+// its first chunk; the test thread then writes every page. Each write must
+// be held until its page was saved, so the image still holds the old
+// content, and the writes complete although the saver does no I/O meanwhile
+// (writers wait for a memcpy, not for the disk).
+TEST(LiveSnapshot, FaultPathSavesEachPageBeforeItsFirstWrite) {
+  TempDir dir;
+  const size_t len = 8 * kMiB, pages = len / kPage;
+  Mapping m(len, MemKind::kAnonPrivate);
+  Populate(m, 7);
+  std::vector<char> ref(m.data(), m.data() + len);
+  Latch saver_held, release;
+  std::atomic<int> calls{0};
+  LiveSnapshotOptions o;
+  o.chunk_pages = 64;
+  o.fault_queue_pages = pages;  // room for every page: the writer never waits for the saver
+  o.progress_every_pages = 1;
+  o.progress = [&](const LiveProgress& p) {
+    if (calls.fetch_add(1) == 0) {
+      EXPECT_EQ(p.pages_saved, 64u);
+      EXPECT_EQ(p.pages_total, pages);
+      saver_held.Open();
+      release.Wait();
+    }
+  };
+  const std::string path = dir.File("fault.pwi");
+  Result<std::unique_ptr<LiveSnapshot>> snap =
+      LiveSnapshot::Start(path, {Region(m, MemKind::kAnonPrivate, "m")}, o);
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  saver_held.Wait();
+  for (size_t i = 0; i < pages; ++i) std::memset(m.page(i), 0xA5, 64);
+  release.Open();
+  ASSERT_TRUE((*snap)->Wait().ok());
+  LiveSnapshotStats st = (*snap)->stats();
+  EXPECT_EQ(st.pages_background, 64u);
+  EXPECT_EQ(st.pages_by_fault, pages - 64);
+  EXPECT_GE(st.faults_handled, pages - 64);
+  EXPECT_GT(st.fault_service_max_ns, 0u);
+  EXPECT_LE(st.fault_service_p50_ns, st.fault_service_p99_ns);
+  EXPECT_LE(st.fault_service_p99_ns, st.fault_service_max_ns);
+  EXPECT_EQ(CompareImage(path, 0, ref.data(), len), "");
+  for (size_t i = 0; i < pages; ++i) ASSERT_EQ(static_cast<unsigned char>(m.page(i)[0]), 0xA5);
+}
+
+// With a queue of 8 pages and the saver held, the fault path can hold at
+// most 8 page copies: the peak extra memory stays within the bound.
+TEST(LiveSnapshot, FaultQueueIsBounded) {
+  TempDir dir;
+  const size_t len = 4 * kMiB, pages = len / kPage;
+  Mapping m(len, MemKind::kAnonPrivate);
+  Populate(m, 9);
+  std::vector<char> ref(m.data(), m.data() + len);
+  Latch saver_held, release;
+  std::atomic<int> calls{0};
+  LiveSnapshotOptions o;
+  o.chunk_pages = 64;
+  o.fault_queue_pages = 8;
+  o.progress_every_pages = 1;
+  o.progress = [&](const LiveProgress&) {
+    if (calls.fetch_add(1) == 0) {
+      saver_held.Open();
+      release.Wait();
+    }
+  };
+  const std::string path = dir.File("bounded.pwi");
+  Result<std::unique_ptr<LiveSnapshot>> snap =
+      LiveSnapshot::Start(path, {Region(m, MemKind::kAnonPrivate, "m")}, o);
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  saver_held.Wait();
+  std::atomic<size_t> written{0};
+  std::thread writer([&] {
+    for (size_t i = pages; i-- > 0;) {  // from the end: pages the saver has not reached
+      m.page(i)[1] = 1;
+      written.fetch_add(1);
+    }
+  });
+  while (written.load() < 8) std::this_thread::yield();  // 8 fit in the queue
+  release.Open();
+  writer.join();
+  ASSERT_TRUE((*snap)->Wait().ok());
+  LiveSnapshotStats st = (*snap)->stats();
+  EXPECT_GE(st.pages_by_fault, 8u);
+  const uint64_t bound = 64 * kPage + 8 * kPage + 2 * 8 * ((pages + 63) / 64) + 8;
+  EXPECT_LE(st.peak_extra_bytes, bound);
+  EXPECT_EQ(CompareImage(path, 0, ref.data(), len), "");
+}
+
+TEST(LiveSnapshot, ProgressReachesTotalAndEndsWithDone) {
+  TempDir dir;
+  Mapping m(8 * kMiB, MemKind::kAnonPrivate);
+  Populate(m, 4);
+  std::vector<LiveProgress> seen;
+  LiveSnapshotOptions o;
+  o.progress_every_pages = 256;
+  o.progress = [&](const LiveProgress& p) { seen.push_back(p); };
+  Result<LiveSnapshotStats> st =
+      TakeLiveSnapshot(dir.File("p.pwi"), {Region(m, MemKind::kAnonPrivate, "m")}, o);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  ASSERT_GE(seen.size(), 2u);
+  for (size_t i = 1; i < seen.size(); ++i) EXPECT_LE(seen[i - 1].pages_saved, seen[i].pages_saved);
+  EXPECT_TRUE(seen.back().done);
+  EXPECT_EQ(seen.back().pages_saved, m.size() / kPage);
+  EXPECT_EQ(seen.back().pages_total, m.size() / kPage);
+  for (size_t i = 0; i + 1 < seen.size(); ++i) EXPECT_FALSE(seen[i].done);
+  EXPECT_GT(st->total_ns, 0u);
+  EXPECT_GT(st->protect_ns, 0u);
+}
+
+TEST(LiveSnapshot, CancelLiftsProtectionAndLeavesNoImage) {
+  TempDir dir;
+  Mapping m(8 * kMiB, MemKind::kMemfdShared);
+  Populate(m, 5);
+  Latch saver_held, release;
+  std::atomic<int> calls{0};
+  LiveSnapshotOptions o;
+  o.progress_every_pages = 1;
+  o.progress = [&](const LiveProgress&) {
+    if (calls.fetch_add(1) == 0) {
+      saver_held.Open();
+      release.Wait();
+    }
+  };
+  Result<std::unique_ptr<LiveSnapshot>> snap =
+      LiveSnapshot::Start(dir.File("c.pwi"), {Region(m, MemKind::kMemfdShared, "m")}, o);
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  saver_held.Wait();
+  EXPECT_GT(WriteProtectedPages(m.addr(), m.size()), 0u);
+  (*snap)->Cancel();
+  release.Open();
+  Status s = (*snap)->Wait();
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+  EXPECT_NE(s.message().find("cancelled"), std::string::npos) << s.message();
+  EXPECT_EQ(WriteProtectedPages(m.addr(), m.size()), 0u);
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
+  for (size_t i = 0; i < m.size() / kPage; ++i) m.page(i)[0] = 1;  // nothing blocks
+  EXPECT_TRUE((*snap)->progress().done);
+}
+
+TEST(LiveSnapshot, RejectsBadArgumentsAndLeavesNothing) {
+  TempDir dir;
+  Mapping m(4 * kMiB, MemKind::kAnonPrivate);
+  RegionInfo good = Region(m, MemKind::kAnonPrivate, "m");
+  auto start = [&](std::vector<RegionInfo> rs, LiveSnapshotOptions o = {}) {
+    return LiveSnapshot::Start(dir.File("bad.pwi"), rs, o).status();
+  };
+  EXPECT_EQ(start({}).code(), Code::kInvalidArgument);
+  RegionInfo unaligned = good;
+  unaligned.address += 1;
+  EXPECT_EQ(start({unaligned}).code(), Code::kInvalidArgument);
+  RegionInfo half = good;
+  half.length = kMiB;
+  RegionInfo overlap = good;
+  overlap.address += kMiB / 2;
+  overlap.length = kMiB;
+  EXPECT_EQ(start({half, overlap}).code(), Code::kInvalidArgument);
+  RegionInfo file = good;
+  file.kind = RegionKind::kFile;
+  EXPECT_EQ(start({file}).code(), Code::kNotSupported);
+  RegionInfo huge = good;
+  huge.page_size = 2 * kMiB;
+  EXPECT_EQ(start({huge}).code(), Code::kNotSupported);
+  LiveSnapshotOptions with_parent;
+  with_parent.image.parent = dir.File("nothing.pwi");
+  EXPECT_EQ(start({good}, with_parent).code(), Code::kInvalidArgument);
+  // An unmapped range: registering it fails; nothing is left behind.
+  void* hole = mmap(nullptr, kMiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(hole, MAP_FAILED);
+  munmap(hole, kMiB);
+  RegionInfo unmapped = good;
+  unmapped.address = reinterpret_cast<uint64_t>(hole);
+  unmapped.length = kMiB;
+  Status s = start({good, unmapped});
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("registering"), std::string::npos) << s.ToString();
+  EXPECT_EQ(WriteProtectedPages(m.addr(), m.size()), 0u);
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
+}
+
+}  // namespace
+}  // namespace pagewise::live
