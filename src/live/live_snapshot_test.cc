@@ -81,19 +81,24 @@ size_t HugePages(uint64_t addr, size_t len) {
   return n;
 }
 
-int Iterations() {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-  return 5;
+#define PAGEWISE_SANITIZED 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-  return 5;
-#else
-  return 12;
+#define PAGEWISE_SANITIZED 1
 #endif
-#else
-  return 12;
 #endif
-}
+
+// Sanitizer builds run every test of the suite: fewer, smaller rounds there.
+#ifdef PAGEWISE_SANITIZED
+constexpr int kIterations = 4;
+constexpr size_t kMaxExtraMiB = 0;
+constexpr size_t kMultiMiB = 8;
+#else
+constexpr int kIterations = 12;
+constexpr size_t kMaxExtraMiB = 16;
+constexpr size_t kMultiMiB = 16;
+#endif
 
 class LiveConsistency : public ::testing::TestWithParam<MemKind> {};
 
@@ -104,10 +109,10 @@ TEST_P(LiveConsistency, ImageEqualsMemoryAtStartWhileWritersRun) {
   const MemKind kind = GetParam();
   TempDir dir;
   uint64_t by_fault = 0, faults = 0;
-  const int iterations = Iterations();
+  const int iterations = kIterations;
   for (int it = 0; it < iterations; ++it) {
     SCOPED_TRACE("iteration " + std::to_string(it));
-    const size_t len = (16 + 8 * static_cast<size_t>(it % 3)) * kMiB;  // 16, 24, 32 MiB
+    const size_t len = (16 + kMaxExtraMiB * static_cast<size_t>(it % 3) / 2) * kMiB;
     auto T0 = std::chrono::steady_clock::now();
     auto ms = [&] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - T0).count(); };
     Mapping m(len, kind);
@@ -124,11 +129,11 @@ TEST_P(LiveConsistency, ImageEqualsMemoryAtStartWhileWritersRun) {
     const std::string path = dir.File("live-" + std::to_string(it) + ".pwi");
     std::vector<char> ref(len);
     writers.Pause();
-    // Small data chunks: pages saved on faults land in the image in fault
-    // order, and reading such an image back in address order decompresses
-    // one chunk per scattered page.
+    // One page per data chunk: pages saved on faults land in the image in
+    // fault order, and reading such an image back in address order
+    // decompresses one whole chunk per scattered page.
     LiveSnapshotOptions o;
-    o.image.chunk_bytes = 16 * 1024;
+    o.image.chunk_bytes = 4096;
     Result<std::unique_ptr<LiveSnapshot>> snap =
         LiveSnapshot::Start(path, {Region(m, kind, "r")}, o);
     std::memcpy(ref.data(), m.data(), len);
@@ -171,9 +176,9 @@ INSTANTIATE_TEST_SUITE_P(Kinds, LiveConsistency,
 
 TEST(LiveSnapshot, SeveralRegionsOfEveryKindInOneImage) {
   TempDir dir;
-  Mapping anon(16 * kMiB, MemKind::kAnonPrivate);
-  Mapping shm(8 * kMiB, MemKind::kMemfdShared);
-  Mapping thp(16 * kMiB, MemKind::kThp);
+  Mapping anon(kMultiMiB * kMiB, MemKind::kAnonPrivate);
+  Mapping shm(kMultiMiB / 2 * kMiB, MemKind::kMemfdShared);
+  Mapping thp(kMultiMiB * kMiB, MemKind::kThp);
   Populate(anon, 1);
   Populate(shm, 2);
   Populate(thp, 3);
@@ -191,7 +196,7 @@ TEST(LiveSnapshot, SeveralRegionsOfEveryKindInOneImage) {
   const std::string path = dir.File("multi.pwi");
   for (WriterPool* w : pools) w->Pause();
   LiveSnapshotOptions o;
-  o.image.chunk_bytes = 16 * 1024;
+  o.image.chunk_bytes = 4096;
   Result<std::unique_ptr<LiveSnapshot>> snap = LiveSnapshot::Start(path, regions, o);
   for (int i = 0; i < 3; ++i) ref[i].assign(maps[i]->data(), maps[i]->data() + maps[i]->size());
   for (WriterPool* w : pools) w->Resume();
