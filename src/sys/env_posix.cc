@@ -18,6 +18,7 @@
 #include <string>
 
 #include "pagewise/env.h"
+#include "sys/raw_mm.h"
 #include "sys/uapi.h"
 
 namespace pagewise {
@@ -269,15 +270,18 @@ class PosixEnv final : public Env {
     return Status::Ok();
   }
 
+  // Mprotect and Madvise bypass libc: pagewise interposes libc's mprotect and
+  // madvise (src/track/memory_events.h), and its own calls must not be seen
+  // as the program's.
   Status Mprotect(void* addr, size_t len, int prot) override {
-    if (mprotect(addr, len, prot) != 0) {
+    if (sys::RawMprotect(addr, len, prot) != 0) {
       return ErrnoStatus(errno, RangeText("mprotect", reinterpret_cast<uint64_t>(addr), len));
     }
     return Status::Ok();
   }
 
   Status Madvise(void* addr, size_t len, int advice) override {
-    if (madvise(addr, len, advice) != 0) {
+    if (sys::RawMadvise(addr, len, advice) != 0) {
       return ErrnoStatus(errno, RangeText("madvise", reinterpret_cast<uint64_t>(addr), len) +
                                     " advice=" + std::to_string(advice));
     }

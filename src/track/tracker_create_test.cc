@@ -1,0 +1,119 @@
+// Tracker::Create: backend choice, unavailable/unknown backends, and the
+// mprotect singleton.
+#include "pagewise/tracker.h"
+#include "testing/fault_env.h"
+#include "testing/test_util.h"
+#include "track/track_test_util.h"
+#include "track/uffd_wp_tracker.h"
+
+namespace pagewise::testing {
+namespace {
+
+TEST(TrackerCreate, AutoPicksUffdWpAsyncOnThisKernel) {
+  Result<std::unique_ptr<Tracker>> t = Tracker::Create();
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ((*t)->backend(), TrackBackend::kUffdWpAsync);
+  EXPECT_TRUE((*t)->tracked().empty());
+  std::vector<PageRange> w;
+  EXPECT_TRUE((*t)->Collect(&w).ok());
+  EXPECT_TRUE(w.empty());
+}
+
+TEST(TrackerCreate, UnknownBackendIsInvalidArgument) {
+  TrackerOptions o;
+  o.backend = static_cast<TrackBackend>(42);
+  Result<std::unique_ptr<Tracker>> t = Tracker::Create(o);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), Code::kInvalidArgument) << t.status().ToString();
+  EXPECT_NE(t.status().message().find("uffd-wp-async"), std::string::npos);
+
+  Result<TrackBackend> b = ParseBackend("uffd-wp-asnyc");
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), Code::kInvalidArgument);
+  for (TrackBackend x : {TrackBackend::kAuto, TrackBackend::kUffdWpAsync, TrackBackend::kUffdWp,
+                         TrackBackend::kMprotect, TrackBackend::kSoftDirty}) {
+    Result<TrackBackend> p = ParseBackend(BackendName(x));
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(*p, x);
+  }
+}
+
+TEST(TrackerCreate, SoftDirtyIsNotSupportedWithReasonAndAlternatives) {
+  ASSERT_FALSE(Features().soft_dirty) << "this machine's kernel was expected to lack soft-dirty";
+  TrackerOptions o;
+  o.backend = TrackBackend::kSoftDirty;
+  Result<std::unique_ptr<Tracker>> t = Tracker::Create(o);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), Code::kNotSupported) << t.status().ToString();
+  EXPECT_NE(t.status().message().find(Features().soft_dirty_reason), std::string::npos)
+      << t.status().message();
+  EXPECT_NE(t.status().message().find("uffd-wp-async"), std::string::npos);
+  EXPECT_NE(t.status().message().find("mprotect"), std::string::npos);
+}
+
+TEST(TrackerCreate, DescribeBackendsMatchesWhatCreateDoes) {
+  std::vector<BackendInfo> infos = DescribeBackends(Features());
+  ASSERT_EQ(infos.size(), 4u);
+  for (const BackendInfo& info : infos) {
+    Result<TrackBackend> b = ParseBackend(info.name);
+    ASSERT_TRUE(b.ok());
+    TrackerOptions o;
+    o.backend = *b;
+    Result<std::unique_ptr<Tracker>> t = Tracker::Create(o);
+    EXPECT_EQ(t.ok(), info.available) << info.name << ": " << t.status().ToString();
+    if (!info.available) {
+      EXPECT_FALSE(info.reason.empty());
+    }
+  }
+}
+
+TEST(TrackerCreate, UffdWpReturnsTheHookableClass) {
+  std::unique_ptr<Tracker> t = MakeTracker(TrackBackend::kUffdWp);
+  ASSERT_NE(t, nullptr);
+  EXPECT_NE(dynamic_cast<UffdWpTracker*>(t.get()), nullptr);
+  std::unique_ptr<Tracker> a = MakeTracker(TrackBackend::kUffdWpAsync);
+  EXPECT_EQ(dynamic_cast<UffdWpTracker*>(a.get()), nullptr);
+}
+
+TEST(TrackerCreate, OnlyOneMprotectTrackerPerProcess) {
+  std::unique_ptr<Tracker> first = MakeTracker(TrackBackend::kMprotect);
+  ASSERT_NE(first, nullptr);
+  TrackerOptions o;
+  o.backend = TrackBackend::kMprotect;
+  Result<std::unique_ptr<Tracker>> second = Tracker::Create(o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), Code::kFailedPrecondition) << second.status().ToString();
+  first.reset();
+  Result<std::unique_ptr<Tracker>> third = Tracker::Create(o);
+  EXPECT_TRUE(third.ok()) << third.status().ToString();
+}
+
+TEST(TrackerCreate, KernelCallFailuresAreReported) {
+  struct Case {
+    TrackBackend backend;
+    Op op;
+  };
+  for (Case c : {Case{TrackBackend::kUffdWpAsync, Op::kUffdCreate},
+                 Case{TrackBackend::kUffdWpAsync, Op::kUffdApi},
+                 Case{TrackBackend::kUffdWpAsync, Op::kOpenPagemap},
+                 Case{TrackBackend::kUffdWp, Op::kUffdCreate},
+                 Case{TrackBackend::kUffdWp, Op::kOpenPagemap},
+                 Case{TrackBackend::kUffdWp, Op::kEventfdCreate},
+                 Case{TrackBackend::kUffdWp, Op::kMmap}}) {
+    FaultEnv env;
+    env.Inject(c.op, {EMFILE});
+    TrackerOptions o;
+    o.backend = c.backend;
+    o.env = &env;
+    Result<std::unique_ptr<Tracker>> t = Tracker::Create(o);
+    EXPECT_FALSE(t.ok()) << BackendName(c.backend) << " op " << static_cast<int>(c.op);
+    EXPECT_EQ(env.Fired(c.op), 1);
+    // And it works once the fault is gone.
+    env.Clear();
+    Result<std::unique_ptr<Tracker>> again = Tracker::Create(o);
+    EXPECT_TRUE(again.ok()) << again.status().ToString();
+  }
+}
+
+}  // namespace
+}  // namespace pagewise::testing

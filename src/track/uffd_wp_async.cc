@@ -1,0 +1,268 @@
+// Backend uffd-wp-async: userfaultfd write-protection with WP_ASYNC (the
+// kernel resolves write faults itself by clearing the pte's uffd-wp bit) and
+// PAGEMAP_SCAN with PM_SCAN_WP_MATCHING, which reports the pages whose bit is
+// clear ("written") and sets it again under the page-table lock, atomically
+// per page.
+//
+// Memory events, as measured on Linux 6.18 (tests in tracker_test.cc):
+//   - MADV_DONTNEED on anonymous memory drops the ptes together with their
+//     uffd-wp markers. PAGEMAP_SCAN's fast path (category_mask ==
+//     return_mask == PAGE_IS_WRITTEN, no anyof/inverted bits) reports such an
+//     empty pte as written and installs a marker again; a whole zapped page
+//     table (a pte hole) is reported written and re-armed too. So anonymous
+//     DONTNEED needs no help from us, as long as we stay on the fast path.
+//   - MADV_REMOVE on shmem punches the page out of the file, but the kernel
+//     installs a uffd-wp marker in place of a write-protected pte, so a clean
+//     page whose content became zero is NOT reported. The madvise(2)
+//     interposer (memory_events.h) reports it after the call returns; calls
+//     that bypass libc's madvise (raw syscalls) are not seen.
+//   - munmap: no VMA, nothing reported; mremap: the moved VMA loses its
+//     registration (no UFFD_FEATURE_EVENT_REMAP), the old range is unmapped.
+//     If other memory is mapped at a tracked address, PM_SCAN_CHECK_WPASYNC
+//     makes the scan fail with EPERM: Collect reports it (kFailedPrecondition)
+//     after collecting the still registered parts.
+//   - fork: the child's VMAs lose the registration (no EVENT_FORK) and its
+//     ptes lose the uffd-wp bit; the parent's COW write faults clear the bit
+//     like any write, so the parent's tracking is unaffected.
+//   - mprotect: uffd-wp bits live in the ptes and survive protection changes.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "pagewise/tracker.h"
+#include "sys/pagemap.h"
+#include "sys/uapi.h"
+#include "sys/userfaultfd.h"
+#include "track/memory_events.h"
+#include "track/track_internal.h"
+
+namespace pagewise::track_internal {
+namespace {
+
+class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
+ public:
+  UffdWpAsyncTracker(Env* env, sys::Userfaultfd uffd, sys::PagemapScanner scanner)
+      : env_(env), uffd_(std::move(uffd)), scanner_(std::move(scanner)), pid_(getpid()) {
+    RegisterMemoryEventListener(this);
+  }
+
+  ~UffdWpAsyncTracker() override {
+    UnregisterMemoryEventListener(this);
+    if (getpid() != pid_) return;  // a forked child must not touch the parent's registration
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const PageRange& r : ranges_) {
+      // Closing the uffd unregisters everything anyway; this is tidiness.
+      uffd_.Unregister(r.start, r.end - r.start).IgnoreError();
+    }
+  }
+
+  TrackBackend backend() const override { return TrackBackend::kUffdWpAsync; }
+
+  Status Track(void* addr, size_t len) override {
+    PW_RETURN_IF_ERROR(CheckRangeArgs(addr, len, "Track"));
+    PW_RETURN_IF_ERROR(CheckProcess("Track"));
+    const uint64_t start = reinterpret_cast<uint64_t>(addr), end = start + len;
+    std::lock_guard<std::mutex> lock(mu_);
+    PW_RETURN_IF_ERROR(CheckNoOverlap(ranges_, start, end));
+    PW_ASSIGN_OR_RETURN(std::vector<Vma> vmas, CoveringVmas(env_, start, end, "Track"));
+    Status s = uffd_.Register(start, len, UFFDIO_REGISTER_MODE_WP);
+    if (!s.ok()) return RegisterError(s, start, end, vmas, "uffd-wp-async");
+    // Write-protect everything: with WP_UNPOPULATED this also installs
+    // markers on never-touched ptes, so the first collect reports only pages
+    // written from now on.
+    s = uffd_.WriteProtect(start, len, /*wp=*/true);
+    if (!s.ok()) {
+      uffd_.Unregister(start, len).IgnoreError();  // undo; the original error matters
+      return s.WithContext("Track " + RangeString(start, end) + ": write-protecting the range");
+    }
+    InsertSorted(&ranges_, {start, end});
+    EraseDropped(start, end);  // publishes the new range to OnDropped
+    return Status::Ok();
+  }
+
+  Status Untrack(void* addr, size_t len) override {
+    PW_RETURN_IF_ERROR(CheckRangeArgs(addr, len, "Untrack"));
+    PW_RETURN_IF_ERROR(CheckProcess("Untrack"));
+    const uint64_t start = reinterpret_cast<uint64_t>(addr), end = start + len;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = FindExact(&ranges_, start, end);
+    if (it == ranges_.end()) return NotTracked(start, end, ranges_);
+    Status s = uffd_.Unregister(start, len);
+    // UFFDIO_UNREGISTER of a range with no VMA left is ENOMEM/EINVAL: the
+    // memory was unmapped meanwhile, which the contract allows.
+    if (!s.ok() && (s.err() == ENOMEM || s.err() == EINVAL) &&
+        !CoveringVmas(env_, start, end, "Untrack").ok()) {
+      s = Status::Ok();
+    }
+    if (!s.ok()) return s.WithContext("Untrack " + RangeString(start, end));
+    ranges_.erase(it);
+    EraseDropped(start, end);
+    return Status::Ok();
+  }
+
+  Status Collect(std::vector<PageRange>* written) override {
+    PW_RETURN_IF_ERROR(CheckProcess("Collect"));
+    std::lock_guard<std::mutex> lock(mu_);
+    const size_t from = written->size();
+    Status first_error;
+    for (const PageRange& r : ranges_) {
+      Status s = ScanRange(r, written);
+      if (!s.ok() && first_error.ok()) first_error = s;
+    }
+    std::vector<PageRange> dropped;
+    {
+      std::lock_guard<std::mutex> dlock(dropped_mu_);
+      dropped.swap(dropped_);
+    }
+    if (!dropped.empty()) {
+      // Drops are remembered, not rescanned: report only what is still
+      // mapped (reading an unmapped page would crash the caller).
+      Result<std::vector<Vma>> maps = ReadMaps(env_);
+      if (maps.ok()) {
+        ClipToMapped(*maps, &dropped);
+        written->insert(written->end(), dropped.begin(), dropped.end());
+      } else {
+        std::lock_guard<std::mutex> dlock(dropped_mu_);  // keep them for the next collect
+        for (const PageRange& d : dropped) AppendRange(&dropped_, d.start, d.end);
+        SortAndCoalesce(&dropped_);
+        if (first_error.ok()) first_error = maps.status().WithContext("Collect");
+      }
+    }
+    SortAndCoalesce(written, from);
+    stats_.collects++;
+    for (size_t i = from; i < written->size(); ++i) {
+      stats_.pages_reported += (*written)[i].pages(PageSize());
+    }
+    return first_error;
+  }
+
+  TrackerStats stats() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+
+  std::vector<PageRange> tracked() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ranges_;
+  }
+
+  // MemoryEventListener: pages [start, end) were dropped by madvise (their
+  // content is now zero or the file's). Called after the madvise returned.
+  void OnDropped(uint64_t start, uint64_t end) override {
+    if (getpid() != pid_) return;
+    std::lock_guard<std::mutex> lock(dropped_mu_);
+    // Clip to tracked ranges under dropped_mu_ only: ranges_ is guarded by
+    // mu_, which a Collect may hold while this thread waits; keep a copy of
+    // the bounds published by Track/Untrack instead.
+    for (const PageRange& r : published_) {
+      uint64_t s = std::max(start, r.start), e = std::min(end, r.end);
+      if (s < e) AppendRange(&dropped_, s, e);
+    }
+  }
+
+ private:
+  Status CheckProcess(const char* op) const {
+    if (getpid() == pid_) return Status::Ok();
+    return Status::FailedPrecondition(std::string(op) +
+                                      ": this tracker belongs to the parent process; a forked "
+                                      "child is not tracked (create a new Tracker in the child)");
+  }
+
+  static void InsertSorted(std::vector<PageRange>* v, PageRange r) {
+    auto it = std::lower_bound(v->begin(), v->end(), r.start,
+                               [](const PageRange& a, uint64_t s) { return a.start < s; });
+    v->insert(it, r);
+  }
+
+  static std::vector<PageRange>::iterator FindExact(std::vector<PageRange>* v, uint64_t start,
+                                                   uint64_t end) {
+    for (auto it = v->begin(); it != v->end(); ++it) {
+      if (it->start == start && it->end == end) return it;
+    }
+    return v->end();
+  }
+
+  // Keeps published_ (read by OnDropped) in step with ranges_, and forgets
+  // drops of a range that is no longer tracked.
+  void EraseDropped(uint64_t start, uint64_t end) {
+    std::lock_guard<std::mutex> dlock(dropped_mu_);
+    published_ = ranges_;
+    std::vector<PageRange> keep;
+    for (const PageRange& d : dropped_) {
+      if (d.end <= start || d.start >= end) keep.push_back(d);
+    }
+    dropped_.swap(keep);
+  }
+
+  // Collects and re-arms one tracked range, appending what it reported.
+  Status ScanRange(const PageRange& r, std::vector<PageRange>* written) {
+    PagemapScanArgs args;
+    args.start = r.start;
+    args.end = r.end;
+    // Stay on the kernel's fast path (mask == return == WRITTEN only): it is
+    // the one that reports and re-arms ptes emptied by MADV_DONTNEED.
+    args.flags = sys::kScanWpMatching | sys::kScanCheckWpAsync;
+    args.category_mask = sys::page_is::kWritten;
+    args.return_mask = sys::page_is::kWritten;
+    std::vector<PageRegion> regions;
+    Status s = scanner_.ScanAll(args, &regions);
+    // Whatever was reported was also re-armed: hand it out even on error.
+    for (const PageRegion& reg : regions) AppendRange(written, reg.start, reg.end);
+    if (s.ok() || s.err() != EPERM) {
+      return s.ok() ? s : s.WithContext("Collect " + RangeString(r.start, r.end));
+    }
+    // EPERM from PM_SCAN_CHECK_WPASYNC: part of the range is mapped but no
+    // longer registered with our userfaultfd (unmapped and mapped again, or
+    // mremap'ed over). Collect what is still registered (the kernel skips the
+    // rest without CHECK_WPASYNC), then tell the caller.
+    args.start = regions.empty() ? r.start : regions.back().end;
+    args.flags = sys::kScanWpMatching;
+    regions.clear();
+    Status again = scanner_.ScanAll(args, &regions);
+    for (const PageRegion& reg : regions) AppendRange(written, reg.start, reg.end);
+    if (!again.ok()) return again.WithContext("Collect " + RangeString(r.start, r.end));
+    return Status(Code::kFailedPrecondition, EPERM,
+                  "Collect " + RangeString(r.start, r.end) +
+                      ": part of the range is mapped but no longer registered for tracking (it "
+                      "was unmapped and mapped again, or replaced by mremap/mmap MAP_FIXED); "
+                      "writes there are not tracked. Untrack the range and Track the new "
+                      "mapping");
+  }
+
+  Env* const env_;
+  sys::Userfaultfd uffd_;
+  sys::PagemapScanner scanner_;
+  const pid_t pid_;
+
+  mutable std::mutex mu_;  // guards ranges_, stats_; serialises the API
+  std::vector<PageRange> ranges_;
+  TrackerStats stats_;
+
+  std::mutex dropped_mu_;               // guards published_, dropped_
+  std::vector<PageRange> published_;    // copy of ranges_ for OnDropped
+  std::vector<PageRange> dropped_;      // pages dropped by madvise since the last collect
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Tracker>> CreateUffdWpAsync(Env* env, const KernelFeatures& features) {
+  using namespace uffd_feature;
+  PW_RETURN_IF_ERROR(RequireUffd(features, kPagefaultFlagWp | kWpAsync | kWpUnpopulated,
+                                 "tracking backend uffd-wp-async"));
+  PW_RETURN_IF_ERROR(RequirePagemapScan(features, "tracking backend uffd-wp-async"));
+  sys::Userfaultfd::Options o;
+  o.required_features = kPagefaultFlagWp | kWpAsync | kWpUnpopulated;
+  o.optional_features = kWpHugetlbfsShmem;  // shmem/hugetlbfs write-protect
+  o.env = env;
+  PW_ASSIGN_OR_RETURN(sys::Userfaultfd uffd, sys::Userfaultfd::Open(o));
+  PW_ASSIGN_OR_RETURN(sys::PagemapScanner scanner, sys::PagemapScanner::Open(env, 0));
+  return std::unique_ptr<Tracker>(
+      new UffdWpAsyncTracker(env, std::move(uffd), std::move(scanner)));
+}
+
+}  // namespace pagewise::track_internal
