@@ -26,7 +26,13 @@
 #include "pagewise/live.h"
 #include "sys/userfaultfd.h"
 
+namespace pagewise {
+class UffdWpTracker;
+}  // namespace pagewise
+
 namespace pagewise::live {
+
+struct TrackerHookState;
 
 // CLOCK_MONOTONIC in nanoseconds.
 uint64_t NowNs();
@@ -93,6 +99,13 @@ class LiveSnapshotImpl final : public LiveSnapshot {
   std::vector<const LiveRegion*> registered_;
   int stop_fd_ = -1;
   std::thread fault_thread_;
+
+  // Tracker mode.
+  UffdWpTracker* uffd_tracker_ = nullptr;
+  std::shared_ptr<TrackerHookState> hook_state_;
+  bool hook_installed_ = false;
+  uint64_t sentinel_ = 0;  // the sentinel page (see live_tracker.cc)
+  bool sentinel_tracked_ = false;
 
   std::thread saver_thread_;
   uint64_t start_ns_ = 0;
