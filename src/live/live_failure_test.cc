@@ -113,7 +113,6 @@ TEST(LiveSnapshotFailure, ImageWriteErrorsAtRandomPointsReleaseWriters) {
                                    static_cast<uint64_t>(it) + 2);
     ASSERT_FALSE(s.ok()) << "pwrite fault at call " << f.skip << " did not fail the snapshot";
     EXPECT_GE(fenv.Fired(Op::kPwrite), 1);
-    if (getenv("LIVE_DEBUG")) fprintf(stderr, "%s\n", s.ToString().c_str());
     EXPECT_EQ(s.code(), eio ? Code::kIoError : Code::kNoSpace) << s.ToString();
     EXPECT_NE(s.message().find("live snapshot to " + path + " failed"), std::string::npos)
         << s.message();
@@ -132,7 +131,6 @@ TEST(LiveSnapshotFailure, CommitErrorsLeaveNoImage) {
     fenv.Inject(op, Fault{EIO, 0, 0, 1});
     Status s = SnapshotWithWriters(m, RegionKind::kShared, dir.File("c.pwi"), &fenv, nullptr, 5);
     ASSERT_FALSE(s.ok());
-    if (getenv("LIVE_DEBUG")) fprintf(stderr, "%s\n", s.ToString().c_str());
     EXPECT_EQ(s.code(), Code::kIoError) << s.ToString();
     EXPECT_NE(s.message().find("committing the image"), std::string::npos) << s.message();
     ExpectReleased(m, dir);
@@ -150,15 +148,19 @@ TEST(LiveSnapshotFailure, UserfaultfdErrorsReleaseWriters) {
     Op op;
     Fault fault;
     const char* expect;
+    const char* or_expect;  // the writers race Start: a fault may come first
   };
   const Case cases[] = {
-      {Op::kUffdRegister, Fault{ENOMEM, 0, 1, 1}, "registering region"},
-      {Op::kUffdWriteProtect, Fault{EIO, 0, 1, 1}, "write-protecting region"},
+      {Op::kUffdRegister, Fault{ENOMEM, 0, 1, 1}, "registering region", nullptr},
+      // The second call protects the second region, unless a writer faulted
+      // on the first one in between and the fault path's unprotect came first.
+      {Op::kUffdWriteProtect, Fault{EIO, 0, 1, 1}, "write-protecting region",
+       "clearing write protection"},
       // Calls 0-1 protect the regions; later ones clear protection after a
       // save (saver chunks or fault path).
-      {Op::kUffdWriteProtect, Fault{EIO, 0, 10, 1}, "clearing write protection"},
+      {Op::kUffdWriteProtect, Fault{EIO, 0, 10, 1}, "clearing write protection", nullptr},
       // The writers run through T, so fault messages arrive at once.
-      {Op::kUffdRead, Fault{EIO, 0, 0, 1}, "reading write-protect faults"},
+      {Op::kUffdRead, Fault{EIO, 0, 0, 1}, "reading write-protect faults", nullptr},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE("op " + std::to_string(static_cast<int>(c.op)));
@@ -179,9 +181,10 @@ TEST(LiveSnapshotFailure, UserfaultfdErrorsReleaseWriters) {
     wa.Stop();
     wb.Stop();
     ASSERT_FALSE(s.ok());
-    if (getenv("LIVE_DEBUG")) fprintf(stderr, "%s\n", s.ToString().c_str());
     EXPECT_EQ(fenv.Fired(c.op), 1);
-    EXPECT_NE(s.message().find(c.expect), std::string::npos) << s.ToString();
+    EXPECT_TRUE(s.message().find(c.expect) != std::string::npos ||
+                (c.or_expect != nullptr && s.message().find(c.or_expect) != std::string::npos))
+        << s.ToString();
     ExpectReleased(a, dir);
     ExpectReleased(b, dir);
   }

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -113,18 +112,14 @@ TEST_P(LiveConsistency, ImageEqualsMemoryAtStartWhileWritersRun) {
   for (int it = 0; it < iterations; ++it) {
     SCOPED_TRACE("iteration " + std::to_string(it));
     const size_t len = (16 + kMaxExtraMiB * static_cast<size_t>(it % 3) / 2) * kMiB;
-    auto T0 = std::chrono::steady_clock::now();
-    auto ms = [&] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - T0).count(); };
     Mapping m(len, kind);
     Populate(m, static_cast<uint64_t>(it));
-    if (getenv("LIVE_DEBUG")) fprintf(stderr, "populated %.0f\n", ms());
     if (kind == MemKind::kThp && it == 0) {
       ASSERT_GT(HugePages(m.addr(), len), 0u) << "THP test without transparent huge pages";
     }
     WriterPool writers(m.data(), len, 2, static_cast<uint64_t>(it));
     writers.Start();
     writers.WaitForBatches(16);  // writers are really running before T
-    if (getenv("LIVE_DEBUG")) fprintf(stderr, "started %.0f\n", ms());
 
     const std::string path = dir.File("live-" + std::to_string(it) + ".pwi");
     std::vector<char> ref(len);
@@ -143,16 +138,13 @@ TEST_P(LiveConsistency, ImageEqualsMemoryAtStartWhileWritersRun) {
     writers.WaitForBatches(writers.writes() / 32 + 8);  // and keep running after it
     writers.Stop();
     ASSERT_TRUE(s.ok()) << s.ToString();
-    if (getenv("LIVE_DEBUG")) fprintf(stderr, "stopped %.0f\n", ms());
 
     LiveSnapshotStats st = (*snap)->stats();
-    if (getenv("LIVE_DEBUG")) fprintf(stderr, "it %d: total %.1f ms protect %.2f ms bg %lu fault %lu faults %lu max %lu us p99 %lu us writes %lu\n", it, st.total_ns/1e6, st.protect_ns/1e6, (unsigned long)st.pages_background, (unsigned long)st.pages_by_fault, (unsigned long)st.faults_handled, (unsigned long)st.fault_service_max_ns/1000, (unsigned long)st.fault_service_p99_ns/1000, (unsigned long)writers.writes());
     EXPECT_EQ(st.pages_total, len / kPage);
     EXPECT_EQ(st.pages_background + st.pages_by_fault, st.pages_total);
     by_fault += st.pages_by_fault;
     faults += st.faults_handled;
     EXPECT_EQ(CompareImage(path, 0, ref.data(), len), "");
-    if (getenv("LIVE_DEBUG")) fprintf(stderr, "compared %.0f\n", ms());
     EXPECT_EQ(WriteProtectedPages(m.addr(), len), 0u) << "protection left after the snapshot";
     std::filesystem::remove(path);
   }
