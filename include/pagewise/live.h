@@ -19,12 +19,17 @@
 //
 // Tracker mode (LiveSnapshotOptions::tracker): the regions are already
 // tracked by a uffd-wp Tracker (TrackBackend::kUffdWp). Start() calls the
-// tracker's Collect() - that is T - and installs a fault hook on the tracker
+// tracker's Collect() - that is T; what that Collect() reports is dropped,
+// the full image supersedes it - and installs a fault hook on the tracker
 // so that each page is saved before its first write after T; the saver does
 // not lift protection (the tracker owns it). When the snapshot is done the
 // tracker's next Collect() reports exactly the pages written since T, which
 // makes the live image the base of incremental layers (ImageWriteOptions::
-// parent = this image).
+// parent = this image). While the snapshot runs, the tracker also tracks
+// one private page of the snapshot's (a sentinel that orders hook calls
+// against Collect(); it is untracked at the end) and its fault hook is the
+// snapshot's (any hook set before is replaced and removed at the end).
+// Do not call the tracker from the progress callback.
 //
 // What T covers: writes through the registered mappings. Writes that do not
 // fault through them are not held back: write(2)/DMA into the regions, or
