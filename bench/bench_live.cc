@@ -12,7 +12,9 @@
 // peak_extra_bytes); for fork, the copy-on-write growth = distinct pages
 // the parent wrote while the child lived, times the page size. (Both
 // exclude the image writer's own index and buffers, which both pay.)
-// A window with no snapshot gives the noise floor of the machine.
+// A window with no snapshot gives the noise floor of the machine. Live and
+// fork alternate for 3 rounds; each figure is the median over the rounds
+// (the shared 2-core machine's scheduling noise otherwise decides maxima).
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -79,23 +81,29 @@ class Hist {
   std::atomic<uint64_t> max_{0};
 };
 
-enum Phase { kWarm = 0, kIdle = 1, kLive = 2, kFork = 3, kPhases = 4 };
+// Windows: 0 = not measured; 1 = no snapshot (noise floor); then per round
+// r: 2 + 2r = live, 3 + 2r = fork.
+constexpr int kRounds = 3;
+constexpr int kWindows = 2 + 2 * kRounds;
+constexpr int kIdle = 1;
+int LiveWindow(int round) { return 2 + 2 * round; }
+int ForkWindow(int round) { return 3 + 2 * round; }
 
 struct Shared {
   char* heap = nullptr;
   size_t pages = 0;
   size_t page = 4096;
-  std::atomic<int> phase{kWarm};
+  std::atomic<int> window{0};
   std::atomic<bool> stop{false};
-  Hist hist[kPhases];
-  // Distinct pages written per phase (bitmaps).
+  Hist hist[kWindows];
+  // Distinct pages written per window (bitmaps).
   std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> written;
 };
 
 void Writer(Shared* sh, int id) {
   std::mt19937_64 rng(0x5eed + static_cast<uint64_t>(id));
   while (!sh->stop.load(std::memory_order_relaxed)) {
-    const int ph = sh->phase.load(std::memory_order_relaxed);
+    const int win = sh->window.load(std::memory_order_relaxed);
     const size_t p = static_cast<size_t>(rng() % sh->pages);
     const size_t slot = static_cast<size_t>(rng() % (sh->page / 8));
     uint64_t* w = reinterpret_cast<uint64_t*>(sh->heap + p * sh->page + slot * 8);
@@ -103,16 +111,16 @@ void Writer(Shared* sh, int id) {
     // Relaxed atomic: two writers may hit the same word.
     std::atomic_ref<uint64_t>(*w).store(t0, std::memory_order_relaxed);
     const uint64_t t1 = NowNs();
-    if (ph != kWarm) {
-      sh->hist[ph].Record(t1 - t0);
-      sh->written[ph][p / 64].fetch_or(1ULL << (p % 64), std::memory_order_relaxed);
+    if (win != 0) {
+      sh->hist[win].Record(t1 - t0);
+      sh->written[win][p / 64].fetch_or(1ULL << (p % 64), std::memory_order_relaxed);
     }
   }
 }
 
-uint64_t DistinctPages(const Shared& sh, int ph) {
+uint64_t DistinctPages(const Shared& sh, int win) {
   uint64_t n = 0;
-  for (size_t w = 0; w < (sh.pages + 63) / 64; ++w) n += std::popcount(sh.written[ph][w].load());
+  for (size_t w = 0; w < (sh.pages + 63) / 64; ++w) n += std::popcount(sh.written[win][w].load());
   return n;
 }
 
@@ -131,18 +139,93 @@ struct Window {
   double seconds = 0;
   double p50_us = 0, p99_us = 0, max_ms = 0, writes_per_s = 0;
   double extra_mib = 0;
-  uint64_t distinct_pages = 0;
+  double distinct_pages = 0;
+  double faults = 0, fault_service_max_us = 0, fault_service_p99_us = 0, queue_waits = 0;
 };
 
-Window Summarise(Shared* sh, int ph, double seconds) {
+Window Summarise(Shared* sh, int win, double seconds) {
   Window w;
   w.seconds = seconds;
-  w.p50_us = sh->hist[ph].Quantile(0.5) / 1e3;
-  w.p99_us = sh->hist[ph].Quantile(0.99) / 1e3;
-  w.max_ms = double(sh->hist[ph].max()) / 1e6;
-  w.writes_per_s = seconds > 0 ? double(sh->hist[ph].count()) / seconds : 0;
-  w.distinct_pages = DistinctPages(*sh, ph);
+  w.p50_us = sh->hist[win].Quantile(0.5) / 1e3;
+  w.p99_us = sh->hist[win].Quantile(0.99) / 1e3;
+  w.max_ms = double(sh->hist[win].max()) / 1e6;
+  w.writes_per_s = seconds > 0 ? double(sh->hist[win].count()) / seconds : 0;
+  w.distinct_pages = double(DistinctPages(*sh, win));
   return w;
+}
+
+// The median of one field over the rounds.
+double MedianOf(const std::vector<Window>& ws, double Window::*field) {
+  std::vector<double> v;
+  for (const Window& w : ws) v.push_back(w.*field);
+  return Median(v);
+}
+double MaxOf(const std::vector<Window>& ws, double Window::*field) {
+  double m = 0;
+  for (const Window& w : ws) m = std::max(m, w.*field);
+  return m;
+}
+
+Result<Window> LiveRound(Shared* sh, const BenchOptions& opts, const RegionInfo& region,
+                         const std::string& path, int round) {
+  LiveSnapshotOptions lo;
+  lo.progress_every_pages = 4096;
+  lo.progress = [&](const LiveProgress& p) {
+    Progress(opts, "bench live: round " + std::to_string(round + 1) + " live snapshot " +
+                       std::to_string(p.pages_saved * 100 / std::max<uint64_t>(1, p.pages_total)) + "%");
+  };
+  sh->window = LiveWindow(round);
+  const uint64_t t0 = NowNs();
+  Result<LiveSnapshotStats> ls = TakeLiveSnapshot(path, {region}, lo);
+  const double secs = double(NowNs() - t0) / 1e9;
+  sh->window = 0;
+  if (!ls.ok()) return ls.status().WithContext("bench live: live snapshot");
+  std::filesystem::remove(path);
+  Window w = Summarise(sh, LiveWindow(round), secs);
+  w.extra_mib = double(ls->peak_extra_bytes) / double(1 << 20);
+  w.faults = double(ls->pages_by_fault);
+  w.fault_service_max_us = double(ls->fault_service_max_ns) / 1e3;
+  w.fault_service_p99_us = double(ls->fault_service_p99_ns) / 1e3;
+  w.queue_waits = double(ls->fault_queue_waits);
+  return w;
+}
+
+Result<Window> ForkRound(Shared* sh, const BenchOptions& opts, const RegionInfo& region,
+                         const std::string& path, int round) {
+  Progress(opts, "bench live: round " + std::to_string(round + 1) + " fork snapshot");
+  sh->window = ForkWindow(round);
+  const uint64_t t0 = NowNs();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    sh->window = 0;
+    return ErrnoStatus(errno, "fork for the baseline snapshot");
+  }
+  if (pid == 0) {
+    // Child: only this thread exists; write the image and leave without
+    // running the parent's destructors.
+    Status s = WriteImage(path, region, sh->heap);
+    if (!s.ok()) std::fprintf(stderr, "bench live: fork child: %s\n", s.ToString().c_str());
+    _exit(s.ok() ? 0 : 1);
+  }
+  int wstatus = 0;
+  pid_t w = -1;
+  do {
+    w = waitpid(pid, &wstatus, 0);
+  } while (w < 0 && errno == EINTR);
+  const double secs = double(NowNs() - t0) / 1e9;
+  sh->window = 0;
+  if (w < 0) return ErrnoStatus(errno, "waitpid for the fork snapshot child");
+  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
+    return Status::IoError("bench live: the fork snapshot child failed (status " +
+                           std::to_string(wstatus) + "); see its message above");
+  }
+  std::filesystem::remove(path);
+  Window win = Summarise(sh, ForkWindow(round), secs);
+  // Copy-on-write: each distinct page the parent wrote while the child
+  // lived was copied once.
+  win.extra_mib = win.distinct_pages * double(sh->page) / double(1 << 20);
+  win.faults = win.distinct_pages;
+  return win;
 }
 
 Status Run(const BenchOptions& opts, BenchReport* report) {
@@ -156,7 +239,7 @@ Status Run(const BenchOptions& opts, BenchReport* report) {
   sh.heap = static_cast<char*>(mem);
   // A heap of 4 KiB pages (THP would make fork copy 2 MiB per first write).
   madvise(mem, len, MADV_NOHUGEPAGE);
-  for (int ph = 0; ph < kPhases; ++ph) {
+  for (int win = 0; win < kWindows; ++win) {
     sh.written.emplace_back(new std::atomic<uint64_t>[(sh.pages + 63) / 64]());
   }
   // Warm and fill: 1 KiB of pseudo-random bytes per page, the rest zero
@@ -202,85 +285,52 @@ Status Run(const BenchOptions& opts, BenchReport* report) {
     }
   } joiner{&sh, &writers};
 
-  // Noise floor: writers alone for a while (as long as a small snapshot).
-  sh.phase = kIdle;
+  // Noise floor: writers alone for a fixed number of writes (scaled), timed.
+  sh.window = kIdle;
   uint64_t t0 = NowNs();
-  // The window is a fixed number of writes (scaled), timed.
   const uint64_t idle_writes = std::max<uint64_t>(100'000, uint64_t(4e6 * opts.scale));
   while (sh.hist[kIdle].count() < idle_writes) std::this_thread::yield();
+  sh.window = 0;
   Window idle = Summarise(&sh, kIdle, double(NowNs() - t0) / 1e9);
 
-  // Live snapshot.
-  Progress(opts, "bench live: live snapshot");
-  LiveSnapshotOptions lo;
-  lo.progress_every_pages = 4096;
-  lo.progress = [&](const LiveProgress& p) {
-    Progress(opts, "bench live: live snapshot " + std::to_string(p.pages_saved * 100 / std::max<uint64_t>(1, p.pages_total)) + "%");
-  };
-  sh.phase = kLive;
-  t0 = NowNs();
-  Result<LiveSnapshotStats> ls = TakeLiveSnapshot(dir + "/live.pwi", {region}, lo);
-  const double live_s = double(NowNs() - t0) / 1e9;
-  sh.phase = kWarm;
-  if (!ls.ok()) return ls.status().WithContext("bench live: live snapshot");
-  Window live = Summarise(&sh, kLive, live_s);
-  live.extra_mib = double(ls->peak_extra_bytes) / double(1 << 20);
-  std::filesystem::remove(dir + "/live.pwi");
-
-  // fork() snapshot: the child writes the image of its view.
-  Progress(opts, "bench live: fork snapshot");
-  sh.phase = kFork;
-  t0 = NowNs();
-  const pid_t pid = fork();
-  if (pid < 0) {
-    sh.phase = kWarm;
-    return ErrnoStatus(errno, "fork for the baseline snapshot");
+  // Rounds alternate live and fork so that drifting machine load hits both.
+  std::vector<Window> live, fk;
+  for (int round = 0; round < kRounds; ++round) {
+    Result<Window> l = LiveRound(&sh, opts, region, dir + "/live.pwi", round);
+    if (!l.ok()) return l.status();
+    live.push_back(*l);
+    Result<Window> f = ForkRound(&sh, opts, region, dir + "/fork.pwi", round);
+    if (!f.ok()) return f.status();
+    fk.push_back(*f);
   }
-  if (pid == 0) {
-    // Child: only this thread exists; write the image and leave without
-    // running the parent's destructors.
-    Status s = WriteImage(dir + "/fork.pwi", region, sh.heap);
-    if (!s.ok()) std::fprintf(stderr, "bench live: fork child: %s\n", s.ToString().c_str());
-    _exit(s.ok() ? 0 : 1);
-  }
-  int wstatus = 0;
-  pid_t w = -1;
-  do {
-    w = waitpid(pid, &wstatus, 0);
-  } while (w < 0 && errno == EINTR);
-  const double fork_s = double(NowNs() - t0) / 1e9;
-  sh.phase = kWarm;
-  if (w < 0) return ErrnoStatus(errno, "waitpid for the fork snapshot child");
-  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
-    return Status::IoError("bench live: the fork snapshot child failed (status " +
-                           std::to_string(wstatus) + "); see its message above");
-  }
-  Window fk = Summarise(&sh, kFork, fork_s);
-  fk.extra_mib = double(fk.distinct_pages * sh.page) / double(1 << 20);
   Progress(opts, "");
 
-  auto add = [&](const std::string& subject, const std::string& metric, double v,
-                 const std::string& unit, double base) {
-    report->Add({subject, metric, v, unit, "fork", base});
+  // Each figure is the median over the rounds (the worst round is reported
+  // separately for the stall).
+  auto add = [&](const std::string& metric, double Window::*field, const std::string& unit) {
+    report->Add({"live", metric, MedianOf(live, field), unit, "fork", MedianOf(fk, field)});
   };
-  add("live", "max_stall_ms", live.max_ms, "ms", fk.max_ms);
-  add("live", "p99_write_us", live.p99_us, "us", fk.p99_us);
-  add("live", "p50_write_us", live.p50_us, "us", fk.p50_us);
-  add("live", "writes_per_s", live.writes_per_s, "1/s", fk.writes_per_s);
-  add("live", "extra_memory_mib", live.extra_mib, "MiB", fk.extra_mib);
-  add("live", "total_s", live.seconds, "s", fk.seconds);
-  add("live", "pages_written", double(live.distinct_pages), "pages", double(fk.distinct_pages));
-  add("live", "heap_mib", double(len >> 20), "MiB", double(len >> 20));
-  // Context: the machine's noise floor (writers, no snapshot).
-  add("no-snapshot", "max_stall_ms", idle.max_ms, "ms", fk.max_ms);
-  add("no-snapshot", "p99_write_us", idle.p99_us, "us", fk.p99_us);
-  add("no-snapshot", "writes_per_s", idle.writes_per_s, "1/s", fk.writes_per_s);
-  // Live snapshot internals, beside the matching fork figure where one
-  // exists (fork's "faults" are its copy-on-write copies).
-  add("live", "pages_by_fault", double(ls->pages_by_fault), "pages", double(fk.distinct_pages));
-  report->Add({"live", "faults_handled", double(ls->faults_handled), "faults", "-", 0});
-  report->Add({"live", "fault_service_max_us", double(ls->fault_service_max_ns) / 1e3, "us", "-", 0});
-  report->Add({"live", "fault_service_p99_us", double(ls->fault_service_p99_ns) / 1e3, "us", "-", 0});
+  add("max_stall_ms", &Window::max_ms, "ms");
+  report->Add({"live", "max_stall_worst_ms", MaxOf(live, &Window::max_ms), "ms", "fork",
+               MaxOf(fk, &Window::max_ms)});
+  add("p99_write_us", &Window::p99_us, "us");
+  add("p50_write_us", &Window::p50_us, "us");
+  add("writes_per_s", &Window::writes_per_s, "1/s");
+  add("extra_memory_mib", &Window::extra_mib, "MiB");
+  add("total_s", &Window::seconds, "s");
+  add("pages_written", &Window::distinct_pages, "pages");
+  // Live: pages saved on a write fault; fork: copy-on-write copies.
+  add("fault_copies", &Window::faults, "pages");
+  report->Add({"live", "heap_mib", double(len >> 20), "MiB", "fork", double(len >> 20)});
+  // The machine's noise floor: writers with no snapshot.
+  report->Add({"no-snapshot", "max_stall_ms", idle.max_ms, "ms", "fork", MedianOf(fk, &Window::max_ms)});
+  report->Add({"no-snapshot", "p99_write_us", idle.p99_us, "us", "fork", MedianOf(fk, &Window::p99_us)});
+  report->Add({"no-snapshot", "writes_per_s", idle.writes_per_s, "1/s", "fork",
+               MedianOf(fk, &Window::writes_per_s)});
+  // Live internals (no fork counterpart).
+  report->Add({"live", "fault_service_max_us", MedianOf(live, &Window::fault_service_max_us), "us", "-", 0});
+  report->Add({"live", "fault_service_p99_us", MedianOf(live, &Window::fault_service_p99_us), "us", "-", 0});
+  report->Add({"live", "fault_queue_waits", MedianOf(live, &Window::queue_waits), "faults", "-", 0});
   return Status::Ok();
 }
 

@@ -96,8 +96,9 @@ struct LiveSnapshotOptions {
   // 64). Writers hitting a page of the step being copied wait for that copy.
   size_t chunk_pages = 256;
   // Most page copies the fault path may hold waiting for the saver to write
-  // them (memory bound: fault_queue_pages * page size). At least 1.
-  size_t fault_queue_pages = 256;
+  // them (memory bound: fault_queue_pages * page size). At least 1. When it
+  // is full, a faulting writer waits for the saver's image I/O.
+  size_t fault_queue_pages = 1024;
 };
 
 struct LiveSnapshotStats {
@@ -105,6 +106,9 @@ struct LiveSnapshotStats {
   uint64_t pages_background = 0;   // saved by the background saver
   uint64_t pages_by_fault = 0;     // saved by the fault path before a write
   uint64_t faults_handled = 0;     // write-protect faults served (all kinds)
+  // Faults that found the fault queue full and waited for the saver to
+  // write pages out (raise fault_queue_pages if this is common).
+  uint64_t fault_queue_waits = 0;
   // Fault service time: from reading the fault to waking the writer, for
   // faults that saved their page or found it saved. (Faults on a page the
   // saver was copying wait for the saver instead and are not timed.)

@@ -10,6 +10,7 @@ FaultQueue::~FaultQueue() = default;
 
 char* FaultQueue::Acquire() {
   std::unique_lock<std::mutex> lock(mu_);
+  bool counted = false;
   for (;;) {
     if (aborted_) return nullptr;
     if (!free_.empty()) {
@@ -20,6 +21,10 @@ char* FaultQueue::Acquire() {
     if (buffers_.size() < max_pages_) {
       buffers_.emplace_back(new char[page_size_]);
       return buffers_.back().get();
+    }
+    if (!counted) {
+      waits_++;
+      counted = true;
     }
     free_cv_.wait(lock);
   }
@@ -66,6 +71,11 @@ void FaultQueue::Abort() {
   }
   free_cv_.notify_all();
   queue_cv_.notify_all();
+}
+
+uint64_t FaultQueue::waits() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return waits_;
 }
 
 size_t FaultQueue::peak_bytes() const {

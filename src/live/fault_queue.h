@@ -52,6 +52,8 @@ class FaultQueue {
   void Abort();
 
   size_t peak_bytes() const;
+  // How many Acquire() calls had to wait for a buffer.
+  uint64_t waits() const;
 
  private:
   const size_t max_pages_;
@@ -62,6 +64,7 @@ class FaultQueue {
   std::vector<std::unique_ptr<char[]>> buffers_;  // all allocated buffers
   std::vector<char*> free_;
   std::deque<QueuedPage> queue_;
+  uint64_t waits_ = 0;
   bool aborted_ = false;
   bool kicked_ = false;
 };

@@ -92,6 +92,7 @@ void LiveCore::FillStats(LiveSnapshotStats* s) const {
   s->pages_background = background_.load(std::memory_order_relaxed);
   s->pages_by_fault = by_fault_.load(std::memory_order_relaxed);
   s->faults_handled = faults_.load(std::memory_order_relaxed);
+  s->fault_queue_waits = queue_.waits();
   s->fault_service_max_ns = service_.max();
   s->fault_service_p50_ns = service_.Percentile(0.5);
   s->fault_service_p99_ns = service_.Percentile(0.99);

@@ -371,16 +371,25 @@ TEST(LiveSnapshot, RejectsBadArgumentsAndLeavesNothing) {
   LiveSnapshotOptions with_parent;
   with_parent.image.parent = dir.File("nothing.pwi");
   EXPECT_EQ(start({good}, with_parent).code(), Code::kInvalidArgument);
-  // An unmapped range: registering it fails; nothing is left behind.
-  void* hole = mmap(nullptr, kMiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(hole, MAP_FAILED);
-  munmap(hole, kMiB);
-  RegionInfo unmapped = good;
-  unmapped.address = reinterpret_cast<uint64_t>(hole);
-  unmapped.length = kMiB;
-  Status s = start({good, unmapped});
+  // A region the kernel cannot write-protect (a private file mapping,
+  // declared as anonymous): registering it fails (regions register in
+  // address order, so `good` may already be registered); nothing is left.
+  TempDir files;
+  const std::string fpath = files.File("plain-file");
+  int fd = open(fpath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(kMiB)), 0);
+  void* fmap = mmap(nullptr, kMiB, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  close(fd);
+  ASSERT_NE(fmap, MAP_FAILED);
+  RegionInfo filemap = good;
+  filemap.address = reinterpret_cast<uint64_t>(fmap);
+  filemap.length = kMiB;
+  filemap.name = "file";
+  Status s = start({good, filemap});
+  munmap(fmap, kMiB);
   EXPECT_FALSE(s.ok());
-  EXPECT_NE(s.message().find("registering"), std::string::npos) << s.ToString();
+  EXPECT_NE(s.message().find("registering region 'file'"), std::string::npos) << s.ToString();
   EXPECT_EQ(WriteProtectedPages(m.addr(), m.size()), 0u);
   EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
 }
