@@ -115,7 +115,7 @@ struct LiveSnapshotStats {
   uint64_t fault_service_max_ns = 0;
   uint64_t fault_service_p50_ns = 0;  // histogram bucket bounds (within 10%)
   uint64_t fault_service_p99_ns = 0;
-  uint64_t protect_ns = 0;  // Start(): registering and write-protecting (T)
+  uint64_t protect_ns = 0;  // Start() until T (image created, regions registered, protected)
   uint64_t total_ns = 0;    // Start() until finished (image committed)
   // Peak memory held by the snapshot's own buffers: the saver's chunk
   // buffer, the fault queue's page copies and the claim bitmaps (the image

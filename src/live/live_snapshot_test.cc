@@ -80,24 +80,9 @@ size_t HugePages(uint64_t addr, size_t len) {
   return n;
 }
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define PAGEWISE_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define PAGEWISE_SANITIZED 1
-#endif
-#endif
-
-// Sanitizer builds run every test of the suite: fewer, smaller rounds there.
-#ifdef PAGEWISE_SANITIZED
-constexpr int kIterations = 4;
-constexpr size_t kMaxExtraMiB = 0;
-constexpr size_t kMultiMiB = 8;
-#else
-constexpr int kIterations = 12;
-constexpr size_t kMaxExtraMiB = 16;
-constexpr size_t kMultiMiB = 16;
-#endif
+constexpr int kIterations = testing::kSanitized ? 4 : 12;
+constexpr size_t kMaxExtraMiB = testing::kSanitized ? 0 : 16;
+constexpr size_t kMultiMiB = testing::kSanitized ? 8 : 16;
 
 class LiveConsistency : public ::testing::TestWithParam<MemKind> {};
 

@@ -27,7 +27,23 @@
 
 #include "pagewise/image.h"
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define PAGEWISE_LIVE_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define PAGEWISE_LIVE_SANITIZED 1
+#endif
+#endif
+
 namespace pagewise::live::testing {
+
+// Sanitizer builds run every test of the suite: tests do fewer, smaller
+// rounds there.
+#ifdef PAGEWISE_LIVE_SANITIZED
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
 
 class Latch {
  public:

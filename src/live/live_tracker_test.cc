@@ -55,7 +55,7 @@ class LiveTracker : public ::testing::TestWithParam<MemKind> {};
 TEST_P(LiveTracker, LiveBaseAndFirstLayerRestoreToTheLaterInstant) {
   const MemKind kind = GetParam();
   TempDir dir;
-  const size_t len = 16 * kMiB;
+  const size_t len = (testing::kSanitized ? 8 : 16) * kMiB;
   Mapping m(len, kind);
   for (size_t i = 0; i < len / kPage; ++i) {
     if (i % 4 != 3) FillPage(m.page(i), 21, i);
@@ -69,7 +69,7 @@ TEST_P(LiveTracker, LiveBaseAndFirstLayerRestoreToTheLaterInstant) {
   WriterPool writers(m.data(), quiet, 2, 22);
   writers.Start();
   uint64_t by_fault = 0;
-  for (int it = 0; it < 3; ++it) {
+  for (int it = 0; it < (testing::kSanitized ? 2 : 3); ++it) {
     SCOPED_TRACE("iteration " + std::to_string(it));
     writers.WaitForBatches(writers.writes() / 32 + 8);
     const std::string base = dir.File("base" + std::to_string(it) + ".pwi");
@@ -148,7 +148,7 @@ TEST_P(LiveTracker, ChainIsExactWhenWritersRunThroughT) {
   ASSERT_TRUE(tracker->Track(m.data(), len).ok());
   WriterPool writers(m.data(), len, 2, 24);
   writers.Start();
-  for (int it = 0; it < 6; ++it) {
+  for (int it = 0; it < (testing::kSanitized ? 3 : 6); ++it) {
     SCOPED_TRACE("iteration " + std::to_string(it));
     // Pages written since the previous round are writable again only after
     // a collect; collecting now leaves every page protected, so the writers
