@@ -80,7 +80,7 @@ size_t HugePages(uint64_t addr, size_t len) {
   return n;
 }
 
-constexpr int kIterations = testing::kSanitized ? 4 : 12;
+constexpr int kIterations = testing::kSanitized ? 4 : 10;
 constexpr size_t kMaxExtraMiB = testing::kSanitized ? 0 : 16;
 constexpr size_t kMultiMiB = testing::kSanitized ? 8 : 16;
 
