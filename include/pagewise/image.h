@@ -184,6 +184,17 @@ class Image {
   virtual Status Classify(uint32_t region, uint64_t offset, size_t len,
                           std::vector<PageSourceKind>* out) const = 0;
 
+  // Classify as runs: maximal ranges of equal source kind covering
+  // [offset, offset+len) of `region` in order (byte offsets and lengths).
+  // Costs O(runs), not O(pages): use it for large regions.
+  struct SourceRun {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    PageSourceKind kind = PageSourceKind::kAbsent;
+  };
+  virtual Status ClassifyRuns(uint32_t region, uint64_t offset, uint64_t len,
+                              std::vector<SourceRun>* out) const = 0;
+
   // Pages recorded in the TOP layer only (for diff/inspect): sorted runs of
   // [offset, offset+len) in region.
   virtual Status TopLayerRuns(uint32_t region,
@@ -201,6 +212,15 @@ class Image {
   // Verify, calling `progress` (may be empty) with data bytes checked so far.
   virtual Status VerifyWithProgress(VerifyError* error, const ProgressFn& progress) const = 0;
 };
+
+// Opens the chain at `path` and verifies all of it (Image::Open's header and
+// index checks for every layer, then Image::Verify). On failure *error
+// (optional) names the first bad layer; region is -1 with a file offset for
+// header/index damage or a missing/replaced parent, else region and offset
+// of the first page using the damaged data. `progress` (may be empty) gets
+// data bytes checked. env: nullptr for Env::Default().
+Status VerifyImage(const std::string& path, VerifyError* error = nullptr,
+                   const ProgressFn& progress = nullptr, Env* env = nullptr);
 
 // Writes the chain at `in` as one base image at `out` (no parent): same
 // regions, each page's resolved content; pages recorded as zero anywhere in

@@ -19,6 +19,16 @@ Result<std::unique_ptr<Image>> Image::Open(const std::string& path,
   return std::unique_ptr<Image>(std::move(img));
 }
 
+Status VerifyImage(const std::string& path, VerifyError* error, const ProgressFn& progress,
+                   Env* env) {
+  VerifyError unused;
+  if (error == nullptr) error = &unused;
+  Result<std::unique_ptr<image::ChainImage>> img =
+      image::ChainImage::OpenChain(path, {env, false}, error);
+  if (!img.ok()) return img.status();
+  return (*img)->VerifyWithProgress(error, progress);
+}
+
 namespace image {
 namespace {
 
@@ -39,7 +49,18 @@ std::string ResolveParentPath(const std::string& child_path, const std::string& 
 }
 
 Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& path,
-                                                          const ImageOpenOptions& options) {
+                                                          const ImageOpenOptions& options,
+                                                          VerifyError* where) {
+  VerifyError unused;
+  if (where == nullptr) where = &unused;
+  // Records the failing layer for callers that report it (VerifyImage).
+  auto failed = [where](const std::string& layer, uint64_t offset, const Status& s) {
+    where->layer = layer;
+    where->region = -1;
+    where->offset = offset;
+    where->what = s.message();
+    return s;
+  };
   Env* env = options.env != nullptr ? options.env : Env::Default();
   std::unique_ptr<ChainImage> img(new ChainImage());
   img->serial_ = g_next_serial.fetch_add(1);
@@ -47,36 +68,41 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
   std::string cur = path;
   while (true) {
     if (img->layers_.size() >= kMaxChainDepth) {
-      return Status::Corruption("image " + path + ": parent chain longer than " +
-                                std::to_string(kMaxChainDepth) + " layers (a cycle?)");
+      return failed(cur, 0, Status::Corruption("image " + path + ": parent chain longer than " +
+                                std::to_string(kMaxChainDepth) + " layers (a cycle?)"));
     }
-    Result<std::unique_ptr<Layer>> opened = Layer::Open(env, cur);
+    uint64_t bad_at = 0;
+    Result<std::unique_ptr<Layer>> opened = Layer::Open(env, cur, &bad_at);
     if (!opened.ok()) {
-      if (img->layers_.empty()) return opened.status();
-      return opened.status().WithContext("image " + img->layers_.back()->path() +
-                                         ": opening its parent " + cur);
+      if (img->layers_.empty()) return failed(cur, bad_at, opened.status());
+      return failed(cur, bad_at,
+                    opened.status().WithContext("image " + img->layers_.back()->path() +
+                                                ": opening its parent " + cur));
     }
     std::unique_ptr<Layer> layer = std::move(opened).value();
     if (!img->layers_.empty()) {
       const Layer& child = *img->layers_.back();
       if (layer->header().uuid != child.header().parent_uuid) {
-        return Status::Corruption(
+        return failed(cur, 64, Status::Corruption(
             "image " + child.path() + " was written on top of parent identity " +
             UuidString(child.header().parent_uuid) + " but " + cur + " is image " +
             UuidString(layer->header().uuid) +
-            ": the parent was replaced or moved; put the original parent back");
+            ": the parent was replaced or moved; put the original parent back"));
       }
       const auto& cr = child.index().regions;
       const auto& pr = layer->index().regions;
       bool same = cr.size() == pr.size();
       for (size_t i = 0; same && i < cr.size(); ++i) same = SameRegionShape(cr[i], pr[i]);
       if (!same) {
-        return Status::Corruption("image " + child.path() + ": its regions do not match those of "
-                                  "its parent " + cur + " (damaged chain)");
+        return failed(cur, layer->header().index_offset,
+                      Status::Corruption("image " + child.path() +
+                                         ": its regions do not match those of its parent " + cur +
+                                         " (damaged chain)"));
       }
     }
     if (!seen.insert(layer->header().uuid).second) {
-      return Status::Corruption("image " + path + ": the parent chain loops back to " + cur);
+      return failed(cur, 64, Status::Corruption("image " + path +
+                                                ": the parent chain loops back to " + cur));
     }
     std::string parent = layer->index().parent_path;
     img->layers_.push_back(std::move(layer));

@@ -35,14 +35,19 @@ std::string ResolveParentPath(const std::string& child_path, const std::string& 
 
 class ChainImage : public Image {
  public:
+  // Opens the chain at `path`. On failure, *where (if not null) names the
+  // layer that failed and the file offset of the bad field (region -1).
   static Result<std::unique_ptr<ChainImage>> OpenChain(const std::string& path,
-                                                       const ImageOpenOptions& options);
+                                                       const ImageOpenOptions& options,
+                                                       VerifyError* where = nullptr);
 
   const std::vector<RegionInfo>& regions() const override { return regions_; }
   const std::vector<LayerInfo>& layers() const override { return infos_; }
   Status Read(uint32_t region, uint64_t offset, void* dst, size_t len) const override;
   Status Classify(uint32_t region, uint64_t offset, size_t len,
                   std::vector<PageSourceKind>* out) const override;
+  Status ClassifyRuns(uint32_t region, uint64_t offset, uint64_t len,
+                      std::vector<SourceRun>* out) const override;
   Status TopLayerRuns(uint32_t region,
                       std::vector<std::pair<uint64_t, uint64_t>>* runs) const override;
   uint64_t flat_size() const override { return flat_size_; }

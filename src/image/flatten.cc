@@ -13,37 +13,38 @@ Status FlattenImage(const std::string& in, const std::string& out,
   }
   PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> src, Image::Open(in, {options.env, false}));
   PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> w, ImageWriter::Create(out, options));
+  // Where every region's pages come from; progress counts recorded bytes.
+  const size_t nregions = src->regions().size();
+  std::vector<std::vector<Image::SourceRun>> all_runs(nregions);
   uint64_t total = 0, done = 0;
-  for (const RegionInfo& r : src->regions()) total += r.length;
+  for (uint32_t ri = 0; ri < nregions; ++ri) {
+    PW_RETURN_IF_ERROR(src->ClassifyRuns(ri, 0, src->regions()[ri].length, &all_runs[ri]));
+    for (const Image::SourceRun& run : all_runs[ri]) {
+      if (run.kind != PageSourceKind::kAbsent) total += run.length;
+    }
+  }
   for (const RegionInfo& r : src->regions()) {
     Result<uint32_t> added = w->AddRegion(r);
     if (!added.ok()) return added.status();
   }
-  std::vector<PageSourceKind> kinds;
   std::vector<uint8_t> buf;
   constexpr uint64_t kBatch = 8 << 20;
-  for (uint32_t ri = 0; ri < src->regions().size(); ++ri) {
+  for (uint32_t ri = 0; ri < nregions; ++ri) {
     const RegionInfo& r = src->regions()[ri];
-    const uint64_t ps = r.page_size;
-    const uint64_t batch = std::max<uint64_t>(ps, kBatch / ps * ps);
-    for (uint64_t off = 0; off < r.length; off += batch) {
-      const uint64_t len = std::min(batch, r.length - off);
-      PW_RETURN_IF_ERROR(src->Classify(ri, off, len, &kinds));
-      for (size_t i = 0; i < kinds.size();) {
-        size_t j = i + 1;
-        while (j < kinds.size() && kinds[j] == kinds[i]) ++j;
-        const uint64_t o = off + i * ps, n = (j - i) * ps;
-        if (kinds[i] == PageSourceKind::kZero) {
-          PW_RETURN_IF_ERROR(w->AddZeroPages(ri, o, n));
-        } else if (kinds[i] == PageSourceKind::kData) {
+    const uint64_t batch = std::max<uint64_t>(r.page_size, kBatch / r.page_size * r.page_size);
+    for (const Image::SourceRun& run : all_runs[ri]) {
+      for (uint64_t off = run.offset; off < run.offset + run.length; off += batch) {
+        const uint64_t n = std::min(batch, run.offset + run.length - off);
+        if (run.kind == PageSourceKind::kZero) {
+          PW_RETURN_IF_ERROR(w->AddZeroPages(ri, off, n));
+        } else if (run.kind == PageSourceKind::kData) {
           buf.resize(n);
-          PW_RETURN_IF_ERROR(src->Read(ri, o, buf.data(), n));
-          PW_RETURN_IF_ERROR(w->AddPages(ri, o, buf.data(), n));
+          PW_RETURN_IF_ERROR(src->Read(ri, off, buf.data(), n));
+          PW_RETURN_IF_ERROR(w->AddPages(ri, off, buf.data(), n));
         }
-        i = j;
+        if (run.kind != PageSourceKind::kAbsent) done += n;
+        if (progress) progress(done, total);
       }
-      done += len;
-      if (progress) progress(done, total);
     }
   }
   return w->Commit();

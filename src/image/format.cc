@@ -129,7 +129,9 @@ enum HeaderOffset : size_t {
 
 bool IsPow2(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
-Status HeaderCorrupt(const std::string& where, size_t off, const std::string& what) {
+Status HeaderCorrupt(uint64_t* bad_at, const std::string& where, size_t off,
+                     const std::string& what) {
+  if (bad_at != nullptr) *bad_at = off;
   return Status::Corruption("image " + where + ": header field at file offset " +
                             std::to_string(off) + ": " + what +
                             "; the file is damaged or not a pagewise image");
@@ -165,12 +167,16 @@ std::vector<uint8_t> EncodeHeader(const Header& h) {
 }
 
 Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_size,
-                            const std::string& where) {
+                            const std::string& where, uint64_t* bad_at) {
+  uint64_t unused_at;
+  if (bad_at == nullptr) bad_at = &unused_at;
+  *bad_at = file_size;  // truncation and size errors point at the end
   if (file_size < kMinHeaderSize || buf_len < kMinHeaderSize) {
     return Status::Corruption("image " + where + ": file is " + std::to_string(file_size) +
                               " bytes, too small to be a pagewise image (truncated?)");
   }
   if (std::memcmp(buf, kMagic, 8) != 0) {
+    *bad_at = 0;
     return Status::Corruption("image " + where +
                               ": bad magic at file offset 0: not a pagewise image "
                               "(or its first bytes are damaged)");
@@ -179,7 +185,7 @@ Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_si
   h.header_size = Get32(buf + kOffHeaderSize);
   if (h.header_size < kMinHeaderSize || h.header_size > kMaxHeaderSize ||
       h.header_size % 8 != 0) {
-    return HeaderCorrupt(where, kOffHeaderSize,
+    return HeaderCorrupt(bad_at, where, kOffHeaderSize,
                          "impossible header size " + std::to_string(h.header_size));
   }
   if (h.header_size > file_size || h.header_size > buf_len) {
@@ -191,10 +197,11 @@ Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_si
   const uint64_t want = Get64(buf + ck_off);
   const uint64_t got = Checksum64(buf, ck_off);
   if (want != got) {
-    return HeaderCorrupt(where, ck_off, "header checksum mismatch");
+    return HeaderCorrupt(bad_at, where, ck_off, "header checksum mismatch");
   }
   h.version = Get32(buf + kOffVersion);
   if (h.version != kVersion) {
+    *bad_at = kOffVersion;
     return Status::NotSupported(
         "image " + where + " has format version " + std::to_string(h.version) +
         "; this pagewise reads format version " + std::to_string(kVersion) + " only: " +
@@ -202,13 +209,14 @@ Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_si
                               : "convert it with the pagewise that wrote it"));
   }
   if (h.header_size != kHeaderSize) {
-    return HeaderCorrupt(where, kOffHeaderSize,
+    return HeaderCorrupt(bad_at, where, kOffHeaderSize,
                          "version 1 header size must be 256, is " +
                              std::to_string(h.header_size));
   }
   h.incompat_flags = Get32(buf + kOffIncompat);
   h.compat_flags = Get32(buf + kOffCompat);
   if (h.incompat_flags != 0) {
+    *bad_at = kOffIncompat;
     return Status::NotSupported("image " + where + " uses incompatible feature flags " +
                                 Hex(h.incompat_flags) +
                                 " that this pagewise does not know: use a newer pagewise");
@@ -232,30 +240,31 @@ Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_si
   h.compression = buf[kOffCompression];
 
   if (h.file_size != file_size) {
+    *bad_at = kOffFileSize;
     return Status::Corruption("image " + where + ": file is " + std::to_string(file_size) +
                               " bytes but its header says " + std::to_string(h.file_size) +
                               " (truncated or appended to)");
   }
   if (h.page_size != 0 &&
       (!IsPow2(h.page_size) || h.page_size < kMinPageSize || h.page_size > kMaxPageSize)) {
-    return HeaderCorrupt(where, kOffPageSize, "bad page size " + std::to_string(h.page_size));
+    return HeaderCorrupt(bad_at, where, kOffPageSize, "bad page size " + std::to_string(h.page_size));
   }
   if (h.index_offset < kHeaderSize || h.index_length < kIndexFixedBytes ||
       h.index_offset > file_size || h.index_length != file_size - h.index_offset) {
-    return HeaderCorrupt(where, kOffIndexOffset,
+    return HeaderCorrupt(bad_at, where, kOffIndexOffset,
                          "index [" + std::to_string(h.index_offset) + ", +" +
                              std::to_string(h.index_length) + ") does not end the file");
   }
   if (h.compression > static_cast<uint8_t>(Compression::kLz4)) {
-    return HeaderCorrupt(where, kOffCompression,
+    return HeaderCorrupt(bad_at, where, kOffCompression,
                          "unknown compression " + std::to_string(h.compression));
   }
-  if (IsNullUuid(h.uuid)) return HeaderCorrupt(where, kOffUuid, "null image identity");
+  if (IsNullUuid(h.uuid)) return HeaderCorrupt(bad_at, where, kOffUuid, "null image identity");
   // Bound counts by the bytes that must hold them.
   if (h.region_count > h.index_length / kRegionFixedBytes ||
       h.chunk_count > h.index_length / kChunkEntryBytes ||
       h.run_count > h.index_length / kRunFixedBytes) {
-    return HeaderCorrupt(where, kOffRegionCount, "counts do not fit in the index");
+    return HeaderCorrupt(bad_at, where, kOffRegionCount, "counts do not fit in the index");
   }
   return h;
 }

@@ -136,9 +136,10 @@ std::vector<uint8_t> EncodeHeader(const Header& h);
 // header size it declares, or all of the file). `where` names the layer in
 // messages. Checks in order: size, magic, header_size, checksum, version
 // (kNotSupported naming both versions), incompat flags, field ranges against
-// file_size.
+// file_size. On failure *bad_at (if not null) is the file offset of the
+// offending field (the file size for truncation).
 Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_size,
-                            const std::string& where);
+                            const std::string& where, uint64_t* bad_at = nullptr);
 
 // ---- index ----------------------------------------------------------------------
 // Encodes the index. `runs` must be sorted and refer to `refs` as described
@@ -149,9 +150,10 @@ std::vector<uint8_t> EncodeIndex(const Index& index);
 // header, strings, regions (page size, length), chunk entries (inside the
 // data area [kHeaderSize, index_offset), contiguous coverage, sizes), runs
 // (sorted, disjoint, inside their region, refs to existing slots of chunks
-// with the region's page size), stats against the header.
+// with the region's page size), stats against the header. On failure
+// *bad_at (if not null) is the file offset of the offending entry.
 Result<Index> DecodeIndex(const uint8_t* buf, size_t len, const Header& h,
-                          const std::string& where);
+                          const std::string& where, uint64_t* bad_at = nullptr);
 
 // Validates a RegionInfo for writing (page size, alignment).
 Status ValidateRegion(const RegionInfo& r);

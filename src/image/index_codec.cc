@@ -36,8 +36,8 @@ class Writer {
 // Bounds-checked cursor over the index bytes; failures name the file offset.
 class Reader {
  public:
-  Reader(const uint8_t* p, size_t n, uint64_t base, const std::string& where)
-      : p_(p), n_(n), base_(base), where_(where) {}
+  Reader(const uint8_t* p, size_t n, uint64_t base, const std::string& where, uint64_t* bad_at)
+      : p_(p), n_(n), base_(base), where_(where), bad_at_(bad_at) {}
   size_t pos() const { return pos_; }
   size_t left() const { return n_ - pos_; }
   uint64_t file_offset() const { return base_ + pos_; }
@@ -60,6 +60,7 @@ class Reader {
   }
   void Skip(size_t k) { pos_ += k; }
   Status Bad(const std::string& what, uint64_t at) const {
+    if (bad_at_ != nullptr) *bad_at_ = at;
     return Status::Corruption("image " + where_ + ": index entry at file offset " +
                               std::to_string(at) + ": " + what +
                               "; the file is damaged: re-create it or restore a copy");
@@ -72,6 +73,7 @@ class Reader {
   size_t pos_ = 0;
   uint64_t base_;
   const std::string& where_;
+  uint64_t* bad_at_;
 };
 
 bool IsPow2(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -284,8 +286,8 @@ std::vector<uint8_t> EncodeIndex(const Index& ix) {
 }
 
 Result<Index> DecodeIndex(const uint8_t* buf, size_t len, const Header& h,
-                          const std::string& where) {
-  Reader r(buf, len, h.index_offset, where);
+                          const std::string& where, uint64_t* bad_at) {
+  Reader r(buf, len, h.index_offset, where, bad_at);
   if (!r.Need(kIndexFixedBytes) || r.U32() != kIndexMagic) return r.Bad("bad index magic", h.index_offset);
   Index ix;
   uint32_t parent_len = r.U32();

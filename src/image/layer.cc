@@ -9,7 +9,11 @@
 
 namespace pagewise::image {
 
-Result<std::unique_ptr<Layer>> Layer::Open(Env* env, const std::string& path) {
+Result<std::unique_ptr<Layer>> Layer::Open(Env* env, const std::string& path,
+                                           uint64_t* bad_at) {
+  uint64_t unused_at;
+  if (bad_at == nullptr) bad_at = &unused_at;
+  *bad_at = 0;
   // O_NONBLOCK: a parent path in a damaged or hostile file may name a FIFO;
   // opening must not block (reads of non-regular files then fail cleanly).
   PW_ASSIGN_OR_RETURN(int fd, env->Open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY));
@@ -19,12 +23,14 @@ Result<std::unique_ptr<Layer>> Layer::Open(Env* env, const std::string& path) {
   std::vector<uint8_t> head(std::min<uint64_t>(file_size, kMaxHeaderSize));
   Status s = ReadFully(env, fd, head.data(), head.size(), 0);
   if (!s.ok()) return s.WithContext("image " + path + ": reading the header");
-  PW_ASSIGN_OR_RETURN(layer->header_, DecodeHeader(head.data(), head.size(), file_size, path));
+  PW_ASSIGN_OR_RETURN(layer->header_,
+                      DecodeHeader(head.data(), head.size(), file_size, path, bad_at));
   const Header& h = layer->header_;
 
   // DecodeHeader bounded index_length by the file size.
   std::vector<uint8_t> ix(h.index_length);
   s = ReadFully(env, fd, ix.data(), ix.size(), static_cast<off_t>(h.index_offset));
+  *bad_at = h.index_offset;
   if (!s.ok()) return s.WithContext("image " + path + ": reading the index");
   if (Checksum64(ix.data(), ix.size()) != h.index_checksum) {
     return Status::Corruption("image " + path + ": index at file offset " +
@@ -33,7 +39,7 @@ Result<std::unique_ptr<Layer>> Layer::Open(Env* env, const std::string& path) {
                               " bytes): checksum mismatch; the file is damaged: "
                               "re-create it or restore a copy");
   }
-  PW_ASSIGN_OR_RETURN(layer->index_, DecodeIndex(ix.data(), ix.size(), h, path));
+  PW_ASSIGN_OR_RETURN(layer->index_, DecodeIndex(ix.data(), ix.size(), h, path, bad_at));
 
   const Index& index = layer->index_;
   layer->region_runs_.assign(index.regions.size() + 1, 0);

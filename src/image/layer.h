@@ -23,8 +23,10 @@ class Layer {
   // sizes against the real file size) and the index (checksum, structure).
   // kCorruption names the path and file offset; kNotSupported for other
   // format versions; kNotFound / kIoError from opening. Allocates at most
-  // the file's size.
-  static Result<std::unique_ptr<Layer>> Open(Env* env, const std::string& path);
+  // the file's size. On kCorruption/kNotSupported, *bad_at (if not null)
+  // is the file offset of the offending field.
+  static Result<std::unique_ptr<Layer>> Open(Env* env, const std::string& path,
+                                             uint64_t* bad_at = nullptr);
   ~Layer();
   Layer(const Layer&) = delete;
   Layer& operator=(const Layer&) = delete;

@@ -130,6 +130,35 @@ Status ChainImage::Classify(uint32_t region, uint64_t offset, size_t len,
   return Status::Ok();
 }
 
+Status ChainImage::ClassifyRuns(uint32_t region, uint64_t offset, uint64_t len,
+                                std::vector<SourceRun>* out) const {
+  PW_RETURN_IF_ERROR(CheckRange(region, offset, len));
+  out->clear();
+  const uint64_t ps = regions_[region].page_size;
+  const auto& segs = resolved_[region];
+  const uint64_t pend = (offset + len) / ps;
+  auto emit = [&](uint64_t from, uint64_t to, PageSourceKind k) {
+    if (from >= to) return;
+    if (!out->empty() && out->back().kind == k &&
+        out->back().offset + out->back().length == from * ps) {
+      out->back().length += (to - from) * ps;
+    } else {
+      out->push_back({from * ps, (to - from) * ps, k});
+    }
+  };
+  uint64_t p = offset / ps;
+  for (size_t si = FindSegment(region, p); si < segs.size() && segs[si].first < pend; ++si) {
+    const Segment& s = segs[si];
+    emit(p, std::min(s.first, pend), PageSourceKind::kAbsent);
+    const Run& run = layers_[s.layer]->index().runs[s.run];
+    const uint64_t from = std::max(p, s.first), to = std::min(pend, s.first + s.count);
+    emit(from, to, run.kind == RunKind::kZero ? PageSourceKind::kZero : PageSourceKind::kData);
+    p = to;
+  }
+  emit(p, pend, PageSourceKind::kAbsent);
+  return Status::Ok();
+}
+
 Status ChainImage::TopLayerRuns(uint32_t region,
                                 std::vector<std::pair<uint64_t, uint64_t>>* runs) const {
   PW_RETURN_IF_ERROR(CheckRange(region, 0, 0));
