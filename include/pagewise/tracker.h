@@ -2,45 +2,85 @@
 //
 // THE CONTRACT. After Track(range) returns OK, every write to a page of the
 // range shows up in the ranges returned by a later Collect():
-//   - a write that completes before Collect() starts appears in that collect;
+//   - a write that completes before Collect() starts appears in that collect
+//     (mprotect backend: or in the next one, if another thread's fault
+//     handler for that same page was still running when Collect() started);
 //   - a write that races a Collect() appears in that collect or, if it lands
 //     after the page was examined and re-armed, in the next one;
-//   - never in none. Collect() reports and re-arms each page in one atomic
-//     step (backend uffd-wp-async: PAGEMAP_SCAN with PM_SCAN_WP_MATCHING under
-//     the page-table lock), so no write can slip between "read" and "re-arm".
+//   - never in none. Each backend's Collect() takes the written set and
+//     re-arms it so that no write can slip between "read" and "re-arm"
+//     (uffd-wp-async: PAGEMAP_SCAN with PM_SCAN_WP_MATCHING under the
+//     page-table lock; uffd-wp and mprotect: see their sources).
 // Callers read page contents AFTER Collect() returns: a page reported written
 // and then copied holds at least every write the report covers; a write that
 // lands during the copy is reported again by the next collect.
 // Reports may over-approximate (a clean page reported written: e.g. whole
 // transparent huge pages, pages dropped with MADV_DONTNEED, pages whose
 // protection changed), never under-approximate. The first Collect() after
-// Track() reports only pages written after Track().
+// Track() reports only pages written after Track(). Reported pages are
+// mapped when Collect() looks (pages unmapped since their write are left
+// out). Only writes through the tracked mapping count: a write to shared
+// memory through another mapping or by another process is not seen.
 //
-// Memory events on tracked ranges:
-//   - MADV_DONTNEED / MADV_REMOVE: the dropped pages read as zero afterwards;
-//     they are reported written by the next collect (content changed to 0).
+// Memory events on tracked ranges (all measured on Linux 6.18; tests in
+// src/track/tracker_test.cc, tests/track_fork_test.cc):
+//   - MADV_DONTNEED / MADV_REMOVE / MADV_FREE: the dropped pages read as
+//     zero (or as the file) afterwards; they are reported written by the next
+//     collect. uffd-wp-async and uffd-wp see anonymous DONTNEED through the
+//     kernel (the zapped ptes read as written); shmem MADV_REMOVE, and every
+//     drop for mprotect and soft-dirty, is seen by pagewise's interposed
+//     madvise() (below).
 //   - munmap of a tracked range: those pages are no longer reported; call
-//     Untrack() for them (Untrack of an unmapped range succeeds).
+//     Untrack() for them (Untrack of an unmapped range succeeds). If memory
+//     is mapped again at a tracked address before Untrack, uffd-wp-async's
+//     Collect fails with kFailedPrecondition for that range (after
+//     collecting the rest); the others report or protect the new memory as
+//     if it were the old. Untrack first.
 //   - mremap of a tracked range: the tracker does not follow the move;
-//     Untrack the old range and Track the new one.
-//   - mprotect: protection changes do not lose writes.
-//   - fork: the child is not tracked; the parent's tracking is unaffected
-//     (backend-specific notes below).
+//     Untrack the old range and Track the new one. (mprotect backend: the
+//     interposed mremap gives the moving pages the program's protection
+//     first, so the moved memory is writable.)
+//   - mprotect: protection changes do not lose writes (uffd-wp bits live in
+//     the ptes; the mprotect backend interposes mprotect, below).
+//   - fork: the child is not tracked and runs unhindered (its VMAs lose the
+//     userfaultfd registration; with mprotect, the child's own copy of the
+//     handler unprotects its pages); the parent's tracking is unaffected.
+//     The Tracker object's methods return kFailedPrecondition in the child.
 //   - THP: a written huge page may be reported as a whole (2 MiB).
+//
+// Interposed libc functions. pagewise defines madvise(), mprotect() and
+// mremap() (src/track/memory_events.h); calls through libc's symbols in this
+// process reach pagewise first, then the kernel. Only the mprotect backend
+// changes what they do. Raw system calls and glibc-internal calls (malloc
+// trimming its arenas) bypass them.
 //
 // Backends (see DescribeBackends for what this kernel offers):
 //   uffd-wp-async  userfaultfd WP_ASYNC + PAGEMAP_SCAN WP_MATCHING. Atomic,
 //                  fastest; the default where available. Needs Linux 6.7.
+//                  Memory: anonymous private, memfd/shmem, hugetlbfs.
 //   uffd-wp        synchronous userfaultfd write-protect faults served by a
 //                  tracker thread that records the page and unprotects it.
 //                  Atomic. Writers pay a round trip to the thread on the
-//                  first write after each collect.
+//                  first write after each collect. Same memory kinds. The
+//                  program must not track the stack of a thread that calls
+//                  Collect(), nor memory its fault hook writes (internal
+//                  UffdWpTracker, src/track/uffd_wp_tracker.h); Track()
+//                  refuses the tracker's own thread stack and bitmaps.
 //   mprotect       PROT_READ + a SIGSEGV handler that records the page and
-//                  restores PROT_WRITE. Works without userfaultfd. Chains to
-//                  a SIGSEGV handler installed before pagewise's for faults
-//                  outside tracked ranges. Tracked ranges must be private or
-//                  shared memory mapped read-write. Atomic per page (the
-//                  collect re-protects each reported page before reading).
+//                  gives it the program's protection back. Works without
+//                  userfaultfd, on any mapping. Chains to the SIGSEGV handler
+//                  installed before the tracker was created (SA_SIGINFO or
+//                  plain; SIG_DFL/SIG_IGN: default action) for faults outside
+//                  tracked pages and for writes to pages the program itself
+//                  made read-only. One per process. What it needs from the
+//                  program: change protection of tracked memory only with
+//                  libc mprotect()/mremap() and drop pages only with libc
+//                  madvise() (interposed: a requested PROT_WRITE is granted
+//                  page by page on the first write); do not replace the
+//                  SIGSEGV handler while the tracker exists (install yours
+//                  first: it gets chained); Untrack before munmap or mmap
+//                  MAP_FIXED over tracked memory. MADV_FREE pages that the
+//                  kernel discards later are not reported.
 //   soft-dirty     clear_refs + pagemap bit 55; NOT atomic: clearing is
 //                  process-wide and separate from reading, so a write racing
 //                  a collect can be lost. Offered only where the kernel has
@@ -107,7 +147,10 @@ class Tracker {
   // Creates a tracker with the chosen backend. kAuto picks the best atomic
   // backend available (uffd-wp-async, then uffd-wp, then mprotect). Naming a
   // backend the kernel lacks returns kNotSupported with the reason and the
-  // alternatives. Only one mprotect-backend tracker may exist per process.
+  // alternatives; an unknown enum value is kInvalidArgument. Only one
+  // mprotect-backend tracker may exist per process (kFailedPrecondition).
+  // Kernel-call failures (userfaultfd creation, /proc/self/pagemap) are
+  // returned as they are; nothing is left open.
   static Result<std::unique_ptr<Tracker>> Create(const TrackerOptions& options = {});
 
   virtual ~Tracker() = default;
@@ -124,8 +167,9 @@ class Tracker {
   virtual Status Track(void* addr, size_t len) = 0;
 
   // Stops tracking [addr, addr+len), which must be exactly a range passed to
-  // Track(). Writes since the last collect to that range are discarded.
-  // Succeeds if the memory was unmapped meanwhile.
+  // Track() (else kNotFound). Writes since the last collect to that range are
+  // discarded. Succeeds if the memory was unmapped meanwhile. On error the
+  // range stays tracked and armed (retry, or destroy the tracker).
   virtual Status Untrack(void* addr, size_t len) = 0;
 
   // Appends to *written the pages written since the previous Collect() (or

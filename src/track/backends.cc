@@ -46,7 +46,10 @@ std::vector<BackendInfo> DescribeBackends(const KernelFeatures& f) {
   }
   out.push_back(sync);
 
-  out.push_back({"mprotect", true, true, ""});
+  out.push_back({"mprotect", true, true,
+                 "one per process; the program must change protection of tracked memory only "
+                 "through libc mprotect/mremap and drop pages only through libc madvise "
+                 "(pagewise interposes them), and keep pagewise's SIGSEGV handler installed"});
 
   BackendInfo sd{"soft-dirty", f.soft_dirty, false, ""};
   sd.reason = f.soft_dirty

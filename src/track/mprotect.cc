@@ -196,7 +196,7 @@ class MprotectTracker final : public Tracker,
     if (getpid() == pid_) {
       std::lock_guard<std::mutex> lock(mu_);
       while (!ranges_.empty()) {
-        UntrackLocked(ranges_.back()).IgnoreError();  // best effort: restoring protection
+        UntrackLocked(ranges_.back(), /*force=*/true).IgnoreError();  // cannot fail when forced
         ranges_.pop_back();
       }
     }
@@ -245,7 +245,10 @@ class MprotectTracker final : public Tracker,
   // Applies "user protection minus PROT_WRITE" to every run of pages of r
   // with equal user protection in [first, last). Stops at the first error.
   Status ProtectRuns(MpRange* r, size_t first, size_t last, bool restore_user);
-  Status UntrackLocked(const std::unique_ptr<MpRange>& r);
+  // Restores the program's protection on r and unpublishes it. On failure
+  // r stays published and protected, unless `force` (the destructor).
+  Status UntrackLocked(const std::unique_ptr<MpRange>& r, bool force = false);
+  Status RestoreLocked(const std::unique_ptr<MpRange>& r);
   std::vector<PageRange> tracked_unlocked() const {
     std::vector<PageRange> out;
     for (const auto& r : ranges_) out.push_back({r->start, r->end});
@@ -258,7 +261,7 @@ class MprotectTracker final : public Tracker,
   const pid_t pid_;
   const uint64_t faults_base_;
   mutable std::mutex mu_;  // serialises Track/Untrack/Collect/interposed calls
-  std::vector<std::unique_ptr<MpRange>> ranges_;
+  std::vector<std::unique_ptr<MpRange>> ranges_;  // sorted by start
   TrackerStats stats_;
 };
 
@@ -276,6 +279,18 @@ Status MprotectTracker::ProtectRuns(MpRange* r, size_t first, size_t last, bool 
     a = b;
   }
   return Status::Ok();
+}
+
+// Last resort when the Env refuses to restore protection: raw calls, run by
+// run, ignoring failures (unmapped parts fail harmlessly).
+void RawRestore(MpRange* r) {
+  const uint64_t pg = PageSize();
+  for (size_t a = 0; a < r->bits.pages();) {
+    size_t b = a + 1;
+    while (b < r->bits.pages() && r->Prot(b) == r->Prot(a)) ++b;
+    sys::RawMprotect(reinterpret_cast<void*>(r->start + a * pg), (b - a) * pg, r->Prot(a));
+    a = b;
+  }
 }
 
 Status MprotectTracker::Track(void* addr, size_t len) {
@@ -315,28 +330,58 @@ Status MprotectTracker::Track(void* addr, size_t len) {
   // its own, and VMAs with different anon_vmas never merge again: Collect's
   // whole-range mprotect could not undo the splits and the VMA count would
   // only grow (measured: 2048 VMAs for 1024 written pages of 2048).
+  // (A compare-exchange of the value with itself: compilers turn an
+  // idempotent fetch_or(0) into a plain load, which would not write-fault;
+  // clang does, even on a volatile pointer.)
   for (const Vma& v : vmas) {
     if ((v.prot & PROT_WRITE) && !v.shared) {
-      __atomic_fetch_or(reinterpret_cast<uint64_t*>(v.start), uint64_t{0}, __ATOMIC_RELAXED);
+      volatile uint64_t* word = reinterpret_cast<volatile uint64_t*>(v.start);
+      uint64_t seen = __atomic_load_n(word, __ATOMIC_RELAXED);
+      while (!__atomic_compare_exchange_n(word, &seen, seen, false, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED)) {
+      }
     }
   }
   // Publish before protecting: the first fault must find the range.
   g_slots[slot].store(r.get(), std::memory_order_seq_cst);
   Status s = ProtectRuns(r.get(), 0, n, /*restore_user=*/false);
   if (!s.ok()) {
-    // Undo: give every page its protection back, then unpublish.
-    ProtectRuns(r.get(), 0, n, /*restore_user=*/true).IgnoreError();  // the first error matters
+    // Undo: give every page its protection back, then unpublish. A page
+    // left read-only and unpublished would crash the program's next write.
+    if (!ProtectRuns(r.get(), 0, n, /*restore_user=*/true).ok()) RawRestore(r.get());
     g_slots[slot].store(nullptr, std::memory_order_seq_cst);
     while (g_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
     return s.WithContext("Track " + RangeString(start, end) + ": write-protecting the range");
   }
-  ranges_.push_back(std::move(r));
+  auto pos = std::lower_bound(ranges_.begin(), ranges_.end(), start,
+                              [](const std::unique_ptr<MpRange>& x, uint64_t s) { return x->start < s; });
+  ranges_.insert(pos, std::move(r));  // sorted: InterceptMprotect walks it in order
   return Status::Ok();
 }
 
-Status MprotectTracker::UntrackLocked(const std::unique_ptr<MpRange>& r) {
+Status MprotectTracker::UntrackLocked(const std::unique_ptr<MpRange>& r, bool force) {
   // Restore the program's protection first, unpublish after: a write fault
   // on a still read-only page must still find the range.
+  Status s = RestoreLocked(r);
+  if (!s.ok() && force) {
+    // The destructor cannot keep the range: restore with raw calls and
+    // unpublish regardless.
+    RawRestore(r.get());
+    s = Status::Ok();
+  }
+  if (!s.ok()) return s;
+  for (auto& slot : g_slots) {
+    MpRange* expected = r.get();
+    slot.compare_exchange_strong(expected, nullptr, std::memory_order_seq_cst);
+  }
+  // A handler that loaded the pointer before it was cleared is counted in
+  // g_in_flight; wait for it before the range's memory goes away.
+  while (g_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  return Status::Ok();
+}
+
+// Gives every page of r the program's protection back.
+Status MprotectTracker::RestoreLocked(const std::unique_ptr<MpRange>& r) {
   Status s = ProtectRuns(r.get(), 0, r->bits.pages(), /*restore_user=*/true);
   if (!s.ok() && s.err() == ENOMEM) {
     // Part of it was unmapped meanwhile: restore what is still mapped.
@@ -351,15 +396,7 @@ Status MprotectTracker::UntrackLocked(const std::unique_ptr<MpRange>& r) {
       if (!ps.ok() && s.ok()) s = ps;
     }
   }
-  if (!s.ok()) return s;
-  for (auto& slot : g_slots) {
-    MpRange* expected = r.get();
-    slot.compare_exchange_strong(expected, nullptr, std::memory_order_seq_cst);
-  }
-  // A handler that loaded the pointer before it was cleared is counted in
-  // g_in_flight; wait for it before the range's memory goes away.
-  while (g_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
-  return Status::Ok();
+  return s;
 }
 
 Status MprotectTracker::Untrack(void* addr, size_t len) {
@@ -452,15 +489,12 @@ int MprotectTracker::InterceptMprotect(void* addr, size_t len, int prot) {
   const uint64_t a = reinterpret_cast<uint64_t>(addr);
   if (a % pg != 0 || len == 0 || a + len < a) return sys::RawMprotect(addr, len, prot);
   const uint64_t end = a + (len + pg - 1) / pg * pg;
+  // No allocation here: programs call mprotect from SIGSEGV handlers.
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<MpRange*> hit;
-  for (const auto& r : ranges_) {
-    if (r->start < end && a < r->end) hit.push_back(r.get());
-  }
-  if (hit.empty()) return sys::RawMprotect(addr, len, prot);
-  std::sort(hit.begin(), hit.end(), [](MpRange* x, MpRange* y) { return x->start < y->start; });
   uint64_t cursor = a;
-  for (MpRange* r : hit) {
+  for (const auto& rp : ranges_) {  // sorted by start
+    MpRange* r = rp.get();
+    if (r->end <= a || r->start >= end) continue;
     const uint64_t s = std::max(a, r->start), e = std::min(end, r->end);
     if (cursor < s && sys::RawMprotect(reinterpret_cast<void*>(cursor), s - cursor, prot) != 0) {
       return -1;

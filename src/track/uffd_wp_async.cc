@@ -18,9 +18,9 @@
 //     that bypass libc's madvise (raw syscalls) are not seen.
 //   - munmap: no VMA, nothing reported; mremap: the moved VMA loses its
 //     registration (no UFFD_FEATURE_EVENT_REMAP), the old range is unmapped.
-//     If other memory is mapped at a tracked address, PM_SCAN_CHECK_WPASYNC
-//     makes the scan fail with EPERM: Collect reports it (kFailedPrecondition)
-//     after collecting the still registered parts.
+//     If other memory is mapped at a tracked address, Collect reports it
+//     (kFailedPrecondition) after collecting the still registered parts (see
+//     ScanRange for why not PM_SCAN_CHECK_WPASYNC).
 //   - fork: the child's VMAs lose the registration (no EVENT_FORK) and its
 //     ptes lose the uffd-wp bit; the parent's COW write faults clear the bit
 //     like any write, so the parent's tracking is unaffected.
@@ -30,6 +30,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cinttypes>
+#include <cstdio>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -81,7 +83,7 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
       return s.WithContext("Track " + RangeString(start, end) + ": write-protecting the range");
     }
     InsertSorted(&ranges_, {start, end});
-    EraseDropped(start, end);  // publishes the new range to OnDropped
+    Republish(start, end);  // publishes the new range to OnDropped
     return Status::Ok();
   }
 
@@ -93,15 +95,14 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
     auto it = FindExact(&ranges_, start, end);
     if (it == ranges_.end()) return NotTracked(start, end, ranges_);
     Status s = uffd_.Unregister(start, len);
-    // UFFDIO_UNREGISTER of a range with no VMA left is ENOMEM/EINVAL: the
-    // memory was unmapped meanwhile, which the contract allows.
-    if (!s.ok() && (s.err() == ENOMEM || s.err() == EINVAL) &&
-        !CoveringVmas(env_, start, end, "Untrack").ok()) {
-      s = Status::Ok();
-    }
+    // UFFDIO_UNREGISTER fails with EINVAL when a VMA in the range cannot be
+    // registered (the memory we registered was unmapped and something else,
+    // e.g. a file mapping, now sits there) or no VMA is left. Either way our
+    // memory is gone, which the contract allows.
+    if (!s.ok() && (s.err() == EINVAL || s.err() == ENOMEM)) s = Status::Ok();
     if (!s.ok()) return s.WithContext("Untrack " + RangeString(start, end));
     ranges_.erase(it);
-    EraseDropped(start, end);
+    Republish(start, end);
     return Status::Ok();
   }
 
@@ -188,8 +189,8 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
   }
 
   // Keeps published_ (read by OnDropped) in step with ranges_, and forgets
-  // drops of a range that is no longer tracked.
-  void EraseDropped(uint64_t start, uint64_t end) {
+  // drops remembered for [start, end) (a range just tracked or untracked).
+  void Republish(uint64_t start, uint64_t end) {
     std::lock_guard<std::mutex> dlock(dropped_mu_);
     published_ = ranges_;
     std::vector<PageRange> keep;
@@ -200,38 +201,47 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
   }
 
   // Collects and re-arms one tracked range, appending what it reported.
+  //
+  // Not PM_SCAN_CHECK_WPASYNC: with it, a VMA in the range that is not
+  // registered (memory unmapped and mapped again) makes the ioctl fail with
+  // EPERM after it has already re-armed and copied out the regions before
+  // that VMA, and the error return hides how many: those writes would be
+  // lost (measured on 6.18). Instead the WP_MATCHING scan skips unregistered
+  // VMAs, and a second, cheap scan looks for them (registered VMAs are
+  // skipped whole by the kernel, so it costs nothing in the normal case).
   Status ScanRange(const PageRange& r, std::vector<PageRange>* written) {
     PagemapScanArgs args;
     args.start = r.start;
     args.end = r.end;
     // Stay on the kernel's fast path (mask == return == WRITTEN only): it is
     // the one that reports and re-arms ptes emptied by MADV_DONTNEED.
-    args.flags = sys::kScanWpMatching | sys::kScanCheckWpAsync;
+    args.flags = sys::kScanWpMatching;
     args.category_mask = sys::page_is::kWritten;
     args.return_mask = sys::page_is::kWritten;
     std::vector<PageRegion> regions;
     Status s = scanner_.ScanAll(args, &regions);
     // Whatever was reported was also re-armed: hand it out even on error.
     for (const PageRegion& reg : regions) AppendRange(written, reg.start, reg.end);
-    if (s.ok() || s.err() != EPERM) {
-      return s.ok() ? s : s.WithContext("Collect " + RangeString(r.start, r.end));
-    }
-    // EPERM from PM_SCAN_CHECK_WPASYNC: part of the range is mapped but no
-    // longer registered with our userfaultfd (unmapped and mapped again, or
-    // mremap'ed over). Collect what is still registered (the kernel skips the
-    // rest without CHECK_WPASYNC), then tell the caller.
-    args.start = regions.empty() ? r.start : regions.back().end;
-    args.flags = sys::kScanWpMatching;
-    regions.clear();
-    Status again = scanner_.ScanAll(args, &regions);
-    for (const PageRegion& reg : regions) AppendRange(written, reg.start, reg.end);
-    if (!again.ok()) return again.WithContext("Collect " + RangeString(r.start, r.end));
-    return Status(Code::kFailedPrecondition, EPERM,
-                  "Collect " + RangeString(r.start, r.end) +
-                      ": part of the range is mapped but no longer registered for tracking (it "
-                      "was unmapped and mapped again, or replaced by mremap/mmap MAP_FIXED); "
-                      "writes there are not tracked. Untrack the range and Track the new "
-                      "mapping");
+    if (!s.ok()) return s.WithContext("Collect " + RangeString(r.start, r.end));
+
+    PagemapScanArgs check;
+    check.start = r.start;
+    check.end = r.end;
+    check.category_inverted = sys::page_is::kWpAllowed;
+    check.category_mask = sys::page_is::kWpAllowed;
+    check.return_mask = sys::page_is::kWpAllowed;
+    check.max_pages = 1;
+    std::vector<PageRegion> foreign;
+    s = scanner_.ScanAll(check, &foreign, nullptr, 4);
+    if (!s.ok()) return s.WithContext("Collect " + RangeString(r.start, r.end) + ": checking registration");
+    if (foreign.empty()) return Status::Ok();
+    char where[40];
+    snprintf(where, sizeof(where), "0x%" PRIx64, foreign[0].start);
+    return Status(Code::kFailedPrecondition, 0,
+                  "Collect " + RangeString(r.start, r.end) + ": memory at " + where +
+                      " is mapped but no longer registered for tracking (it was unmapped and "
+                      "mapped again, or replaced by mremap/mmap MAP_FIXED); writes there are not "
+                      "tracked. Untrack the range and Track the new mapping");
   }
 
   Env* const env_;

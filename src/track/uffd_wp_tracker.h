@@ -50,7 +50,10 @@ class UffdWpTracker : public Tracker {
   // hook sees the page's content before the faulting write (and before any
   // other write to that page since the previous collect). page_addr is page
   // aligned. The hook must be quick, must not write tracked memory, and must
-  // not call into this tracker (deadlock). nullptr removes the hook.
+  // not call into this tracker nor madvise/mprotect/mremap (pagewise
+  // interposes those, and they may wait for the fault lock): deadlock.
+  // Writers of other pages keep being served only after the hook returns.
+  // nullptr removes the hook.
   virtual void SetFaultHook(std::function<void(uint64_t page_addr)> hook) = 0;
 };
 
