@@ -186,7 +186,7 @@ Result<Window> LiveRound(Shared* sh, const BenchOptions& opts, const RegionInfo&
   w.faults = double(ls->pages_by_fault);
   w.fault_service_max_us = double(ls->fault_service_max_ns) / 1e3;
   w.fault_service_p99_us = double(ls->fault_service_p99_ns) / 1e3;
-  w.queue_waits = double(ls->fault_queue_waits);
+  w.queue_waits = double(ls->fault_queue_full);
   return w;
 }
 
@@ -330,7 +330,7 @@ Status Run(const BenchOptions& opts, BenchReport* report) {
   // Live internals (no fork counterpart).
   report->Add({"live", "fault_service_max_us", MedianOf(live, &Window::fault_service_max_us), "us", "-", 0});
   report->Add({"live", "fault_service_p99_us", MedianOf(live, &Window::fault_service_p99_us), "us", "-", 0});
-  report->Add({"live", "fault_queue_waits", MedianOf(live, &Window::queue_waits), "faults", "-", 0});
+  report->Add({"live", "fault_queue_full", MedianOf(live, &Window::queue_waits), "faults", "-", 0});
   return Status::Ok();
 }
 

@@ -14,8 +14,9 @@
 //      wakes the writer. Every page is saved exactly once (atomic claims), so
 //      the image equals memory at T.
 // The writer never waits for disk I/O, only for one page copy (plus the
-// handler's wake-up), or for a full fault queue to drain when the disk is
-// slower than the writers.
+// handler's wake-up) - unless the fault queue is full (the disk is slower
+// than the writers' first writes): then the fault path writes one queued
+// page to the image before it copies the new one.
 //
 // Tracker mode (LiveSnapshotOptions::tracker): the regions are already
 // tracked by a uffd-wp Tracker (TrackBackend::kUffdWp). Start() calls the
@@ -92,13 +93,21 @@ struct LiveSnapshotOptions {
   // once more at the end (done = true).
   LiveProgressFn progress;
   uint64_t progress_every_pages = 4096;
+  // Fault-around (base mode): a write fault saves and unprotects the not yet
+  // saved pages of the aligned group of this many pages around the faulting
+  // page (a power of two, 1..64), so that writers fault up to that many
+  // times less. 1: the faulting page only. Tracker mode always uses 1 (the
+  // tracker must see every first write).
+  size_t fault_around_pages = 64;
   // Pages the background saver copies per step (rounded up to a multiple of
   // 64). Writers hitting a page of the step being copied wait for that copy.
   size_t chunk_pages = 256;
   // Most page copies the fault path may hold waiting for the saver to write
-  // them (memory bound: fault_queue_pages * page size). At least 1. When it
-  // is full, a faulting writer waits for the saver's image I/O.
-  size_t fault_queue_pages = 1024;
+  // them (memory bound: fault_queue_pages * page size), further capped at
+  // 1/16 of the snapshot's pages (at least 64). When it is full, the fault
+  // path writes the oldest queued page to the image itself, so a faulting
+  // writer then waits for that page's image I/O.
+  size_t fault_queue_pages = 4096;
 };
 
 struct LiveSnapshotStats {
@@ -106,9 +115,10 @@ struct LiveSnapshotStats {
   uint64_t pages_background = 0;   // saved by the background saver
   uint64_t pages_by_fault = 0;     // saved by the fault path before a write
   uint64_t faults_handled = 0;     // write-protect faults served (all kinds)
-  // Faults that found the fault queue full and waited for the saver to
-  // write pages out (raise fault_queue_pages if this is common).
-  uint64_t fault_queue_waits = 0;
+  // Faults that found the fault queue full: the fault path then wrote the
+  // oldest queued page to the image itself (one page of I/O) instead of
+  // waiting for the saver thread. Raise fault_queue_pages if this is common.
+  uint64_t fault_queue_full = 0;
   // Fault service time: from reading the fault to waking the writer, for
   // faults that saved their page or found it saved. (Faults on a page the
   // saver was copying wait for the saver instead and are not timed.)

@@ -30,6 +30,29 @@ char* FaultQueue::Acquire() {
   }
 }
 
+char* FaultQueue::TryAcquire() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (aborted_) return nullptr;
+  if (!free_.empty()) {
+    char* b = free_.back();
+    free_.pop_back();
+    return b;
+  }
+  if (buffers_.size() < max_pages_) {
+    buffers_.emplace_back(new char[page_size_]);
+    return buffers_.back().get();
+  }
+  return nullptr;
+}
+
+bool FaultQueue::TakeOldest(QueuedPage* page) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (queue_.empty()) return false;
+  *page = queue_.front();
+  queue_.pop_front();
+  return true;
+}
+
 void FaultQueue::Push(const QueuedPage& page) {
   {
     std::lock_guard<std::mutex> lock(mu_);

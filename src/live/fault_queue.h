@@ -39,6 +39,12 @@ class FaultQueue {
   // Release). Blocks while all max_pages buffers are in use. Returns nullptr
   // once Abort() was called.
   char* Acquire();
+  // As Acquire, but never blocks: nullptr when every buffer is in use (or
+  // after Abort()).
+  char* TryAcquire();
+  // Removes the oldest queued page into *page (its buffer now belongs to
+  // the caller). False when nothing is queued.
+  bool TakeOldest(QueuedPage* page);
   // Queues a filled buffer for the saver.
   void Push(const QueuedPage& page);
   // Moves every queued page into *out (appends). If none is queued and

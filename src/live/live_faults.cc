@@ -101,32 +101,34 @@ void LiveSnapshotImpl::ServeFault(uint64_t addr) {
   const uint64_t t0 = NowNs();
   const uint64_t page = addr & ~(static_cast<uint64_t>(page_size_) - 1);
   core_->CountFault();
-  switch (core_->SaveForFault(page, /*wait_for_saver=*/false)) {
-    case FaultOutcome::kSaved:
-    case FaultOutcome::kAlreadySaved: {
-      Status s = Unprotect(page, page_size_);
-      if (!s.ok()) {
-        core_->Fail(s.WithContext("lifting write protection after saving a page"));
-        return;
-      }
-      core_->RecordService(NowNs() - t0);
-      return;
-    }
-    case FaultOutcome::kAborted:
-      // The snapshot is failing: release the writer now; the final LiftAll
-      // unprotects everything anyway, so an error here changes nothing.
-      Unprotect(page, page_size_).IgnoreError();
-      return;
-    case FaultOutcome::kSaverCopying:
-      // The saver claimed this page and is copying its chunk; its Unprotect
-      // of the chunk wakes this writer.
-      return;
-    case FaultOutcome::kNotOurs:
-      // Only registered ranges fault here, and those are all ours; wake the
-      // address defensively rather than leave a thread blocked.
-      uffd_.Wake(page, page_size_).IgnoreError();
-      return;
+  uint64_t first = 0, saved = 0;
+  const FaultOutcome o =
+      core_->SaveForFault(page, /*wait_for_saver=*/false, opts_.fault_around_pages, &first, &saved);
+  if (o == FaultOutcome::kNotOurs) {
+    // Only registered ranges fault here, and those are all ours; wake the
+    // address defensively rather than leave a thread blocked.
+    uffd_.Wake(page, page_size_).IgnoreError();
+    return;
   }
+  if (o == FaultOutcome::kAborted) {
+    // The snapshot is failing: release the writer now; the final LiftAll
+    // unprotects everything anyway, so an error here changes nothing.
+    Unprotect(page, page_size_).IgnoreError();
+    return;
+  }
+  // Lift the protection of what this fault saved (the faulting page and its
+  // fault-around group), and of the faulting page if it was saved earlier.
+  // kSaverCopying: the saver lifts it (and wakes this writer) once copied.
+  Status s;
+  ForEachRun(&saved, 64, [&](uint64_t i, uint64_t n) {
+    if (s.ok()) s = Unprotect(first + i * page_size_, n * page_size_);
+  });
+  if (s.ok() && o == FaultOutcome::kAlreadySaved) s = Unprotect(page, page_size_);
+  if (!s.ok()) {
+    core_->Fail(s.WithContext("lifting write protection after saving a page"));
+    return;
+  }
+  if (o != FaultOutcome::kSaverCopying) core_->RecordService(NowNs() - t0);
 }
 
 Status LiveSnapshotImpl::Unprotect(uint64_t start, uint64_t len) const {

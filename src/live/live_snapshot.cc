@@ -115,9 +115,13 @@ Status LiveSnapshotImpl::Begin(const std::string& path, const std::vector<Region
   chunk_pages_ = std::max<size_t>(64, (opts_.chunk_pages + 63) / 64 * 64);
   chunk_buf_.reset(new char[chunk_pages_ * page_size_]);
   chunk_claims_.assign(chunk_pages_ / 64, 0);
-  core_ = std::make_shared<LiveCore>(std::move(sorted), page_size_,
-                                     std::max<size_t>(1, opts_.fault_queue_pages));
+  uint64_t total_pages = 0;
+  for (const LiveRegion& r : sorted) total_pages += r.pages;
+  const size_t queue_pages = static_cast<size_t>(std::max<uint64_t>(
+      1, std::min<uint64_t>(opts_.fault_queue_pages, std::max<uint64_t>(64, total_pages / 16))));
+  core_ = std::make_shared<LiveCore>(std::move(sorted), page_size_, queue_pages);
   next_progress_ = std::max<uint64_t>(1, opts_.progress_every_pages);
+  core_->SetOverflowWriter([this](const QueuedPage& q) { return WritePage(q); });
 
   Status s = opts_.tracker != nullptr ? BeginTracker() : BeginBase();
   if (!s.ok()) return s;
@@ -242,20 +246,22 @@ Status LiveSnapshotImpl::SaveChunk(const LiveRegion& r, uint64_t first, uint64_t
   return Status::Ok();
 }
 
+Status LiveSnapshotImpl::WritePage(const QueuedPage& q) {
+  Status st = writer_->AddPages(q.region, q.offset, q.data, page_size_);
+  if (!st.ok()) {
+    return st.WithContext("writing a page saved on a write fault (region " +
+                          std::to_string(q.region) + " offset " + std::to_string(q.offset) + ")");
+  }
+  core_->AddWritten(1);
+  return st;
+}
+
 Status LiveSnapshotImpl::WriteQueued(bool wait) {
   queued_.clear();
   core_->queue().Take(&queued_, wait);
   Status st;
   for (const QueuedPage& q : queued_) {
-    if (st.ok()) {
-      st = writer_->AddPages(q.region, q.offset, q.data, page_size_);
-      if (!st.ok()) {
-        st = st.WithContext("writing a page saved on a write fault (region " +
-                            std::to_string(q.region) + " offset " + std::to_string(q.offset) + ")");
-      } else {
-        core_->AddWritten(1);
-      }
-    }
+    if (st.ok()) st = WritePage(q);
     core_->queue().Release(q.data);
   }
   return st;

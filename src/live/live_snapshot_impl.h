@@ -76,6 +76,8 @@ class LiveSnapshotImpl final : public LiveSnapshot {
   Status SaveAll();
   Status SaveChunk(const LiveRegion& r, uint64_t first_page, uint64_t pages);
   Status WriteQueued(bool wait);
+  // Writes one page saved by the fault path to the image and counts it.
+  Status WritePage(const QueuedPage& q);
   void ReportProgress(bool done);
   void Finish(Status s);
 

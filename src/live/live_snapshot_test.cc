@@ -195,8 +195,8 @@ TEST(LiveSnapshot, SeveralRegionsOfEveryKindInOneImage) {
 // Deterministic fault path: the saver is held in the progress callback after
 // its first chunk; the test thread then writes every page. Each write must
 // be held until its page was saved, so the image still holds the old
-// content, and the writes complete although the saver does no I/O meanwhile
-// (writers wait for a memcpy, not for the disk).
+// content, and the writes complete although the saver thread does nothing
+// meanwhile.
 TEST(LiveSnapshot, FaultPathSavesEachPageBeforeItsFirstWrite) {
   TempDir dir;
   const size_t len = 8 * kMiB, pages = len / kPage;
@@ -207,7 +207,7 @@ TEST(LiveSnapshot, FaultPathSavesEachPageBeforeItsFirstWrite) {
   std::atomic<int> calls{0};
   LiveSnapshotOptions o;
   o.chunk_pages = 64;
-  o.fault_queue_pages = pages;  // room for every page: the writer never waits for the saver
+  o.fault_around_pages = 1;  // one fault per page
   o.progress_every_pages = 1;
   o.progress = [&](const LiveProgress& p) {
     if (calls.fetch_add(1) == 0) {
@@ -237,8 +237,10 @@ TEST(LiveSnapshot, FaultPathSavesEachPageBeforeItsFirstWrite) {
 }
 
 // With a queue of 8 pages and the saver held, the fault path can hold at
-// most 8 page copies: the peak extra memory stays within the bound.
-TEST(LiveSnapshot, FaultQueueIsBounded) {
+// most 8 page copies; when the queue is full it writes the oldest queued
+// page to the image itself, so writers finish without the saver running at
+// all, and the peak extra memory stays within the bound.
+TEST(LiveSnapshot, FullFaultQueueIsDrainedByTheFaultPath) {
   TempDir dir;
   const size_t len = 4 * kMiB, pages = len / kPage;
   Mapping m(len, MemKind::kAnonPrivate);
@@ -249,6 +251,7 @@ TEST(LiveSnapshot, FaultQueueIsBounded) {
   LiveSnapshotOptions o;
   o.chunk_pages = 64;
   o.fault_queue_pages = 8;
+  o.fault_around_pages = 1;
   o.progress_every_pages = 1;
   o.progress = [&](const LiveProgress&) {
     if (calls.fetch_add(1) == 0) {
@@ -261,21 +264,57 @@ TEST(LiveSnapshot, FaultQueueIsBounded) {
       LiveSnapshot::Start(path, {Region(m, MemKind::kAnonPrivate, "m")}, o);
   ASSERT_TRUE(snap.ok()) << snap.status().ToString();
   saver_held.Wait();
-  std::atomic<size_t> written{0};
   std::thread writer([&] {
-    for (size_t i = pages; i-- > 0;) {  // from the end: pages the saver has not reached
-      m.page(i)[1] = 1;
-      written.fetch_add(1);
-    }
+    for (size_t i = pages; i-- > 0;) m.page(i)[1] = 1;  // from the end: pages the saver has not reached
   });
-  while (written.load() < 8) std::this_thread::yield();  // 8 fit in the queue
+  writer.join();  // completes while the saver is still held
   release.Open();
-  writer.join();
   ASSERT_TRUE((*snap)->Wait().ok());
   LiveSnapshotStats st = (*snap)->stats();
-  EXPECT_GE(st.pages_by_fault, 8u);
+  EXPECT_EQ(st.pages_by_fault, pages - 64);
+  EXPECT_GE(st.fault_queue_full, pages - 64 - 8);
   const uint64_t bound = 64 * kPage + 8 * kPage + 2 * 8 * ((pages + 63) / 64) + 8;
   EXPECT_LE(st.peak_extra_bytes, bound);
+  EXPECT_EQ(CompareImage(path, 0, ref.data(), len), "");
+}
+
+// Fault-around: one write fault saves and unprotects its whole aligned
+// group of 64 pages; the rest stays protected until the saver gets there.
+TEST(LiveSnapshot, FaultAroundSavesTheGroupOfTheFaultingPage) {
+  TempDir dir;
+  const size_t len = 4 * kMiB, pages = len / kPage;
+  Mapping m(len, MemKind::kAnonPrivate);
+  Populate(m, 10);
+  std::vector<char> ref(m.data(), m.data() + len);
+  Latch saver_held, release;
+  std::atomic<int> calls{0};
+  LiveSnapshotOptions o;
+  o.chunk_pages = 64;
+  o.fault_around_pages = 64;
+  o.progress_every_pages = 1;
+  o.progress = [&](const LiveProgress&) {
+    if (calls.fetch_add(1) == 0) {
+      saver_held.Open();
+      release.Wait();
+    }
+  };
+  const std::string path = dir.File("around.pwi");
+  Result<std::unique_ptr<LiveSnapshot>> snap =
+      LiveSnapshot::Start(path, {Region(m, MemKind::kAnonPrivate, "m")}, o);
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  saver_held.Wait();
+  const size_t group = 9;  // pages [576, 640)
+  m.page(group * 64 + 17)[0] ^= 1;
+  EXPECT_EQ(WriteProtectedPages(m.addr() + group * 64 * kPage, 64 * kPage), 0u);
+  EXPECT_EQ(WriteProtectedPages(m.addr() + (group + 1) * 64 * kPage, 64 * kPage), 64u);
+  for (size_t i = 0; i < 64; ++i) m.page(group * 64 + i)[1] ^= 1;  // no more faults
+  LiveSnapshotStats mid = (*snap)->stats();
+  EXPECT_EQ(mid.pages_by_fault, 64u);
+  EXPECT_EQ(mid.faults_handled, 1u);
+  release.Open();
+  ASSERT_TRUE((*snap)->Wait().ok());
+  EXPECT_EQ((*snap)->stats().pages_by_fault, 64u);
+  EXPECT_EQ((*snap)->stats().pages_background, pages - 64);
   EXPECT_EQ(CompareImage(path, 0, ref.data(), len), "");
 }
 

@@ -60,6 +60,8 @@ struct TrackerHookState {
     }
     const uint64_t t0 = NowNs();
     core->CountFault();
+    // One page only: the tracker must see every first write after T, so a
+    // neighbour saved here would still fault (and find itself saved).
     FaultOutcome o = core->SaveForFault(page, /*wait_for_saver=*/true);
     if (o == FaultOutcome::kSaved || o == FaultOutcome::kAlreadySaved) {
       core->RecordService(NowNs() - t0);
