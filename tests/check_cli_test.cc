@@ -74,37 +74,20 @@ void ExpectRunFields(const nlohmann::json& run) {
   }
 }
 
-// KNOWN LIMITATION of the mprotect backend (reported to the track helper):
-// a system call that writes into tracked memory (read(2) into a buffer)
-// fails with EFAULT, because kernel writes to a PROT_READ page raise no
-// SIGSEGV. The check reports it as a failed run; this test pins that exact
-// failure so that a fix (or a contract change) shows up here.
-bool KnownFailure(const std::string& backend, const std::string& scenario) {
-  return backend == "mprotect" && scenario == "syscall";
-}
-
 // Every scenario on one backend, at a small size and for a short time.
 class CheckEveryScenario : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CheckEveryScenario, NoWriteLost) {
   CliRun r = RunCli({"check", "--backend", GetParam(), "--scenario", "all", "--seconds", "1",
                      "--size", "32M", "--threads", "4", "--json"});
-  const bool known_failure = KnownFailure(GetParam(), "syscall");
-  ASSERT_EQ(r.exit_code, known_failure ? 1 : 0) << r.out << r.err;
+  // Every backend, mprotect included, passes `syscall` (read(2) from a pipe
+  // into tracked memory): mprotect through its interposed read family.
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   nlohmann::json runs = nlohmann::json::parse(r.out);
   ASSERT_TRUE(runs.is_array()) << r.out;
   ASSERT_EQ(runs.size(), 7u) << r.out;
   std::vector<std::string> seen;
   for (const nlohmann::json& run : runs) {
-    if (KnownFailure(GetParam(), run["scenario"])) {
-      EXPECT_EQ(run["ok"], false);
-      EXPECT_NE(run.value("error", "").find("read(2) from a pipe into tracked memory"),
-                std::string::npos)
-          << run.dump(2);
-      EXPECT_NE(run.value("error", "").find("errno 14"), std::string::npos) << run.dump(2);
-      seen.push_back(run["scenario"]);
-      continue;
-    }
     ExpectRunFields(run);
     EXPECT_EQ(run["backend"], GetParam());
     EXPECT_EQ(run["ok"], true) << run.dump(2);

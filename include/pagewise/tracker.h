@@ -49,10 +49,15 @@
 //   - THP: a written huge page may be reported as a whole (2 MiB).
 //
 // Interposed libc functions. pagewise defines madvise(), mprotect() and
-// mremap() (src/track/memory_events.h); calls through libc's symbols in this
-// process reach pagewise first, then the kernel. Only the mprotect backend
-// changes what they do. Raw system calls and glibc-internal calls (malloc
-// trimming its arenas) bypass them.
+// mremap() (src/track/memory_events.h), and the read family read(), pread(),
+// pread64(), readv(), preadv(), preadv64(), preadv2(), preadv64v2(), recv(),
+// recvfrom(), recvmsg() with their fortified __*_chk variants
+// (src/track/kernel_writes.h); calls through libc's symbols in this process
+// reach pagewise first, then the kernel. Only the mprotect backend changes
+// what they do. Raw system calls and glibc-internal calls (malloc trimming
+// its arenas, stdio's fread reading straight into the caller's buffer)
+// bypass them. The read family is reached through raw system calls, which
+// are not pthread cancellation points.
 //
 // Backends (see DescribeBackends for what this kernel offers):
 //   uffd-wp-async  userfaultfd WP_ASYNC + PAGEMAP_SCAN WP_MATCHING. Atomic,
@@ -81,6 +86,47 @@
 //                  first: it gets chained); Untrack before munmap or mmap
 //                  MAP_FIXED over tracked memory. MADV_FREE pages that the
 //                  kernel discards later are not reported.
+//                  Kernel writes. The kernel's own stores into a PROT_READ
+//                  page raise no SIGSEGV: they fail (EFAULT, or a short
+//                  count). Covered: the interposed libc read family above
+//                  write-faults every tracked destination page (buffers,
+//                  iovec targets, recvfrom's address and length, recvmsg's
+//                  header, name and control buffers) before the call, so
+//                  the call succeeds and the pages are reported written. If
+//                  a Collect() re-protects a destination page between that
+//                  and the kernel's copy, the call returns a short count
+//                  (some bytes copied), or EFAULT before any byte: then it
+//                  is retried (up to 8 times) on regular files, block
+//                  devices, pipes, stream sockets and with MSG_PEEK, where
+//                  a faulted copy consumes nothing; other descriptors
+//                  (datagram sockets, eventfd, signalfd, timerfd, ttys,
+//                  ...) may have dequeued the data, and return EFAULT. For
+//                  recvfrom/recvmsg the address, header and control buffer
+//                  are written after the data: a collect during a blocking
+//                  receive can make that write fail (EFAULT or MSG_CTRUNC)
+//                  after the data was consumed; keep them out of tracked
+//                  memory. Not covered, and failing with EFAULT when their
+//                  output lands in an unwritten tracked page: every other
+//                  system call that stores into user memory (fstat/stat,
+//                  poll/epoll_wait, wait status, pipe/socketpair fd arrays,
+//                  getrandom, getdents, recvmmsg, process_vm_writev
+//                  into this process, read-family calls made through the
+//                  syscall function or inside glibc, e.g. a large fread);
+//                  io_uring and Linux AIO, whose kernel workers
+//                  write completions and buffers asynchronously (a read
+//                  into tracked memory fails with -EFAULT in its
+//                  completion). Not seen at all, because they never touch
+//                  the tracked mapping's protection: writes through
+//                  /proc/self/mem into private tracked memory (FOLL_FORCE
+//                  writes past the read-only pte without a fault: the data
+//                  lands, the page is not reported); and, for a memfd
+//                  tracked through a MAP_SHARED mapping, fallocate
+//                  (FALLOC_FL_PUNCH_HOLE) or a truncation of the file, which
+//                  zero the pages behind the mapping without a write or a
+//                  madvise (not reported). Programs may also crash (SIGSEGV
+//                  or SIGBUS) where they would have got EFAULT when reading
+//                  into a tracked page that was unmapped without Untrack,
+//                  or that lies past the end of its shared file.
 //   soft-dirty     clear_refs + pagemap bit 55; NOT atomic: clearing is
 //                  process-wide and separate from reading, so a write racing
 //                  a collect can be lost. Offered only where the kernel has

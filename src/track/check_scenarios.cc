@@ -237,8 +237,9 @@ Status KernelWrite(RunState* st, Rng* rng, const int pipe_fds[2], uint64_t* coun
     Status s = ErrnoStatus(errno,
                            RangeText("check syscall: read(2) from a pipe into tracked memory", dst,
                                      sizeof stamp),
-                           "the backend makes system calls that write into tracked memory fail "
-                           "(kernel writes raise no SIGSEGV); use a userfaultfd backend");
+                           "the backend let a system call that writes into tracked memory fail "
+                           "(kernel writes raise no SIGSEGV; the mprotect backend opens read(2) "
+                           "destinations first, src/track/kernel_writes.h)");
     return Status(Code::kFailedPrecondition, s.err(), s.message());
   }
   if (n != static_cast<ssize_t>(sizeof stamp)) {

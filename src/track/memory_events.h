@@ -14,6 +14,8 @@
 //     OnDropped() receives the range (listeners clip it to what they track);
 //   - mprotect, mremap: while an MprotectInterceptor is installed (the
 //     mprotect backend), it performs the call instead of the kernel wrapper.
+// (The read-family interposers, for kernel writes into tracked memory, are
+// in kernel_writes.h.)
 // Only calls that go through the libc symbols of this process are seen: raw
 // system calls and glibc-internal calls (malloc trimming its heaps) are not.
 //

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "sys/raw_mm.h"
+#include "track/kernel_writes.h"
 #include "track/memory_events.h"
 #include "track/track_internal.h"
 
@@ -74,6 +75,9 @@ struct MpRange {
 std::atomic<MpRange*> g_slots[kMaxRanges];
 std::atomic<int> g_in_flight{0};
 std::atomic<uint64_t> g_faults{0};  // write faults served, ever  // handlers that may be reading a slot's range
+// Slots at and above it have never held a range (lets OpenForKernelWrite
+// scan only the used part of g_slots). Raised by Track before publishing.
+std::atomic<size_t> g_slot_limit{0};
 struct sigaction g_previous;      // written before our handler is installed
 std::atomic<bool> g_installed{false};
 std::mutex g_singleton_mu;
@@ -162,6 +166,55 @@ void SegvHandler(int sig, siginfo_t* info, void* uctx) {
   if (!handled) ChainToPrevious(sig, info, uctx);
 }
 
+// The KernelWriteOpener (kernel_writes.h): before a read-family call lets
+// the kernel store into [start, end), write-fault every tracked page of it
+// that the program may write, with an atomic no-op write of the page's first
+// byte inside [start, end). The fault takes the path of any other first
+// write: SegvHandler records the page and makes it writable, so the kernel's
+// copy succeeds and the next collect reports the page. Pages the program
+// itself keeps without PROT_WRITE are left alone (the kernel's EFAULT is the
+// program's own), and so is untracked memory. Pages are opened last to
+// first: the kernel copies first to last, so the page it needs first is the
+// one opened last, and a collect that re-protects an earlier-opened page in
+// between costs a short count rather than an EFAULT. Async-signal-safe;
+// like the handler, it reads the published ranges under g_in_flight.
+size_t OpenForKernelWrite(uint64_t start, uint64_t end) {
+  const size_t limit = g_slot_limit.load(std::memory_order_acquire);
+  if (limit == 0 || start >= end) return 0;
+  const uint64_t pg = PageSize();
+  size_t opened = 0;
+  g_in_flight.fetch_add(1, std::memory_order_seq_cst);
+  MpRange* r = nullptr;  // the range holding the current page, if any
+  uint64_t page = (end - 1) & ~(pg - 1);
+  while (true) {
+    if (r == nullptr || page < r->start || page >= r->end) {
+      // Find the range holding `page`, or else skip down to the end of the
+      // nearest range below it (untracked stretches cost one scan each).
+      r = nullptr;
+      uint64_t below = 0;
+      for (size_t i = 0; i < limit && r == nullptr; ++i) {
+        MpRange* c = g_slots[i].load(std::memory_order_seq_cst);
+        if (c == nullptr) continue;
+        if (page >= c->start && page < c->end) r = c;
+        if (c->end <= page) below = std::max(below, c->end);
+      }
+      if (r == nullptr) {
+        if (below <= start) break;
+        page = below - pg;
+        continue;
+      }
+    }
+    if (r->Prot((page - r->start) / pg) & PROT_WRITE) {
+      AtomicNoOpWrite(reinterpret_cast<void*>(std::max(page, start)));
+      ++opened;
+    }
+    if (page <= start) break;
+    page -= pg;
+  }
+  g_in_flight.fetch_sub(1, std::memory_order_seq_cst);
+  return opened;
+}
+
 class MprotectTracker final : public Tracker,
                               public MemoryEventListener,
                               public MprotectInterceptor {
@@ -187,10 +240,12 @@ class MprotectTracker final : public Tracker,
     }
     RegisterMemoryEventListener(this);
     InstallMprotectInterceptor(this);  // the singleton guarantees it is free
+    SetKernelWriteOpener(OpenForKernelWrite);
     return Status::Ok();
   }
 
   ~MprotectTracker() override {
+    SetKernelWriteOpener(nullptr);  // a call that loaded it finds no range below
     RemoveMprotectInterceptor(this);
     UnregisterMemoryEventListener(this);
     if (getpid() == pid_) {
@@ -199,6 +254,7 @@ class MprotectTracker final : public Tracker,
         UntrackLocked(ranges_.back(), /*force=*/true).IgnoreError();  // cannot fail when forced
         ranges_.pop_back();
       }
+      g_slot_limit.store(0, std::memory_order_release);  // every slot is empty now
     }
     // Put the previous handler back unless someone replaced ours meanwhile
     // (then ours stays, and keeps chaining, harmlessly).
@@ -310,6 +366,7 @@ Status MprotectTracker::Track(void* addr, size_t len) {
                   "Track " + RangeString(start, end) + ": the mprotect backend tracks at most " +
                       std::to_string(kMaxRanges) + " ranges; merge adjacent ranges");
   }
+  if (g_slot_limit.load() < slot + 1) g_slot_limit.store(slot + 1);  // before publishing
   auto r = std::make_unique<MpRange>();
   r->start = start;
   r->end = end;
@@ -330,17 +387,8 @@ Status MprotectTracker::Track(void* addr, size_t len) {
   // its own, and VMAs with different anon_vmas never merge again: Collect's
   // whole-range mprotect could not undo the splits and the VMA count would
   // only grow (measured: 2048 VMAs for 1024 written pages of 2048).
-  // (A compare-exchange of the value with itself: compilers turn an
-  // idempotent fetch_or(0) into a plain load, which would not write-fault;
-  // clang does, even on a volatile pointer.)
   for (const Vma& v : vmas) {
-    if ((v.prot & PROT_WRITE) && !v.shared) {
-      volatile uint64_t* word = reinterpret_cast<volatile uint64_t*>(v.start);
-      uint64_t seen = __atomic_load_n(word, __ATOMIC_RELAXED);
-      while (!__atomic_compare_exchange_n(word, &seen, seen, false, __ATOMIC_RELAXED,
-                                          __ATOMIC_RELAXED)) {
-      }
-    }
+    if ((v.prot & PROT_WRITE) && !v.shared) AtomicNoOpWrite(reinterpret_cast<void*>(v.start));
   }
   // Publish before protecting: the first fault must find the range.
   g_slots[slot].store(r.get(), std::memory_order_seq_cst);

@@ -127,6 +127,22 @@ class PageBitmap {
   size_t bytes_ = 0;
 };
 
+// Writes the byte at p without changing it: an atomic compare-exchange of
+// the byte with itself, so a concurrent writer's store is never undone. The
+// store really happens, so on a read-only page it write-faults (the mprotect
+// backend's SIGSEGV path), and on a private mapping it gives the VMA its
+// anon_vma. (A compare-exchange, not fetch_or(0): compilers turn an
+// idempotent fetch_or into a plain load, which would not write-fault; clang
+// does, even on a volatile pointer.) One byte, so that a caller can stay
+// inside a buffer it is about to have overwritten. Async-signal-safe.
+inline void AtomicNoOpWrite(void* p) {
+  volatile uint8_t* byte = static_cast<volatile uint8_t*>(p);
+  uint8_t seen = __atomic_load_n(byte, __ATOMIC_RELAXED);
+  while (!__atomic_compare_exchange_n(byte, &seen, seen, false, __ATOMIC_RELAXED,
+                                      __ATOMIC_RELAXED)) {
+  }
+}
+
 // Calls fn(first_page, last_page_excl) for each run of set bits in `bits`
 // (bit i = page i).
 template <typename Fn>
