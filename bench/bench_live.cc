@@ -83,7 +83,7 @@ class Hist {
 
 // Windows: 0 = not measured; 1 = no snapshot (noise floor); then per round
 // r: 2 + 2r = live, 3 + 2r = fork.
-constexpr int kRounds = 3;
+constexpr int kRounds = 5;
 constexpr int kWindows = 2 + 2 * kRounds;
 constexpr int kIdle = 1;
 int LiveWindow(int round) { return 2 + 2 * round; }

@@ -1,10 +1,16 @@
-// FaultQueue implementation: one mutex, two condition variables.
+// FaultQueue implementation: one mutex, two condition variables, and only
+// preallocated memory.
 #include "live/fault_queue.h"
 
 namespace pagewise::live {
 
 FaultQueue::FaultQueue(size_t max_pages, size_t page_size)
-    : max_pages_(max_pages == 0 ? 1 : max_pages), page_size_(page_size) {}
+    : max_pages_(max_pages == 0 ? 1 : max_pages),
+      page_size_(page_size),
+      block_(new char[max_pages_ * page_size]),
+      ring_(max_pages_) {
+  free_.reserve(max_pages_);
+}
 
 FaultQueue::~FaultQueue() = default;
 
@@ -18,10 +24,7 @@ char* FaultQueue::Acquire() {
       free_.pop_back();
       return b;
     }
-    if (buffers_.size() < max_pages_) {
-      buffers_.emplace_back(new char[page_size_]);
-      return buffers_.back().get();
-    }
+    if (used_ < max_pages_) return block_.get() + page_size_ * used_++;
     if (!counted) {
       waits_++;
       counted = true;
@@ -38,25 +41,25 @@ char* FaultQueue::TryAcquire() {
     free_.pop_back();
     return b;
   }
-  if (buffers_.size() < max_pages_) {
-    buffers_.emplace_back(new char[page_size_]);
-    return buffers_.back().get();
-  }
+  if (used_ < max_pages_) return block_.get() + page_size_ * used_++;
   return nullptr;
 }
 
 bool FaultQueue::TakeOldest(QueuedPage* page) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (queue_.empty()) return false;
-  *page = queue_.front();
-  queue_.pop_front();
+  if (count_ == 0) return false;
+  *page = ring_[head_];
+  head_ = (head_ + 1) % max_pages_;
+  count_--;
   return true;
 }
 
 void FaultQueue::Push(const QueuedPage& page) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(page);
+    // Every queued page holds one of max_pages_ buffers: the ring has room.
+    ring_[(head_ + count_) % max_pages_] = page;
+    count_++;
   }
   queue_cv_.notify_one();
 }
@@ -64,11 +67,13 @@ void FaultQueue::Push(const QueuedPage& page) {
 void FaultQueue::Take(std::vector<QueuedPage>* out, bool wait) {
   std::unique_lock<std::mutex> lock(mu_);
   if (wait) {
-    queue_cv_.wait(lock, [&] { return !queue_.empty() || aborted_ || kicked_; });
+    queue_cv_.wait(lock, [&] { return count_ != 0 || aborted_ || kicked_; });
     kicked_ = false;
   }
-  out->insert(out->end(), queue_.begin(), queue_.end());
-  queue_.clear();
+  for (; count_ > 0; count_--) {
+    out->push_back(ring_[head_]);
+    head_ = (head_ + 1) % max_pages_;
+  }
 }
 
 void FaultQueue::Release(char* buffer) {
@@ -103,7 +108,9 @@ uint64_t FaultQueue::waits() const {
 
 size_t FaultQueue::peak_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return buffers_.size() * page_size_;
+  return used_ * page_size_;
 }
+
+size_t FaultQueue::capacity() const { return max_pages_; }
 
 }  // namespace pagewise::live

@@ -4,7 +4,11 @@
 // I/O; the pool bound caps the memory this costs (when it is exhausted the
 // fault path waits for the saver to write some pages out).
 //
-// Buffers are allocated on first need, up to `max_pages`, and reused; the
+// All memory (the page buffers, one block; the queue ring) is allocated by
+// the constructor: the fault path never calls malloc, whose arena growth
+// (mmap/mprotect) would wait for the mmap lock - held for long, for
+// instance, by the write-protect ioctl of a large range. Buffers are handed
+// out lowest first and reused, so untouched ones stay non-resident; the
 // high-water mark is reported by peak_bytes().
 //
 // Thread safety: every method is safe from any thread concurrently.
@@ -14,7 +18,6 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -58,6 +61,7 @@ class FaultQueue {
   void Abort();
 
   size_t peak_bytes() const;
+  size_t capacity() const;
   // How many Acquire() calls had to wait for a buffer.
   uint64_t waits() const;
 
@@ -67,9 +71,11 @@ class FaultQueue {
   mutable std::mutex mu_;
   std::condition_variable free_cv_;   // a buffer was released, or abort
   std::condition_variable queue_cv_;  // a page was queued, kick, or abort
-  std::vector<std::unique_ptr<char[]>> buffers_;  // all allocated buffers
-  std::vector<char*> free_;
-  std::deque<QueuedPage> queue_;
+  std::unique_ptr<char[]> block_;  // max_pages_ buffers
+  size_t used_ = 0;                // buffers ever handed out (high-water mark)
+  std::vector<char*> free_;        // returned buffers (capacity max_pages_)
+  std::vector<QueuedPage> ring_;   // queued pages (size max_pages_)
+  size_t head_ = 0, count_ = 0;
   uint64_t waits_ = 0;
   bool aborted_ = false;
   bool kicked_ = false;

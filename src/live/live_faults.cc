@@ -2,6 +2,7 @@
 // the fault-handler thread, and lifting all protection at the end.
 #include <sys/eventfd.h>
 
+#include <memory>
 #include <string>
 
 #include "live/live_snapshot_impl.h"
@@ -57,6 +58,12 @@ Status LiveSnapshotImpl::BeginBase() {
     } else {
       stop_fd_ = *efd;
       fault_thread_ = std::thread([this] { FaultMain(); });
+      // Wait until the thread runs and has its malloc arena: creating one
+      // maps memory, which would wait behind the write-protect ioctl below
+      // (it holds the mmap lock while it walks the regions) while writers
+      // wait on the thread.
+      std::unique_lock<std::mutex> lock(ready_mu_);
+      ready_cv_.wait(lock, [this] { return fault_thread_ready_; });
     }
   }
   // T: every page of every region write-protected. Writers that hit a page
@@ -78,6 +85,14 @@ Status LiveSnapshotImpl::BeginBase() {
 }
 
 void LiveSnapshotImpl::FaultMain() {
+  {
+    // Creates this thread's malloc arena now, before T (see BeginBase).
+    std::unique_ptr<char[]> warm(new char[64]);
+    warm[0] = 0;
+    std::lock_guard<std::mutex> lock(ready_mu_);
+    fault_thread_ready_ = true;
+  }
+  ready_cv_.notify_all();
   UffdEvent events[kEventBatch];
   for (;;) {
     Result<bool> readable = uffd_.WaitReadable(stop_fd_, -1);

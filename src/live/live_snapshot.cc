@@ -122,6 +122,7 @@ Status LiveSnapshotImpl::Begin(const std::string& path, const std::vector<Region
   core_ = std::make_shared<LiveCore>(std::move(sorted), page_size_, queue_pages);
   next_progress_ = std::max<uint64_t>(1, opts_.progress_every_pages);
   core_->SetOverflowWriter([this](const QueuedPage& q) { return WritePage(q); });
+  queued_.reserve(core_->queue().capacity());
 
   Status s = opts_.tracker != nullptr ? BeginTracker() : BeginBase();
   if (!s.ok()) return s;
@@ -203,41 +204,53 @@ Status LiveSnapshotImpl::SaveChunk(const LiveRegion& r, uint64_t first, uint64_t
   PageClaims& claims = core_->claims();
   const size_t w0 = r.first_word + static_cast<size_t>(first / 64);
   const size_t words = static_cast<size_t>((n + 63) / 64);
+  const uint64_t base = r.start + first * page_size_;
+  // One bitmap word (64 pages) at a time: claim, copy, mark saved, lift the
+  // protection. A writer that hits a page the saver has claimed waits until
+  // its word is copied, so the claimed-but-protected window stays one
+  // 256 KiB copy long.
   uint64_t claimed = 0;
   for (size_t i = 0; i < words; ++i) {
     uint64_t mask = ~0ULL;
     if (i == words - 1 && n % 64 != 0) mask = (1ULL << (n % 64)) - 1;
-    chunk_claims_[i] = claims.ClaimWord(w0 + i, mask);
-    claimed += static_cast<uint64_t>(__builtin_popcountll(chunk_claims_[i]));
+    const uint64_t got = claims.ClaimWord(w0 + i, mask);
+    chunk_claims_[i] = got;
+    if (got == 0) continue;
+    claimed += static_cast<uint64_t>(__builtin_popcountll(got));
+    const uint64_t wbase = base + i * 64 * page_size_;
+    char* wbuf = chunk_buf_.get() + i * 64 * page_size_;
+    // The claimed pages are write-protected (base mode: by us; tracker
+    // mode: by the tracker's Collect at T), so this copy is their content
+    // at T.
+    ForEachRun(&got, 64, [&](uint64_t s, uint64_t len) {
+      CopyUserMemory(wbuf + s * page_size_, reinterpret_cast<const void*>(wbase + s * page_size_),
+                     len * page_size_);
+    });
+    claims.MarkSavedWord(w0 + i, got);
+    if (opts_.tracker == nullptr) {
+      // Base mode: lift protection of what we copied, so writers stop
+      // faulting there (and writers waiting on those pages wake up).
+      Status st;
+      ForEachRun(&got, 64, [&](uint64_t s, uint64_t len) {
+        if (st.ok()) st = Unprotect(wbase + s * page_size_, len * page_size_);
+      });
+      PW_RETURN_IF_ERROR(st);
+    }
   }
   if (claimed == 0) return Status::Ok();
-  const uint64_t base = r.start + first * page_size_;
-  // The claimed pages are write-protected (base mode: by us; tracker mode:
-  // by the tracker's Collect at T), so this copy is their content at T.
-  ForEachRun(chunk_claims_.data(), n, [&](uint64_t s, uint64_t len) {
-    CopyUserMemory(chunk_buf_.get() + s * page_size_,
-                   reinterpret_cast<const void*>(base + s * page_size_), len * page_size_);
-  });
-  for (size_t i = 0; i < words; ++i) {
-    if (chunk_claims_[i] != 0) claims.MarkSavedWord(w0 + i, chunk_claims_[i]);
-  }
-  if (opts_.tracker == nullptr) {
-    // Base mode: lift protection of what we copied, so writers stop
-    // faulting there (and writers waiting on those pages wake up).
-    Status st;
-    ForEachRun(chunk_claims_.data(), n, [&](uint64_t s, uint64_t len) {
-      if (st.ok()) st = Unprotect(base + s * page_size_, len * page_size_);
-    });
-    PW_RETURN_IF_ERROR(st);
-  }
+  // AddPages in pieces of at most 64 pages: the image writer's lock is
+  // then held briefly, and the fault path (which may write a page when its
+  // queue is full) never waits long for it.
   Status st;
   ForEachRun(chunk_claims_.data(), n, [&](uint64_t s, uint64_t len) {
-    if (!st.ok()) return;
-    st = writer_->AddPages(r.index, (first + s) * page_size_, chunk_buf_.get() + s * page_size_,
-                           len * page_size_);
-    if (!st.ok()) {
-      st = st.WithContext("writing pages of region '" + r.name + "' at offset " +
-                          std::to_string((first + s) * page_size_));
+    for (uint64_t done = 0; done < len && st.ok(); done += 64) {
+      const uint64_t p = s + done, k = std::min<uint64_t>(64, len - done);
+      st = writer_->AddPages(r.index, (first + p) * page_size_, chunk_buf_.get() + p * page_size_,
+                             k * page_size_);
+      if (!st.ok()) {
+        st = st.WithContext("writing pages of region '" + r.name + "' at offset " +
+                            std::to_string((first + p) * page_size_));
+      }
     }
   });
   PW_RETURN_IF_ERROR(st);

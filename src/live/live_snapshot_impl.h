@@ -13,6 +13,7 @@
 #define PAGEWISE_LIVE_LIVE_SNAPSHOT_IMPL_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -101,6 +102,9 @@ class LiveSnapshotImpl final : public LiveSnapshot {
   std::vector<const LiveRegion*> registered_;
   int stop_fd_ = -1;
   std::thread fault_thread_;
+  std::mutex ready_mu_;
+  std::condition_variable ready_cv_;
+  bool fault_thread_ready_ = false;
 
   // Tracker mode.
   UffdWpTracker* uffd_tracker_ = nullptr;
