@@ -135,6 +135,8 @@ class ImageWriter {
   // Commit may be called once; the writer is finished afterwards.
   virtual Status Commit() = 0;
 
+  // Running totals while writing; exact (and equal to what readers see in
+  // LayerInfo::stats) after a successful Commit. Any thread.
   virtual ImageStats stats() const = 0;
 };
 

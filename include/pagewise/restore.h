@@ -191,7 +191,18 @@ struct RestoreOptions {
   bool use_zeropage = true;          // zero pages via UFFDIO_ZEROPAGE
   // Pages to install first (flat offsets, in order), e.g. from ReadTrace().
   std::vector<uint64_t> prefetch;
-  bool record_trace = false;         // keep the demand-fault trace (trace())
+  // With a prefetch list: Start() returns only once those pages are
+  // installed, in large batches (the working set is in place before the
+  // program resumes, as REAP does). false: they are installed first by the
+  // background filler while the program already runs (fewer faults saved,
+  // earlier first access).
+  bool wait_for_prefetch = true;
+  // Keep the demand-fault trace (trace()): every page a demand fault
+  // installs. For a complete working set record with background_fill =
+  // false (Finish() turns the filler on afterwards): otherwise pages the
+  // filler installed before the program reached them never fault and are
+  // missing from the trace.
+  bool record_trace = false;
   // When every page is resident: close the userfaultfd (the kernel then
   // unregisters the ranges; everything is in place, so nothing changes for
   // the program) and stop serving. Keep true unless you need the events.

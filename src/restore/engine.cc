@@ -145,7 +145,10 @@ void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Statu
   {
     std::lock_guard<std::mutex> lk(mu_);
     started_ = true;
-    want_filler_ = opt_.background_fill;
+    // A prefetch list is installed even without background fill: it was
+    // asked for explicitly. PlanLocked stops after it unless background_on_.
+    want_filler_ = opt_.background_fill || !opt_.prefetch.empty();
+    background_on_.store(opt_.background_fill);
   }
   ready->set_value(Status::Ok());  // `setup` and `ready` die with Start()'s frame
   ServerLoop();
@@ -178,6 +181,10 @@ void Engine::EnableBackground() {
     std::lock_guard<std::mutex> lk(mu_);
     if (!started_ || stopping_) return;
     want_filler_ = true;
+    background_on_.store(true);
+    // An idle filler (prefetch done, background off) waits for new work.
+    work_epoch_++;
+    cv_.notify_all();
   }
   Notify();
 }
@@ -628,6 +635,15 @@ void Engine::FillerLoop() {
       epoch = work_epoch_;
     }
     const bool did = FillOnce();
+    if (!last_fill_prefetch_) {
+      // The filler plans prefetch runs first; a plan without any means the
+      // whole prefetch list was installed (or nothing is left to fill).
+      std::lock_guard<std::mutex> lk(mu_);
+      if (!prefetch_done_) {
+        prefetch_done_ = true;
+        cv_.notify_all();
+      }
+    }
     MaybeReportResident();
     if (!did) {
       std::unique_lock<std::mutex> lk(mu_);
@@ -655,6 +671,21 @@ Status Engine::WaitResident(int timeout_ms) {
   if (resident_) return status_;
   if (!status_.ok()) return status_;
   return Status::FailedPrecondition("restore stopped before every page was resident");
+}
+
+Status Engine::WaitPrefetched(int timeout_ms) {
+  std::unique_lock<std::mutex> lk(mu_);
+  auto done = [&] {
+    return opt_.prefetch.empty() || !want_filler_ || prefetch_done_ || resident_ || finished_ ||
+           stopping_;
+  };
+  if (timeout_ms < 0) {
+    cv_.wait(lk, done);
+  } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {
+    return Status(Code::kRetry, 0,
+                  "prefetch not yet installed after " + std::to_string(timeout_ms) + " ms");
+  }
+  return status_;
 }
 
 bool Engine::resident() const {

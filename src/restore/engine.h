@@ -134,6 +134,10 @@ class Engine final : public ForkAware {
 
   // See LazyRestore::WaitResident.
   Status WaitResident(int timeout_ms);
+  // Waits until the prefetch list has been installed (or there is nothing to
+  // prefetch, no filler, or the restore ended). OK, or kRetry after
+  // timeout_ms (< 0: no limit).
+  Status WaitPrefetched(int timeout_ms);
   bool resident() const;
   // True once the server loop ended by itself (client gone).
   bool finished() const;
@@ -247,6 +251,8 @@ class Engine final : public ForkAware {
   bool finished_ = false;             // guarded by mu_
   bool started_ = false;              // guarded by mu_
   bool want_filler_ = false;          // guarded by mu_
+  bool prefetch_done_ = false;        // guarded by mu_: the prefetch list is installed
+  std::atomic<bool> background_on_{false};  // the filler may go past the prefetch list
   Status status_;                     // guarded by mu_
   // Threads are held by pointer so that a forked copy (in which they do not
   // exist) can drop them without joining.
@@ -270,6 +276,7 @@ class Engine final : public ForkAware {
   std::vector<char> demand_buf_;  // server thread only
   std::vector<char> fill_buf_;    // filler thread only
   size_t filler_rr_ = 0;          // filler thread only
+  bool last_fill_prefetch_ = false;  // filler thread only: FillOnce's last plan was prefetch
 
   mutable std::mutex stats_mu_;
   RestoreStats stats_;                          // guarded by stats_mu_

@@ -303,7 +303,15 @@ void Engine::ServeFault(Space& s, const QueuedFault& f) {
         stats_.demand_faults++;
         if (stats_.first_fault_seconds < 0) stats_.first_fault_seconds = t_ns / 1e9;
         if (prefetch_set_.count(l.src)) stats_.prefetch_late_faults++;
-        if (opt_.record_trace && traced_.insert(l.src).second) trace_.push_back({l.src, t_ns});
+        if (opt_.record_trace) {
+          // The whole window this fault installs, faulting page first: a
+          // replay must bring in what the program got, not one page per window.
+          if (traced_.insert(l.src).second) trace_.push_back({l.src, t_ns});
+          for (uint64_t k = 0; k < run.pages; ++k) {
+            const uint64_t src = run.src + k * ps;
+            if (traced_.insert(src).second) trace_.push_back({src, t_ns});
+          }
+        }
       }
       FillRun(s, run, FillKind::kDemand, &demand_buf_);
       lock.lock();
@@ -377,6 +385,7 @@ std::vector<Run> Engine::PlanLocked(Space& s, FillKind* kind) {
     }
   }
   *kind = FillKind::kBackground;
+  if (!background_on_.load()) return runs;  // prefetch only (background_fill = false)
   // 2. What follows recent faults (most recent first): sequential readers
   // find their next pages in place.
   while (!s.hints.empty()) {
@@ -399,6 +408,7 @@ std::vector<Run> Engine::PlanLocked(Space& s, FillKind* kind) {
 }
 
 bool Engine::FillOnce() {
+  last_fill_prefetch_ = false;
   std::vector<SpacePtr> spaces = SnapshotSpaces();
   if (spaces.empty()) return false;
   for (size_t k = 0; k < spaces.size(); ++k) {
@@ -410,8 +420,10 @@ bool Engine::FillOnce() {
       if (s.closed.load() || !s.uffd.valid() || s.map.unfilled() == 0) continue;
       runs = PlanLocked(s, &kind);
     }
+    if (runs.empty()) continue;  // e.g. prefetch done, background fill off: idle
     filler_rr_ = (filler_rr_ + k + 1) % spaces.size();
     for (const Run& r : runs) FillRun(s, r, kind, &fill_buf_);
+    last_fill_prefetch_ = kind == FillKind::kPrefetch;
     return true;
   }
   return false;

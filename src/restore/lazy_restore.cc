@@ -152,6 +152,11 @@ Result<std::unique_ptr<LazyRestore>> LazyRestore::Start(std::shared_ptr<const Pa
     return Status::Ok();
   };
   Status st = engine->Start(setup);
+  if (st.ok() && options.wait_for_prefetch && !options.prefetch.empty()) {
+    // REAP-style: the recorded working set is in place before the program
+    // resumes, so replaying it takes no demand faults.
+    st = engine->WaitPrefetched(-1).WithContext("lazy restore: installing the prefetch list");
+  }
   if (!st.ok()) {
     engine.reset();
     unmap_ours();

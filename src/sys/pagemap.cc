@@ -47,7 +47,14 @@ Status PagemapScanner::ScanAll(const PagemapScanArgs& args, std::vector<PageRegi
     a.max_pages = budget;
     PW_ASSIGN_OR_RETURN(PagemapScanOut r, ScanOnce(a, vec.data(), vec.size()));
     for (size_t i = 0; i < r.regions; ++i) {
-      const PageRegion& reg = vec[i];
+      PageRegion reg = vec[i];
+      // After an early stop the kernel may report a walk_end inside the last
+      // region it returned, and the resumed walk reports that part again:
+      // clip what was already appended so no page is counted twice.
+      if (!out->empty() && reg.start < out->back().end && reg.end > out->back().start) {
+        if (reg.end <= out->back().end) continue;
+        reg.start = out->back().end;
+      }
       if (!out->empty() && out->back().end == reg.start &&
           out->back().categories == reg.categories) {
         out->back().end = reg.end;

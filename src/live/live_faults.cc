@@ -1,0 +1,182 @@
+// Base mode of the live snapshot: our own userfaultfd in write-protect mode,
+// the fault-handler thread, and lifting all protection at the end.
+#include <sys/eventfd.h>
+
+#include <string>
+
+#include "live/live_snapshot_impl.h"
+#include "pagewise/probe.h"
+#include "sys/uapi.h"
+
+namespace pagewise::live {
+
+namespace {
+constexpr int kMaxEagainRetries = 1000;
+constexpr size_t kEventBatch = 32;
+
+std::string Hex(uint64_t v) {
+  char buf[24];
+  snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+}  // namespace
+
+Status LiveSnapshotImpl::BeginBase() {
+  using namespace uffd_feature;
+  // WP_UNPOPULATED: without it, write-protecting anonymous memory skips
+  // never-touched pages, and a first write there after T would go unseen.
+  // WP_HUGETLBFS_SHMEM: write-protect for memfd/shmem mappings.
+  sys::Userfaultfd::Options uo;
+  uo.required_features = kPagefaultFlagWp | kWpUnpopulated | (any_shared_ ? kWpHugetlbfsShmem : 0);
+  uo.env = env_;
+  Result<sys::Userfaultfd> uffd = sys::Userfaultfd::Open(uo);
+  if (!uffd.ok()) return uffd.status().WithContext("live snapshot: creating a userfaultfd");
+  uffd_ = std::move(uffd).value();
+
+  Status s;
+  for (const LiveRegion& r : core_->regions()) {
+    uint64_t ioctls = 0;
+    s = uffd_.Register(r.start, r.length, UFFDIO_REGISTER_MODE_WP, &ioctls);
+    if (!s.ok()) {
+      s = s.WithContext("live snapshot: registering region '" + r.name + "' [" + Hex(r.start) +
+                        ", +" + std::to_string(r.length) +
+                        ") for write-protect (is it mapped, and anonymous or shmem?)");
+      break;
+    }
+    registered_.push_back(&r);
+    if ((ioctls & (1ULL << _UFFDIO_WRITEPROTECT)) == 0) {
+      s = Status::NotSupported("live snapshot: the kernel does not allow UFFDIO_WRITEPROTECT on "
+                               "region '" + r.name + "'");
+      break;
+    }
+  }
+  if (s.ok()) {
+    Result<int> efd = env_->EventfdCreate(0, EFD_NONBLOCK);
+    if (!efd.ok()) {
+      s = efd.status().WithContext("live snapshot: creating the stop eventfd");
+    } else {
+      stop_fd_ = *efd;
+      fault_thread_ = std::thread([this] { FaultMain(); });
+    }
+  }
+  // T: every page of every region write-protected. Writers that hit a page
+  // from here on wait for the fault thread, which saves the page first.
+  if (s.ok()) {
+    for (const LiveRegion& r : core_->regions()) {
+      s = uffd_.WriteProtect(r.start, r.length, /*wp=*/true);
+      if (!s.ok()) {
+        s = s.WithContext("live snapshot: write-protecting region '" + r.name + "'");
+        break;
+      }
+    }
+  }
+  if (!s.ok()) {
+    core_->Fail(s);
+    LiftAll(/*failed=*/true, nullptr);
+  }
+  return s;
+}
+
+void LiveSnapshotImpl::FaultMain() {
+  UffdEvent events[kEventBatch];
+  for (;;) {
+    Result<bool> readable = uffd_.WaitReadable(stop_fd_, -1);
+    if (!readable.ok()) {
+      core_->Fail(readable.status().WithContext("waiting for write-protect faults"));
+      return;
+    }
+    if (!*readable) return;  // the stop eventfd fired and no fault is pending
+    Result<size_t> n = uffd_.ReadEvents(events, kEventBatch);
+    if (!n.ok()) {
+      core_->Fail(n.status().WithContext("reading write-protect faults"));
+      return;
+    }
+    for (size_t i = 0; i < *n; ++i) {
+      if (events[i].kind == UffdEvent::Kind::kPagefault) ServeFault(events[i].address);
+    }
+  }
+}
+
+void LiveSnapshotImpl::ServeFault(uint64_t addr) {
+  const uint64_t t0 = NowNs();
+  const uint64_t page = addr & ~(static_cast<uint64_t>(page_size_) - 1);
+  core_->CountFault();
+  uint64_t first = 0, saved = 0;
+  const FaultOutcome o =
+      core_->SaveForFault(page, /*wait_for_saver=*/false, opts_.fault_around_pages, &first, &saved);
+  if (o == FaultOutcome::kNotOurs) {
+    // Only registered ranges fault here, and those are all ours; wake the
+    // address defensively rather than leave a thread blocked.
+    uffd_.Wake(page, page_size_).IgnoreError();
+    return;
+  }
+  if (o == FaultOutcome::kAborted) {
+    // The snapshot is failing: release the writer now; the final LiftAll
+    // unprotects everything anyway, so an error here changes nothing.
+    Unprotect(page, page_size_).IgnoreError();
+    return;
+  }
+  // Lift the protection of what this fault saved (the faulting page and its
+  // fault-around group), and of the faulting page if it was saved earlier.
+  // kSaverCopying: the saver lifts it (and wakes this writer) once copied.
+  Status s;
+  ForEachRun(&saved, 64, [&](uint64_t i, uint64_t n) {
+    if (s.ok()) s = Unprotect(first + i * page_size_, n * page_size_);
+  });
+  if (s.ok() && o == FaultOutcome::kAlreadySaved) s = Unprotect(page, page_size_);
+  if (!s.ok()) {
+    core_->Fail(s.WithContext("lifting write protection after saving a page"));
+    return;
+  }
+  if (o != FaultOutcome::kSaverCopying) core_->RecordService(NowNs() - t0);
+}
+
+Status LiveSnapshotImpl::Unprotect(uint64_t start, uint64_t len) const {
+  Status s;
+  for (int attempt = 0; attempt < kMaxEagainRetries; ++attempt) {
+    s = uffd_.WriteProtect(start, len, /*wp=*/false);
+    // EAGAIN: the mm is changing under a non-cooperative userfaultfd event
+    // (some other monitor's); nothing was done, so retry the whole range.
+    if (s.code() != Code::kRetry) break;
+  }
+  if (!s.ok()) {
+    return s.WithContext("clearing write protection of [" + Hex(start) + ", +" +
+                         std::to_string(len) + ")");
+  }
+  return s;
+}
+
+void LiveSnapshotImpl::LiftAll(bool failed, std::string* problems) {
+  auto note = [&](const Status& s) {
+    if (problems != nullptr && !s.ok()) {
+      if (!problems->empty()) *problems += "; ";
+      *problems += s.ToString();
+    }
+  };
+  if (fault_thread_.joinable()) {
+    // A plain eventfd write to our own eventfd: it cannot fail while the fd
+    // is open (the counter is far from overflow).
+    if (eventfd_write(stop_fd_, 1) != 0) note(ErrnoStatus(errno, "eventfd_write(stop)"));
+    fault_thread_.join();
+  }
+  if (stop_fd_ >= 0) {
+    env_->Close(stop_fd_).IgnoreError();  // nothing to do if close fails
+    stop_fd_ = -1;
+  }
+  if (uffd_.valid()) {
+    for (const LiveRegion* r : registered_) {
+      // After a failure some pages are still protected and writers may be
+      // blocked on them: clear protection of the whole region (this wakes
+      // them). On success every page was unprotected as it was saved.
+      if (failed) note(Unprotect(r->start, r->length));
+      Status s = uffd_.Unregister(r->start, r->length);
+      if (!s.ok()) note(s.WithContext("unregistering region '" + r->name + "'"));
+    }
+    registered_.clear();
+    // Closing the userfaultfd is the final release: the kernel drops every
+    // registration of this fd and wakes every thread blocked on it.
+    uffd_ = sys::Userfaultfd();
+  }
+}
+
+}  // namespace pagewise::live
