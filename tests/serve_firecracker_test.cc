@@ -724,5 +724,33 @@ TEST(ServeFirecracker, CliRecordsATraceAndPrefetchesIt) {
       << out;
 }
 
+TEST(ServeFirecracker, SilentClientDelaysNobodyAndIsDroppedAfterTheHandshakeTimeout) {
+  testing::TempDir dir;
+  PatternBuffer file(128, 113);
+  auto source = OpenMemFileSource(MemFile(dir, file));
+  ASSERT_TRUE(source.ok());
+  const std::string sock = dir.File("uffd.sock");
+  ServeOptions so;
+  so.handshake_timeout_ms = 2000;
+  auto server = PageServer::Start(sock, *source, so);
+  ASSERT_TRUE(server.ok());
+  Result<int> silent = Env::Default()->UnixConnect(sock);
+  ASSERT_TRUE(silent.ok());
+  // A real client connecting after it is served at once.
+  FcClient c;
+  ASSERT_TRUE(c.Connect(sock, {{0, file.size()}}));
+  EXPECT_EQ(c.Mismatches(file, 0), 0u);
+  EXPECT_EQ((*server)->refused(), 0u);
+  // The silent one is dropped when its time is up: it sees end of stream.
+  struct pollfd pf = {*silent, POLLIN, 0};
+  ASSERT_EQ(poll(&pf, 1, kFailureTimeoutMs), 1);
+  char ch;
+  EXPECT_EQ(read(*silent, &ch, 1), 0);
+  close(*silent);
+  EXPECT_EQ((*server)->refused(), 1u);
+  EXPECT_EQ((*server)->last_refusal().code(), Code::kRetry);
+  c.Close();
+}
+
 }  // namespace
 }  // namespace pagewise

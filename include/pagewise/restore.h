@@ -21,10 +21,11 @@
 // as zero (never image data), unmapped ranges are forgotten. See
 // docs/restore.md for the design and the event handling.
 //
-// Working-set traces: a restore can record the flat offsets of its demand
-// faults (deduplicated, in first-fault order, with timestamps) and save
-// them as a small checksummed file (by convention IMAGE.trace); a later
-// restore given that trace installs those pages first, in large batches.
+// Working-set traces: a restore can record the flat offsets of the pages its
+// demand faults installed (deduplicated, in first-fault order, with
+// timestamps) and save them as a small checksummed file (by convention
+// IMAGE.trace); a later restore given that trace installs those pages
+// first, in large batches (by default before Start() returns).
 //
 // Limits: 4 KiB pages of private anonymous memory only (no hugetlbfs, no
 // shmem/memfd destinations; THP-enabled ranges are filled 4 KiB at a time).

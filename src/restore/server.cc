@@ -22,6 +22,13 @@ namespace {
 
 constexpr size_t kMaxHandshakeBytes = 1 << 20;
 
+struct Pending {  // a connection whose handshake is not complete yet
+  int sock = -1;
+  int uffd = -1;
+  std::string body;
+  std::chrono::steady_clock::time_point deadline;
+};
+
 struct Client {
   ClientReport report;  // guarded by the server's mu_ (stats refreshed on read)
   int sock = -1;
@@ -110,25 +117,69 @@ class PageServerImpl final : public PageServer {
   }
 
  private:
+  // Handshakes are read from all connections at once (none can hold up
+  // another), each within handshake_timeout_ms.
   void AcceptLoop() {
+    std::vector<struct pollfd> fds;
     for (;;) {
-      struct pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-      Result<int> n = env_->Poll(fds, 2, -1);
+      const auto now = std::chrono::steady_clock::now();
+      int timeout_ms = -1;
+      fds.clear();
+      fds.push_back({listen_fd_, POLLIN, 0});
+      fds.push_back({wake_fd_, POLLIN, 0});
+      for (const Pending& p : pending_) {
+        fds.push_back({p.sock, POLLIN, 0});
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(p.deadline - now).count();
+        const int ms = static_cast<int>(std::max<int64_t>(0, left));
+        timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
+      }
+      Result<int> n = env_->Poll(fds.data(), fds.size(), timeout_ms);
       {
         std::lock_guard<std::mutex> lk(mu_);
-        if (stopped_) return;
+        if (stopped_) break;
       }
-      if (!n.ok()) return;
+      if (!n.ok()) break;
       if (fds[1].revents & POLLIN) {
         eventfd_t v;
         eventfd_read(wake_fd_, &v);
         Reap();
       }
+      // Progress on pending handshakes (back to front: entries may go).
+      for (size_t i = pending_.size(); i-- > 0;) {
+        Pending& p = pending_[i];
+        Status st;
+        bool done = false;
+        if (fds[2 + i].revents != 0) {
+          st = ReadSome(&p, &done);
+        } else if (std::chrono::steady_clock::now() >= p.deadline) {
+          st = Status(Code::kRetry, 0,
+                      "not received within " + std::to_string(opt_.handshake_timeout_ms) +
+                          " ms (expected one message: the userfaultfd and a JSON body)");
+        }
+        if (!st.ok()) {
+          Refuse(p.sock, p.uffd, st.WithContext("handshake"));
+        } else if (done) {
+          Admit(p.sock, p.uffd, p.body);
+        } else {
+          continue;
+        }
+        pending_.erase(pending_.begin() + static_cast<ptrdiff_t>(i));
+      }
       if (fds[0].revents & POLLIN) {
         Result<int> sock = env_->Accept(listen_fd_);
-        if (sock.ok()) Admit(*sock);
+        if (sock.ok()) {
+          pending_.push_back({*sock, -1, std::string(),
+                              std::chrono::steady_clock::now() +
+                                  std::chrono::milliseconds(opt_.handshake_timeout_ms)});
+        }
       }
     }
+    for (const Pending& p : pending_) {
+      if (p.uffd >= 0) env_->Close(p.uffd).IgnoreError();  // shutting down
+      env_->Close(p.sock).IgnoreError();
+    }
+    pending_.clear();
   }
 
   // Drops clients whose engine stopped by itself (client gone).
@@ -180,48 +231,31 @@ class PageServerImpl final : public PageServer {
     env_->Close(sock).IgnoreError();              // the client sees end of stream
   }
 
-  // Reads the handshake: one message with the descriptor and a JSON body,
-  // possibly split over several reads by the stream socket.
-  Status ReadHandshake(int sock, int* uffd, std::string* body) {
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::milliseconds(opt_.handshake_timeout_ms);
+  // One read of a pending handshake (its socket is readable): the message
+  // carries the descriptor and a JSON body, possibly split over several
+  // reads by the stream socket. *done once the body is one JSON document
+  // (whether it is a valid handshake is ParseHandshake's business).
+  Status ReadSome(Pending* p, bool* done) {
     char buf[16384];
-    for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      struct pollfd p = {sock, POLLIN, 0};
-      const int wait_ms = static_cast<int>(std::max<int64_t>(0, left.count()));
-      PW_ASSIGN_OR_RETURN(int ready, env_->Poll(&p, 1, wait_ms));
-      if (ready == 0) {
-        return Status(Code::kRetry, 0,
-                      "handshake not received within " + std::to_string(opt_.handshake_timeout_ms) +
-                          " ms (expected one message: the userfaultfd and a JSON body)");
-      }
-      int fd = -1;
-      PW_ASSIGN_OR_RETURN(size_t got, env_->RecvWithFd(sock, buf, sizeof(buf), &fd));
-      if (fd >= 0) {
-        if (*uffd < 0) {
-          *uffd = fd;
-        } else {
-          env_->Close(fd).IgnoreError();  // only one descriptor belongs to the handshake
-        }
-      }
-      if (got == 0) return Status::PeerGone("the client closed its connection during the handshake");
-      body->append(buf, got);
-      // Complete once it is one JSON document (whether it is a valid
-      // handshake is ParseHandshake's business).
-      if (nlohmann::json::accept(*body)) return Status::Ok();
-      if (body->size() > kMaxHandshakeBytes) {
-        return Status::InvalidArgument("handshake body larger than 1 MiB");
+    int fd = -1;
+    PW_ASSIGN_OR_RETURN(size_t got, env_->RecvWithFd(p->sock, buf, sizeof(buf), &fd));
+    if (fd >= 0) {
+      if (p->uffd < 0) {
+        p->uffd = fd;
+      } else {
+        env_->Close(fd).IgnoreError();  // only one descriptor belongs to the handshake
       }
     }
+    if (got == 0) return Status::PeerGone("the client closed its connection during the handshake");
+    p->body.append(buf, got);
+    *done = nlohmann::json::accept(p->body);
+    if (!*done && p->body.size() > kMaxHandshakeBytes) {
+      return Status::InvalidArgument("handshake body larger than 1 MiB");
+    }
+    return Status::Ok();
   }
 
-  void Admit(int sock) {
-    int uffd = -1;
-    std::string body;
-    Status st = ReadHandshake(sock, &uffd, &body);
-    if (!st.ok()) return Refuse(sock, uffd, st.WithContext("handshake"));
+  void Admit(int sock, int uffd, const std::string& body) {
     if (uffd < 0) {
       return Refuse(sock, uffd,
                     Status::InvalidArgument("handshake carried no descriptor (send the "
@@ -275,7 +309,7 @@ class PageServerImpl final : public PageServer {
     }
     client->engine = std::make_unique<restore::Engine>(source_, std::move(eo));
     client->engine->AddSpace(sys::Userfaultfd::Adopt(uffd, 0, env_), space);
-    st = client->engine->Start();
+    const Status st = client->engine->Start();
     if (!st.ok()) {
       client->engine.reset();  // closes the userfaultfd
       return Refuse(sock, -1, st.WithContext("starting the client's server"));
@@ -296,6 +330,7 @@ class PageServerImpl final : public PageServer {
   int listen_fd_;
   int wake_fd_;
   std::thread thread_;
+  std::vector<Pending> pending_;  // accept thread only
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
