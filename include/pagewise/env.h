@@ -169,6 +169,13 @@ class Env {
   virtual Result<size_t> RecvWithFd(int sock, void* buf, size_t len, int* received_fd) = 0;
   // SO_PEERCRED of a connected Unix socket: the peer's pid.
   virtual Result<pid_t> PeerPid(int sock) = 0;
+
+  // ---- scheduling ---------------------------------------------------------
+  // Adds `increment` to the calling thread's nice value only (Linux threads
+  // have their own), clamped to [-20, 19]: getpriority + setpriority with
+  // the thread id. A positive increment needs no privilege; a negative one
+  // needs CAP_SYS_NICE (EACCES/EPERM otherwise).
+  virtual Status AdjustThreadNice(int increment) = 0;
 };
 
 // Convenience loops over an Env (they keep going on short transfers).

@@ -108,6 +108,14 @@ struct LiveSnapshotOptions {
   // path writes the oldest queued page to the image itself, so a faulting
   // writer then waits for that page's image I/O.
   size_t fault_queue_pages = 4096;
+  // Added to the background saver thread's nice value (0: leave as is).
+  // The saver is bulk work (copy, compress, write) that competes for CPU
+  // with the writers and with the fault thread, which releases them: a
+  // positive value keeps the saver from delaying the fault thread, so
+  // writer stalls stay short on a busy machine, at some cost in total
+  // snapshot time. Needs no privilege; a failure is ignored (scheduling
+  // only).
+  int saver_nice = 5;
 };
 
 struct LiveSnapshotStats {

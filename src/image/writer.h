@@ -16,6 +16,7 @@
 #ifndef PAGEWISE_IMAGE_WRITER_H_
 #define PAGEWISE_IMAGE_WRITER_H_
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <string>
@@ -95,6 +96,14 @@ class ImageWriterImpl : public ImageWriter {
     if (regions_.size() >= UINT32_MAX) return Status::InvalidArgument("too many regions");
     regions_.push_back(region);
     tables_.emplace_back();
+    if (opts_.dedup) {
+      // Size the dedup index for every page now: growing it later rehashes
+      // every entry under mu_ (tens of ms at 10^5 pages), and a live
+      // snapshot's fault path may be waiting for mu_ then. Capped so that a
+      // huge region costs at most 32 MiB of buckets up front.
+      reserved_pages_ += region.length / region.page_size;
+      dedup_.reserve(static_cast<size_t>(std::min<uint64_t>(reserved_pages_, uint64_t{1} << 22)));
+    }
     return static_cast<uint32_t>(i);
   }
 
@@ -156,6 +165,7 @@ class ImageWriterImpl : public ImageWriter {
   std::vector<RegionInfo> regions_;
   std::vector<PageTable> tables_;
   std::unordered_map<Hash128, uint64_t, Hash128Hasher> dedup_;
+  uint64_t reserved_pages_ = 0;  // pages of the declared regions (dedup_ sizing)
   std::map<uint32_t, OpenChunk> open_;  // by page size
   std::vector<ChunkEntry> chunks_;       // by id; written ones have stored_length > 0
   uint64_t next_offset_ = kHeaderSize;

@@ -177,6 +177,10 @@ void LiveSnapshotImpl::ReportProgress(bool done) {
 // ---- the saver --------------------------------------------------------------
 
 void LiveSnapshotImpl::SaverMain() {
+  if (opts_.saver_nice != 0) {
+    // Best effort: a refused nice value changes timing, not correctness.
+    (void)env_->AdjustThreadNice(opts_.saver_nice);
+  }
   Status s = SaveAll();
   Finish(std::move(s));
 }

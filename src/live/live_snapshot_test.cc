@@ -4,6 +4,7 @@
 // bounded; progress and cancel behave.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -337,6 +338,37 @@ TEST(LiveSnapshot, ProgressReachesTotalAndEndsWithDone) {
   for (size_t i = 0; i + 1 < seen.size(); ++i) EXPECT_FALSE(seen[i].done);
   EXPECT_GT(st->total_ns, 0u);
   EXPECT_GT(st->protect_ns, 0u);
+}
+
+// The saver runs at the requested nice value (the progress callback runs on
+// the saver thread), and the caller's thread keeps its own.
+TEST(LiveSnapshot, SaverThreadRunsAtItsNiceValue) {
+  TempDir dir;
+  Mapping m(2 * kMiB, MemKind::kAnonPrivate);
+  Populate(m, 5);
+  errno = 0;
+  const int caller_before = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  ASSERT_EQ(errno, 0);
+  for (int nice : {0, 7}) {
+    LiveSnapshotOptions o;
+    o.saver_nice = nice;
+    o.progress_every_pages = 64;
+    std::vector<int> seen;
+    o.progress = [&](const LiveProgress&) {
+      errno = 0;
+      const int v = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+      seen.push_back(errno == 0 ? v : -100);
+    };
+    Result<LiveSnapshotStats> st = TakeLiveSnapshot(
+        dir.File("n" + std::to_string(nice) + ".pwi"), {Region(m, MemKind::kAnonPrivate, "m")}, o);
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    ASSERT_FALSE(seen.empty());
+    // Threads inherit the caller's value; the saver adds its increment.
+    const int want = std::min(19, caller_before + nice);
+    for (int v : seen) EXPECT_EQ(v, want) << "saver_nice " << nice;
+  }
+  errno = 0;
+  EXPECT_EQ(getpriority(PRIO_PROCESS, static_cast<id_t>(gettid())), caller_before);
 }
 
 TEST(LiveSnapshot, CancelLiftsProtectionAndLeavesNoImage) {

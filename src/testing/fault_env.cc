@@ -177,6 +177,7 @@ Result<size_t> FaultEnv::RecvWithFd(int s, void* b, size_t l, int* fd) {
   PW_FORWARD(Op::kRecvWithFd, RecvWithFd(s, b, l, fd));
 }
 Result<pid_t> FaultEnv::PeerPid(int s) { PW_FORWARD(Op::kPeerPid, PeerPid(s)); }
+Status FaultEnv::AdjustThreadNice(int n) { PW_FORWARD(Op::kAdjustThreadNice, AdjustThreadNice(n)); }
 
 #undef PW_FORWARD
 

@@ -27,7 +27,7 @@ enum class Op {
   kOpenPagemap, kPagemapScan, kMmap, kMunmap, kMprotect, kMadvise, kMremap, kMemfdCreate,
   kOpen, kClose, kPwrite, kPread, kFsync, kFtruncate, kRename, kUnlink, kFsyncParentDir,
   kFileSize, kEventfdCreate, kPoll, kUnixListen, kAccept, kUnixConnect, kSendWithFd,
-  kRecvWithFd, kPeerPid,
+  kRecvWithFd, kPeerPid, kAdjustThreadNice,
   kCount
 };
 
@@ -92,6 +92,7 @@ class FaultEnv : public Env {
   Result<size_t> SendWithFd(int sock, const void* buf, size_t len, int pass_fd) override;
   Result<size_t> RecvWithFd(int sock, void* buf, size_t len, int* received_fd) override;
   Result<pid_t> PeerPid(int sock) override;
+  Status AdjustThreadNice(int increment) override;
 
  private:
   // Counts the call; returns true (and the fault) if one fires now.
