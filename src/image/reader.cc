@@ -24,7 +24,7 @@ struct CachedChunk {
   std::vector<uint8_t> data;
 };
 struct ChunkCache {
-  static constexpr size_t kEntries = 8;
+  static constexpr size_t kEntries = 64;
   CachedChunk entries[kEntries];
   std::vector<uint8_t> scratch;
   uint64_t clock = 0;
