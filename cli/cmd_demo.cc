@@ -111,7 +111,8 @@ class Workload {
 };
 
 // The restoring client (a separate process): maps fresh memory, hands it to
-// the server with Firecracker's handshake, touches a working set first (as a
+// the server with Firecracker's handshake, waits for the server's ready
+// byte (its prefetch list is in), touches a working set first (as a
 // resuming program would), then everything; prints its digest.
 int RunClient(const std::string& socket, uint64_t size, uint64_t ws_seed) {
   void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -123,7 +124,9 @@ int RunClient(const std::string& socket, uint64_t size, uint64_t ws_seed) {
   region.offset = 0;
   region.page_size = kPage;
   auto t0 = std::chrono::steady_clock::now();
-  Result<std::unique_ptr<LazyClient>> client = LazyClient::Connect(socket, {region});
+  LazyClientOptions lo;
+  lo.wait_ready_ms = 10000;  // a server without a prefetch list answers at once
+  Result<std::unique_ptr<LazyClient>> client = LazyClient::Connect(socket, {region}, lo);
   if (!client.ok()) return Fail("demo client", client.status());
   const char* p = static_cast<const char*>(mem);
   // Working set: 48 clusters of 32 pages, the same every run (ws_seed).
@@ -138,13 +141,15 @@ int RunClient(const std::string& socket, uint64_t size, uint64_t ws_seed) {
   Status st = (*client)->Populate();
   if (!st.ok()) return Fail("demo client", st);
   const uint64_t digest = Digest(p, size);
-  std::printf("%016" PRIx64 " %.3f %.3f\n", digest, ws_ms, Secs(t0) * 1e3);
+  std::printf("%016" PRIx64 " %.3f %.3f %d\n", digest, ws_ms, Secs(t0) * 1e3,
+              (*client)->ready() ? 1 : 0);
   return 0;
 }
 
 struct ClientRun {
   uint64_t digest = 0;
   double ws_ms = 0, total_ms = 0;
+  int ready = 0;  // the client saw the server's ready byte
   RestoreStats stats;
 };
 
@@ -180,7 +185,8 @@ Result<ClientRun> RestoreInNewProcess(const std::string& image_path, const std::
   }
   PW_RETURN_IF_ERROR(server->WaitClientsDone(1, 30000));
   ClientRun run;
-  if (std::sscanf(text.c_str(), "%" SCNx64 " %lf %lf", &run.digest, &run.ws_ms, &run.total_ms) != 3) {
+  if (std::sscanf(text.c_str(), "%" SCNx64 " %lf %lf %d", &run.digest, &run.ws_ms, &run.total_ms,
+                  &run.ready) != 4) {
     return Status::Internal("unexpected client output: " + text);
   }
   std::vector<ClientReport> clients = server->clients();
@@ -286,20 +292,40 @@ Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep
               chain->layers().size(), MiB(disk), MiB(size), b.zero_pages, b.duplicate_pages,
               b.stored_pages);
   const std::string socket = dir + "/serve.sock";
+  // Both runs record the client's demand faults: the pages they brought in
+  // while the client touched its working set (the trace's first ws_ms; the
+  // server's clock starts at the handshake, after the client's, so the cut
+  // keeps every working-set fault) are the working set, and what the
+  // prefetch is measured by. Populate() afterwards faults in the rest.
+  auto ws_pages = [](const WorkingSetTrace& t, double ws_ms, std::vector<uint64_t>* out) {
+    size_t n = 0;
+    for (const TraceEntry& e : t.entries) {
+      if (static_cast<double>(e.time_ns) / 1e6 > ws_ms) continue;
+      if (out != nullptr) out->push_back(e.offset);
+      n++;
+    }
+    return n;
+  };
   ServeOptions record;
   record.record_trace = true;
-  WorkingSetTrace trace;
-  PW_ASSIGN_OR_RETURN(ClientRun cold, RestoreInNewProcess(head, socket, size, record, &trace));
-  ServeOptions replay;
-  for (const TraceEntry& e : trace.entries) replay.prefetch.push_back(e.offset);
-  PW_ASSIGN_OR_RETURN(ClientRun warm, RestoreInNewProcess(head, socket, size, replay, nullptr));
+  WorkingSetTrace cold_trace, warm_trace;
+  PW_ASSIGN_OR_RETURN(ClientRun cold, RestoreInNewProcess(head, socket, size, record, &cold_trace));
+  ServeOptions replay = record;
+  const size_t cold_ws = ws_pages(cold_trace, cold.ws_ms, &replay.prefetch);
+  PW_ASSIGN_OR_RETURN(ClientRun warm, RestoreInNewProcess(head, socket, size, replay, &warm_trace));
+  const size_t warm_ws = ws_pages(warm_trace, warm.ws_ms, nullptr);
   const bool match = cold.digest == want && warm.digest == want;
-  std::printf("   new process, no prefetch:   working set in %.1f ms, %" PRIu64
-              " demand faults, resident in %.0f ms\n",
-              cold.ws_ms, cold.stats.demand_faults, cold.total_ms);
-  std::printf("   new process, with prefetch: working set in %.1f ms, %" PRIu64
-              " demand faults (%zu recorded pages prefetched), resident in %.0f ms\n",
-              warm.ws_ms, warm.stats.demand_faults, trace.entries.size(), warm.total_ms);
+  std::printf("   new process, no prefetch:   working set in %.1f ms, %zu pages faulted in while "
+              "touching it; resident in %.0f ms\n",
+              cold.ws_ms, cold_ws, cold.total_ms);
+  std::printf("   new process, with prefetch: working set in %.1f ms, %zu pages faulted in while "
+              "touching it; resident in %.0f ms\n",
+              warm.ws_ms, warm_ws, warm.total_ms);
+  std::printf("      %zu recorded pages installed before the client resumed (%s); %" PRIu64
+              " of them faulted first\n",
+              cold_ws, warm.ready ? "it waited for the server's ready byte"
+                                  : "NO ready byte: the client raced the prefetch",
+              warm.stats.prefetch_late_faults);
 
   // ---- 5. report --------------------------------------------------------------
   std::printf("== 5. restored content %s the heap (digest %016" PRIx64 "); demo took %.1f s\n",

@@ -31,6 +31,7 @@ struct ServeArgs {
   std::string prefetch;
   std::string record;
   bool no_background = false;
+  bool no_ready = false;
   bool json = false;
   bool quiet = false;
   size_t window = 16;
@@ -95,6 +96,7 @@ int RunServe(const ServeArgs& a) {
   o.fault_window_pages = a.window;
   o.background_batch_pages = a.batch;
   o.background_fill = !a.no_background;
+  o.send_ready = !a.no_ready;
   o.record_trace = !a.record.empty();
   if (!a.prefetch.empty()) {
     Result<WorkingSetTrace> t = ReadTrace(a.prefetch);
@@ -157,6 +159,8 @@ CommandRegistration reg("serve", "Serve guest memory to Firecracker-style UFFD c
   app->add_option("--image", a->image, "Serve this image's flat view");
   app->add_option("--mem-file", a->mem_file, "Serve this flat memory file");
   app->add_flag("--no-background", a->no_background, "Install pages only when they fault");
+  app->add_flag("--no-ready-byte", a->no_ready,
+                "Do not write the ready byte ('R', once the prefetch list is in) to clients");
   app->add_option("--window", a->window, "Pages filled around a fault (1..512)");
   app->add_option("--batch", a->batch, "Pages per background fill (1..4096)");
   app->add_option("--prefetch", a->prefetch, "Working-set trace to install first");

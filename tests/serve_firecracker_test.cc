@@ -601,6 +601,99 @@ TEST(ServeFirecracker, LazyClientPopulateMakesEverythingResident) {
   munmap(guest, file.size());
 }
 
+// Pages of [p, p + pages * Ps()) that are resident (mapped), by mincore.
+std::vector<bool> Resident(const char* p, size_t pages) {
+  std::vector<unsigned char> v(pages);
+  EXPECT_EQ(mincore(const_cast<char*>(p), pages * Ps(), v.data()), 0) << strerror(errno);
+  std::vector<bool> out(pages);
+  for (size_t i = 0; i < pages; ++i) out[i] = (v[i] & 1) != 0;
+  return out;
+}
+
+// With wait_ready_ms, Connect returns only after the server installed the
+// prefetch list: those pages are resident before the program touches
+// anything, and touching them takes no demand fault. Pages outside the
+// list (no background fill) are not resident until touched.
+TEST(ServeFirecracker, LazyClientWaitsForTheReadyByteWithItsWorkingSetResident) {
+  testing::TempDir dir;
+  PatternBuffer file(1024, 113);
+  auto source = OpenMemFileSource(MemFile(dir, file));
+  ASSERT_TRUE(source.ok());
+  const std::string sock = dir.File("uffd.sock");
+  ServeOptions so;
+  so.background_fill = false;
+  for (uint64_t p = 100; p < 300; ++p) so.prefetch.push_back(p * Ps());
+  for (uint64_t p = 700; p < 710; ++p) so.prefetch.push_back(p * Ps());
+  auto server = PageServer::Start(sock, *source, so);
+  ASSERT_TRUE(server.ok());
+  void* m = mmap(nullptr, file.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  char* guest = static_cast<char*>(m);
+  {
+    LazyClientOptions lo;
+    lo.wait_ready_ms = kFailureTimeoutMs;
+    auto client =
+        LazyClient::Connect(sock, {{reinterpret_cast<uint64_t>(guest), file.size(), 0, Ps()}}, lo);
+    ASSERT_TRUE(client.ok()) << client.status().ToString();
+    EXPECT_TRUE((*client)->ready());
+    const std::vector<bool> res = Resident(guest, file.pages());
+    size_t wrong = 0;
+    for (size_t i = 0; i < file.pages(); ++i) {
+      const bool want = (i >= 100 && i < 300) || (i >= 700 && i < 710);
+      wrong += res[i] != want;
+    }
+    EXPECT_EQ(wrong, 0u) << "residency before any touch differs from the prefetch list";
+    size_t bad = 0;
+    for (size_t i = 100; i < 300; ++i) bad += !file.Matches(guest + i * Ps(), i);
+    for (size_t i = 700; i < 710; ++i) bad += !file.Matches(guest + i * Ps(), i);
+    EXPECT_EQ(bad, 0u);
+    std::vector<ClientReport> c = (*server)->clients();
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].stats.demand_faults, 0u);
+    EXPECT_TRUE(file.Matches(guest + 5 * Ps(), 5));  // outside the list: a demand fault
+    c = (*server)->clients();
+    EXPECT_GE(c[0].stats.demand_faults, 1u);
+    ASSERT_TRUE((*client)->Populate().ok());
+  }
+  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  munmap(guest, file.size());
+}
+
+// Without a prefetch list the ready byte comes at once; a refused handshake
+// (a region beyond the memory file) is an error from Connect, not a client
+// that later hangs or reads zeros.
+TEST(ServeFirecracker, LazyClientReadyAtOnceAndRefusalIsAnError) {
+  testing::TempDir dir;
+  PatternBuffer file(64, 127);
+  auto source = OpenMemFileSource(MemFile(dir, file));
+  ASSERT_TRUE(source.ok());
+  const std::string sock = dir.File("uffd.sock");
+  auto server = PageServer::Start(sock, *source);
+  ASSERT_TRUE(server.ok());
+  const size_t len = 2 * file.size();
+  void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  const uint64_t a = reinterpret_cast<uint64_t>(m);
+  LazyClientOptions lo;
+  lo.wait_ready_ms = kFailureTimeoutMs;
+  {
+    auto client = LazyClient::Connect(sock, {{a, file.size(), 0, Ps()}}, lo);
+    ASSERT_TRUE(client.ok()) << client.status().ToString();
+    EXPECT_TRUE((*client)->ready());
+    ASSERT_TRUE((*client)->Populate().ok());
+  }
+  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  munmap(m, len);
+  m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  auto refused = LazyClient::Connect(sock, {{reinterpret_cast<uint64_t>(m), len, 0, Ps()}}, lo);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kPeerGone) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("refused"), std::string::npos);
+  EXPECT_EQ((*server)->refused(), 1u);
+  munmap(m, len);
+}
+
 TEST(ServeFirecracker, ForkedChildOfAClientIsServedToo) {
   testing::TempDir dir;
   PatternBuffer file(384, 110);

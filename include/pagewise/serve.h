@@ -7,8 +7,16 @@
 // and as the body a JSON array of {"base_host_virt_addr", "size", "offset",
 // "page_size"} objects ("page_size_kib" is accepted too; it holds bytes
 // despite its name), `offset` being the region's byte offset in the flat
-// memory file. Nothing else is ever sent. The server learns the client's pid
-// with SO_PEERCRED.
+// memory file. The client sends nothing else. The server learns the
+// client's pid with SO_PEERCRED.
+//
+// Ready byte (an extension; clients may ignore it): once a client's
+// prefetch list is installed (at once when there is none), the server
+// writes one byte, kReadyByte, to that client's socket. A client that
+// waits for it (LazyClientOptions::wait_ready_ms) resumes with its working
+// set already resident instead of racing the prefetch with demand faults.
+// Firecracker never reads the socket after the handshake, so the byte just
+// stays in the socket buffer.
 //
 // PageServer serves any number of clients at once from one PageSource (a
 // flat memory file as is, an image as if it were that flat file), each with
@@ -59,6 +67,9 @@
 
 namespace pagewise {
 
+// The byte a PageServer writes to a client once its prefetch list is in.
+inline constexpr char kReadyByte = 'R';
+
 // One element of the handshake's JSON array.
 struct GuestRegion {
   uint64_t base_host_virt_addr = 0;  // where the client mapped the region
@@ -91,6 +102,7 @@ struct ServeOptions {
   std::vector<uint64_t> prefetch;      // flat offsets installed first, per client
   bool record_trace = false;           // record the FIRST client's demand faults
   int handshake_timeout_ms = 10000;    // a client must send its message within this
+  bool send_ready = true;              // write kReadyByte once prefetch is in (above)
   // Called on an internal thread when a client connects (active) and when
   // it is dropped (inactive, with its final stats and status).
   std::function<void(const ClientReport&)> on_client;
@@ -140,6 +152,13 @@ enum class ServerLossPolicy {
 struct LazyClientOptions {
   Env* env = nullptr;
   ServerLossPolicy on_loss = ServerLossPolicy::kPoison;
+  // > 0: Connect() waits up to this long for the server's kReadyByte (sent
+  // once the server's prefetch list for us is installed), so the caller
+  // resumes with its working set resident. A server that closes the
+  // connection instead (it refused the handshake) makes Connect() fail
+  // with kPeerGone. On timeout Connect() returns normally and ready() is
+  // false: pages still arrive on demand. 0: do not wait.
+  int wait_ready_ms = 0;
   // Called once, on the watchdog thread, when the server is found gone.
   std::function<void(const Status&)> on_server_lost;
 };
@@ -170,6 +189,8 @@ class LazyClient {
   virtual Status Populate() = 0;
   // Pages poisoned after the server was lost.
   virtual uint64_t poisoned_pages() const = 0;
+  // Connect() saw the server's kReadyByte (only with wait_ready_ms > 0).
+  virtual bool ready() const = 0;
 };
 
 }  // namespace pagewise

@@ -14,10 +14,12 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -34,14 +36,16 @@ namespace {
 class LazyClientImpl final : public LazyClient {
  public:
   LazyClientImpl(Env* env, sys::Userfaultfd uffd, int sock, int stop_fd,
-                 std::vector<GuestRegion> regions, LazyClientOptions opt, bool can_poison)
+                 std::vector<GuestRegion> regions, LazyClientOptions opt, bool can_poison,
+                 bool ready)
       : env_(env),
         uffd_(std::move(uffd)),
         sock_(sock),
         stop_fd_(stop_fd),
         regions_(std::move(regions)),
         opt_(std::move(opt)),
-        can_poison_(can_poison) {
+        can_poison_(can_poison),
+        ready_(ready) {
     watchdog_ = std::thread([this] { Watch(); });
   }
 
@@ -83,11 +87,12 @@ class LazyClientImpl final : public LazyClient {
   }
 
   uint64_t poisoned_pages() const override { return poisoned_.load(); }
+  bool ready() const override { return ready_; }
 
  private:
   void Watch() {
-    // Phase 1: the server is there. It never writes to us, so readable
-    // means end of stream (or an error): it is gone.
+    // Phase 1: the server is there. It writes at most kReadyByte (ignored
+    // here), so readable with no bytes means end of stream: it is gone.
     for (;;) {
       struct pollfd fds[2] = {{sock_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
       Result<int> n = env_->Poll(fds, 2, -1);
@@ -220,6 +225,7 @@ class LazyClientImpl final : public LazyClient {
   const std::vector<GuestRegion> regions_;
   const LazyClientOptions opt_;
   const bool can_poison_;
+  const bool ready_;  // Connect() saw kReadyByte
   std::thread watchdog_;
   std::vector<sys::Userfaultfd> children_;  // watchdog thread only
   std::vector<uint64_t> pending_;           // watchdog thread only
@@ -231,6 +237,35 @@ class LazyClientImpl final : public LazyClient {
   Status status_;              // guarded by mu_
   bool loss_handled_ = false;  // guarded by mu_: callback run, pages sealed
 };
+
+// Waits up to timeout_ms for kReadyByte on `sock` (before the watchdog
+// exists, so nothing else reads it). *ready: it came. End of stream: the
+// server dropped us right after the handshake, i.e. refused it.
+Status WaitReady(Env* env, int sock, int timeout_ms, bool* ready) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return Status::Ok();  // not ready: pages come on demand
+    struct pollfd pfd = {sock, POLLIN, 0};
+    PW_ASSIGN_OR_RETURN(int n, env->Poll(&pfd, 1, static_cast<int>(left.count())));
+    if (n == 0 || pfd.revents == 0) continue;  // timed out (checked above) or spurious
+    char buf[16];
+    int fd = -1;
+    PW_ASSIGN_OR_RETURN(size_t got, env->RecvWithFd(sock, buf, sizeof(buf), &fd));
+    if (fd >= 0) env->Close(fd).IgnoreError();  // not part of the protocol
+    if (got == 0) {
+      return Status::PeerGone(
+          "the page server closed the connection right after the handshake: it refused it "
+          "(the server's log or PageServer::last_refusal() says why)");
+    }
+    if (std::memchr(buf, kReadyByte, got) != nullptr) {
+      *ready = true;
+      return Status::Ok();
+    }
+    // Other bytes are not part of the protocol: ignore them, as the watchdog does.
+  }
+}
 
 }  // namespace
 
@@ -264,13 +299,25 @@ Result<std::unique_ptr<LazyClient>> LazyClient::Connect(const std::string& socke
     sent = env->SendWithFd(sock, body.data() + off, body.size() - off, -1);
     if (sent.ok()) off += *sent;
   }
-  Result<int> stop = sent.ok() ? env->EventfdCreate(0, EFD_NONBLOCK) : Result<int>(sent.status());
+  if (!sent.ok()) {
+    env->Close(sock).IgnoreError();  // already failing
+    return sent.status().WithContext("lazy client: sending the handshake to " + socket_path);
+  }
+  bool ready = false;
+  if (options.wait_ready_ms > 0) {
+    Status w = WaitReady(env, sock, options.wait_ready_ms, &ready);
+    if (!w.ok()) {
+      env->Close(sock).IgnoreError();  // already failing
+      return w.WithContext("lazy client: waiting for the page server at " + socket_path);
+    }
+  }
+  Result<int> stop = env->EventfdCreate(0, EFD_NONBLOCK);
   if (!stop.ok()) {
     env->Close(sock).IgnoreError();  // already failing
-    return stop.status().WithContext("lazy client: sending the handshake to " + socket_path);
+    return stop.status().WithContext("lazy client: creating the watchdog's eventfd");
   }
   return std::unique_ptr<LazyClient>(std::make_unique<LazyClientImpl>(
-      env, std::move(uffd), sock, *stop, regions, options, can_poison));
+      env, std::move(uffd), sock, *stop, regions, options, can_poison, ready));
 }
 
 }  // namespace pagewise

@@ -638,11 +638,16 @@ void Engine::FillerLoop() {
     if (!last_fill_prefetch_) {
       // The filler plans prefetch runs first; a plan without any means the
       // whole prefetch list was installed (or nothing is left to fill).
-      std::lock_guard<std::mutex> lk(mu_);
-      if (!prefetch_done_) {
-        prefetch_done_ = true;
-        cv_.notify_all();
+      bool first = false;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!prefetch_done_) {
+          prefetch_done_ = true;
+          first = true;
+          cv_.notify_all();
+        }
       }
+      if (first && !opt_.prefetch.empty() && opt_.on_prefetched) opt_.on_prefetched();
     }
     MaybeReportResident();
     if (!did) {

@@ -101,6 +101,10 @@ struct EngineOptions {
   // Called once when the engine stopped serving by itself (client gone, all
   // spaces gone); no locks held.
   std::function<void(const Status&)> on_finished;
+  // Called once, on the filler thread with no locks held, when the
+  // prefetch list is installed (pages the program had already faulted in
+  // count as installed). Only when `prefetch` is not empty.
+  std::function<void()> on_prefetched;
 };
 
 // One region of a space: [addr, addr+len) backed by flat source offset src.

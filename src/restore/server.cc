@@ -302,6 +302,11 @@ class PageServerImpl final : public PageServer {
     // The client did UFFDIO_API itself: its features are unknown here. Any
     // event it enabled is handled as it is read.
     eo.on_finished = [this](const Status&) { eventfd_write(wake_fd_, 1); };
+    if (opt_.send_ready && !eo.prefetch.empty()) {
+      // On the engine's filler thread. Drop() stops the engine (joining
+      // that thread) before it closes `sock`, so the descriptor is ours.
+      eo.on_prefetched = [this, sock] { SendReady(sock); };
+    }
     {
       std::lock_guard<std::mutex> lk(mu_);
       client->report.id = next_id_++;
@@ -314,6 +319,7 @@ class PageServerImpl final : public PageServer {
       client->engine.reset();  // closes the userfaultfd
       return Refuse(sock, -1, st.WithContext("starting the client's server"));
     }
+    if (opt_.send_ready && opt_.prefetch.empty()) SendReady(sock);
     ClientReport report;
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -321,6 +327,14 @@ class PageServerImpl final : public PageServer {
       report = client->report;
     }
     if (opt_.on_client) opt_.on_client(report);
+  }
+
+  // One byte on a fresh stream socket's empty buffer: it does not block.
+  // A client that is already gone (EPIPE; no SIGPIPE: MSG_NOSIGNAL) is
+  // noticed by its engine through end of stream, so the error is dropped.
+  void SendReady(int sock) {
+    const char b = kReadyByte;
+    env_->SendWithFd(sock, &b, 1, -1).status().IgnoreError();
   }
 
   const std::string path_;
