@@ -6,6 +6,9 @@
 JOBS ?= $(shell nproc)
 BUILD ?= build
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# Sanitizer builds: -O1 with line tables only (stack traces keep file:line);
+# full debug info at -O2 made them take 3.6 instead of 2.1 min each.
+SAN_FLAGS ?= -DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -g1" "-DCMAKE_C_FLAGS=-O1 -g1"
 # Tests refuse to skip on the machines we own; see src/testing/test_main.cc.
 export PAGEWISE_FORBID_SKIP ?= 1
 
@@ -33,12 +36,12 @@ unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
 
 asan: deps
-	CXX=clang++ CC=clang cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGEWISE_SANITIZE=address -DPAGEWISE_FUZZ_SECONDS=30
+	CXX=clang++ CC=clang cmake -S . -B build-asan -G Ninja $(SAN_FLAGS) -DPAGEWISE_SANITIZE=address -DPAGEWISE_FUZZ_SECONDS=30
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS) --timeout 600
 
 tsan: deps
-	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGEWISE_SANITIZE=thread
+	cmake -S . -B build-tsan -G Ninja $(SAN_FLAGS) -DPAGEWISE_SANITIZE=thread
 	cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && ctest --output-on-failure -j $(JOBS) --timeout 600
 
