@@ -14,8 +14,8 @@
 #include <sys/mman.h>
 
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -240,7 +240,7 @@ class LazyClientImpl final : public LazyClient {
 
 // Waits up to timeout_ms for kReadyByte on `sock` (before the watchdog
 // exists, so nothing else reads it). *ready: it came. End of stream: the
-// server dropped us right after the handshake, i.e. refused it.
+// server dropped us right after the handshake (refused it, or died).
 Status WaitReady(Env* env, int sock, int timeout_ms, bool* ready) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
@@ -257,7 +257,7 @@ Status WaitReady(Env* env, int sock, int timeout_ms, bool* ready) {
     if (got == 0) {
       return Status::PeerGone(
           "the page server closed the connection right after the handshake: it refused it "
-          "(the server's log or PageServer::last_refusal() says why)");
+          "(its log or PageServer::last_refusal() says why) or it died");
     }
     if (std::memchr(buf, kReadyByte, got) != nullptr) {
       *ready = true;
