@@ -8,7 +8,6 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 namespace pagewise::bench {

@@ -176,8 +176,8 @@ Status ImportHalfZero(const BenchOptions& opts, size_t bytes, size_t page, const
 
 Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
   const size_t page = PageSize();
-  const size_t bytes = std::max<size_t>(
-      256 * page, static_cast<size_t>(kGiB * opts.scale) / page * page);
+  const size_t bytes =
+      std::max<size_t>(256 * page, static_cast<size_t>(kGiB * opts.scale) / page * page);
   const size_t pages = bytes / page;
   const int reps = opts.scale <= 0.25 ? 3 : 2;
   BenchDir dir;
@@ -198,7 +198,8 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
 
   // ---- snapshot ----------------------------------------------------------
   const std::string raw = dir.path + "/raw.bin";
-  PW_ASSIGN_OR_RETURN(double write_ns, TimeMedian(reps, [&] { return WriteRaw(raw, mem.p, bytes); }));
+  PW_ASSIGN_OR_RETURN(double write_ns,
+                      TimeMedian(reps, [&] { return WriteRaw(raw, mem.p, bytes); }));
   PW_ASSIGN_OR_RETURN(double memcpy_ns, TimeMedian(reps, [&] {
                         std::memcpy(scratch.p, mem.p, bytes);
                         return Status::Ok();
@@ -249,7 +250,8 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
     }
     const double med = Median(ns);
     report->Add({"restore", name, GBps(bytes, med), "GB/s", "read_raw", GBps(bytes, read_ns)});
-    report->Add({"restore", name, GBps(bytes, med), "GB/s", "memcpy", GBps(bytes, fresh_memcpy_ns)});
+    report->Add(
+        {"restore", name, GBps(bytes, med), "GB/s", "memcpy", GBps(bytes, fresh_memcpy_ns)});
   }
   std::error_code ec;
   for (Compression c : comps) {

@@ -130,7 +130,8 @@ Status WriteImage(const std::string& path, const RegionInfo& region, const char*
   PW_ASSIGN_OR_RETURN(uint32_t r, w->AddRegion(region));
   const size_t step = 1 << 20;
   for (uint64_t off = 0; off < region.length; off += step) {
-    PW_RETURN_IF_ERROR(w->AddPages(r, off, heap + off, std::min<uint64_t>(step, region.length - off)));
+    PW_RETURN_IF_ERROR(
+        w->AddPages(r, off, heap + off, std::min<uint64_t>(step, region.length - off)));
   }
   return w->Commit();
 }
@@ -172,7 +173,8 @@ Result<Window> LiveRound(Shared* sh, const BenchOptions& opts, const RegionInfo&
   lo.progress_every_pages = 4096;
   lo.progress = [&](const LiveProgress& p) {
     Progress(opts, "bench live: round " + std::to_string(round + 1) + " live snapshot " +
-                       std::to_string(p.pages_saved * 100 / std::max<uint64_t>(1, p.pages_total)) + "%");
+                       std::to_string(p.pages_saved * 100 / std::max<uint64_t>(1, p.pages_total)) +
+                       "%");
   };
   sh->window = LiveWindow(round);
   const uint64_t t0 = NowNs();
@@ -232,7 +234,8 @@ Status Run(const BenchOptions& opts, BenchReport* report) {
   Shared sh;
   sh.page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   const size_t align = 2 << 20;
-  const size_t len = std::max(align, static_cast<size_t>(double(kGiB) * opts.scale) / align * align);
+  const size_t len =
+      std::max(align, static_cast<size_t>(double(kGiB) * opts.scale) / align * align);
   sh.pages = len / sh.page;
   void* mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return ErrnoStatus(errno, "mmap of the benchmark heap", "lower --scale");
@@ -281,7 +284,8 @@ Status Run(const BenchOptions& opts, BenchReport* report) {
     std::vector<std::thread>* t;
     ~Joiner() {
       sh->stop = true;
-      for (auto& x : *t) if (x.joinable()) x.join();
+      for (auto& x : *t)
+        if (x.joinable()) x.join();
     }
   } joiner{&sh, &writers};
 
@@ -323,13 +327,17 @@ Status Run(const BenchOptions& opts, BenchReport* report) {
   add("fault_copies", &Window::faults, "pages");
   report->Add({"live", "heap_mib", double(len >> 20), "MiB", "fork", double(len >> 20)});
   // The machine's noise floor: writers with no snapshot.
-  report->Add({"no-snapshot", "max_stall_ms", idle.max_ms, "ms", "fork", MedianOf(fk, &Window::max_ms)});
-  report->Add({"no-snapshot", "p99_write_us", idle.p99_us, "us", "fork", MedianOf(fk, &Window::p99_us)});
+  report->Add(
+      {"no-snapshot", "max_stall_ms", idle.max_ms, "ms", "fork", MedianOf(fk, &Window::max_ms)});
+  report->Add(
+      {"no-snapshot", "p99_write_us", idle.p99_us, "us", "fork", MedianOf(fk, &Window::p99_us)});
   report->Add({"no-snapshot", "writes_per_s", idle.writes_per_s, "1/s", "fork",
                MedianOf(fk, &Window::writes_per_s)});
   // Live internals (no fork counterpart).
-  report->Add({"live", "fault_service_max_us", MedianOf(live, &Window::fault_service_max_us), "us", "-", 0});
-  report->Add({"live", "fault_service_p99_us", MedianOf(live, &Window::fault_service_p99_us), "us", "-", 0});
+  report->Add({"live", "fault_service_max_us", MedianOf(live, &Window::fault_service_max_us), "us",
+               "-", 0});
+  report->Add({"live", "fault_service_p99_us", MedianOf(live, &Window::fault_service_p99_us), "us",
+               "-", 0});
   report->Add({"live", "fault_queue_full", MedianOf(live, &Window::queue_waits), "faults", "-", 0});
   return Status::Ok();
 }

@@ -112,8 +112,7 @@ std::vector<size_t> Pattern(const std::string& name, size_t pages, uint64_t seed
 
 // Reads one word of each page order[from, to); the volatile loads cannot be
 // optimised away.
-void Touch(const char* p, const std::vector<size_t>& order, size_t from = 0,
-           size_t to = SIZE_MAX) {
+void Touch(const char* p, const std::vector<size_t>& order, size_t from = 0, size_t to = SIZE_MAX) {
   to = std::min(to, order.size());
   for (size_t i = from; i < to; ++i) {
     (void)*reinterpret_cast<const volatile uint64_t*>(p + order[i] * kPage + 64);
@@ -179,9 +178,9 @@ Result<Run> RunLazy(const std::shared_ptr<PageSource>& source, size_t len,
 double Ms(uint64_t ns) { return static_cast<double>(ns) / 1e6; }
 
 Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
-  const size_t len =
-      std::max<size_t>(64 * kPage, static_cast<size_t>(static_cast<double>(1ull << 30) * opts.scale) /
-                                       kPage * kPage);
+  const size_t len = std::max<size_t>(
+      64 * kPage,
+      static_cast<size_t>(static_cast<double>(1ull << 30) * opts.scale) / kPage * kPage);
   const size_t pages = len / kPage;
   char tmpl[] = "/tmp/pagewise-bench-restore-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return ErrnoStatus(errno, "mkdtemp for bench restore");
@@ -324,10 +323,10 @@ Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
     report->Add({subject, "pattern_ms", lazy.pattern_ms, "ms", "mmap_private", mmap_pattern});
     report->Add({subject, "pattern_ms", lazy.pattern_ms, "ms", "eager_read", eager_pattern});
     report->Add({subject, "resident_ms", lazy.resident_ms, "ms", "eager_read", eager_resident});
-    report->Add({subject, "fault_p50_us", lazy.stats.fault_latency_p50_us, "us",
-                 "raw_copy_page_us", raw_page_us});
-    report->Add({subject, "fault_p99_us", lazy.stats.fault_latency_p99_us, "us",
-                 "raw_copy_page_us", raw_page_us});
+    report->Add({subject, "fault_p50_us", lazy.stats.fault_latency_p50_us, "us", "raw_copy_page_us",
+                 raw_page_us});
+    report->Add({subject, "fault_p99_us", lazy.stats.fault_latency_p99_us, "us", "raw_copy_page_us",
+                 raw_page_us});
     report->Add({subject, "demand_faults", static_cast<double>(lazy.stats.demand_faults), "faults",
                  "pages_touched", static_cast<double>(order.size())});
     std::vector<double> lat;

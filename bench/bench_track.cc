@@ -121,8 +121,10 @@ Status VerifyCovered(const char* base, const std::vector<uint32_t>& written,
   }
   if (missed == 0) return Status::Ok();
   return Status::Internal("bench track: " + who + " did not report " + std::to_string(missed) +
-                          " of " + std::to_string(written.size()) + " written pages; run "
-                          "`pagewise check --backend " + who + "`");
+                          " of " + std::to_string(written.size()) +
+                          " written pages; run "
+                          "`pagewise check --backend " +
+                          who + "`");
 }
 
 // The naive peer: remembers a hash per page; a pass rehashes everything.

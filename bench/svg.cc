@@ -16,24 +16,31 @@ const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", 
 std::string Esc(const std::string& s) {
   std::string o;
   for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else o += c;
+    if (c == '<')
+      o += "&lt;";
+    else if (c == '>')
+      o += "&gt;";
+    else if (c == '&')
+      o += "&amp;";
+    else
+      o += c;
   }
   return o;
 }
 
 std::string Fmt(double v) {
   char b[32];
-  if (v != 0 && (std::fabs(v) >= 1e5 || std::fabs(v) < 1e-2)) std::snprintf(b, sizeof b, "%.1e", v);
-  else std::snprintf(b, sizeof b, "%.3g", v);
+  if (v != 0 && (std::fabs(v) >= 1e5 || std::fabs(v) < 1e-2))
+    std::snprintf(b, sizeof b, "%.1e", v);
+  else
+    std::snprintf(b, sizeof b, "%.3g", v);
   return b;
 }
 
 void Header(std::ostringstream& o, const std::string& title) {
   o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << kW << "' height='" << kH
-    << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
+    << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' "
+       "fill='white'/>\n"
     << "<text x='" << kW / 2 << "' y='22' text-anchor='middle' font-size='15'>" << Esc(title)
     << "</text>\n"
     << "<line x1='" << kLeft << "' y1='" << kH - kBottom << "' x2='" << kW - kRight << "' y2='"
@@ -60,8 +67,7 @@ Status Save(const std::string& path, const std::ostringstream& o) {
 
 }  // namespace
 
-Status WriteSvgHistogram(const std::string& path, const std::string& title,
-                         const std::string& unit,
+Status WriteSvgHistogram(const std::string& path, const std::string& title, const std::string& unit,
                          const std::vector<std::pair<std::string, std::vector<double>>>& sets) {
   double lo = 1e300, hi = 0;
   for (const auto& [name, s] : sets) {
@@ -71,7 +77,8 @@ Status WriteSvgHistogram(const std::string& path, const std::string& title,
     }
   }
   if (hi <= 0) return Status::InvalidArgument("histogram '" + title + "' has no positive samples");
-  int b0 = static_cast<int>(std::floor(std::log2(lo))), b1 = static_cast<int>(std::ceil(std::log2(hi)));
+  int b0 = static_cast<int>(std::floor(std::log2(lo))),
+      b1 = static_cast<int>(std::ceil(std::log2(hi)));
   if (b1 <= b0) b1 = b0 + 1;
   const int nb = b1 - b0;
   std::vector<std::vector<double>> frac(sets.size(), std::vector<double>(nb, 0));
@@ -103,7 +110,8 @@ Status WriteSvgHistogram(const std::string& path, const std::string& title,
   }
   o << "<text x='" << kW / 2 << "' y='" << kH - 15 << "' text-anchor='middle'>" << Esc(unit)
     << " (log2 buckets, lower edge)</text>\n<text x='15' y='" << kH / 2
-    << "' transform='rotate(-90 15 " << kH / 2 << ")' text-anchor='middle'>fraction of samples</text>\n";
+    << "' transform='rotate(-90 15 " << kH / 2
+    << ")' text-anchor='middle'>fraction of samples</text>\n";
   std::vector<std::string> names;
   for (const auto& s : sets) names.push_back(s.first);
   Legend(o, names);

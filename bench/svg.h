@@ -21,8 +21,7 @@ struct Series {
 
 // Histogram of `samples` (e.g. latencies in us) in log2 buckets, one bar
 // group per named sample set, so two distributions compare side by side.
-Status WriteSvgHistogram(const std::string& path, const std::string& title,
-                         const std::string& unit,
+Status WriteSvgHistogram(const std::string& path, const std::string& title, const std::string& unit,
                          const std::vector<std::pair<std::string, std::vector<double>>>& sets);
 
 // Line plot of several series (e.g. pages resident over time).

@@ -20,10 +20,9 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "command.h"
 #include "pagewise/check.h"
@@ -49,7 +48,8 @@ Result<uint64_t> ParseSize(const std::string& text) {
   size_t i = 0;
   while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
   if (i == 0 || i > 15) {
-    return Status::InvalidArgument("--size '" + text + "': expected a number of bytes with an "
+    return Status::InvalidArgument("--size '" + text +
+                                   "': expected a number of bytes with an "
                                    "optional K, M, G or T suffix (e.g. 256M)");
   }
   uint64_t n = std::stoull(text.substr(0, i));
@@ -218,25 +218,26 @@ int Run(const Args& a) {
   return failed ? 1 : unsupported ? 3 : 0;
 }
 
-CommandRegistration reg("check", "Prove on this kernel that tracking never loses a write",
-                        [](CLI::App* app) -> RunFn {
-  auto a = std::make_shared<Args>();
-  app->add_option("--backend", a->backend,
-                  "Tracking backend: auto, uffd-wp-async, uffd-wp, mprotect, soft-dirty, or all "
-                  "(every available atomic backend)")
-      ->capture_default_str();
-  app->add_option("--scenario", a->scenario,
-                  "writes, dontneed, mprotect, fork, thp, shmem, syscall, or all")
-      ->capture_default_str();
-  app->add_option("--threads", a->threads, "Writer threads")->capture_default_str();
-  app->add_option("--seconds", a->seconds, "Writing time per run")->capture_default_str();
-  app->add_option("--size", a->size, "Region size, e.g. 32M, 1G")->capture_default_str();
-  app->add_option("--seed", a->seed, "Random seed (0: from the clock)");
-  app->add_flag("--inject-loss", a->inject_loss,
-                "Self-test: drop one reported page per collect; the check must then fail");
-  app->add_flag("--json", a->json, "JSON output (an object, or an array for several runs)");
-  return [a]() -> int { return Run(*a); };
-});
+CommandRegistration reg(
+    "check", "Prove on this kernel that tracking never loses a write", [](CLI::App* app) -> RunFn {
+      auto a = std::make_shared<Args>();
+      app->add_option(
+             "--backend", a->backend,
+             "Tracking backend: auto, uffd-wp-async, uffd-wp, mprotect, soft-dirty, or all "
+             "(every available atomic backend)")
+          ->capture_default_str();
+      app->add_option("--scenario", a->scenario,
+                      "writes, dontneed, mprotect, fork, thp, shmem, syscall, or all")
+          ->capture_default_str();
+      app->add_option("--threads", a->threads, "Writer threads")->capture_default_str();
+      app->add_option("--seconds", a->seconds, "Writing time per run")->capture_default_str();
+      app->add_option("--size", a->size, "Region size, e.g. 32M, 1G")->capture_default_str();
+      app->add_option("--seed", a->seed, "Random seed (0: from the clock)");
+      app->add_flag("--inject-loss", a->inject_loss,
+                    "Self-test: drop one reported page per collect; the check must then fail");
+      app->add_flag("--json", a->json, "JSON output (an object, or an array for several runs)");
+      return [a]() -> int { return Run(*a); };
+    });
 
 }  // namespace
 }  // namespace pagewise::cli

@@ -234,11 +234,17 @@ Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep
     std::mt19937_64 rng(7);  // initial content: 1/3 zero, 1/3 duplicate, 1/3 random
     for (size_t off = 0; off < size; off += kPage) {
       const uint64_t k = rng() % 3;
-      if (k == 1) std::memset(heap + off, 0x5a, kPage);
-      else if (k == 2) for (size_t i = 0; i < kPage; i += 8) { uint64_t v = rng(); std::memcpy(heap + off + i, &v, 8); }
+      if (k == 1)
+        std::memset(heap + off, 0x5a, kPage);
+      else if (k == 2)
+        for (size_t i = 0; i < kPage; i += 8) {
+          uint64_t v = rng();
+          std::memcpy(heap + off + i, &v, 8);
+        }
     }
   }
-  std::vector<RegionInfo> regions = {MakeRegion(heap, size, RegionKind::kAnonymous, PROT_READ | PROT_WRITE, "heap")};
+  std::vector<RegionInfo> regions = {
+      MakeRegion(heap, size, RegionKind::kAnonymous, PROT_READ | PROT_WRITE, "heap")};
   PW_ASSIGN_OR_RETURN(std::unique_ptr<Tracker> tracker, Tracker::Create({TrackBackend::kUffdWp}));
   PW_RETURN_IF_ERROR(tracker->Track(heap, size));
   Workload work(heap, size, threads);
@@ -275,8 +281,7 @@ Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep
     so.compression = Compression::kLz4;
     PW_ASSIGN_OR_RETURN(SnapshotStats ls, SnapshotIncremental(written, regions, head, layer, so));
     std::printf("   layer %d: %" PRIu64 " pages written since its parent, %.1f MiB on disk%s\n", i,
-                ls.image.pages, MiB(ls.image.file_bytes),
-                i == kLayers ? " (writers stopped)" : "");
+                ls.image.pages, MiB(ls.image.file_bytes), i == kLayers ? " (writers stopped)" : "");
     head = layer;
   }
   const uint64_t want = Digest(heap, size);
@@ -287,10 +292,11 @@ Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep
   uint64_t disk = 0;
   for (const LayerInfo& l : chain->layers()) disk += l.stats.file_bytes;
   const ImageStats& b = chain->layers().back().stats;
-  std::printf("== 4. chain of %zu images verified: %.1f MiB on disk for a %.0f MiB heap "
-              "(base: %" PRIu64 " zero, %" PRIu64 " duplicate, %" PRIu64 " stored pages)\n",
-              chain->layers().size(), MiB(disk), MiB(size), b.zero_pages, b.duplicate_pages,
-              b.stored_pages);
+  std::printf(
+      "== 4. chain of %zu images verified: %.1f MiB on disk for a %.0f MiB heap "
+      "(base: %" PRIu64 " zero, %" PRIu64 " duplicate, %" PRIu64 " stored pages)\n",
+      chain->layers().size(), MiB(disk), MiB(size), b.zero_pages, b.duplicate_pages,
+      b.stored_pages);
   const std::string socket = dir + "/serve.sock";
   // Both runs record the client's demand faults: the pages they brought in
   // while the client touched its working set (the trace's first ws_ms; the
@@ -315,16 +321,19 @@ Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep
   PW_ASSIGN_OR_RETURN(ClientRun warm, RestoreInNewProcess(head, socket, size, replay, &warm_trace));
   const size_t warm_ws = ws_pages(warm_trace, warm.ws_ms, nullptr);
   const bool match = cold.digest == want && warm.digest == want;
-  std::printf("   new process, no prefetch:   working set in %.1f ms, %zu pages faulted in while "
-              "touching it; resident in %.0f ms\n",
-              cold.ws_ms, cold_ws, cold.total_ms);
-  std::printf("   new process, with prefetch: working set in %.1f ms, %zu pages faulted in while "
-              "touching it; resident in %.0f ms\n",
-              warm.ws_ms, warm_ws, warm.total_ms);
+  std::printf(
+      "   new process, no prefetch:   working set in %.1f ms, %zu pages faulted in while "
+      "touching it; resident in %.0f ms\n",
+      cold.ws_ms, cold_ws, cold.total_ms);
+  std::printf(
+      "   new process, with prefetch: working set in %.1f ms, %zu pages faulted in while "
+      "touching it; resident in %.0f ms\n",
+      warm.ws_ms, warm_ws, warm.total_ms);
   std::printf("      %zu recorded pages installed before the client resumed (%s); %" PRIu64
               " of them faulted first\n",
-              cold_ws, warm.ready ? "it waited for the server's ready byte"
-                                  : "NO ready byte: the client raced the prefetch",
+              cold_ws,
+              warm.ready ? "it waited for the server's ready byte"
+                         : "NO ready byte: the client raced the prefetch",
               warm.stats.prefetch_late_faults);
 
   // ---- 5. report --------------------------------------------------------------
@@ -342,37 +351,41 @@ Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep
   return Status::Ok();
 }
 
-CommandRegistration reg("demo", "Snapshot a live multi-threaded heap and restore it lazily",
-                        [](CLI::App* app) -> RunFn {
-  struct Opts {
-    uint64_t size = 256ull << 20;
-    int threads = 2;
-    std::string dir;
-    bool keep = false;
-  };
-  auto o = std::make_shared<Opts>();
-  app->add_option("--size", o->size, "Heap bytes")->transform(CLI::AsSizeValue(false));
-  app->add_option("--threads", o->threads, "Writer threads")->check(CLI::Range(1, 64));
-  app->add_option("--dir", o->dir, "Keep the images in DIR");
-  app->add_flag("--keep", o->keep, "Keep the temporary images");
-  return [o]() -> int {
-    if (o->size < (64ull << 20) || o->size % kPage != 0) {
-      return Fail("demo", Status::InvalidArgument("--size must be a page multiple of at least 64M"));
-    }
-    Status st = RunDemo(o->size, o->threads, o->dir, o->keep);
-    return st.ok() ? 0 : Fail("demo", st);
-  };
-});
+CommandRegistration reg(
+    "demo", "Snapshot a live multi-threaded heap and restore it lazily",
+    [](CLI::App* app) -> RunFn {
+      struct Opts {
+        uint64_t size = 256ull << 20;
+        int threads = 2;
+        std::string dir;
+        bool keep = false;
+      };
+      auto o = std::make_shared<Opts>();
+      app->add_option("--size", o->size, "Heap bytes")->transform(CLI::AsSizeValue(false));
+      app->add_option("--threads", o->threads, "Writer threads")->check(CLI::Range(1, 64));
+      app->add_option("--dir", o->dir, "Keep the images in DIR");
+      app->add_flag("--keep", o->keep, "Keep the temporary images");
+      return [o]() -> int {
+        if (o->size < (64ull << 20) || o->size % kPage != 0) {
+          return Fail("demo",
+                      Status::InvalidArgument("--size must be a page multiple of at least 64M"));
+        }
+        Status st = RunDemo(o->size, o->threads, o->dir, o->keep);
+        return st.ok() ? 0 : Fail("demo", st);
+      };
+    });
 
 CommandRegistration client_reg("demo-client", "(internal) the demo's restoring process",
                                [](CLI::App* app) -> RunFn {
-  auto socket = std::make_shared<std::string>();
-  auto size = std::make_shared<uint64_t>(0);
-  app->add_option("--socket", *socket)->required();
-  app->add_option("--size", *size)->required();
-  app->group("");  // hidden from --help
-  return [socket, size]() -> int { return RunClient(*socket, *size, 42); };
-});
+                                 auto socket = std::make_shared<std::string>();
+                                 auto size = std::make_shared<uint64_t>(0);
+                                 app->add_option("--socket", *socket)->required();
+                                 app->add_option("--size", *size)->required();
+                                 app->group("");  // hidden from --help
+                                 return [socket, size]() -> int {
+                                   return RunClient(*socket, *size, 42);
+                                 };
+                               });
 
 }  // namespace
 }  // namespace pagewise::cli

@@ -62,8 +62,8 @@ Status CompareRange(const Image& a, const Image& b, uint32_t r, uint64_t off, ui
 
 // Only ranges where either image has data need reading: zero and absent
 // pages both read as zero.
-Status DiffRegion(const Image& a, const Image& b, uint32_t r, DiffResult* d,
-                  ProgressLine* progress, uint64_t* done, uint64_t total) {
+Status DiffRegion(const Image& a, const Image& b, uint32_t r, DiffResult* d, ProgressLine* progress,
+                  uint64_t* done, uint64_t total) {
   const uint64_t length = a.regions()[r].length;
   std::vector<Image::SourceRun> ra, rb;
   PW_RETURN_IF_ERROR(a.ClassifyRuns(r, 0, length, &ra));
@@ -97,8 +97,8 @@ Status Diff(const std::string& pa, const std::string& pb, DiffResult* d) {
     if (r >= ra.size() || r >= rb.size() || ra[r].length != rb[r].length ||
         ra[r].page_size != rb[r].page_size) {
       const RegionInfo& g = r < ra.size() ? ra[r] : rb[r];
-      const uint64_t len = std::max(r < ra.size() ? ra[r].length : 0,
-                                    r < rb.size() ? rb[r].length : 0);
+      const uint64_t len =
+          std::max(r < ra.size() ? ra[r].length : 0, r < rb.size() ? rb[r].length : 0);
       AddRange(d, r, 0, len, g.page_size);
       continue;
     }
@@ -107,40 +107,42 @@ Status Diff(const std::string& pa, const std::string& pb, DiffResult* d) {
   return Status::Ok();
 }
 
-CommandRegistration reg("diff", "List the pages that differ between two images",
-                        [](CLI::App* app) -> RunFn {
-  auto a = std::make_shared<std::string>();
-  auto b = std::make_shared<std::string>();
-  auto json = std::make_shared<bool>(false);
-  auto exit_code = std::make_shared<bool>(false);
-  app->add_option("A", *a, "First image")->required();
-  app->add_option("B", *b, "Second image")->required();
-  app->add_flag("--json", *json, "Print one JSON object");
-  app->add_flag("--exit-code", *exit_code, "Exit with status 1 when the images differ");
-  return [a, b, json, exit_code]() -> int {
-    DiffResult d;
-    Status s = Diff(*a, *b, &d);
-    if (!s.ok()) return Fail("diff", s);
-    if (*json) {
-      nlohmann::json ranges = nlohmann::json::array();
-      for (const Range& r : d.ranges) {
-        ranges.push_back({{"region", r.region}, {"offset", r.offset}, {"length", r.length}});
-      }
-      std::cout << nlohmann::json{{"a", *a}, {"b", *b}, {"differing_pages", d.pages},
-                                  {"ranges", ranges}}
-                       .dump(2)
-                << std::endl;
-    } else {
-      for (const Range& r : d.ranges) {
-        std::printf("region %u  offset %s  length %s\n", r.region, HexAddr(r.offset).c_str(),
-                    HexAddr(r.length).c_str());
-      }
-      std::printf("%llu page(s) differ in %zu range(s)\n", static_cast<unsigned long long>(d.pages),
-                  d.ranges.size());
-    }
-    return *exit_code && d.pages > 0 ? 1 : 0;
-  };
-});
+CommandRegistration reg(
+    "diff", "List the pages that differ between two images", [](CLI::App* app) -> RunFn {
+      auto a = std::make_shared<std::string>();
+      auto b = std::make_shared<std::string>();
+      auto json = std::make_shared<bool>(false);
+      auto exit_code = std::make_shared<bool>(false);
+      app->add_option("A", *a, "First image")->required();
+      app->add_option("B", *b, "Second image")->required();
+      app->add_flag("--json", *json, "Print one JSON object");
+      app->add_flag("--exit-code", *exit_code, "Exit with status 1 when the images differ");
+      return [a, b, json, exit_code]() -> int {
+        DiffResult d;
+        Status s = Diff(*a, *b, &d);
+        if (!s.ok()) return Fail("diff", s);
+        if (*json) {
+          nlohmann::json ranges = nlohmann::json::array();
+          for (const Range& r : d.ranges) {
+            ranges.push_back({{"region", r.region}, {"offset", r.offset}, {"length", r.length}});
+          }
+          std::cout << nlohmann::json{{"a", *a},
+                                      {"b", *b},
+                                      {"differing_pages", d.pages},
+                                      {"ranges", ranges}}
+                           .dump(2)
+                    << std::endl;
+        } else {
+          for (const Range& r : d.ranges) {
+            std::printf("region %u  offset %s  length %s\n", r.region, HexAddr(r.offset).c_str(),
+                        HexAddr(r.length).c_str());
+          }
+          std::printf("%llu page(s) differ in %zu range(s)\n",
+                      static_cast<unsigned long long>(d.pages), d.ranges.size());
+        }
+        return *exit_code && d.pages > 0 ? 1 : 0;
+      };
+    });
 
 }  // namespace
 }  // namespace pagewise::cli

@@ -105,26 +105,27 @@ Status Export(const ExportArgs& a, uint64_t* size, uint64_t* data_bytes) {
   return Status::Ok();
 }
 
-CommandRegistration reg("export", "Write an image back out as a flat memory file",
-                        [](CLI::App* app) -> RunFn {
-  auto a = std::make_shared<ExportArgs>();
-  app->add_option("IMAGE", a->image, "Image (top layer of a chain)")->required();
-  app->add_option("RAW", a->raw, "Flat memory file to write")->required();
-  app->add_flag("--json", a->json, "Print the result as JSON");
-  return [a]() -> int {
-    uint64_t size = 0, data = 0;
-    Status s = Export(*a, &size, &data);
-    if (!s.ok()) return Fail("export", s);
-    if (a->json) {
-      std::cout << nlohmann::json{{"raw", a->raw}, {"bytes", size}, {"data_bytes", data}}.dump(2)
-                << std::endl;
-    } else {
-      std::printf("%s: %s (%s non-zero, the rest sparse)\n", a->raw.c_str(),
-                  HumanBytes(size).c_str(), HumanBytes(data).c_str());
-    }
-    return 0;
-  };
-});
+CommandRegistration reg(
+    "export", "Write an image back out as a flat memory file", [](CLI::App* app) -> RunFn {
+      auto a = std::make_shared<ExportArgs>();
+      app->add_option("IMAGE", a->image, "Image (top layer of a chain)")->required();
+      app->add_option("RAW", a->raw, "Flat memory file to write")->required();
+      app->add_flag("--json", a->json, "Print the result as JSON");
+      return [a]() -> int {
+        uint64_t size = 0, data = 0;
+        Status s = Export(*a, &size, &data);
+        if (!s.ok()) return Fail("export", s);
+        if (a->json) {
+          std::cout << nlohmann::json{{"raw", a->raw}, {"bytes", size}, {"data_bytes", data}}.dump(
+                           2)
+                    << std::endl;
+        } else {
+          std::printf("%s: %s (%s non-zero, the rest sparse)\n", a->raw.c_str(),
+                      HumanBytes(size).c_str(), HumanBytes(data).c_str());
+        }
+        return 0;
+      };
+    });
 
 }  // namespace
 }  // namespace pagewise::cli

@@ -41,9 +41,11 @@ Status AddExtent(int fd, ImageWriter* w, uint64_t from, uint64_t to, bool hole,
       while (got < n) {
         ssize_t r = pread(fd, buf->data() + got, n - got, static_cast<off_t>(off + got));
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return ErrnoStatus(errno, "read raw file at offset " + std::to_string(off + got));
-        if (r == 0) return Status::IoError("raw file shrank while importing (offset " +
-                                           std::to_string(off + got) + ")");
+        if (r < 0)
+          return ErrnoStatus(errno, "read raw file at offset " + std::to_string(off + got));
+        if (r == 0)
+          return Status::IoError("raw file shrank while importing (offset " +
+                                 std::to_string(off + got) + ")");
         got += static_cast<size_t>(r);
       }
       PW_RETURN_IF_ERROR(w->AddPages(0, off, buf->data(), n));
@@ -109,35 +111,38 @@ Status Import(const ImportArgs& a, ImageStats* stats) {
   return Status::Ok();
 }
 
-CommandRegistration reg("import", "Convert a flat memory file into a page image",
-                        [](CLI::App* app) -> RunFn {
-  auto a = std::make_shared<ImportArgs>();
-  app->add_option("RAW", a->raw, "Flat memory file")->required();
-  app->add_option("IMAGE", a->image, "Image to write")->required();
-  app->add_option("--page-size", a->page_size, "Page size in bytes (default 4096)");
-  app->add_option("--compress", a->compress, "zstd (default), lz4 or none");
-  app->add_option("--level", a->level, "zstd level (default 1)");
-  app->add_flag("--json", a->json, "Print the result as JSON");
-  return [a]() -> int {
-    ImageStats st;
-    Status s = Import(*a, &st);
-    if (!s.ok()) return Fail("import", s);
-    if (a->json) {
-      std::cout << nlohmann::json{{"image", a->image}, {"raw", a->raw}, {"stats", StatsJson(st)}}
-                       .dump(2)
-                << std::endl;
-    } else {
-      std::printf("%s: %llu pages (%llu zero, %llu duplicate, %llu stored), data %s -> %s, "
-                  "file %s\n",
-                  a->image.c_str(), static_cast<unsigned long long>(st.pages),
-                  static_cast<unsigned long long>(st.zero_pages),
-                  static_cast<unsigned long long>(st.duplicate_pages),
-                  static_cast<unsigned long long>(st.stored_pages), HumanBytes(st.raw_bytes).c_str(),
-                  HumanBytes(st.compressed_bytes).c_str(), HumanBytes(st.file_bytes).c_str());
-    }
-    return 0;
-  };
-});
+CommandRegistration reg(
+    "import", "Convert a flat memory file into a page image", [](CLI::App* app) -> RunFn {
+      auto a = std::make_shared<ImportArgs>();
+      app->add_option("RAW", a->raw, "Flat memory file")->required();
+      app->add_option("IMAGE", a->image, "Image to write")->required();
+      app->add_option("--page-size", a->page_size, "Page size in bytes (default 4096)");
+      app->add_option("--compress", a->compress, "zstd (default), lz4 or none");
+      app->add_option("--level", a->level, "zstd level (default 1)");
+      app->add_flag("--json", a->json, "Print the result as JSON");
+      return [a]() -> int {
+        ImageStats st;
+        Status s = Import(*a, &st);
+        if (!s.ok()) return Fail("import", s);
+        if (a->json) {
+          std::cout << nlohmann::json{{"image", a->image},
+                                      {"raw", a->raw},
+                                      {"stats", StatsJson(st)}}
+                           .dump(2)
+                    << std::endl;
+        } else {
+          std::printf(
+              "%s: %llu pages (%llu zero, %llu duplicate, %llu stored), data %s -> %s, "
+              "file %s\n",
+              a->image.c_str(), static_cast<unsigned long long>(st.pages),
+              static_cast<unsigned long long>(st.zero_pages),
+              static_cast<unsigned long long>(st.duplicate_pages),
+              static_cast<unsigned long long>(st.stored_pages), HumanBytes(st.raw_bytes).c_str(),
+              HumanBytes(st.compressed_bytes).c_str(), HumanBytes(st.file_bytes).c_str());
+        }
+        return 0;
+      };
+    });
 
 }  // namespace
 }  // namespace pagewise::cli

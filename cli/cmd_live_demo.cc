@@ -76,8 +76,8 @@ class Writers {
         active_++;
       }
       for (int i = 0; i < 64; ++i) {
-        uint64_t* w = reinterpret_cast<uint64_t*>(base_ + (rng() % pages_) * page +
-                                                  (rng() % (page / 8)) * 8);
+        uint64_t* w =
+            reinterpret_cast<uint64_t*>(base_ + (rng() % pages_) * page + (rng() % (page / 8)) * 8);
         std::atomic_ref<uint64_t>(*w).store((++seq << 8) | static_cast<uint64_t>(id),
                                             std::memory_order_relaxed);
       }
@@ -124,7 +124,8 @@ int RunDemo(const DemoOptions& o) {
     region.kind = RegionKind::kShared;
   } else if (o.kind == "anon" || o.kind == "thp") {
     void* p = mmap(nullptr, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return Fail(cmd, ErrnoStatus(errno, "mmap of the demo heap", "lower --size-mib"));
+    if (p == MAP_FAILED)
+      return Fail(cmd, ErrnoStatus(errno, "mmap of the demo heap", "lower --size-mib"));
     mem = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(p) + huge - 1) & ~(huge - 1));
     madvise(mem, len, o.kind == "thp" ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
     region.kind = RegionKind::kAnonymous;
@@ -157,7 +158,8 @@ int RunDemo(const DemoOptions& o) {
   lo.progress = [tty](const LiveProgress& p) {
     if (!tty) return;
     const int width = 40;
-    const int fill_w = static_cast<int>(p.pages_saved * width / std::max<uint64_t>(1, p.pages_total));
+    const int fill_w =
+        static_cast<int>(p.pages_saved * width / std::max<uint64_t>(1, p.pages_total));
     std::fprintf(stderr, "\r\033[Klive snapshot [%s%s] %3d%%%s", std::string(fill_w, '#').c_str(),
                  std::string(width - fill_w, '.').c_str(),
                  static_cast<int>(p.pages_saved * 100 / std::max<uint64_t>(1, p.pages_total)),
@@ -208,19 +210,21 @@ int RunDemo(const DemoOptions& o) {
   return bad == 0 ? 0 : 1;
 }
 
-CommandRegistration reg("live-demo",
-                        "Live snapshot of a heap under running writers, with progress, verified "
-                        "against memory at the snapshot instant",
-                        [](CLI::App* app) -> RunFn {
-  auto o = std::make_shared<DemoOptions>();
-  app->add_option("--size-mib", o->size_mib, "Heap size in MiB (default 256)");
-  app->add_option("--writers", o->writers, "Writer threads (default 2)")->check(CLI::Range(1, 64));
-  app->add_option("--kind", o->kind, "anon, memfd or thp (default anon)");
-  app->add_option("--out", o->out, "Image path (default: a temporary file, removed after)");
-  app->add_option("--compression", o->compression, "none, zstd or lz4 (default zstd)");
-  app->add_flag("--keep", o->keep, "Keep the temporary image");
-  return [o]() -> int { return RunDemo(*o); };
-});
+CommandRegistration reg(
+    "live-demo",
+    "Live snapshot of a heap under running writers, with progress, verified "
+    "against memory at the snapshot instant",
+    [](CLI::App* app) -> RunFn {
+      auto o = std::make_shared<DemoOptions>();
+      app->add_option("--size-mib", o->size_mib, "Heap size in MiB (default 256)");
+      app->add_option("--writers", o->writers, "Writer threads (default 2)")
+          ->check(CLI::Range(1, 64));
+      app->add_option("--kind", o->kind, "anon, memfd or thp (default anon)");
+      app->add_option("--out", o->out, "Image path (default: a temporary file, removed after)");
+      app->add_option("--compression", o->compression, "none, zstd or lz4 (default zstd)");
+      app->add_flag("--keep", o->keep, "Keep the temporary image");
+      return [o]() -> int { return RunDemo(*o); };
+    });
 
 }  // namespace
 }  // namespace pagewise::cli

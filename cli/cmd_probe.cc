@@ -2,7 +2,6 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "command.h"
@@ -63,18 +62,18 @@ void PrintTable(const KernelFeatures& f) {
 
 CommandRegistration reg("probe", "Show which kernel features and tracking backends work here",
                         [](CLI::App* app) -> RunFn {
-  auto json = std::make_shared<bool>(false);
-  app->add_flag("--json", *json, "Print one JSON object");
-  return [json]() -> int {
-    const KernelFeatures& f = Features();
-    if (*json) {
-      std::cout << ProbeJson(f).dump(2) << std::endl;
-    } else {
-      PrintTable(f);
-    }
-    return 0;
-  };
-});
+                          auto json = std::make_shared<bool>(false);
+                          app->add_flag("--json", *json, "Print one JSON object");
+                          return [json]() -> int {
+                            const KernelFeatures& f = Features();
+                            if (*json) {
+                              std::cout << ProbeJson(f).dump(2) << std::endl;
+                            } else {
+                              PrintTable(f);
+                            }
+                            return 0;
+                          };
+                        });
 
 }  // namespace
 }  // namespace pagewise::cli

@@ -13,9 +13,8 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "command.h"
 #include "pagewise/restore.h"
@@ -64,24 +63,26 @@ void PrintClient(const ClientReport& c) {
   if (c.active) {
     uint64_t bytes = 0;
     for (const GuestRegion& r : c.regions) bytes += r.size;
-    std::fprintf(stderr, "pagewise serve: client %llu (pid %d) connected: %zu region(s), %.1f MiB\n",
+    std::fprintf(stderr,
+                 "pagewise serve: client %llu (pid %d) connected: %zu region(s), %.1f MiB\n",
                  static_cast<unsigned long long>(c.id), static_cast<int>(c.pid), c.regions.size(),
                  static_cast<double>(bytes) / (1 << 20));
     return;
   }
-  std::fprintf(stderr,
-               "pagewise serve: client %llu (pid %d) done: %s; %llu demand faults, %llu pages on "
-               "demand, %llu in background (%llu prefetched), %llu zero; resident %s; fault "
-               "latency p50 %.1f us p99 %.1f us\n",
-               static_cast<unsigned long long>(c.id), static_cast<int>(c.pid),
-               c.status.ok() ? "ok" : c.status.ToString().c_str(),
-               static_cast<unsigned long long>(s.demand_faults),
-               static_cast<unsigned long long>(s.pages_demand),
-               static_cast<unsigned long long>(s.pages_background),
-               static_cast<unsigned long long>(s.pages_prefetch),
-               static_cast<unsigned long long>(s.zero_pages),
-               s.resident_seconds < 0 ? "never" : (std::to_string(s.resident_seconds) + " s").c_str(),
-               s.fault_latency_p50_us, s.fault_latency_p99_us);
+  std::fprintf(
+      stderr,
+      "pagewise serve: client %llu (pid %d) done: %s; %llu demand faults, %llu pages on "
+      "demand, %llu in background (%llu prefetched), %llu zero; resident %s; fault "
+      "latency p50 %.1f us p99 %.1f us\n",
+      static_cast<unsigned long long>(c.id), static_cast<int>(c.pid),
+      c.status.ok() ? "ok" : c.status.ToString().c_str(),
+      static_cast<unsigned long long>(s.demand_faults),
+      static_cast<unsigned long long>(s.pages_demand),
+      static_cast<unsigned long long>(s.pages_background),
+      static_cast<unsigned long long>(s.pages_prefetch),
+      static_cast<unsigned long long>(s.zero_pages),
+      s.resident_seconds < 0 ? "never" : (std::to_string(s.resident_seconds) + " s").c_str(),
+      s.fault_latency_p50_us, s.fault_latency_p99_us);
 }
 
 int RunServe(const ServeArgs& a) {
@@ -102,9 +103,10 @@ int RunServe(const ServeArgs& a) {
     Result<WorkingSetTrace> t = ReadTrace(a.prefetch);
     if (!t.ok()) return Fail("serve", t.status());
     if (t->source_size != (*source)->size()) {
-      std::fprintf(stderr, "pagewise serve: warning: trace %s was recorded from a source of %llu "
-                   "bytes, this one has %llu\n", a.prefetch.c_str(),
-                   static_cast<unsigned long long>(t->source_size),
+      std::fprintf(stderr,
+                   "pagewise serve: warning: trace %s was recorded from a source of %llu "
+                   "bytes, this one has %llu\n",
+                   a.prefetch.c_str(), static_cast<unsigned long long>(t->source_size),
                    static_cast<unsigned long long>((*source)->size()));
     }
     for (const TraceEntry& e : t->entries) o.prefetch.push_back(e.offset);
@@ -152,24 +154,24 @@ int RunServe(const ServeArgs& a) {
   return 0;
 }
 
-CommandRegistration reg("serve", "Serve guest memory to Firecracker-style UFFD clients",
-                        [](CLI::App* app) -> RunFn {
-  auto a = std::make_shared<ServeArgs>();
-  app->add_option("--socket", a->socket, "Unix socket to listen on")->required();
-  app->add_option("--image", a->image, "Serve this image's flat view");
-  app->add_option("--mem-file", a->mem_file, "Serve this flat memory file");
-  app->add_flag("--no-background", a->no_background, "Install pages only when they fault");
-  app->add_flag("--no-ready-byte", a->no_ready,
-                "Do not write the ready byte ('R', once the prefetch list is in) to clients");
-  app->add_option("--window", a->window, "Pages filled around a fault (1..512)");
-  app->add_option("--batch", a->batch, "Pages per background fill (1..4096)");
-  app->add_option("--prefetch", a->prefetch, "Working-set trace to install first");
-  app->add_option("--record", a->record, "Write the first client's demand-fault trace here");
-  app->add_option("--clients", a->clients, "Exit after this many clients are done (0: never)");
-  app->add_flag("--json", a->json, "Print a JSON summary at exit");
-  app->add_flag("--quiet", a->quiet, "No per-client lines on stderr");
-  return [a]() -> int { return RunServe(*a); };
-});
+CommandRegistration reg(
+    "serve", "Serve guest memory to Firecracker-style UFFD clients", [](CLI::App* app) -> RunFn {
+      auto a = std::make_shared<ServeArgs>();
+      app->add_option("--socket", a->socket, "Unix socket to listen on")->required();
+      app->add_option("--image", a->image, "Serve this image's flat view");
+      app->add_option("--mem-file", a->mem_file, "Serve this flat memory file");
+      app->add_flag("--no-background", a->no_background, "Install pages only when they fault");
+      app->add_flag("--no-ready-byte", a->no_ready,
+                    "Do not write the ready byte ('R', once the prefetch list is in) to clients");
+      app->add_option("--window", a->window, "Pages filled around a fault (1..512)");
+      app->add_option("--batch", a->batch, "Pages per background fill (1..4096)");
+      app->add_option("--prefetch", a->prefetch, "Working-set trace to install first");
+      app->add_option("--record", a->record, "Write the first client's demand-fault trace here");
+      app->add_option("--clients", a->clients, "Exit after this many clients are done (0: never)");
+      app->add_flag("--json", a->json, "Print a JSON summary at exit");
+      app->add_flag("--quiet", a->quiet, "No per-client lines on stderr");
+      return [a]() -> int { return RunServe(*a); };
+    });
 
 }  // namespace
 }  // namespace pagewise::cli

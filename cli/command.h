@@ -10,11 +10,10 @@
 #ifndef PAGEWISE_CLI_COMMAND_H_
 #define PAGEWISE_CLI_COMMAND_H_
 
+#include <CLI/CLI.hpp>
 #include <functional>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "pagewise/status.h"
 

@@ -30,7 +30,8 @@ void ProgressLine::Update(uint64_t done, uint64_t total) {
   if (drawn_ && now - last_ns_ < 100000000ull && done < total) return;
   last_ns_ = now;
   drawn_ = true;
-  const double pct = total == 0 ? 100.0 : 100.0 * static_cast<double>(done) / static_cast<double>(total);
+  const double pct =
+      total == 0 ? 100.0 : 100.0 * static_cast<double>(done) / static_cast<double>(total);
   std::fprintf(stderr, "\r\033[K%s: %5.1f%% (%s of %s)", label_.c_str(), pct,
                HumanBytes(done).c_str(), HumanBytes(total).c_str());
   std::fflush(stderr);
@@ -65,10 +66,14 @@ std::string HexAddr(uint64_t v) {
 
 std::string_view RegionKindName(RegionKind k) {
   switch (k) {
-    case RegionKind::kAnonymous: return "anonymous";
-    case RegionKind::kShared: return "shared";
-    case RegionKind::kFile: return "file";
-    case RegionKind::kFlat: return "flat";
+    case RegionKind::kAnonymous:
+      return "anonymous";
+    case RegionKind::kShared:
+      return "shared";
+    case RegionKind::kFile:
+      return "file";
+    case RegionKind::kFlat:
+      return "flat";
   }
   return "unknown";
 }

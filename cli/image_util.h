@@ -6,9 +6,8 @@
 #define PAGEWISE_CLI_IMAGE_UTIL_H_
 
 #include <cstdint>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "pagewise/image.h"
 

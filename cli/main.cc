@@ -17,9 +17,12 @@ std::vector<Command>& Commands() {
 int Fail(const std::string& cmd, const Status& status) {
   std::fprintf(stderr, "pagewise %s: %s\n", cmd.c_str(), status.ToString().c_str());
   switch (status.code()) {
-    case Code::kInvalidArgument: return 2;
-    case Code::kNotSupported: return 3;
-    default: return 1;
+    case Code::kInvalidArgument:
+      return 2;
+    case Code::kNotSupported:
+      return 3;
+    default:
+      return 1;
   }
 }
 

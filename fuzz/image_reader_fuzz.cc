@@ -98,7 +98,8 @@ void Repair(uint8_t mode, std::vector<uint8_t>* f) {
   }
   if (mode & 4) {
     const uint64_t off = img::Get64(b + 40), len = img::Get64(b + 48);
-    if (off <= f->size() && len <= f->size() - off) img::Put64(b + 56, img::Checksum64(b + off, len));
+    if (off <= f->size() && len <= f->size() - off)
+      img::Put64(b + 56, img::Checksum64(b + off, len));
   }
   if (mode & 8) fix_header();
 }

@@ -33,5 +33,17 @@ for h in $(git ls-files -co --exclude-standard '*.h'); do
   esac
 done
 
+# 5. clang-format (Google style, 100 columns: .clang-format) is applied.
+if command -v clang-format >/dev/null; then
+  bad=$(for f in $(git ls-files -co --exclude-standard '*.cc' '*.h'); do
+          clang-format --dry-run -Werror "$f" >/dev/null 2>&1 || echo "$f"
+        done)
+  if [ -n "$bad" ]; then
+    echo "lint: not clang-formatted (run make format):"; echo "$bad"; fail=1
+  fi
+else
+  echo "lint: clang-format is missing (scripts/install-deps.sh installs it)"; fail=1
+fi
+
 [ $fail -eq 0 ] && echo "lint: ok"
 exit $fail

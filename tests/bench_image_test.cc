@@ -1,13 +1,12 @@
 // `pagewise bench image --scale 0.01 --json -` runs end to end and prints
 // rows with every required field, including the acceptance subjects.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 namespace {
 
@@ -28,9 +27,8 @@ std::string RunCommand(const std::string& cmd, int* status) {
 
 TEST(BenchImageTest, SmallScaleJsonHasRequiredRows) {
   int status = 0;
-  const std::string out =
-      RunCommand(std::string(PAGEWISE_CLI_PATH) + " bench image --scale 0.01 --quiet --json -",
-                 &status);
+  const std::string out = RunCommand(
+      std::string(PAGEWISE_CLI_PATH) + " bench image --scale 0.01 --quiet --json -", &status);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
   // The table comes first; the JSON array starts on its own line.
   size_t at = out.rfind("\n[");

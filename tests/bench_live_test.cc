@@ -1,15 +1,14 @@
 // `pagewise bench live --scale 0.01 --json -` runs and produces the rows the
 // live-snapshot acceptance is judged on: subject "live" beside baseline
 // "fork" for max_stall_ms, p99_write_us, extra_memory_mib and total_s.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cmath>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 namespace {
 
@@ -27,8 +26,8 @@ std::string RunCommand(const std::string& cmd, int* status) {
 
 TEST(BenchLive, SmallRunProducesLiveVersusForkRows) {
   int status = -1;
-  const std::string out =
-      RunCommand(std::string(PAGEWISE_CLI_PATH) + " bench live --scale 0.01 --quiet --json -", &status);
+  const std::string out = RunCommand(
+      std::string(PAGEWISE_CLI_PATH) + " bench live --scale 0.01 --quiet --json -", &status);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << "\n" << out;
   // stdout holds the table, then the JSON array starting on its own line.
   const size_t start = out.find("\n[");

@@ -3,15 +3,14 @@
 // fails it) and produces the rows issue #5 is judged on: fill GB/s beside
 // raw UFFDIO_COPY, and demand faults of the replayed working set with and
 // without prefetch.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cmath>
 #include <cstdio>
 #include <map>
-#include <string>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "testing/cli_runner.h"
 
@@ -21,7 +20,8 @@ using pagewise::testing::CliResult;
 using pagewise::testing::RunCli;
 
 TEST(BenchRestore, SmallRunProducesFillAndPrefetchRows) {
-  CliResult r = RunCli(PAGEWISE_CLI_PATH, {"bench", "restore", "--scale", "0.02", "--quiet", "--json", "-"});
+  CliResult r =
+      RunCli(PAGEWISE_CLI_PATH, {"bench", "restore", "--scale", "0.02", "--quiet", "--json", "-"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const size_t start = r.out.find("\n[");
   ASSERT_NE(start, std::string::npos) << r.out;

@@ -1,17 +1,16 @@
 // `pagewise bench track --scale 0.02 --json -` runs and produces, for every
 // available atomic backend, each metric beside its baselines.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "pagewise/probe.h"
 #include "pagewise/tracker.h"

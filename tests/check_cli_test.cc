@@ -1,16 +1,15 @@
 // End-to-end tests of `pagewise check`: runs the built binary
 // (PAGEWISE_CLI_PATH) and checks its JSON, output and exit status.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "pagewise/probe.h"
 #include "pagewise/tracker.h"
@@ -126,8 +125,8 @@ TEST(CheckCli, InjectedLossFailsTheCheck) {
 }
 
 TEST(CheckCli, ReadableOutputAndSuccess) {
-  CliRun r = RunCli({"check", "--scenario", "dontneed", "--seconds", "0.3", "--size", "4M",
-                     "--threads", "2"});
+  CliRun r = RunCli(
+      {"check", "--scenario", "dontneed", "--seconds", "0.3", "--size", "4M", "--threads", "2"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("dontneed"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("no write was lost"), std::string::npos) << r.out;

@@ -3,9 +3,9 @@
 // two fresh processes restored lazily through the page server) must end
 // with matching content, and the prefetch run must have waited for the
 // server's ready byte so that no prefetched page was faulted first.
-#include <string>
-
 #include <gtest/gtest.h>
+
+#include <string>
 
 #include "testing/cli_runner.h"
 

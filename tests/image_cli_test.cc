@@ -2,6 +2,7 @@
 // flatten and diff, including a damaged image that verify must reject
 // naming the layer, region and offset.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,12 +11,10 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "pagewise/image.h"
 #include "testing/test_util.h"
@@ -42,8 +41,7 @@ std::string Slurp(const std::string& path) {
 // Runs `pagewise <args>` with stdout and stderr captured in files of `dir`.
 CliRun Pagewise(const TempDir& dir, const std::string& args) {
   const std::string out = dir.File("stdout"), err = dir.File("stderr");
-  const std::string cmd =
-      std::string(PAGEWISE_CLI_PATH) + " " + args + " >" + out + " 2>" + err;
+  const std::string cmd = std::string(PAGEWISE_CLI_PATH) + " " + args + " >" + out + " 2>" + err;
   CliRun r;
   int rc = std::system(cmd.c_str());
   r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -63,9 +61,15 @@ void MakeRaw(const std::string& path, size_t pages, size_t hole_pages) {
   for (size_t i = 0; i < pages; ++i) {
     char* p = data.data() + i * kPs;
     switch (i % 6) {
-      case 0: case 3: break;  // zero
-      case 1: FillPage(p, 1, 0); break;  // all the same page
-      case 2: FillPage(p, 2, i); break;
+      case 0:
+      case 3:
+        break;  // zero
+      case 1:
+        FillPage(p, 1, 0);
+        break;  // all the same page
+      case 2:
+        FillPage(p, 2, i);
+        break;
       default:
         FillPage(p, 3, i);
         std::memset(p + kPs / 2, 'q', kPs / 2);
@@ -204,7 +208,8 @@ void MakeChain(const TempDir& dir) {
 TEST(ImageCli, FlattenAndDiff) {
   TempDir dir;
   MakeChain(dir);
-  CliRun fl = Pagewise(dir, "flatten " + dir.File("l2.img") + " " + dir.File("flat.img") + " --json");
+  CliRun fl =
+      Pagewise(dir, "flatten " + dir.File("l2.img") + " " + dir.File("flat.img") + " --json");
   ASSERT_EQ(fl.status, 0) << fl.err;
   EXPECT_EQ(fl.Json()["layers_merged"], 3);
   CliRun ins = Pagewise(dir, "inspect --json " + dir.File("flat.img"));
@@ -212,7 +217,8 @@ TEST(ImageCli, FlattenAndDiff) {
   EXPECT_EQ(ins.Json()["layers"].size(), 1u);
   ASSERT_EQ(Pagewise(dir, "verify " + dir.File("flat.img")).status, 0);
 
-  CliRun same = Pagewise(dir, "diff --json --exit-code " + dir.File("l2.img") + " " + dir.File("flat.img"));
+  CliRun same =
+      Pagewise(dir, "diff --json --exit-code " + dir.File("l2.img") + " " + dir.File("flat.img"));
   ASSERT_EQ(same.status, 0) << same.err;
   EXPECT_EQ(same.Json()["differing_pages"], 0);
 
@@ -249,13 +255,14 @@ TEST(ImageCli, ClearErrors) {
   CliRun missing = Pagewise(dir, "verify " + dir.File("nope.img"));
   EXPECT_NE(missing.status, 0);
   EXPECT_TRUE(Contains(missing.err, "nope.img")) << missing.err;
-  CliRun badc = Pagewise(dir, "import " + dir.File("odd.raw") + " " + dir.File("x.img") +
-                               " --compress brotli");
+  CliRun badc = Pagewise(
+      dir, "import " + dir.File("odd.raw") + " " + dir.File("x.img") + " --compress brotli");
   EXPECT_EQ(badc.status, 2);
   EXPECT_TRUE(Contains(badc.err, "brotli")) << badc.err;
   // Odd page size works when it divides the file.
   MakeRaw(dir.File("m.raw"), 4, 0);
-  CliRun ps = Pagewise(dir, "import --page-size 1024 " + dir.File("m.raw") + " " + dir.File("p.img"));
+  CliRun ps =
+      Pagewise(dir, "import --page-size 1024 " + dir.File("m.raw") + " " + dir.File("p.img"));
   ASSERT_EQ(ps.status, 0) << ps.err;
   ASSERT_EQ(Pagewise(dir, "export " + dir.File("p.img") + " " + dir.File("p.raw")).status, 0);
   EXPECT_EQ(Slurp(dir.File("p.raw")), Slurp(dir.File("m.raw")));

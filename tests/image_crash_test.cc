@@ -10,6 +10,7 @@
 // number of bytes, then kills. The child does not wait for the parent, so
 // the kill lands anywhere in the following work (often inside Commit's
 // writes, fsync or rename). No sleeps.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,8 +21,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "pagewise/image.h"
 #include "testing/test_util.h"
@@ -162,13 +161,13 @@ TEST(ImageCrash, KilledWritersNeverLeaveWrongImages) {
       ASSERT_EQ((*img)->layers().size(), static_cast<size_t>(k + 1));
       std::vector<char> back(kPages * kPs);
       ASSERT_TRUE((*img)->Read(0, 0, back.data(), back.size()).ok());
-      ASSERT_TRUE(back == expect[k]) << "iteration " << iter << ": " << path
-                                     << " verifies but holds wrong data";
+      ASSERT_TRUE(back == expect[k])
+          << "iteration " << iter << ": " << path << " verifies but holds wrong data";
       ++images_checked;
     }
-    EXPECT_EQ(finals + temps, static_cast<int>(std::distance(
-                                  std::filesystem::directory_iterator(dir.path()),
-                                  std::filesystem::directory_iterator())));
+    EXPECT_EQ(finals + temps,
+              static_cast<int>(std::distance(std::filesystem::directory_iterator(dir.path()),
+                                             std::filesystem::directory_iterator())));
   }
   // The kills really landed in the middle of writing, many times.
   EXPECT_GT(killed_mid_image, 30);

@@ -1,12 +1,11 @@
 // `pagewise live-demo` end to end: for each memory kind, the tool takes a
 // live snapshot under running writers and verifies the image against memory
 // at the snapshot instant (exit 0, "yes"); a bad option fails cleanly.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdio>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace {
 
@@ -24,12 +23,13 @@ std::string RunCommand(const std::string& cmd, int* status) {
 TEST(LiveDemo, VerifiesTheImageForEveryMemoryKind) {
   for (const char* kind : {"anon", "memfd", "thp"}) {
     int status = -1;
-    const std::string out = RunCommand(std::string(PAGEWISE_CLI_PATH) +
-                                           " live-demo --size-mib 16 --kind " + kind, &status);
+    const std::string out = RunCommand(
+        std::string(PAGEWISE_CLI_PATH) + " live-demo --size-mib 16 --kind " + kind, &status);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << kind << ":\n" << out;
     EXPECT_NE(out.find("equals memory at the snapshot instant: yes (0 of 4096 pages differ)"),
               std::string::npos)
-        << kind << ":\n" << out;
+        << kind << ":\n"
+        << out;
   }
 }
 

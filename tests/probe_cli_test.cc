@@ -1,9 +1,8 @@
 // End to end: `pagewise probe` reports this kernel's features.
-#include <algorithm>
-#include <map>
-
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "testing/cli_runner.h"

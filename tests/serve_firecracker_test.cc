@@ -16,21 +16,19 @@
 extern "C" {  // glibc 2.36's header lacks the C++ guard
 #include <sys/pidfd.h>
 }
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <chrono>
+#include <cstring>
 #include <future>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "pagewise/image.h"
 #include "pagewise/restore.h"
@@ -44,7 +42,7 @@ namespace {
 using testing::PatternBuffer;
 using testing::Ps;
 
-constexpr int kFailureTimeoutMs = 120000;  // failure detectors only
+constexpr int kFailureTimeoutMs = 120000;            // failure detectors only
 constexpr uint64_t kFeatureEventRemove = 1ULL << 3;  // UFFD_FEATURE_EVENT_REMOVE
 constexpr uint64_t kRegisterMissing = 1ULL << 0;     // UFFDIO_REGISTER_MODE_MISSING
 
@@ -79,9 +77,9 @@ struct FcClient {
       const uint64_t addr = reinterpret_cast<uint64_t>(p);
       if (!env->UffdRegister(uffd, addr, l[i].size, kRegisterMissing, nullptr).ok()) return false;
       body += std::string(i ? "," : "") + "{\"base_host_virt_addr\":" + std::to_string(addr) +
-              ",\"size\":" + std::to_string(l[i].size) + ",\"offset\":" +
-              std::to_string(l[i].offset) + (kib_field ? ",\"page_size_kib\":" : ",\"page_size\":") +
-              std::to_string(Ps()) + "}";
+              ",\"size\":" + std::to_string(l[i].size) +
+              ",\"offset\":" + std::to_string(l[i].offset) +
+              (kib_field ? ",\"page_size_kib\":" : ",\"page_size\":") + std::to_string(Ps()) + "}";
     }
     body += "]";
     Result<int> s = env->UnixConnect(socket);
@@ -194,7 +192,8 @@ std::string MemFile(const testing::TempDir& dir, const PatternBuffer& buf) {
 // Spins (yielding) until `tid` sleeps in handle_userfault; false if the
 // thread finished instead, or after the failure deadline.
 bool WaitBlockedInUffd(pid_t tid, const std::atomic<bool>& finished) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kFailureTimeoutMs);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kFailureTimeoutMs);
   while (!testing::ThreadBlockedInUffd(tid)) {
     if (finished.load() || std::chrono::steady_clock::now() > deadline) return false;
     sched_yield();
@@ -419,7 +418,7 @@ TEST(ServeFirecracker, MalformedHandshakesAreRefused) {
     EXPECT_EQ(read(*s, &c, 1), 0);
     close(*s);
   };
-  send("[]", -1);                                   // no descriptor
+  send("[]", -1);  // no descriptor
   int efd = *env->EventfdCreate(0, 0);
   send("{\"not\":\"an array\"}", efd);
   send("[{\"base_host_virt_addr\":4096,\"size\":4096,\"offset\":0}]", efd);  // no page size
@@ -457,9 +456,9 @@ TEST(ServeFirecracker, PlainClientKeepingItsUffdFreezesWhenTheServerDies) {
   while (tid.load() == 0) sched_yield();
   EXPECT_TRUE(WaitBlockedInUffd(tid.load(), finished)) << "the access did not block";
   // Resolve it ourselves (we hold the uffd) so that the thread can finish.
-  const FillResult r = Env::Default()->UffdCopy(
-      c.uffd, reinterpret_cast<uint64_t>(c.mem[0] + 200 * Ps()),
-      reinterpret_cast<uint64_t>(file.data() + 200 * Ps()), Ps(), 0);
+  const FillResult r =
+      Env::Default()->UffdCopy(c.uffd, reinterpret_cast<uint64_t>(c.mem[0] + 200 * Ps()),
+                               reinterpret_cast<uint64_t>(file.data() + 200 * Ps()), Ps(), 0);
   EXPECT_TRUE(r.ok()) << r.error;
   reader.join();
   EXPECT_TRUE(file.Matches(page.data(), 200));
@@ -484,9 +483,8 @@ TEST(ServeFirecracker, PlainClientThatClosedItsUffdReadsZerosWhenTheServerDies) 
   // The kernel unregistered the ranges with the last reference: the danger
   // LazyClient exists for. Page 200 holds data in the file, yet reads zero.
   std::vector<char> page(Ps());
-  auto read_page = std::async(std::launch::async, [&] {
-    std::memcpy(page.data(), c.mem[0] + 200 * Ps(), Ps());
-  });
+  auto read_page = std::async(std::launch::async,
+                              [&] { std::memcpy(page.data(), c.mem[0] + 200 * Ps(), Ps()); });
   ASSERT_EQ(read_page.wait_for(std::chrono::milliseconds(kFailureTimeoutMs)),
             std::future_status::ready);
   EXPECT_FALSE(testing::AllZero(file.data() + 200 * Ps(), Ps()));
@@ -501,8 +499,8 @@ TEST(ServeFirecracker, LazyClientGetsSigbusNotZerosWhenTheServerIsKilled) {
   const std::string sock = dir.File("uffd.sock");
   for (int rep = 0; rep < 2; ++rep) {
     ServerProcess server;
-    ASSERT_TRUE(server.Spawn({"--socket", sock, "--mem-file", mem, "--no-background", "--quiet",
-                              "--window", "4"}));
+    ASSERT_TRUE(server.Spawn(
+        {"--socket", sock, "--mem-file", mem, "--no-background", "--quiet", "--window", "4"}));
     ASSERT_TRUE(server.WaitListening());
     void* m = mmap(nullptr, file.size(), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -514,8 +512,8 @@ TEST(ServeFirecracker, LazyClientGetsSigbusNotZerosWhenTheServerIsKilled) {
       EXPECT_EQ(s.code(), Code::kPeerGone);
       lost_calls++;
     };
-    auto client = LazyClient::Connect(
-        sock, {{reinterpret_cast<uint64_t>(guest), file.size(), 0, Ps()}}, lo);
+    auto client =
+        LazyClient::Connect(sock, {{reinterpret_cast<uint64_t>(guest), file.size(), 0, Ps()}}, lo);
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     EXPECT_TRUE((*client)->status().ok());
     std::vector<bool> served(file.pages(), false);
@@ -589,7 +587,8 @@ TEST(ServeFirecracker, LazyClientPopulateMakesEverythingResident) {
   ASSERT_NE(m, MAP_FAILED);
   char* guest = static_cast<char*>(m);
   {
-    auto client = LazyClient::Connect(sock, {{reinterpret_cast<uint64_t>(guest), file.size(), 0, Ps()}});
+    auto client =
+        LazyClient::Connect(sock, {{reinterpret_cast<uint64_t>(guest), file.size(), 0, Ps()}});
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     ASSERT_TRUE((*client)->Populate().ok());
   }  // disconnects: the server drops us and closes its copy
@@ -709,7 +708,8 @@ TEST(ServeFirecracker, ForkedChildOfAClientIsServedToo) {
   char* guest = static_cast<char*>(m);
   {
     // LazyClient asks for EVENT_FORK: the server gets the child's uffd.
-    auto client = LazyClient::Connect(sock, {{reinterpret_cast<uint64_t>(guest), file.size(), 0, Ps()}});
+    auto client =
+        LazyClient::Connect(sock, {{reinterpret_cast<uint64_t>(guest), file.size(), 0, Ps()}});
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     for (size_t i = 0; i < 100; ++i) ASSERT_TRUE(file.Matches(guest + i * Ps(), i));
     const pid_t pid = fork();
@@ -749,9 +749,9 @@ TEST(ServeFirecracker, ClientFillingPagesItselfRacesTheServerHarmlessly) {
     std::thread filler([&] {
       for (size_t i = 0; i < file.pages(); i += 3) {
         // EEXIST (the server was first) is expected; anything else is not.
-        const FillResult r = Env::Default()->UffdCopy(
-            c.uffd, reinterpret_cast<uint64_t>(c.mem[0] + i * Ps()),
-            reinterpret_cast<uint64_t>(file.data() + i * Ps()), Ps(), 0);
+        const FillResult r =
+            Env::Default()->UffdCopy(c.uffd, reinterpret_cast<uint64_t>(c.mem[0] + i * Ps()),
+                                     reinterpret_cast<uint64_t>(file.data() + i * Ps()), Ps(), 0);
         EXPECT_TRUE(r.ok() || r.error == EEXIST || r.error == EAGAIN) << r.error;
       }
     });

@@ -76,7 +76,8 @@ TEST_P(TrackForkTest, ChildIsNotTrackedAndParentIsUnaffected) {
   ASSERT_EQ(byte, 'k') << "child could not write its copy (stuck or failed)";
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 
-  for (size_t i = 2; i <= 10; ++i) EXPECT_EQ(Peek(m.page(i)), 'p') << "child write leaked into parent";
+  for (size_t i = 2; i <= 10; ++i)
+    EXPECT_EQ(Peek(m.page(i)), 'p') << "child write leaked into parent";
   Poke(m.page(30), 'd');  // after the child is gone
   EXPECT_EQ(CollectPages(t.get(), m.data(), kPages), (std::set<size_t>{1, 20, 30}));
   Poke(m.page(2), 'e');  // the parent's COW-shared page, written after the fork

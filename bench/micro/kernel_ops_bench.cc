@@ -6,14 +6,13 @@
 //
 // Every benchmark maps fresh memory per batch outside the timed region and
 // warms the source buffers, so the timed region holds only the operation.
+#include <benchmark/benchmark.h>
 #include <linux/userfaultfd.h>
 #include <sys/mman.h>
 
 #include <cstring>
 #include <random>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "pagewise/env.h"
 #include "sys/pagemap.h"

@@ -88,12 +88,12 @@ struct CheckProgress {
 
 struct CheckOptions {
   TrackBackend backend = TrackBackend::kAuto;
-  int threads = 8;                   // writer threads, 1..254
-  double seconds = 5;                // writing time, > 0
-  uint64_t size = 256ull << 20;      // region bytes (rounded up to pages; to 2 MiB for thp)
+  int threads = 8;               // writer threads, 1..254
+  double seconds = 5;            // writing time, > 0
+  uint64_t size = 256ull << 20;  // region bytes (rounded up to pages; to 2 MiB for thp)
   CheckScenario scenario = CheckScenario::kWrites;
-  uint64_t seed = 0;                 // 0: derived from the clock
-  Env* env = nullptr;                // for the tracker and mappings; nullptr: Env::Default()
+  uint64_t seed = 0;   // 0: derived from the clock
+  Env* env = nullptr;  // for the tracker and mappings; nullptr: Env::Default()
 
   // Self-test: the collector drops one reported page per collect (never
   // copies it). A correct checker must then report lost_writes > 0.
@@ -108,7 +108,7 @@ struct CheckOptions {
 };
 
 struct CheckResult {
-  std::string backend;          // concrete backend name (never "auto")
+  std::string backend;  // concrete backend name (never "auto")
   std::string scenario;
   uint64_t rounds = 0;          // collects done, the final one included
   uint64_t writes = 0;          // stamped writes by the writer threads
@@ -117,8 +117,8 @@ struct CheckResult {
   uint64_t pages_reported = 0;  // sum of pages over every collect's report
   uint64_t scenario_ops = 0;    // madvise/mprotect/fork/split actions done
   uint64_t region_bytes = 0;
-  double elapsed_seconds = 0;   // wall time of the tracked phase
-  bool ok = false;              // lost_writes == 0 and nothing else failed
+  double elapsed_seconds = 0;  // wall time of the tracked phase
+  bool ok = false;             // lost_writes == 0 and nothing else failed
   // Up to a few lost pages described (offset, which write the source holds
   // and the replica lacks); empty when nothing was lost.
   std::vector<std::string> lost_examples;

@@ -102,11 +102,9 @@ class Env {
   virtual Status UffdUnregister(int fd, uint64_t start, uint64_t len) = 0;
   virtual Status UffdWake(int fd, uint64_t start, uint64_t len) = 0;
   virtual Status UffdWriteProtect(int fd, uint64_t start, uint64_t len, uint64_t mode) = 0;
-  virtual FillResult UffdCopy(int fd, uint64_t dst, uint64_t src, uint64_t len,
-                              uint64_t mode) = 0;
+  virtual FillResult UffdCopy(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode) = 0;
   virtual FillResult UffdZeropage(int fd, uint64_t start, uint64_t len, uint64_t mode) = 0;
-  virtual FillResult UffdMove(int fd, uint64_t dst, uint64_t src, uint64_t len,
-                              uint64_t mode) = 0;
+  virtual FillResult UffdMove(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode) = 0;
   virtual FillResult UffdContinue(int fd, uint64_t start, uint64_t len, uint64_t mode) = 0;
   virtual FillResult UffdPoison(int fd, uint64_t start, uint64_t len, uint64_t mode) = 0;
   // Reads up to `max` messages without blocking (the fd should be
@@ -121,8 +119,7 @@ class Env {
                                              PageRegion* vec, size_t vec_len) = 0;
 
   // ---- memory ------------------------------------------------------------
-  virtual Result<void*> Mmap(void* addr, size_t len, int prot, int flags, int fd,
-                             off_t offset) = 0;
+  virtual Result<void*> Mmap(void* addr, size_t len, int prot, int flags, int fd, off_t offset) = 0;
   virtual Status Munmap(void* addr, size_t len) = 0;
   virtual Status Mprotect(void* addr, size_t len, int prot) = 0;
   virtual Status Madvise(void* addr, size_t len, int advice) = 0;

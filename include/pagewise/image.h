@@ -59,10 +59,10 @@ enum class RegionKind : uint32_t {
 };
 
 struct RegionInfo {
-  uint64_t address = 0;      // virtual address when captured (0 if none)
-  uint64_t length = 0;       // bytes, a multiple of page_size
-  uint32_t page_size = 4096; // a power of two, 512 .. 16 MiB
-  uint32_t prot = 0;         // PROT_* bits
+  uint64_t address = 0;       // virtual address when captured (0 if none)
+  uint64_t length = 0;        // bytes, a multiple of page_size
+  uint32_t page_size = 4096;  // a power of two, 512 .. 16 MiB
+  uint32_t prot = 0;          // PROT_* bits
   RegionKind kind = RegionKind::kAnonymous;
   std::string name;
   uint64_t flat_offset = 0;  // byte offset of this region in the flat view
@@ -70,10 +70,10 @@ struct RegionInfo {
 
 struct ImageWriteOptions {
   Compression compression = Compression::kZstd;
-  int level = 1;           // compressor level (zstd: 1..19; lz4: ignored)
-  std::string parent;      // parent image path; empty: a full (base) image
-  bool dedup = true;       // store identical pages once
-  Env* env = nullptr;      // nullptr: Env::Default()
+  int level = 1;       // compressor level (zstd: 1..19; lz4: ignored)
+  std::string parent;  // parent image path; empty: a full (base) image
+  bool dedup = true;   // store identical pages once
+  Env* env = nullptr;  // nullptr: Env::Default()
   // Target uncompressed size of a data chunk (the unit of compression,
   // checksumming and reading): 4 KiB .. 16 MiB. Smaller chunks make random
   // single-page reads cheaper; larger ones compress better.
@@ -164,9 +164,9 @@ struct ImageOpenOptions {
 
 // A verification failure points here.
 struct VerifyError {
-  std::string layer;        // path of the first bad layer
-  int64_t region = -1;      // region index, -1 if not region-specific
-  uint64_t offset = 0;      // byte offset (in region, or in file when region == -1)
+  std::string layer;    // path of the first bad layer
+  int64_t region = -1;  // region index, -1 if not region-specific
+  uint64_t offset = 0;  // byte offset (in region, or in file when region == -1)
   std::string what;
 };
 

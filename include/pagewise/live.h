@@ -120,9 +120,9 @@ struct LiveSnapshotOptions {
 
 struct LiveSnapshotStats {
   uint64_t pages_total = 0;
-  uint64_t pages_background = 0;   // saved by the background saver
-  uint64_t pages_by_fault = 0;     // saved by the fault path before a write
-  uint64_t faults_handled = 0;     // write-protect faults served (all kinds)
+  uint64_t pages_background = 0;  // saved by the background saver
+  uint64_t pages_by_fault = 0;    // saved by the fault path before a write
+  uint64_t faults_handled = 0;    // write-protect faults served (all kinds)
   // Faults that found the fault queue full: the fault path then wrote the
   // oldest queued page to the image itself (one page of I/O) instead of
   // waiting for the saver thread. Raise fault_queue_pages if this is common.

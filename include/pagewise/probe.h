@@ -54,10 +54,10 @@ struct KernelFeatures {
 
   // userfaultfd
   bool uffd_available = false;
-  bool uffd_dev_node = false;   // /dev/userfaultfd usable
-  uint64_t uffd_features = 0;   // what UFFDIO_API granted when asked for all
-  uint64_t uffd_ioctls = 0;     // UFFDIO_API ioctls bitmask
-  std::string uffd_reason;      // why unavailable (empty when available)
+  bool uffd_dev_node = false;  // /dev/userfaultfd usable
+  uint64_t uffd_features = 0;  // what UFFDIO_API granted when asked for all
+  uint64_t uffd_ioctls = 0;    // UFFDIO_API ioctls bitmask
+  std::string uffd_reason;     // why unavailable (empty when available)
 
   // PAGEMAP_SCAN ioctl on /proc/self/pagemap
   bool pagemap_scan = false;
@@ -71,9 +71,7 @@ struct KernelFeatures {
   std::string thp_mode;
   uint64_t thp_size = 0;  // PMD size in bytes (0 when unknown)
 
-  bool HasUffd(uint64_t bits) const {
-    return uffd_available && (uffd_features & bits) == bits;
-  }
+  bool HasUffd(uint64_t bits) const { return uffd_available && (uffd_features & bits) == bits; }
 };
 
 // Probes the kernel through `env`. Never fails: unavailable features are

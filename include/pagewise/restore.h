@@ -154,23 +154,23 @@ struct RestoreRegion {
 // Counters and timings of a restore (or of one server client). Times are
 // seconds since the restore started; -1 when the event has not happened.
 struct RestoreStats {
-  uint64_t pages_total = 0;         // pages of the regions as registered
-  uint64_t demand_faults = 0;       // faults that needed source data
-  uint64_t other_faults = 0;        // faults served with a zero page or a wake
+  uint64_t pages_total = 0;    // pages of the regions as registered
+  uint64_t demand_faults = 0;  // faults that needed source data
+  uint64_t other_faults = 0;   // faults served with a zero page or a wake
   // Source pages installed (copied or zero): pages_demand + pages_background
   // is the number of pages restored from the source.
-  uint64_t pages_demand = 0;        // while serving faults (the windows)
-  uint64_t pages_background = 0;    // by the background filler
-  uint64_t pages_prefetch = 0;      // of pages_background, from the trace
+  uint64_t pages_demand = 0;          // while serving faults (the windows)
+  uint64_t pages_background = 0;      // by the background filler
+  uint64_t pages_prefetch = 0;        // of pages_background, from the trace
   uint64_t prefetch_late_faults = 0;  // demand faults on trace pages not yet prefetched
   // Pages installed with UFFDIO_ZEROPAGE on any path: zero source pages
   // (also counted above) and faults on dropped or foreign pages (not).
   uint64_t zero_pages = 0;
-  uint64_t bytes_copied = 0;        // bytes installed with UFFDIO_COPY
-  uint64_t eexist_pages = 0;        // pages found already present (EEXIST)
-  uint64_t eagain_retries = 0;      // fills retried after EAGAIN
-  uint64_t enoent_pages = 0;        // pages whose mapping vanished (ENOENT)
-  uint64_t poisoned_pages = 0;      // pages poisoned because the source failed
+  uint64_t bytes_copied = 0;    // bytes installed with UFFDIO_COPY
+  uint64_t eexist_pages = 0;    // pages found already present (EEXIST)
+  uint64_t eagain_retries = 0;  // fills retried after EAGAIN
+  uint64_t enoent_pages = 0;    // pages whose mapping vanished (ENOENT)
+  uint64_t poisoned_pages = 0;  // pages poisoned because the source failed
   uint64_t forks = 0, remaps = 0, removes = 0, unmaps = 0, unknown_events = 0;
   uint64_t spaces_total = 0;        // address spaces served (1 + forked children)
   uint64_t spaces_live = 0;         // of those, still served
@@ -185,11 +185,11 @@ struct RestoreStats {
 };
 
 struct RestoreOptions {
-  Env* env = nullptr;                // nullptr: Env::Default()
-  size_t fault_window_pages = 16;    // aligned window filled around a fault (1..512)
+  Env* env = nullptr;                  // nullptr: Env::Default()
+  size_t fault_window_pages = 16;      // aligned window filled around a fault (1..512)
   size_t background_batch_pages = 64;  // pages per background fill (1..4096)
-  bool background_fill = true;       // false: only faults install pages
-  bool use_zeropage = true;          // zero pages via UFFDIO_ZEROPAGE
+  bool background_fill = true;         // false: only faults install pages
+  bool use_zeropage = true;            // zero pages via UFFDIO_ZEROPAGE
   // Pages to install first (flat offsets, in order), e.g. from ReadTrace().
   std::vector<uint64_t> prefetch;
   // With a prefetch list: Start() returns only once those pages are

@@ -85,24 +85,24 @@ Result<std::vector<GuestRegion>> ParseHandshake(std::string_view body);
 std::string HandshakeJson(const std::vector<GuestRegion>& regions);
 
 struct ClientReport {
-  uint64_t id = 0;       // 0, 1, 2... in connection order
-  pid_t pid = 0;         // SO_PEERCRED
+  uint64_t id = 0;  // 0, 1, 2... in connection order
+  pid_t pid = 0;    // SO_PEERCRED
   std::vector<GuestRegion> regions;
-  bool active = false;   // still being served
-  Status status;         // why serving ended (kPeerGone: the client went away)
+  bool active = false;  // still being served
+  Status status;        // why serving ended (kPeerGone: the client went away)
   RestoreStats stats;
 };
 
 struct ServeOptions {
-  Env* env = nullptr;                  // nullptr: Env::Default()
+  Env* env = nullptr;  // nullptr: Env::Default()
   size_t fault_window_pages = 16;
   size_t background_batch_pages = 64;
-  bool background_fill = true;         // false: pages are served only on fault
+  bool background_fill = true;  // false: pages are served only on fault
   bool use_zeropage = true;
-  std::vector<uint64_t> prefetch;      // flat offsets installed first, per client
-  bool record_trace = false;           // record the FIRST client's demand faults
-  int handshake_timeout_ms = 10000;    // a client must send its message within this
-  bool send_ready = true;              // write kReadyByte once prefetch is in (above)
+  std::vector<uint64_t> prefetch;    // flat offsets installed first, per client
+  bool record_trace = false;         // record the FIRST client's demand faults
+  int handshake_timeout_ms = 10000;  // a client must send its message within this
+  bool send_ready = true;            // write kReadyByte once prefetch is in (above)
   // Called on an internal thread when a client connects (active) and when
   // it is dropped (inactive, with its final stats and status).
   std::function<void(const ClientReport&)> on_client;

@@ -55,11 +55,11 @@ RegionInfo MakeRegion(const void* addr, size_t len, RegionKind kind = RegionKind
 struct MappingInfo {
   uint64_t start = 0;
   uint64_t end = 0;
-  uint32_t prot = 0;      // PROT_* from the rwx bits
-  bool shared = false;    // 's' (MAP_SHARED) rather than 'p'
-  uint64_t offset = 0;    // file offset
+  uint32_t prot = 0;    // PROT_* from the rwx bits
+  bool shared = false;  // 's' (MAP_SHARED) rather than 'p'
+  uint64_t offset = 0;  // file offset
   uint64_t inode = 0;
-  std::string path;       // file, "[heap]", "/memfd:name (deleted)", or empty
+  std::string path;  // file, "[heap]", "/memfd:name (deleted)", or empty
 };
 
 // Reads and parses /proc/self/maps through `env` (nullptr: Env::Default()).
@@ -81,8 +81,8 @@ Result<RegionInfo> RegionFromMaps(const void* addr, size_t len, std::string name
 
 struct SnapshotOptions {
   Compression compression = Compression::kZstd;
-  int level = 1;         // compressor level (see ImageWriteOptions)
-  bool dedup = true;     // store identical pages once
+  int level = 1;      // compressor level (see ImageWriteOptions)
+  bool dedup = true;  // store identical pages once
   // Uncompressed bytes per data chunk (see ImageWriteOptions::chunk_bytes);
   // 0 keeps the writer's default.
   uint32_t chunk_bytes = 0;
@@ -98,14 +98,14 @@ struct SnapshotOptions {
   // swapped); the writer still stores them as zero. Falls back to reading
   // every page where PAGEMAP_SCAN is missing.
   bool skip_unpopulated = true;
-  Env* env = nullptr;    // nullptr: Env::Default()
+  Env* env = nullptr;  // nullptr: Env::Default()
 };
 
 struct SnapshotStats {
-  ImageStats image;             // the committed image's own statistics
-  uint64_t pages_read = 0;      // pages copied from memory into the writer
+  ImageStats image;                // the committed image's own statistics
+  uint64_t pages_read = 0;         // pages copied from memory into the writer
   uint64_t pages_unpopulated = 0;  // pages recorded (or left) zero without reading
-  uint64_t nanos = 0;           // wall time of the whole call
+  uint64_t nanos = 0;              // wall time of the whole call
 };
 
 // Writes every page of `regions` to a new base image at `out_path`.
@@ -136,8 +136,8 @@ Result<SnapshotStats> SnapshotIncremental(const std::vector<PageRange>& written,
                                           const SnapshotOptions& options = {});
 
 struct SnapshotChainOptions {
-  TrackerOptions tracker;     // backend choice; its env defaults to snapshot.env
-  SnapshotOptions snapshot;   // used for the base and every layer
+  TrackerOptions tracker;    // backend choice; its env defaults to snapshot.env
+  SnapshotOptions snapshot;  // used for the base and every layer
 };
 
 // A tracker over fixed regions plus the path of the newest image: Base()
@@ -223,20 +223,20 @@ struct EagerRestoreOptions {
   // Give new mappings the region's prot after filling them (prot 0 is taken
   // as "not recorded": the mapping stays PROT_READ|PROT_WRITE).
   bool apply_prot = true;
-  int threads = 1;        // reader threads (>= 1)
-  Env* env = nullptr;     // nullptr: Env::Default()
+  int threads = 1;     // reader threads (>= 1)
+  Env* env = nullptr;  // nullptr: Env::Default()
 };
 
 struct RestoredRegion {
-  RegionInfo info;        // as recorded in the image
-  char* data = nullptr;   // where the region's bytes now are
-  bool owned = false;     // unmapped by ~RestoredMemory unless released
+  RegionInfo info;       // as recorded in the image
+  char* data = nullptr;  // where the region's bytes now are
+  bool owned = false;    // unmapped by ~RestoredMemory unless released
 };
 
 struct EagerRestoreStats {
-  uint64_t data_pages = 0;    // pages read from the chain
-  uint64_t zero_pages = 0;    // pages recorded as zero or absent
-  uint64_t bytes_read = 0;    // data_pages * page size
+  uint64_t data_pages = 0;  // pages read from the chain
+  uint64_t zero_pages = 0;  // pages recorded as zero or absent
+  uint64_t bytes_read = 0;  // data_pages * page size
   uint64_t nanos = 0;
 };
 

@@ -20,19 +20,19 @@ namespace pagewise {
 
 enum class Code {
   kOk = 0,
-  kInvalidArgument,   // the caller passed something wrong; fix the call
-  kNotSupported,      // the kernel or build lacks a feature; never an I/O error
-  kPermissionDenied,  // EPERM/EACCES: privileges or sysctl settings
-  kNotFound,          // a file, region or name that does not exist
-  kAlreadyExists,     // EEXIST: e.g. a page already mapped, a range tracked twice
-  kRetry,             // EAGAIN: transient; the message says what to do first
-  kResourceExhausted, // ENOMEM and friends
-  kNoSpace,           // ENOSPC/EDQUOT: the disk is full
-  kIoError,           // any other failing system call or I/O
-  kCorruption,        // data read back is not what was written (image checks)
-  kPeerGone,          // ESRCH/EPIPE/ECONNRESET: the other process is gone
-  kFailedPrecondition,// the object is in the wrong state for the call
-  kInternal,          // a pagewise bug: please report it
+  kInvalidArgument,     // the caller passed something wrong; fix the call
+  kNotSupported,        // the kernel or build lacks a feature; never an I/O error
+  kPermissionDenied,    // EPERM/EACCES: privileges or sysctl settings
+  kNotFound,            // a file, region or name that does not exist
+  kAlreadyExists,       // EEXIST: e.g. a page already mapped, a range tracked twice
+  kRetry,               // EAGAIN: transient; the message says what to do first
+  kResourceExhausted,   // ENOMEM and friends
+  kNoSpace,             // ENOSPC/EDQUOT: the disk is full
+  kIoError,             // any other failing system call or I/O
+  kCorruption,          // data read back is not what was written (image checks)
+  kPeerGone,            // ESRCH/EPIPE/ECONNRESET: the other process is gone
+  kFailedPrecondition,  // the object is in the wrong state for the call
+  kInternal,            // a pagewise bug: please report it
 };
 
 // Returns a stable lower-case name for `code` ("invalid_argument", ...).
@@ -47,12 +47,16 @@ class [[nodiscard]] Status {
       : code_(code), errno_(err), message_(std::move(message)) {}
 
   static Status Ok() { return Status(); }
-  static Status InvalidArgument(std::string msg) { return {Code::kInvalidArgument, 0, std::move(msg)}; }
+  static Status InvalidArgument(std::string msg) {
+    return {Code::kInvalidArgument, 0, std::move(msg)};
+  }
   static Status NotSupported(std::string msg) { return {Code::kNotSupported, 0, std::move(msg)}; }
   static Status NotFound(std::string msg) { return {Code::kNotFound, 0, std::move(msg)}; }
   static Status AlreadyExists(std::string msg) { return {Code::kAlreadyExists, 0, std::move(msg)}; }
   static Status Corruption(std::string msg) { return {Code::kCorruption, 0, std::move(msg)}; }
-  static Status FailedPrecondition(std::string msg) { return {Code::kFailedPrecondition, 0, std::move(msg)}; }
+  static Status FailedPrecondition(std::string msg) {
+    return {Code::kFailedPrecondition, 0, std::move(msg)};
+  }
   static Status PeerGone(std::string msg) { return {Code::kPeerGone, 0, std::move(msg)}; }
   static Status Internal(std::string msg) { return {Code::kInternal, 0, std::move(msg)}; }
   static Status IoError(std::string msg) { return {Code::kIoError, 0, std::move(msg)}; }
@@ -89,7 +93,7 @@ class [[nodiscard]] Result {
  public:
   // Implicit from a value or from a non-OK status, so `return value;` and
   // `return status;` both work.
-  Result(T value) : value_(std::move(value)) {}  // NOLINT(runtime/explicit)
+  Result(T value) : value_(std::move(value)) {}         // NOLINT(runtime/explicit)
   Result(Status status) : status_(std::move(status)) {  // NOLINT(runtime/explicit)
     assert(!status_.ok() && "Result<T> built from an OK status has no value");
     if (status_.ok()) status_ = Status::Internal("Result built from OK status without a value");
@@ -99,9 +103,18 @@ class [[nodiscard]] Result {
   const Status& status() const { return status_; }
 
   // Precondition: ok().
-  T& value() & { assert(ok()); return *value_; }
-  const T& value() const& { assert(ok()); return *value_; }
-  T&& value() && { assert(ok()); return std::move(*value_); }
+  T& value() & {
+    assert(ok());
+    return *value_;
+  }
+  const T& value() const& {
+    assert(ok());
+    return *value_;
+  }
+  T&& value() && {
+    assert(ok());
+    return std::move(*value_);
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
@@ -118,10 +131,10 @@ class [[nodiscard]] Result {
 #define PW_CONCAT_(a, b) PW_CONCAT_INNER_(a, b)
 
 // Returns the status of `expr` from the enclosing function if it is not OK.
-#define PW_RETURN_IF_ERROR(expr)                       \
-  do {                                                 \
-    ::pagewise::Status pw_status_ = (expr);            \
-    if (!pw_status_.ok()) return pw_status_;           \
+#define PW_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::pagewise::Status pw_status_ = (expr);  \
+    if (!pw_status_.ok()) return pw_status_; \
   } while (0)
 
 // `lhs = value of expr` or return its status. `lhs` may declare a variable.

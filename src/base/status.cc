@@ -9,20 +9,34 @@ namespace pagewise {
 
 std::string_view CodeName(Code code) {
   switch (code) {
-    case Code::kOk: return "ok";
-    case Code::kInvalidArgument: return "invalid_argument";
-    case Code::kNotSupported: return "not_supported";
-    case Code::kPermissionDenied: return "permission_denied";
-    case Code::kNotFound: return "not_found";
-    case Code::kAlreadyExists: return "already_exists";
-    case Code::kRetry: return "retry";
-    case Code::kResourceExhausted: return "resource_exhausted";
-    case Code::kNoSpace: return "no_space";
-    case Code::kIoError: return "io_error";
-    case Code::kCorruption: return "corruption";
-    case Code::kPeerGone: return "peer_gone";
-    case Code::kFailedPrecondition: return "failed_precondition";
-    case Code::kInternal: return "internal";
+    case Code::kOk:
+      return "ok";
+    case Code::kInvalidArgument:
+      return "invalid_argument";
+    case Code::kNotSupported:
+      return "not_supported";
+    case Code::kPermissionDenied:
+      return "permission_denied";
+    case Code::kNotFound:
+      return "not_found";
+    case Code::kAlreadyExists:
+      return "already_exists";
+    case Code::kRetry:
+      return "retry";
+    case Code::kResourceExhausted:
+      return "resource_exhausted";
+    case Code::kNoSpace:
+      return "no_space";
+    case Code::kIoError:
+      return "io_error";
+    case Code::kCorruption:
+      return "corruption";
+    case Code::kPeerGone:
+      return "peer_gone";
+    case Code::kFailedPrecondition:
+      return "failed_precondition";
+    case Code::kInternal:
+      return "internal";
   }
   return "unknown";
 }
@@ -53,29 +67,51 @@ Status Status::WithContext(std::string_view context) const {
 Status ErrnoStatus(int err, std::string_view what, std::string_view hint) {
   Code code;
   switch (err) {
-    case 0: code = Code::kInternal; break;  // caller bug: no errno to report
+    case 0:
+      code = Code::kInternal;
+      break;  // caller bug: no errno to report
     case ENOSYS:
     case EOPNOTSUPP:
-    case ENOTTY: code = Code::kNotSupported; break;
+    case ENOTTY:
+      code = Code::kNotSupported;
+      break;
     case EPERM:
-    case EACCES: code = Code::kPermissionDenied; break;
-    case ENOENT: code = Code::kNotFound; break;
-    case EEXIST: code = Code::kAlreadyExists; break;
-    case EAGAIN: code = Code::kRetry; break;
+    case EACCES:
+      code = Code::kPermissionDenied;
+      break;
+    case ENOENT:
+      code = Code::kNotFound;
+      break;
+    case EEXIST:
+      code = Code::kAlreadyExists;
+      break;
+    case EAGAIN:
+      code = Code::kRetry;
+      break;
     case ENOMEM:
     case EMFILE:
-    case ENFILE: code = Code::kResourceExhausted; break;
+    case ENFILE:
+      code = Code::kResourceExhausted;
+      break;
     case ENOSPC:
-    case EDQUOT: code = Code::kNoSpace; break;
+    case EDQUOT:
+      code = Code::kNoSpace;
+      break;
     case EINVAL:
     case EFAULT:
-    case ERANGE: code = Code::kInvalidArgument; break;
+    case ERANGE:
+      code = Code::kInvalidArgument;
+      break;
     case ESRCH:
     case EPIPE:
     case ECONNRESET:
     case ECONNREFUSED:
-    case ENOTCONN: code = Code::kPeerGone; break;
-    default: code = Code::kIoError; break;
+    case ENOTCONN:
+      code = Code::kPeerGone;
+      break;
+    default:
+      code = Code::kIoError;
+      break;
   }
   std::string msg(what);
   msg += " failed";

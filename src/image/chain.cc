@@ -1,10 +1,10 @@
 // ChainImage: opening a chain of layers and resolving which layer serves
 // each page.
+#include "image/chain.h"
+
 #include <algorithm>
 #include <atomic>
 #include <set>
-
-#include "image/chain.h"
 
 namespace pagewise {
 
@@ -68,8 +68,9 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
   std::string cur = path;
   while (true) {
     if (img->layers_.size() >= kMaxChainDepth) {
-      return failed(cur, 0, Status::Corruption("image " + path + ": parent chain longer than " +
-                                std::to_string(kMaxChainDepth) + " layers (a cycle?)"));
+      return failed(cur, 0,
+                    Status::Corruption("image " + path + ": parent chain longer than " +
+                                       std::to_string(kMaxChainDepth) + " layers (a cycle?)"));
     }
     uint64_t bad_at = 0;
     Result<std::unique_ptr<Layer>> opened = Layer::Open(env, cur, &bad_at);
@@ -83,11 +84,12 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
     if (!img->layers_.empty()) {
       const Layer& child = *img->layers_.back();
       if (layer->header().uuid != child.header().parent_uuid) {
-        return failed(cur, 64, Status::Corruption(
-            "image " + child.path() + " was written on top of parent identity " +
-            UuidString(child.header().parent_uuid) + " but " + cur + " is image " +
-            UuidString(layer->header().uuid) +
-            ": the parent was replaced or moved; put the original parent back"));
+        return failed(
+            cur, 64,
+            Status::Corruption("image " + child.path() + " was written on top of parent identity " +
+                               UuidString(child.header().parent_uuid) + " but " + cur +
+                               " is image " + UuidString(layer->header().uuid) +
+                               ": the parent was replaced or moved; put the original parent back"));
       }
       const auto& cr = child.index().regions;
       const auto& pr = layer->index().regions;
@@ -101,8 +103,8 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
       }
     }
     if (!seen.insert(layer->header().uuid).second) {
-      return failed(cur, 64, Status::Corruption("image " + path +
-                                                ": the parent chain loops back to " + cur));
+      return failed(
+          cur, 64, Status::Corruption("image " + path + ": the parent chain loops back to " + cur));
     }
     std::string parent = layer->index().parent_path;
     img->layers_.push_back(std::move(layer));
@@ -117,9 +119,8 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
   const auto& regs = img->regions_;
   img->flat_order_.resize(regs.size());
   for (uint32_t i = 0; i < regs.size(); ++i) img->flat_order_[i] = i;
-  std::sort(img->flat_order_.begin(), img->flat_order_.end(), [&](uint32_t a, uint32_t b) {
-    return regs[a].flat_offset < regs[b].flat_offset;
-  });
+  std::sort(img->flat_order_.begin(), img->flat_order_.end(),
+            [&](uint32_t a, uint32_t b) { return regs[a].flat_offset < regs[b].flat_offset; });
   uint64_t end = 0;
   for (uint32_t r : img->flat_order_) {
     if (regs[r].length == 0) continue;
@@ -150,8 +151,8 @@ void ChainImage::Resolve() {
         while (j < ue && runs[j].first_page + runs[j].count <= pos) ++j;
         for (size_t k = j; k < ue && runs[k].first_page < end; ++k) {
           if (runs[k].first_page > pos) {
-            pieces.push_back({pos, runs[k].first_page - pos, s.layer, s.run,
-                              s.skip + (pos - s.first)});
+            pieces.push_back(
+                {pos, runs[k].first_page - pos, s.layer, s.run, s.skip + (pos - s.first)});
           }
           pos = std::max(pos, runs[k].first_page + runs[k].count);
           if (pos >= end) break;
@@ -163,7 +164,8 @@ void ChainImage::Resolve() {
       merged.reserve(pieces.size() + (ue - ub));
       size_t a = 0;
       for (size_t k = ub; k < ue; ++k) {
-        while (a < pieces.size() && pieces[a].first < runs[k].first_page) merged.push_back(pieces[a++]);
+        while (a < pieces.size() && pieces[a].first < runs[k].first_page)
+          merged.push_back(pieces[a++]);
         merged.push_back({runs[k].first_page, runs[k].count, static_cast<uint32_t>(li), k, 0});
       }
       while (a < pieces.size()) merged.push_back(pieces[a++]);

@@ -1,6 +1,7 @@
 // Incremental layers: chains of >= 10 layers, each holding only the pages
 // written since its parent, AddZeroPages overriding parent data, parent
 // identity checks, relative parent paths.
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -8,8 +9,6 @@
 #include <map>
 #include <random>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "pagewise/image.h"
 #include "testing/test_util.h"
@@ -142,7 +141,8 @@ TEST(ImageChain, TwelveIncrementalLayersReadBackEveryVersion) {
       size_t covered = 0;
       for (auto [off, len] : runs) {
         for (uint64_t q = off / kPs; q < (off + len) / kPs; ++q) {
-          EXPECT_TRUE(touched.count({static_cast<int>(r), q})) << "layer " << layer << " page " << q;
+          EXPECT_TRUE(touched.count({static_cast<int>(r), q}))
+              << "layer " << layer << " page " << q;
           ++covered;
         }
       }

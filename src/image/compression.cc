@@ -12,9 +12,12 @@ namespace pagewise {
 
 std::string_view CompressionName(Compression c) {
   switch (c) {
-    case Compression::kNone: return "none";
-    case Compression::kZstd: return "zstd";
-    case Compression::kLz4: return "lz4";
+    case Compression::kNone:
+      return "none";
+    case Compression::kZstd:
+      return "zstd";
+    case Compression::kLz4:
+      return "lz4";
   }
   return "unknown";
 }
@@ -60,9 +63,9 @@ bool CompressChunk(Compression c, int level, const void* src, size_t len,
     case Compression::kLz4: {
       if (len > static_cast<size_t>(LZ4_MAX_INPUT_SIZE)) return false;
       out->resize(static_cast<size_t>(LZ4_compressBound(static_cast<int>(len))));
-      int n = LZ4_compress_default(static_cast<const char*>(src),
-                                   reinterpret_cast<char*>(out->data()), static_cast<int>(len),
-                                   static_cast<int>(out->size()));
+      int n =
+          LZ4_compress_default(static_cast<const char*>(src), reinterpret_cast<char*>(out->data()),
+                               static_cast<int>(len), static_cast<int>(out->size()));
       if (n <= 0 || static_cast<size_t>(n) >= len) return false;
       out->resize(static_cast<size_t>(n));
       return true;
@@ -71,8 +74,8 @@ bool CompressChunk(Compression c, int level, const void* src, size_t len,
   return false;
 }
 
-Status DecompressChunk(Compression c, const void* src, size_t stored_len, void* dst,
-                       size_t raw_len, const std::string& what) {
+Status DecompressChunk(Compression c, const void* src, size_t stored_len, void* dst, size_t raw_len,
+                       const std::string& what) {
   switch (c) {
     case Compression::kNone:
       if (stored_len != raw_len) break;
@@ -85,8 +88,8 @@ Status DecompressChunk(Compression c, const void* src, size_t stored_len, void* 
       }
       size_t n = ZSTD_decompressDCtx(tls_zstd.d, dst, raw_len, src, stored_len);
       if (ZSTD_isError(n)) {
-        return Status::Corruption(what + ": zstd decompression failed (" +
-                                  ZSTD_getErrorName(n) + ")");
+        return Status::Corruption(what + ": zstd decompression failed (" + ZSTD_getErrorName(n) +
+                                  ")");
       }
       if (n != raw_len) break;
       return Status::Ok();

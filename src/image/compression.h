@@ -25,8 +25,8 @@ bool CompressChunk(Compression c, int level, const void* src, size_t len,
 // Decompresses `stored_len` bytes of `src` compressed with `c` into exactly
 // `raw_len` bytes at dst. Any error, or output of another size, is
 // kCorruption with `what` as context. Never writes beyond dst[raw_len).
-Status DecompressChunk(Compression c, const void* src, size_t stored_len, void* dst,
-                       size_t raw_len, const std::string& what);
+Status DecompressChunk(Compression c, const void* src, size_t stored_len, void* dst, size_t raw_len,
+                       const std::string& what);
 
 }  // namespace pagewise::image
 

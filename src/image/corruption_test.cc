@@ -2,6 +2,7 @@
 // small two-layer chain is caught (by Open, or by both Verify and Read) with
 // a message naming the damaged layer; never a crash. Format version refusal.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -9,8 +10,6 @@
 #include <iterator>
 #include <random>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "image/format.h"
 #include "pagewise/image.h"
@@ -114,7 +113,8 @@ class Corruption : public ::testing::Test {
     auto img = Image::Open(top_);
     if (!img.ok()) {
       EXPECT_EQ(img.status().code(), Code::kCorruption) << what << ": " << img.status().ToString();
-      EXPECT_TRUE(Contains(img.status().message(), layer)) << what << ": " << img.status().ToString();
+      EXPECT_TRUE(Contains(img.status().message(), layer))
+          << what << ": " << img.status().ToString();
       EXPECT_EQ(verr.region, -1) << what;
       return;
     }

@@ -2,12 +2,12 @@
 // writes at every write of an image, failing fsync/rename. Afterwards: a
 // clean error, nothing at the final path (or the earlier image there,
 // intact), no temporary file left behind.
+#include <gtest/gtest.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "pagewise/image.h"
 #include "testing/fault_env.h"

@@ -6,10 +6,11 @@
 
 namespace pagewise {
 
-Status FlattenImage(const std::string& in, const std::string& out,
-                    const ImageWriteOptions& options, const ProgressFn& progress) {
+Status FlattenImage(const std::string& in, const std::string& out, const ImageWriteOptions& options,
+                    const ProgressFn& progress) {
   if (!options.parent.empty()) {
-    return Status::InvalidArgument("FlattenImage writes a base image: options.parent must be empty");
+    return Status::InvalidArgument(
+        "FlattenImage writes a base image: options.parent must be empty");
   }
   PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> src, Image::Open(in, {options.env, false}));
   PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> w, ImageWriter::Create(out, options));

@@ -45,11 +45,11 @@ Uuid NewUuid() {
   std::random_device rd;
   uint64_t a = (uint64_t{rd()} << 32) ^ rd();
   uint64_t b = (uint64_t{rd()} << 32) ^ rd();
-  uint64_t mix[4] = {a, b,
-                     static_cast<uint64_t>(
-                         std::chrono::steady_clock::now().time_since_epoch().count()) ^
-                         (uint64_t{static_cast<uint32_t>(getpid())} << 32),
-                     counter.fetch_add(1)};
+  uint64_t mix[4] = {
+      a, b,
+      static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+          (uint64_t{static_cast<uint32_t>(getpid())} << 32),
+      counter.fetch_add(1)};
   XXH128_hash_t h = XXH3_128bits(mix, sizeof(mix));
   Uuid u;
   std::memcpy(u.data(), &h.low64, 8);
@@ -183,8 +183,7 @@ Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_si
   }
   Header h;
   h.header_size = Get32(buf + kOffHeaderSize);
-  if (h.header_size < kMinHeaderSize || h.header_size > kMaxHeaderSize ||
-      h.header_size % 8 != 0) {
+  if (h.header_size < kMinHeaderSize || h.header_size > kMaxHeaderSize || h.header_size % 8 != 0) {
     return HeaderCorrupt(bad_at, where, kOffHeaderSize,
                          "impossible header size " + std::to_string(h.header_size));
   }
@@ -210,8 +209,7 @@ Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_si
   }
   if (h.header_size != kHeaderSize) {
     return HeaderCorrupt(bad_at, where, kOffHeaderSize,
-                         "version 1 header size must be 256, is " +
-                             std::to_string(h.header_size));
+                         "version 1 header size must be 256, is " + std::to_string(h.header_size));
   }
   h.incompat_flags = Get32(buf + kOffIncompat);
   h.compat_flags = Get32(buf + kOffCompat);
@@ -247,7 +245,8 @@ Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_si
   }
   if (h.page_size != 0 &&
       (!IsPow2(h.page_size) || h.page_size < kMinPageSize || h.page_size > kMaxPageSize)) {
-    return HeaderCorrupt(bad_at, where, kOffPageSize, "bad page size " + std::to_string(h.page_size));
+    return HeaderCorrupt(bad_at, where, kOffPageSize,
+                         "bad page size " + std::to_string(h.page_size));
   }
   if (h.index_offset < kHeaderSize || h.index_length < kIndexFixedBytes ||
       h.index_offset > file_size || h.index_length != file_size - h.index_offset) {
@@ -272,8 +271,7 @@ Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_si
 Status ValidateRegion(const RegionInfo& r) {
   if (!IsPow2(r.page_size) || r.page_size < kMinPageSize) {
     return Status::InvalidArgument("region '" + r.name + "': page size " +
-                                   std::to_string(r.page_size) +
-                                   " is not a power of two >= 512");
+                                   std::to_string(r.page_size) + " is not a power of two >= 512");
   }
   if (r.page_size > kMaxPageSize) {
     return Status::NotSupported("region '" + r.name + "': page size " +
@@ -281,8 +279,7 @@ Status ValidateRegion(const RegionInfo& r) {
                                 " exceeds the image format v1 limit of 16 MiB");
   }
   if (r.length % r.page_size != 0) {
-    return Status::InvalidArgument("region '" + r.name + "': length " +
-                                   std::to_string(r.length) +
+    return Status::InvalidArgument("region '" + r.name + "': length " + std::to_string(r.length) +
                                    " is not a multiple of its page size " +
                                    std::to_string(r.page_size));
   }

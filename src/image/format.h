@@ -25,10 +25,10 @@ namespace pagewise::image {
 // ---- constants --------------------------------------------------------------
 inline constexpr char kMagic[8] = {'P', 'W', 'I', 'M', 'G', '\r', '\n', '\x1a'};
 inline constexpr uint32_t kVersion = 1;
-inline constexpr uint32_t kHeaderSize = 256;        // v1 fixed header, also data start
-inline constexpr uint32_t kMinHeaderSize = 64;      // any version: frozen prefix + checksum
-inline constexpr uint32_t kMaxHeaderSize = 65536;   // any version
-inline constexpr uint32_t kIndexMagic = 0x58495750; // "PWIX" little endian
+inline constexpr uint32_t kHeaderSize = 256;         // v1 fixed header, also data start
+inline constexpr uint32_t kMinHeaderSize = 64;       // any version: frozen prefix + checksum
+inline constexpr uint32_t kMaxHeaderSize = 65536;    // any version
+inline constexpr uint32_t kIndexMagic = 0x58495750;  // "PWIX" little endian
 inline constexpr uint32_t kMinPageSize = 512;
 inline constexpr uint32_t kMaxPageSize = 16u << 20;
 inline constexpr uint32_t kMaxChunkRawBytes = 16u << 20;
@@ -50,14 +50,14 @@ struct Header {
   uint32_t header_size = kHeaderSize;
   uint32_t incompat_flags = 0;
   uint32_t compat_flags = 0;
-  uint32_t page_size = 0;     // smallest region page size (informational)
+  uint32_t page_size = 0;  // smallest region page size (informational)
   uint32_t region_count = 0;
   uint64_t file_size = 0;
   uint64_t index_offset = 0;
   uint64_t index_length = 0;
   uint64_t index_checksum = 0;
   Uuid uuid{};
-  Uuid parent_uuid{};         // all zero: no parent
+  Uuid parent_uuid{};  // all zero: no parent
   uint64_t stat_pages = 0;
   uint64_t stat_zero_pages = 0;
   uint64_t stat_duplicate_pages = 0;
@@ -66,7 +66,7 @@ struct Header {
   uint64_t stat_compressed_bytes = 0;
   uint64_t chunk_count = 0;
   uint64_t run_count = 0;
-  uint8_t compression = 0;    // writer's choice (informational)
+  uint8_t compression = 0;  // writer's choice (informational)
 };
 
 // One data chunk (index chunk table entry).
@@ -101,8 +101,8 @@ struct Index {
   std::string parent_path;
   std::vector<RegionInfo> regions;
   std::vector<ChunkEntry> chunks;
-  std::vector<Run> runs;        // sorted by (region, first_page), disjoint
-  std::vector<uint64_t> refs;   // data-run refs, in run order
+  std::vector<Run> runs;       // sorted by (region, first_page), disjoint
+  std::vector<uint64_t> refs;  // data-run refs, in run order
 };
 
 // ---- checksums ------------------------------------------------------------------
@@ -111,7 +111,7 @@ struct Hash128 {
   uint64_t lo = 0, hi = 0;
   bool operator==(const Hash128& o) const { return lo == o.lo && hi == o.hi; }
 };
-Hash128 PageHash(const void* data, size_t len);     // XXH3-128, seed 0
+Hash128 PageHash(const void* data, size_t len);  // XXH3-128, seed 0
 // True if all `len` bytes (a multiple of 8) are zero.
 bool IsZeroPage(const void* data, size_t len);
 
@@ -152,8 +152,8 @@ std::vector<uint8_t> EncodeIndex(const Index& index);
 // (sorted, disjoint, inside their region, refs to existing slots of chunks
 // with the region's page size), stats against the header. On failure
 // *bad_at (if not null) is the file offset of the offending entry.
-Result<Index> DecodeIndex(const uint8_t* buf, size_t len, const Header& h,
-                          const std::string& where, uint64_t* bad_at = nullptr);
+Result<Index> DecodeIndex(const uint8_t* buf, size_t len, const Header& h, const std::string& where,
+                          uint64_t* bad_at = nullptr);
 
 // Validates a RegionInfo for writing (page size, alignment).
 Status ValidateRegion(const RegionInfo& r);

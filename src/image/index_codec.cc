@@ -101,8 +101,8 @@ Status DecodeRegions(Reader& r, const Header& h, Index* ix) {
     uint32_t kind = r.U32();
     uint32_t name_len = r.U32();
     if (!ValidPageSize(reg.page_size)) {
-      return r.Bad("region " + std::to_string(i) + ": bad page size " +
-                       std::to_string(reg.page_size), at);
+      return r.Bad(
+          "region " + std::to_string(i) + ": bad page size " + std::to_string(reg.page_size), at);
     }
     if (reg.length % reg.page_size != 0 || reg.length > (uint64_t{1} << 62) ||
         reg.flat_offset > (uint64_t{1} << 62)) {
@@ -210,8 +210,8 @@ Status DecodeRuns(Reader& r, const Header& h, Index* ix) {
     if (run.first_page > region_pages || run.count > region_pages - run.first_page) {
       return r.Bad(name + ": pages beyond the end of region " + std::to_string(run.region), at);
     }
-    if (have_prev && (run.region < prev_region ||
-                      (run.region == prev_region && run.first_page < prev_end))) {
+    if (have_prev &&
+        (run.region < prev_region || (run.region == prev_region && run.first_page < prev_end))) {
       return r.Bad(name + ": runs out of order or overlapping", at);
     }
     have_prev = true;
@@ -229,8 +229,8 @@ Status DecodeRuns(Reader& r, const Header& h, Index* ix) {
         uint64_t chunk = RefChunk(ref);
         if (chunk >= ix->chunks.size() || RefSlot(ref) >= ix->chunks[chunk].page_count ||
             ix->chunks[chunk].page_size != reg.page_size) {
-          return r.Bad(name + " page " + std::to_string(k) + ": bad chunk reference " +
-                           Hex(ref), ref_at);
+          return r.Bad(name + " page " + std::to_string(k) + ": bad chunk reference " + Hex(ref),
+                       ref_at);
         }
         ix->refs.push_back(ref);
       }
@@ -285,10 +285,11 @@ std::vector<uint8_t> EncodeIndex(const Index& ix) {
   return w.Take();
 }
 
-Result<Index> DecodeIndex(const uint8_t* buf, size_t len, const Header& h,
-                          const std::string& where, uint64_t* bad_at) {
+Result<Index> DecodeIndex(const uint8_t* buf, size_t len, const Header& h, const std::string& where,
+                          uint64_t* bad_at) {
   Reader r(buf, len, h.index_offset, where, bad_at);
-  if (!r.Need(kIndexFixedBytes) || r.U32() != kIndexMagic) return r.Bad("bad index magic", h.index_offset);
+  if (!r.Need(kIndexFixedBytes) || r.U32() != kIndexMagic)
+    return r.Bad("bad index magic", h.index_offset);
   Index ix;
   uint32_t parent_len = r.U32();
   r.Skip(8);  // reserved

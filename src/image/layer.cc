@@ -9,8 +9,7 @@
 
 namespace pagewise::image {
 
-Result<std::unique_ptr<Layer>> Layer::Open(Env* env, const std::string& path,
-                                           uint64_t* bad_at) {
+Result<std::unique_ptr<Layer>> Layer::Open(Env* env, const std::string& path, uint64_t* bad_at) {
   uint64_t unused_at;
   if (bad_at == nullptr) bad_at = &unused_at;
   *bad_at = 0;
@@ -76,23 +75,25 @@ LayerInfo Layer::Info() const {
 Status Layer::ReadChunk(uint64_t id, std::vector<uint8_t>* raw,
                         std::vector<uint8_t>* scratch) const {
   const ChunkEntry& c = index_.chunks[id];
-  const std::string what = "image " + path_ + ": chunk " + std::to_string(id) +
-                           " at file offset " + std::to_string(c.file_offset);
+  const std::string what = "image " + path_ + ": chunk " + std::to_string(id) + " at file offset " +
+                           std::to_string(c.file_offset);
   raw->resize(c.raw_length());
   std::vector<uint8_t>* stored = c.compression == 0 ? raw : scratch;
   stored->resize(c.stored_length);
-  Status s = ReadFully(env_, fd_, stored->data(), c.stored_length,
-                       static_cast<off_t>(c.file_offset));
+  Status s =
+      ReadFully(env_, fd_, stored->data(), c.stored_length, static_cast<off_t>(c.file_offset));
   if (!s.ok()) return s.WithContext(what);
   if (Checksum64(stored->data(), c.stored_length) != c.stored_checksum) {
-    return Status::Corruption(what + ": stored data checksum mismatch; the file is damaged: "
+    return Status::Corruption(what +
+                              ": stored data checksum mismatch; the file is damaged: "
                               "re-create it or restore a copy");
   }
   if (c.compression == 0) return Status::Ok();  // raw == stored, same checksum (index check)
   PW_RETURN_IF_ERROR(DecompressChunk(static_cast<Compression>(c.compression), stored->data(),
                                      c.stored_length, raw->data(), raw->size(), what));
   if (Checksum64(raw->data(), raw->size()) != c.raw_checksum) {
-    return Status::Corruption(what + ": decompressed data checksum mismatch; the file is "
+    return Status::Corruption(what +
+                              ": decompressed data checksum mismatch; the file is "
                               "damaged: re-create it or restore a copy");
   }
   return Status::Ok();

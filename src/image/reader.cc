@@ -65,8 +65,9 @@ Status ChainImage::CheckRange(uint32_t region, uint64_t offset, uint64_t len) co
                                    std::to_string(r.page_size));
   }
   if (offset > r.length || len > r.length - offset) {
-    return Status::InvalidArgument("range [" + Hex(offset) + ", +" + Hex(len) + ") is outside region " +
-                                   std::to_string(region) + " (length " + Hex(r.length) + ")");
+    return Status::InvalidArgument("range [" + Hex(offset) + ", +" + Hex(len) +
+                                   ") is outside region " + std::to_string(region) + " (length " +
+                                   Hex(r.length) + ")");
   }
   return Status::Ok();
 }
@@ -117,8 +118,8 @@ Status ChainImage::Read(uint32_t region, uint64_t offset, void* dst, size_t len)
         while (p + n < stop && refs[p + n - s.first] == ref + n && RefChunk(ref + n) == chunk) ++n;
         Result<const uint8_t*> data = Chunk(s.layer, chunk);
         if (!data.ok()) {
-          return data.status().WithContext("reading region " + std::to_string(region) +
-                                           " offset " + Hex(p * ps));
+          return data.status().WithContext("reading region " + std::to_string(region) + " offset " +
+                                           Hex(p * ps));
         }
         std::memcpy(out, *data + uint64_t{slot} * ps, n * ps);
         out += n * ps;

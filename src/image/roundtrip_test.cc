@@ -1,5 +1,6 @@
 // Image round trips: memory -> image -> memory, dedup and zero pages,
 // regions, flat view, compression choices, concurrent writers.
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,8 +9,6 @@
 #include <random>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "pagewise/image.h"
 #include "testing/test_util.h"

@@ -1,9 +1,10 @@
 // ImageWriter: streams pages into data chunks of a temporary file (see
 // writer.h for the concurrency design).
+#include "image/writer.h"
+
 #include <cstring>
 
 #include "image/compression.h"
-#include "image/writer.h"
 
 namespace pagewise::image {
 namespace {
@@ -36,10 +37,10 @@ Status ImageWriterImpl::CheckAdd(uint32_t region, uint64_t offset, size_t len,
   const RegionInfo& r = regions_[region];
   if (offset % r.page_size != 0 || len % r.page_size != 0 || offset > r.length ||
       len > r.length - offset) {
-    return Status::InvalidArgument("image " + path_ + ": pages [" + Hex(offset) + ", +" +
-                                   Hex(len) + ") are unaligned or outside region " +
-                                   std::to_string(region) + " (length " + Hex(r.length) +
-                                   ", page size " + std::to_string(r.page_size) + ")");
+    return Status::InvalidArgument("image " + path_ + ": pages [" + Hex(offset) + ", +" + Hex(len) +
+                                   ") are unaligned or outside region " + std::to_string(region) +
+                                   " (length " + Hex(r.length) + ", page size " +
+                                   std::to_string(r.page_size) + ")");
   }
   *page_size = r.page_size;
   pages_added_ = true;

@@ -66,7 +66,8 @@ class ImageWriterImpl : public ImageWriter {
   Result<uint32_t> AddRegion(const RegionInfo& region) override {
     PW_RETURN_IF_ERROR(ValidateRegion(region));
     std::lock_guard<std::mutex> lock(mu_);
-    if (finished_) return Status::FailedPrecondition("image " + path_ + ": already committed or failed");
+    if (finished_)
+      return Status::FailedPrecondition("image " + path_ + ": already committed or failed");
     if (inherit_) {
       if (pages_added_) {
         return Status::FailedPrecondition("image " + path_ +
@@ -165,9 +166,9 @@ class ImageWriterImpl : public ImageWriter {
   std::vector<RegionInfo> regions_;
   std::vector<PageTable> tables_;
   std::unordered_map<Hash128, uint64_t, Hash128Hasher> dedup_;
-  uint64_t reserved_pages_ = 0;  // pages of the declared regions (dedup_ sizing)
+  uint64_t reserved_pages_ = 0;         // pages of the declared regions (dedup_ sizing)
   std::map<uint32_t, OpenChunk> open_;  // by page size
-  std::vector<ChunkEntry> chunks_;       // by id; written ones have stored_length > 0
+  std::vector<ChunkEntry> chunks_;      // by id; written ones have stored_length > 0
   uint64_t next_offset_ = kHeaderSize;
   ImageStats stats_;
 };

@@ -92,13 +92,14 @@ Status ImageWriterImpl::Commit() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_) {
-      return Status::FailedPrecondition("image " + path_ + ": Commit called twice or after a failure");
+      return Status::FailedPrecondition("image " + path_ +
+                                        ": Commit called twice or after a failure");
     }
     if (!failed_.ok()) {
       finished_ = true;
-      Status f(failed_.code(), failed_.err(),
-               "image " + path_ + ": Commit refused, an earlier write failed: " +
-                   failed_.message());
+      Status f(
+          failed_.code(), failed_.err(),
+          "image " + path_ + ": Commit refused, an earlier write failed: " + failed_.message());
       Abandon();
       return f;
     }
@@ -219,8 +220,8 @@ Result<std::unique_ptr<ImageWriter>> ImageWriter::Create(const std::string& path
   const Uuid rnd = NewUuid();
   uint64_t suffix;
   std::memcpy(&suffix, rnd.data(), 8);
-  const std::string tmp = dir + "." + base + ".tmp-" + std::to_string(getpid()) + "-" +
-                          Hex(suffix).substr(2);
+  const std::string tmp =
+      dir + "." + base + ".tmp-" + std::to_string(getpid()) + "-" + Hex(suffix).substr(2);
   Result<int> fd = env->Open(tmp, O_RDWR | O_CREAT | O_EXCL, 0644);
   if (!fd.ok()) {
     return fd.status().WithContext("image " + path +

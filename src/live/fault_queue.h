@@ -25,9 +25,9 @@
 namespace pagewise::live {
 
 struct QueuedPage {
-  uint32_t region = 0;  // image region index
-  uint64_t offset = 0;  // byte offset in the region
-  char* data = nullptr; // a buffer from Acquire(), page_size bytes
+  uint32_t region = 0;   // image region index
+  uint64_t offset = 0;   // byte offset in the region
+  char* data = nullptr;  // a buffer from Acquire(), page_size bytes
 };
 
 class FaultQueue {
@@ -71,10 +71,10 @@ class FaultQueue {
   mutable std::mutex mu_;
   std::condition_variable free_cv_;   // a buffer was released, or abort
   std::condition_variable queue_cv_;  // a page was queued, kick, or abort
-  std::unique_ptr<char[]> block_;  // max_pages_ buffers
-  size_t used_ = 0;                // buffers ever handed out (high-water mark)
-  std::vector<char*> free_;        // returned buffers (capacity max_pages_)
-  std::vector<QueuedPage> ring_;   // queued pages (size max_pages_)
+  std::unique_ptr<char[]> block_;     // max_pages_ buffers
+  size_t used_ = 0;                   // buffers ever handed out (high-water mark)
+  std::vector<char*> free_;           // returned buffers (capacity max_pages_)
+  std::vector<QueuedPage> ring_;      // queued pages (size max_pages_)
   size_t head_ = 0, count_ = 0;
   uint64_t waits_ = 0;
   bool aborted_ = false;

@@ -36,7 +36,8 @@ uint64_t LatencyHistogram::Percentile(double q) const {
   const uint64_t n = count();
   if (n == 0) return 0;
   q = std::clamp(q, 0.0, 1.0);
-  const uint64_t rank = std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(q * static_cast<double>(n))));
+  const uint64_t rank =
+      std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(q * static_cast<double>(n))));
   uint64_t seen = 0;
   for (int b = 0; b < kBuckets; ++b) {
     seen += buckets_[static_cast<size_t>(b)].load(std::memory_order_relaxed);

@@ -16,7 +16,7 @@ namespace pagewise::live {
 
 class LatencyHistogram {
  public:
-  static constexpr int kSubBuckets = 8;          // per power of two
+  static constexpr int kSubBuckets = 8;  // per power of two
   static constexpr int kBuckets = 64 * kSubBuckets;
 
   void Record(uint64_t ns);

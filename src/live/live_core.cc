@@ -75,7 +75,8 @@ FaultOutcome LiveCore::SaveForFault(uint64_t page_addr, bool wait_for_saver, siz
     queue_.Push({r->index, p * page_size_, buf});
     saved |= 1ULL << i;
   }
-  by_fault_.fetch_add(static_cast<uint64_t>(__builtin_popcountll(saved)), std::memory_order_relaxed);
+  by_fault_.fetch_add(static_cast<uint64_t>(__builtin_popcountll(saved)),
+                      std::memory_order_relaxed);
   if (saved_first != nullptr) *saved_first = r->start + first * page_size_;
   if (saved_bits != nullptr) *saved_bits = saved;
   if (((saved >> (page - first)) & 1) != 0) return FaultOutcome::kSaved;

@@ -3,14 +3,13 @@
 // threads run. Every case must end with a clear error, no protection left,
 // every writer released (the joins complete) and no file left behind.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
 #include <random>
-
-#include <gtest/gtest.h>
 
 #include "live/live_test_harness.h"
 #include "pagewise/live.h"
@@ -90,9 +89,9 @@ TEST(LiveSnapshotFailure, ImageWriteErrorsAtRandomPointsReleaseWriters) {
   for (size_t i = 0; i < m.size() / kPage; ++i) FillPage(m.page(i), 3, i);
   // Calibrate: how many pwrite calls does a whole snapshot make?
   FaultEnv counting;
-  ASSERT_TRUE(SnapshotWithWriters(m, RegionKind::kAnonymous, dir.File("ok.pwi"), &counting,
-                                  nullptr, 1)
-                  .ok());
+  ASSERT_TRUE(
+      SnapshotWithWriters(m, RegionKind::kAnonymous, dir.File("ok.pwi"), &counting, nullptr, 1)
+          .ok());
   std::filesystem::remove(dir.File("ok.pwi"));
   const int calls = counting.Calls(Op::kPwrite);
   ASSERT_GT(calls, 10);
@@ -105,7 +104,7 @@ TEST(LiveSnapshotFailure, ImageWriteErrorsAtRandomPointsReleaseWriters) {
     Fault f;
     f.error = eio ? EIO : ENOSPC;
     f.skip = static_cast<int>(rng() % static_cast<unsigned>(calls * 9 / 10));
-    f.count = eio ? 1 : -1;  // a full disk stays full; EIO once
+    f.count = eio ? 1 : -1;                    // a full disk stays full; EIO once
     f.partial_bytes = it % 2 == 0 ? 1000 : 0;  // sometimes a short write first
     fenv.Inject(Op::kPwrite, f);
     const std::string path = dir.File("fail.pwi");

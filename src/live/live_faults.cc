@@ -46,8 +46,10 @@ Status LiveSnapshotImpl::BeginBase() {
     }
     registered_.push_back(&r);
     if ((ioctls & (1ULL << _UFFDIO_WRITEPROTECT)) == 0) {
-      s = Status::NotSupported("live snapshot: the kernel does not allow UFFDIO_WRITEPROTECT on "
-                               "region '" + r.name + "'");
+      s = Status::NotSupported(
+          "live snapshot: the kernel does not allow UFFDIO_WRITEPROTECT on "
+          "region '" +
+          r.name + "'");
       break;
     }
   }

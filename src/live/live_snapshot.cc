@@ -1,8 +1,6 @@
 // LiveSnapshot implementation: Start (validate, create the image, protect =
 // T), the background saver thread, and Finish (lift protection, commit or
 // discard). The fault paths are in live_faults.cc.
-#include "live/live_snapshot_impl.h"
-
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -11,6 +9,7 @@
 #include <utility>
 
 #include "live/copy_user.h"
+#include "live/live_snapshot_impl.h"
 
 namespace pagewise {
 namespace live {
@@ -50,11 +49,13 @@ Status ValidateRegions(const std::vector<RegionInfo>& regions, size_t page_size)
     }
     if (r.address == 0 || r.length == 0 || r.address % page_size != 0 ||
         r.length % page_size != 0) {
-      return Status::InvalidArgument(where + ": address and length must be non-zero multiples "
+      return Status::InvalidArgument(where +
+                                     ": address and length must be non-zero multiples "
                                      "of the page size");
     }
     if (r.kind != RegionKind::kAnonymous && r.kind != RegionKind::kShared) {
-      return Status::NotSupported(where + ": only anonymous private and memfd/shmem shared "
+      return Status::NotSupported(where +
+                                  ": only anonymous private and memfd/shmem shared "
                                   "memory can be snapshotted live (userfaultfd write-protect)");
     }
   }
@@ -81,8 +82,9 @@ Status LiveSnapshotImpl::Begin(const std::string& path, const std::vector<Region
   path_ = path;
   PW_RETURN_IF_ERROR(ValidateRegions(regions, page_size_));
   if (!opts_.image.parent.empty()) {
-    return Status::InvalidArgument("live snapshot: image.parent must be empty (a live snapshot "
-                                   "is a full image; layer later images on top of it)");
+    return Status::InvalidArgument(
+        "live snapshot: image.parent must be empty (a live snapshot "
+        "is a full image; layer later images on top of it)");
   }
 
   std::vector<LiveRegion> sorted;
@@ -109,7 +111,8 @@ Status LiveSnapshotImpl::Begin(const std::string& path, const std::vector<Region
   PW_ASSIGN_OR_RETURN(writer_, ImageWriter::Create(path, opts_.image));
   for (const RegionInfo& r : regions) {
     Result<uint32_t> idx = writer_->AddRegion(r);
-    if (!idx.ok()) return idx.status().WithContext("live snapshot: declaring region '" + r.name + "'");
+    if (!idx.ok())
+      return idx.status().WithContext("live snapshot: declaring region '" + r.name + "'");
   }
 
   chunk_pages_ = std::max<size_t>(64, (opts_.chunk_pages + 63) / 64 * 64);
@@ -170,7 +173,8 @@ void LiveSnapshotImpl::ReportProgress(bool done) {
   p.pages_total = core_->total_pages();
   p.done = done;
   if (!done && p.pages_saved < next_progress_) return;
-  while (next_progress_ <= p.pages_saved) next_progress_ += std::max<uint64_t>(1, opts_.progress_every_pages);
+  while (next_progress_ <= p.pages_saved)
+    next_progress_ += std::max<uint64_t>(1, opts_.progress_every_pages);
   opts_.progress(p);
 }
 
@@ -329,7 +333,8 @@ Result<std::unique_ptr<LiveSnapshot>> LiveSnapshot::Start(const std::string& pat
 Result<LiveSnapshotStats> TakeLiveSnapshot(const std::string& path,
                                            const std::vector<RegionInfo>& regions,
                                            const LiveSnapshotOptions& options) {
-  PW_ASSIGN_OR_RETURN(std::unique_ptr<LiveSnapshot> snap, LiveSnapshot::Start(path, regions, options));
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<LiveSnapshot> snap,
+                      LiveSnapshot::Start(path, regions, options));
   PW_RETURN_IF_ERROR(snap->Wait());
   return snap->stats();
 }

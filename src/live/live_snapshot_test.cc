@@ -3,6 +3,7 @@
 // the fault path saves a page before its first write; the fault queue is
 // bounded; progress and cancel behave.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -12,8 +13,6 @@
 #include <filesystem>
 #include <random>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "live/live_test_harness.h"
 #include "pagewise/image.h"
@@ -145,9 +144,12 @@ INSTANTIATE_TEST_SUITE_P(Kinds, LiveConsistency,
                                            MemKind::kThp),
                          [](const ::testing::TestParamInfo<MemKind>& i) {
                            switch (i.param) {
-                             case MemKind::kAnonPrivate: return std::string("Anon");
-                             case MemKind::kMemfdShared: return std::string("Memfd");
-                             case MemKind::kThp: return std::string("Thp");
+                             case MemKind::kAnonPrivate:
+                               return std::string("Anon");
+                             case MemKind::kMemfdShared:
+                               return std::string("Memfd");
+                             case MemKind::kThp:
+                               return std::string("Thp");
                            }
                            return std::string("Unknown");
                          });
@@ -266,7 +268,8 @@ TEST(LiveSnapshot, FullFaultQueueIsDrainedByTheFaultPath) {
   ASSERT_TRUE(snap.ok()) << snap.status().ToString();
   saver_held.Wait();
   std::thread writer([&] {
-    for (size_t i = pages; i-- > 0;) m.page(i)[1] = 1;  // from the end: pages the saver has not reached
+    for (size_t i = pages; i-- > 0;)
+      m.page(i)[1] = 1;  // from the end: pages the saver has not reached
   });
   writer.join();  // completes while the saver is still held
   release.Open();
@@ -359,8 +362,8 @@ TEST(LiveSnapshot, SaverThreadRunsAtItsNiceValue) {
       const int v = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
       seen.push_back(errno == 0 ? v : -100);
     };
-    Result<LiveSnapshotStats> st = TakeLiveSnapshot(
-        dir.File("n" + std::to_string(nice) + ".pwi"), {Region(m, MemKind::kAnonPrivate, "m")}, o);
+    Result<LiveSnapshotStats> st = TakeLiveSnapshot(dir.File("n" + std::to_string(nice) + ".pwi"),
+                                                    {Region(m, MemKind::kAnonPrivate, "m")}, o);
     ASSERT_TRUE(st.ok()) << st.status().ToString();
     ASSERT_FALSE(seen.empty());
     // Threads inherit the caller's value; the saver adds its increment.

@@ -69,7 +69,9 @@ class WriterPool {
  public:
   // Writers over pages [0, len/page) of `base`; `threads` writers.
   WriterPool(char* base, size_t len, int threads, uint64_t seed)
-      : base_(base), pages_(len / static_cast<size_t>(getpagesize())), threads_(threads),
+      : base_(base),
+        pages_(len / static_cast<size_t>(getpagesize())),
+        threads_(threads),
         seed_(seed) {}
   ~WriterPool() { Stop(); }
 

@@ -15,10 +15,9 @@
 // hook reads the sentinel's write-protect bit (PAGEMAP_SCAN): unprotected
 // means "before T", protected means "T has passed". After the first post-T
 // call (or once Collect() returned) the hook stops checking.
-#include "live/live_snapshot_impl.h"
-
 #include <sys/mman.h>
 
+#include "live/live_snapshot_impl.h"
 #include "sys/pagemap.h"
 #include "track/uffd_wp_tracker.h"
 
@@ -108,8 +107,8 @@ Status LiveSnapshotImpl::BeginTracker() {
   Result<sys::PagemapScanner> scanner = sys::PagemapScanner::Open(env_);
   if (!scanner.ok()) return scanner.status().WithContext("live snapshot: opening the pagemap");
   state->scanner = std::move(scanner).value();
-  Result<void*> mem = env_->Mmap(nullptr, page_size_, PROT_READ | PROT_WRITE,
-                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  Result<void*> mem =
+      env_->Mmap(nullptr, page_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (!mem.ok()) return mem.status().WithContext("live snapshot: mapping the sentinel page");
   sentinel_ = reinterpret_cast<uint64_t>(*mem);
   state->sentinel = sentinel_;
@@ -165,7 +164,8 @@ void LiveSnapshotImpl::EndTracker() {
     sentinel_tracked_ = false;
   }
   if (sentinel_ != 0) {
-    env_->Munmap(reinterpret_cast<void*>(sentinel_), page_size_).IgnoreError();  // ours; best effort
+    env_->Munmap(reinterpret_cast<void*>(sentinel_), page_size_)
+        .IgnoreError();  // ours; best effort
     sentinel_ = 0;
   }
 }

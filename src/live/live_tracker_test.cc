@@ -2,14 +2,13 @@
 // snapshot instant; the live image is then the base of an incremental layer
 // holding exactly what the tracker reports written since T, and the chain
 // restores to memory at the later instant. Writers run throughout.
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
-
-#include <gtest/gtest.h>
 
 #include "live/live_test_harness.h"
 #include "pagewise/image.h"
@@ -128,7 +127,8 @@ TEST_P(LiveTracker, LiveBaseAndFirstLayerRestoreToTheLaterInstant) {
     EXPECT_EQ(CompareImage(layer, 0, later.data(), len), "");
   }
   writers.Stop();
-  EXPECT_GT(by_fault, 0u) << "writers never hit a page before the saver: the hook was not exercised";
+  EXPECT_GT(by_fault, 0u)
+      << "writers never hit a page before the saver: the hook was not exercised";
   EXPECT_TRUE(tracker->Untrack(m.data(), len).ok());
 }
 
@@ -175,9 +175,9 @@ TEST_P(LiveTracker, ChainIsExactWhenWritersRunThroughT) {
     Result<std::unique_ptr<ImageWriter>> w = ImageWriter::Create(layer, wo);
     ASSERT_TRUE(w.ok()) << w.status().ToString();
     for (const PageRange& r : written) {
-      ASSERT_TRUE((*w)->AddPages(0, r.start - m.addr(), now.data() + (r.start - m.addr()),
-                                 r.end - r.start)
-                      .ok());
+      ASSERT_TRUE(
+          (*w)->AddPages(0, r.start - m.addr(), now.data() + (r.start - m.addr()), r.end - r.start)
+              .ok());
     }
     ASSERT_TRUE((*w)->Commit().ok());
     writers.Resume();

@@ -76,8 +76,8 @@ class LazyClientImpl final : public LazyClient {
 
   Status Populate() override {
     for (const GuestRegion& r : regions_) {
-      Status s = env_->Madvise(reinterpret_cast<void*>(r.base_host_virt_addr), r.size,
-                               MADV_POPULATE_READ);
+      Status s =
+          env_->Madvise(reinterpret_cast<void*>(r.base_host_virt_addr), r.size, MADV_POPULATE_READ);
       if (!s.ok()) {
         Status lost = status();
         return lost.ok() ? s.WithContext("populating guest memory") : lost;
@@ -102,7 +102,7 @@ class LazyClientImpl final : public LazyClient {
       int fd = -1;
       Result<size_t> got = env_->RecvWithFd(sock_, buf, sizeof(buf), &fd);
       if (fd >= 0) env_->Close(fd).IgnoreError();  // not part of the protocol
-      if (got.ok() && *got > 0) continue;  // unexpected bytes: ignore
+      if (got.ok() && *got > 0) continue;          // unexpected bytes: ignore
       break;
     }
     const Status lost = Status::PeerGone(
@@ -171,8 +171,7 @@ class LazyClientImpl final : public LazyClient {
           poisoned_++;
         } else if (r.error == EEXIST || r.error == ENOENT) {
           uffd.Wake(page, ps).IgnoreError();  // resolved or unmapped: let it retry
-        }
-        else if (r.error == EAGAIN) {  // an event is pending: retry after reading it
+        } else if (r.error == EAGAIN) {       // an event is pending: retry after reading it
           pending_.push_back(page);
         }
         break;

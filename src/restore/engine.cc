@@ -9,9 +9,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <cerrno>
-
 #include <algorithm>
+#include <cerrno>
 #include <memory>
 #include <utility>
 
@@ -232,7 +231,7 @@ void Engine::EnterForkMode() {
   std::unique_lock<std::mutex> lk(mu_);
   if (server_exited_) return;
   fork_phase_ = ForkPhase::kRequested;
-  cv_.notify_all();        // the filler, if idle
+  cv_.notify_all();            // the filler, if idle
   eventfd_write(wake_fd_, 1);  // the server, if in poll
   cv_.wait(lk, [&] {
     return server_exited_ || (server_parked_ && (!filler_running_ || filler_parked_));
@@ -652,9 +651,8 @@ void Engine::FillerLoop() {
     MaybeReportResident();
     if (!did) {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] {
-        return stopping_ || work_epoch_ != epoch || fork_phase_ != ForkPhase::kNone;
-      });
+      cv_.wait(
+          lk, [&] { return stopping_ || work_epoch_ != epoch || fork_phase_ != ForkPhase::kNone; });
     }
   }
 }
@@ -724,7 +722,8 @@ RestoreStats Engine::Stats() const {
   if (!out.fault_latency_ns.empty()) {
     std::vector<uint32_t> v = out.fault_latency_ns;
     auto pct = [&](double p) {
-      const size_t k = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
+      const size_t k =
+          std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
       std::nth_element(v.begin(), v.begin() + static_cast<ptrdiff_t>(k), v.end());
       return static_cast<double>(v[k]) / 1000.0;
     };

@@ -62,8 +62,8 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <memory>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
@@ -174,17 +174,17 @@ class Engine final : public ForkAware {
   struct Space {
     uint32_t id = 0;
     std::mutex mu;
-    sys::Userfaultfd uffd;                // guarded by mu; closed only by the server thread
-    SpaceMap map;                         // guarded by mu
-    bool dead = false;                    // guarded by mu: the mm is gone
-    bool released = false;                // guarded by mu: uffd closed after completion
-    std::deque<QueuedFault> faults;       // guarded by mu: read, not yet served
-    std::deque<uint64_t> hints;           // guarded by mu: addresses after recent faults
-    uint64_t cursor = 0;                  // guarded by mu: sequential fill position
-    size_t prefetch_pos = 0;              // guarded by mu
-    std::atomic<uint64_t> unfilled{0};    // mirror of map.unfilled() (written under mu)
-    std::atomic<uint64_t> bad{0};         // mirror of map.bad()
-    std::atomic<bool> closed{false};      // dead or released (written under mu)
+    sys::Userfaultfd uffd;              // guarded by mu; closed only by the server thread
+    SpaceMap map;                       // guarded by mu
+    bool dead = false;                  // guarded by mu: the mm is gone
+    bool released = false;              // guarded by mu: uffd closed after completion
+    std::deque<QueuedFault> faults;     // guarded by mu: read, not yet served
+    std::deque<uint64_t> hints;         // guarded by mu: addresses after recent faults
+    uint64_t cursor = 0;                // guarded by mu: sequential fill position
+    size_t prefetch_pos = 0;            // guarded by mu
+    std::atomic<uint64_t> unfilled{0};  // mirror of map.unfilled() (written under mu)
+    std::atomic<uint64_t> bad{0};       // mirror of map.bad()
+    std::atomic<bool> closed{false};    // dead or released (written under mu)
   };
   using SpacePtr = std::shared_ptr<Space>;
 
@@ -221,8 +221,8 @@ class Engine final : public ForkAware {
   void FillRun(Space& s, const Run& run, FillKind kind, std::vector<char>* buf);
   // Installs run pages that are still unfilled with the same source offset.
   // `data` holds the run's bytes; zero[i] marks pages to install as zero.
-  void InstallLocked(Space& s, std::unique_lock<std::mutex>& lock, const Run& run,
-                     const char* data, const std::vector<uint8_t>& zero, FillKind kind);
+  void InstallLocked(Space& s, std::unique_lock<std::mutex>& lock, const Run& run, const char* data,
+                     const std::vector<uint8_t>& zero, FillKind kind);
   // Handles a fault on a page we do not fill from the source. Returns true
   // if events were applied meanwhile and the caller must look again.
   bool ZeroOrWakeLocked(Space& s, std::unique_lock<std::mutex>& lock, uint64_t page);
@@ -245,29 +245,29 @@ class Engine final : public ForkAware {
   std::unordered_set<uint64_t> prefetch_set_;  // immutable after construction
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;        // filler work, residency
-  std::vector<SpacePtr> spaces_;      // guarded by mu_
-  uint32_t next_id_ = 0;              // guarded by mu_
-  uint64_t work_epoch_ = 0;           // guarded by mu_: bumped when work appears
-  bool stopping_ = false;             // guarded by mu_
-  bool resident_ = false;             // guarded by mu_
-  bool resident_reported_ = false;    // guarded by mu_
-  bool finished_ = false;             // guarded by mu_
-  bool started_ = false;              // guarded by mu_
-  bool want_filler_ = false;          // guarded by mu_
-  bool prefetch_done_ = false;        // guarded by mu_: the prefetch list is installed
+  std::condition_variable cv_;              // filler work, residency
+  std::vector<SpacePtr> spaces_;            // guarded by mu_
+  uint32_t next_id_ = 0;                    // guarded by mu_
+  uint64_t work_epoch_ = 0;                 // guarded by mu_: bumped when work appears
+  bool stopping_ = false;                   // guarded by mu_
+  bool resident_ = false;                   // guarded by mu_
+  bool resident_reported_ = false;          // guarded by mu_
+  bool finished_ = false;                   // guarded by mu_
+  bool started_ = false;                    // guarded by mu_
+  bool want_filler_ = false;                // guarded by mu_
+  bool prefetch_done_ = false;              // guarded by mu_: the prefetch list is installed
   std::atomic<bool> background_on_{false};  // the filler may go past the prefetch list
-  Status status_;                     // guarded by mu_
+  Status status_;                           // guarded by mu_
   // Threads are held by pointer so that a forked copy (in which they do not
   // exist) can drop them without joining.
   std::unique_ptr<std::thread> server_;
-  std::unique_ptr<std::thread> filler_;  // started by the server thread; joined after it
-  bool filler_running_ = false;       // guarded by mu_
-  bool server_exited_ = false;        // guarded by mu_
+  std::unique_ptr<std::thread> filler_;      // started by the server thread; joined after it
+  bool filler_running_ = false;              // guarded by mu_
+  bool server_exited_ = false;               // guarded by mu_
   ForkPhase fork_phase_ = ForkPhase::kNone;  // guarded by mu_
-  bool server_parked_ = false;        // guarded by mu_
-  bool filler_parked_ = false;        // guarded by mu_
-  bool registered_for_fork_ = false;  // written before/after the threads run
+  bool server_parked_ = false;               // guarded by mu_
+  bool filler_parked_ = false;               // guarded by mu_
+  bool registered_for_fork_ = false;         // written before/after the threads run
   std::atomic<bool> forked_copy_{false};
   // Fork-mode storage (server thread only), sized before acknowledging.
   std::vector<struct pollfd> fork_pfds_;
@@ -277,15 +277,15 @@ class Engine final : public ForkAware {
   int wake_fd_ = -1;
   int fd_base_ = -1;  // private fd table: lowest number for our fds (-1: keep)
   Clock::time_point start_;
-  std::vector<char> demand_buf_;  // server thread only
-  std::vector<char> fill_buf_;    // filler thread only
-  size_t filler_rr_ = 0;          // filler thread only
+  std::vector<char> demand_buf_;     // server thread only
+  std::vector<char> fill_buf_;       // filler thread only
+  size_t filler_rr_ = 0;             // filler thread only
   bool last_fill_prefetch_ = false;  // filler thread only: FillOnce's last plan was prefetch
 
   mutable std::mutex stats_mu_;
-  RestoreStats stats_;                          // guarded by stats_mu_
-  std::vector<TraceEntry> trace_;               // guarded by stats_mu_
-  std::unordered_set<uint64_t> traced_;         // guarded by stats_mu_
+  RestoreStats stats_;                   // guarded by stats_mu_
+  std::vector<TraceEntry> trace_;        // guarded by stats_mu_
+  std::unordered_set<uint64_t> traced_;  // guarded by stats_mu_
 };
 
 }  // namespace pagewise::restore

@@ -326,7 +326,8 @@ void Engine::ServeFault(Space& s, const QueuedFault& f) {
           std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - f.read_at).count());
       std::lock_guard<std::mutex> lk(stats_mu_);
       if (stats_.fault_latency_ns.size() < opt_.max_latency_samples) {
-        stats_.fault_latency_ns.push_back(static_cast<uint32_t>(std::min<uint64_t>(ns, UINT32_MAX)));
+        stats_.fault_latency_ns.push_back(
+            static_cast<uint32_t>(std::min<uint64_t>(ns, UINT32_MAX)));
       }
       return;
     }

@@ -4,7 +4,6 @@
 
 #include <pthread.h>
 
-
 namespace pagewise::restore {
 namespace {
 

@@ -1,6 +1,5 @@
 // Firecracker's UFFD handshake body: a JSON array of guest regions.
 #include <nlohmann/json.hpp>
-
 #include <string>
 
 #include "pagewise/serve.h"
@@ -35,8 +34,7 @@ Result<std::vector<GuestRegion>> ParseHandshake(std::string_view body) {
   for (size_t i = 0; i < doc.size(); ++i) {
     const nlohmann::json& obj = doc[i];
     if (!obj.is_object()) {
-      return Status::InvalidArgument("handshake region " + std::to_string(i) +
-                                     " is not an object");
+      return Status::InvalidArgument("handshake region " + std::to_string(i) + " is not an object");
     }
     GuestRegion r;
     PW_RETURN_IF_ERROR(Field(obj, i, "base_host_virt_addr", &r.base_host_virt_addr));

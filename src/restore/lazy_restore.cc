@@ -70,7 +70,8 @@ Status Validate(const PageSource& source, const std::vector<RestoreRegion>& regi
     const std::string where = "lazy restore region " + std::to_string(i);
     if (r.length == 0 || r.length % ps != 0 || r.source_offset % ps != 0 || r.address % ps != 0) {
       return Status::InvalidArgument(where + ": length, source_offset and address must be " +
-                                     "non-zero/page aligned (page size " + std::to_string(ps) + ")");
+                                     "non-zero/page aligned (page size " + std::to_string(ps) +
+                                     ")");
     }
     if (r.source_offset > source.size() || r.length > source.size() - r.source_offset) {
       return Status::InvalidArgument(where + ": [" + std::to_string(r.source_offset) + ", +" +

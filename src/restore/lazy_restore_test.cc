@@ -1,18 +1,16 @@
 // LazyRestore against the real kernel: content from each source kind,
 // demand windows, pre-populated pages (EEXIST), poisoning when the source
 // fails, and working-set record/prefetch.
-#include "pagewise/restore.h"
-
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <thread>
 #include <vector>
 
+#include "pagewise/restore.h"
 #include "restore/restore_testing.h"
 #include "testing/test_util.h"
 

@@ -1,11 +1,10 @@
 // Working-set prefetch: a trace recorded with faults only, replayed as the
 // prefetch list, leaves the replayed accesses with no demand faults.
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 
 #include <cstring>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "pagewise/restore.h"
 #include "testing/test_util.h"

@@ -21,8 +21,9 @@ Result<RawCopyTiming> TimeRawUffdCopy(const void* src, size_t len, size_t batch_
   if (env == nullptr) env = Env::Default();
   const size_t page = PageSize();
   if (len == 0 || len % page != 0 || batch_pages == 0) {
-    return Status::InvalidArgument("TimeRawUffdCopy: len must be a non-zero multiple of the page "
-                                   "size and batch_pages > 0");
+    return Status::InvalidArgument(
+        "TimeRawUffdCopy: len must be a non-zero multiple of the page "
+        "size and batch_pages > 0");
   }
   sys::Userfaultfd::Options o;
   o.env = env;

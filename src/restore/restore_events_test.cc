@@ -2,12 +2,11 @@
 // its memory and faults from many threads; and with the kernel's answers
 // perturbed (EAGAIN with partial copies, reordered and duplicated events)
 // through FaultEnv. Every test runs the real system calls during restore.
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
@@ -143,11 +142,13 @@ TEST(RestoreEvents, MremapOfPartlyRestoredRangeCarriesContent) {
     char* g = static_cast<char*>(grown);
     const bool in_place = g == mem + 40 * Ps();
     for (size_t k = 0; k < 88; ++k) {
-      EXPECT_TRUE(buf.Matches(g + k * Ps(), 40 + k)) << "grown page " << k << " in place " << in_place;
+      EXPECT_TRUE(buf.Matches(g + k * Ps(), 40 + k))
+          << "grown page " << k << " in place " << in_place;
       bad += !buf.Matches(g + k * Ps(), 40 + k);
     }
     for (size_t k = 88; k < 100; ++k) {
-      EXPECT_TRUE(testing::AllZero(g + k * Ps(), Ps())) << "new page " << k << " in place " << in_place;
+      EXPECT_TRUE(testing::AllZero(g + k * Ps(), Ps()))
+          << "new page " << k << " in place " << in_place;
       bad += !testing::AllZero(g + k * Ps(), Ps());
     }
     EXPECT_EQ(bad, 0u) << "rep " << rep;
@@ -172,7 +173,7 @@ TEST(RestoreEvents, DontneedDuringRestoreReadsZerosNeverSourceData) {
     ASSERT_NE(r, nullptr);
     char* mem = r->data(0);
     for (size_t i = 0; i < 32; ++i) ASSERT_TRUE(buf.Matches(mem + i * Ps(), i));
-    ASSERT_EQ(madvise(mem + 16 * Ps(), 64 * Ps(), MADV_DONTNEED), 0);   // filled + not
+    ASSERT_EQ(madvise(mem + 16 * Ps(), 64 * Ps(), MADV_DONTNEED), 0);    // filled + not
     ASSERT_EQ(madvise(mem + 700 * Ps(), 200 * Ps(), MADV_DONTNEED), 0);  // likely not yet
     auto check = [&] {
       size_t bad = 0;
@@ -191,7 +192,7 @@ TEST(RestoreEvents, DontneedDuringRestoreReadsZerosNeverSourceData) {
     testing::FillPage(mem + 750 * Ps(), 5, 750);
     EXPECT_TRUE(testing::PageMatches(mem + 750 * Ps(), 5, 750));
     ASSERT_TRUE(r->Finish().ok());
-    EXPECT_EQ(check() , 1u) << "only page 750, which we wrote, differs";
+    EXPECT_EQ(check(), 1u) << "only page 750, which we wrote, differs";
     EXPECT_GE(r->stats().removes, 2u);
     munmap(mem, buf.size());
   }
@@ -266,10 +267,10 @@ TEST(RestoreEvents, EagainWithPartialCopiesRetriesOnlyTheRemainder) {
   PatternBuffer buf(1024, 60);
   for (int rep = 0; rep < 3; ++rep) {
     testing::FaultEnv env;
-    env.Inject(testing::Op::kUffdCopy, {.error = EAGAIN, .partial_bytes = 2 * Ps(), .skip = 1,
-                                        .count = 40});
-    env.Inject(testing::Op::kUffdZeropage, {.error = EAGAIN, .partial_bytes = 0, .skip = 2,
-                                            .count = 10});
+    env.Inject(testing::Op::kUffdCopy,
+               {.error = EAGAIN, .partial_bytes = 2 * Ps(), .skip = 1, .count = 40});
+    env.Inject(testing::Op::kUffdZeropage,
+               {.error = EAGAIN, .partial_bytes = 0, .skip = 2, .count = 10});
     RestoreOptions o;
     o.env = &env;
     o.background_fill = rep != 0;

@@ -3,12 +3,11 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <utility>
@@ -228,7 +227,7 @@ class PageServerImpl final : public PageServer {
       last_refusal_ = why;
     }
     if (fd >= 0) env_->Close(fd).IgnoreError();  // refusing: drop our copy
-    env_->Close(sock).IgnoreError();              // the client sees end of stream
+    env_->Close(sock).IgnoreError();             // the client sees end of stream
   }
 
   // One read of a pending handshake (its socket is readable): the message

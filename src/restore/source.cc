@@ -174,8 +174,8 @@ Status PageSource::ClassifyZero(uint64_t offset, size_t npages, size_t page_size
   return Status::Ok();
 }
 
-Result<std::shared_ptr<PageSource>> OpenMemFileSource(const std::string& path,
-                                                      MemFileAccess access, Env* env) {
+Result<std::shared_ptr<PageSource>> OpenMemFileSource(const std::string& path, MemFileAccess access,
+                                                      Env* env) {
   if (env == nullptr) env = Env::Default();
   PW_ASSIGN_OR_RETURN(int fd, env->Open(path, O_RDONLY));
   Result<uint64_t> size = env->FileSize(fd);
@@ -188,8 +188,7 @@ Result<std::shared_ptr<PageSource>> OpenMemFileSource(const std::string& path,
     Result<void*> m = env->Mmap(nullptr, *size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (!m.ok()) {
       env->Close(fd).IgnoreError();  // already failing; report the mmap error
-      return m.status().WithContext("mapping memory file " + path +
-                                    " (try MemFileAccess::kPread)");
+      return m.status().WithContext("mapping memory file " + path + " (try MemFileAccess::kPread)");
     }
     map = static_cast<const char*>(*m);
   }

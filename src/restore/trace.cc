@@ -77,7 +77,8 @@ Result<WorkingSetTrace> ReadTrace(const std::string& path, Env* env) {
   std::string buf;
   Result<uint64_t> size = env->FileSize(fd);
   Status s = size.ok() ? Status::Ok() : size.status();
-  if (s.ok() && *size < kHeaderBytes + 8) s = bad("file too short (" + std::to_string(*size) + " bytes)");
+  if (s.ok() && *size < kHeaderBytes + 8)
+    s = bad("file too short (" + std::to_string(*size) + " bytes)");
   if (s.ok()) {
     buf.resize(*size);
     s = ReadFully(env, fd, buf.data(), buf.size(), 0);

@@ -1,8 +1,7 @@
 // Working-set trace files: round trip and every corruption check.
 #include <fcntl.h>
-#include <unistd.h>
-
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <string>
 

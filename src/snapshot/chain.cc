@@ -25,8 +25,8 @@ Result<std::string> Absolute(const std::string& path) {
 
 }  // namespace
 
-Result<std::unique_ptr<SnapshotChain>> SnapshotChain::Create(
-    const std::vector<RegionInfo>& regions, const SnapshotChainOptions& options) {
+Result<std::unique_ptr<SnapshotChain>> SnapshotChain::Create(const std::vector<RegionInfo>& regions,
+                                                             const SnapshotChainOptions& options) {
   PW_RETURN_IF_ERROR(snapshot_internal::ValidateRegions(regions, "SnapshotChain"));
   std::unique_ptr<SnapshotChain> chain(new SnapshotChain());
   chain->regions_ = snapshot_internal::NormalizeRegions(regions);

@@ -115,8 +115,7 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Create(const std::vector<RegionI
 }
 
 // Restore (rewind) or save (update) the pages of `written`.
-Status Checkpoint::Apply(const std::vector<PageRange>& written, bool restore,
-                         RewindStats* stats) {
+Status Checkpoint::Apply(const std::vector<PageRange>& written, bool restore, RewindStats* stats) {
   const uint64_t page = PageSize();
   const std::vector<Piece> pieces = Intersect(Coalesce(written), regions_);
   for (const Piece& p : pieces) {
@@ -190,8 +189,9 @@ Result<RewindStats> Checkpoint::Rewind() {
     // the next Collect.
     pending_ = Coalesce(std::move(written));
     const Status& bad = !cs.ok() ? cs : as;
-    return bad.WithContext("Checkpoint::Rewind: the regions are only partly rewound; call "
-                           "Rewind() again before using them");
+    return bad.WithContext(
+        "Checkpoint::Rewind: the regions are only partly rewound; call "
+        "Rewind() again before using them");
   }
   // Our own writes above were tracked; the pages now equal the checkpoint,
   // and writers are quiesced (precondition), so what this collect reports is
@@ -199,8 +199,9 @@ Result<RewindStats> Checkpoint::Rewind() {
   std::vector<PageRange> ours;
   Status rs = tracker_->Collect(&ours);
   if (!rs.ok()) {
-    return rs.WithContext("Checkpoint::Rewind: pages were put back but re-arming the tracker "
-                          "failed; call Rewind() again");
+    return rs.WithContext(
+        "Checkpoint::Rewind: pages were put back but re-arming the tracker "
+        "failed; call Rewind() again");
   }
   st.nanos = snapshot_internal::NowNs() - t0;
   ++stats_.rewinds;
@@ -219,8 +220,9 @@ Result<uint64_t> Checkpoint::Update() {
     pending_ = Coalesce(std::move(written));
     broken_update_ = true;
     const Status& bad = !cs.ok() ? cs : as;
-    return bad.WithContext("Checkpoint::Update: the saved state is now a mix; call Update() "
-                           "again");
+    return bad.WithContext(
+        "Checkpoint::Update: the saved state is now a mix; call Update() "
+        "again");
   }
   broken_update_ = false;
   ++stats_.updates;

@@ -2,6 +2,7 @@
 // MADV_DONTNEED, on every tracking backend this kernel offers.
 #include "pagewise/checkpoint.h"
 
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -10,8 +11,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "pagewise/probe.h"
 #include "pagewise/snapshot.h"

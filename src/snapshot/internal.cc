@@ -152,8 +152,7 @@ PresenceScanner PresenceScanner::Open(Env* env) {
   return s;
 }
 
-Status PresenceScanner::Populated(uint64_t start, uint64_t end,
-                                  std::vector<PageRange>* out) const {
+Status PresenceScanner::Populated(uint64_t start, uint64_t end, std::vector<PageRange>* out) const {
   if (!enabled_) {
     out->push_back({start, end});
     return Status::Ok();

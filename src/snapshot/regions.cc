@@ -63,7 +63,7 @@ bool ParseMapsLine(const std::string& line, MappingInfo* m) {
             (perms[2] == 'x' ? PROT_EXEC : 0);
   m->shared = perms[3] == 's';
   m->path = path_pos > 0 && static_cast<size_t>(path_pos) <= line.size() ? line.substr(path_pos)
-                                                                          : std::string();
+                                                                         : std::string();
   return true;
 }
 
@@ -106,8 +106,8 @@ Result<RegionInfo> RegionFromMaps(const void* addr, size_t len, std::string name
   const uint64_t page = PageSize();
   const uint64_t start = reinterpret_cast<uint64_t>(addr);
   if (len == 0 || start % page != 0 || len % page != 0) {
-    return Status::InvalidArgument("RegionFromMaps: [" + Hex(start) + ", +" +
-                                   std::to_string(len) + ") must be non-empty and page aligned");
+    return Status::InvalidArgument("RegionFromMaps: [" + Hex(start) + ", +" + std::to_string(len) +
+                                   ") must be non-empty and page aligned");
   }
   PW_ASSIGN_OR_RETURN(std::vector<MappingInfo> maps, ReadSelfMaps(env));
   const uint64_t end = start + len;
@@ -128,9 +128,8 @@ Result<RegionInfo> RegionFromMaps(const void* addr, size_t len, std::string name
     if (covered >= end) break;
   }
   if (covered < end) {
-    return Status::NotFound("RegionFromMaps: nothing is mapped at " + Hex(covered) +
-                            " inside [" + Hex(start) + ", " + Hex(end) +
-                            "); describe only mapped memory");
+    return Status::NotFound("RegionFromMaps: nothing is mapped at " + Hex(covered) + " inside [" +
+                            Hex(start) + ", " + Hex(end) + "); describe only mapped memory");
   }
   return r;
 }

@@ -112,13 +112,13 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
   for (size_t i = 0; i < regions.size(); ++i) {
     const RegionInfo& r = regions[i];
     if (r.page_size != page) {
-      return Status::NotSupported("RestoreEager: region " + std::to_string(i) +
-                                  " has page size " + std::to_string(r.page_size) +
-                                  "; eager restore supports only " + std::to_string(page));
+      return Status::NotSupported("RestoreEager: region " + std::to_string(i) + " has page size " +
+                                  std::to_string(r.page_size) + "; eager restore supports only " +
+                                  std::to_string(page));
     }
     if (r.length == 0 || r.length % page != 0) {
-      return Status::Corruption("RestoreEager: region " + std::to_string(i) +
-                                " has a bad length " + std::to_string(r.length));
+      return Status::Corruption("RestoreEager: region " + std::to_string(i) + " has a bad length " +
+                                std::to_string(r.length));
     }
     if (placement != RestorePlacement::kFresh && (r.address == 0 || r.address % page != 0)) {
       return Status::InvalidArgument("RestoreEager: region " + std::to_string(i) + " '" + r.name +
@@ -141,8 +141,9 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
     VerifyError ve;
     Status vs = image.Verify(&ve);
     if (!vs.ok()) {
-      return vs.WithContext("RestoreEager: the chain failed verification; memory was not "
-                            "touched");
+      return vs.WithContext(
+          "RestoreEager: the chain failed verification; memory was not "
+          "touched");
     }
   }
 
@@ -164,15 +165,14 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
     Result<void*> m = env->Mmap(hint, r.length, PROT_READ | PROT_WRITE, flags, -1, 0);
     if (!m.ok()) {
       return m.status().WithContext("RestoreEager: mapping " + std::to_string(r.length) +
-                                    " bytes for region " + std::to_string(i) + " '" + r.name +
-                                    "'" +
+                                    " bytes for region " + std::to_string(i) + " '" + r.name + "'" +
                                     (hint ? " at its recorded address " + Hex(r.address) : ""));
     }
     guard.Add(i, *m, r.length);
     if (hint != nullptr && *m != hint) {
       // Kernels before 4.17 ignore MAP_FIXED_NOREPLACE and map elsewhere.
-      return Status::AlreadyExists("RestoreEager: the address " + Hex(r.address) +
-                                   " of region " + std::to_string(i) + " is not free");
+      return Status::AlreadyExists("RestoreEager: the address " + Hex(r.address) + " of region " +
+                                   std::to_string(i) + " is not free");
     }
     dst[i] = static_cast<char*>(*m);
   }
@@ -235,9 +235,9 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
     for (size_t i = 0; i < regions.size(); ++i) {
       const uint32_t prot = regions[i].prot;
       if (prot == 0 || prot == (PROT_READ | PROT_WRITE)) continue;
-      PW_RETURN_IF_ERROR(env->Mprotect(dst[i], regions[i].length, static_cast<int>(prot))
-                             .WithContext("RestoreEager: applying region " + std::to_string(i) +
-                                          "'s protection"));
+      PW_RETURN_IF_ERROR(
+          env->Mprotect(dst[i], regions[i].length, static_cast<int>(prot))
+              .WithContext("RestoreEager: applying region " + std::to_string(i) + "'s protection"));
     }
   }
 

@@ -1,4 +1,5 @@
 // Eager restore: placements, corruption, and what memory holds after errors.
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -7,8 +8,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "pagewise/image.h"
 #include "pagewise/snapshot.h"
@@ -94,9 +93,8 @@ TEST(RestoreTest, ReplaceExistingSwapsTheMappingAtomically) {
   const size_t len = 16 * Pg();
   Mapping shm(len, MemKind::kMemfdShared);
   const std::vector<char> want = FillHalfZero(shm.data(), 16, 4);
-  ASSERT_TRUE(SnapshotFull({MakeRegion(shm.data(), len, RegionKind::kShared)},
-                           dir.File("s.img"))
-                  .ok());
+  ASSERT_TRUE(
+      SnapshotFull({MakeRegion(shm.data(), len, RegionKind::kShared)}, dir.File("s.img")).ok());
   std::memset(shm.data(), 0x5a, len);
   EagerRestoreOptions ro;
   ro.placement = RestorePlacement::kReplaceExisting;
@@ -122,10 +120,10 @@ TEST(RestoreTest, OverwriteInPlaceWritesThroughSharedAndDropsAnonZeros) {
   Mapping anon(len);
   const std::vector<char> want_s = FillHalfZero(shm.data(), 16, 5);
   const std::vector<char> want_a = FillHalfZero(anon.data(), 16, 6);
-  ASSERT_TRUE(SnapshotFull({MakeRegion(shm.data(), len, RegionKind::kShared),
-                            MakeRegion(anon.data(), len)},
-                           dir.File("o.img"))
-                  .ok());
+  ASSERT_TRUE(
+      SnapshotFull({MakeRegion(shm.data(), len, RegionKind::kShared), MakeRegion(anon.data(), len)},
+                   dir.File("o.img"))
+          .ok());
   std::memset(shm.data(), 0x11, len);
   std::memset(anon.data(), 0x22, len);
   EagerRestoreOptions ro;

@@ -4,12 +4,13 @@
 // batches, AddZeroPages for unpopulated memory in layers) and run them on
 // options.threads threads, then commit. The writer copies each batch into
 // its own chunk buffers, so memory is streamed, never copied whole.
+#include "pagewise/snapshot.h"
+
 #include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "pagewise/snapshot.h"
 #include "snapshot/internal.h"
 
 namespace pagewise {
@@ -29,8 +30,8 @@ struct Op {
 
 // Turns pieces into writer operations. For kAnonymous regions (when asked),
 // unpopulated pages become zero ops in a layer, and are left out of a base.
-Status PlanOps(const std::vector<RegionInfo>& regions, const std::vector<Piece>& pieces,
-               bool layer, const SnapshotOptions& options, Env* env, std::vector<Op>* ops,
+Status PlanOps(const std::vector<RegionInfo>& regions, const std::vector<Piece>& pieces, bool layer,
+               const SnapshotOptions& options, Env* env, std::vector<Op>* ops,
                SnapshotStats* stats) {
   const uint64_t page = PageSize();
   const uint64_t batch = std::max<uint64_t>(page, options.batch_bytes / page * page);
@@ -90,8 +91,8 @@ Result<SnapshotStats> Capture(const std::vector<RegionInfo>& regions_in,
     Result<uint32_t> idx = writer->AddRegion(regions[i]);
     if (!idx.ok()) return idx.status().WithContext(std::string(what) + ": " + out_path);
     if (*idx != i) {
-      return Status::Internal(std::string(what) + ": writer numbered region " +
-                              std::to_string(i) + " as " + std::to_string(*idx));
+      return Status::Internal(std::string(what) + ": writer numbered region " + std::to_string(i) +
+                              " as " + std::to_string(*idx));
     }
   }
 
@@ -109,8 +110,7 @@ Result<SnapshotStats> Capture(const std::vector<RegionInfo>& regions_in,
     const Op& op = ops[i];
     if (op.zero) return writer->AddZeroPages(op.piece.region, op.piece.offset, op.piece.len);
     const char* src = reinterpret_cast<const char*>(regions[op.piece.region].address);
-    return writer->AddPages(op.piece.region, op.piece.offset, src + op.piece.offset,
-                            op.piece.len);
+    return writer->AddPages(op.piece.region, op.piece.offset, src + op.piece.offset, op.piece.len);
   });
   if (!s.ok()) return s.WithContext(std::string(what) + ": writing " + out_path);
   PW_RETURN_IF_ERROR(writer->Commit());
@@ -132,14 +132,15 @@ Result<SnapshotStats> SnapshotIncremental(const std::vector<PageRange>& written,
                                           const std::string& out_path,
                                           const SnapshotOptions& options) {
   if (parent_path.empty()) {
-    return Status::InvalidArgument("SnapshotIncremental: parent_path is empty; use SnapshotFull "
-                                   "for a base image");
+    return Status::InvalidArgument(
+        "SnapshotIncremental: parent_path is empty; use SnapshotFull "
+        "for a base image");
   }
   const uint64_t page = PageSize();
   for (const PageRange& r : written) {
     if (r.start % page != 0 || r.end % page != 0 || r.end < r.start) {
-      return Status::InvalidArgument("SnapshotIncremental: written range [" + Hex(r.start) +
-                                     ", " + Hex(r.end) + ") is not page aligned");
+      return Status::InvalidArgument("SnapshotIncremental: written range [" + Hex(r.start) + ", " +
+                                     Hex(r.end) + ") is not page aligned");
     }
   }
   const std::vector<Piece> pieces = Intersect(Coalesce(written), regions);

@@ -2,6 +2,7 @@
 // tracker, MADV_DONTNEED between layers, truncated chains.
 #include "pagewise/snapshot.h"
 
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,8 +13,6 @@
 #include <set>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "pagewise/image.h"
 #include "snapshot/snapshot_test_util.h"
@@ -311,8 +310,7 @@ TEST(RegionFromMapsTest, DescribesAnonymousSharedAndHoles) {
   char hole_addr[32];
   std::snprintf(hole_addr, sizeof(hole_addr), "0x%llx",
                 static_cast<unsigned long long>(anon.addr() + 2 * Pg()));
-  EXPECT_NE(hole.status().message().find(hole_addr), std::string::npos)
-      << hole.status().ToString();
+  EXPECT_NE(hole.status().message().find(hole_addr), std::string::npos) << hole.status().ToString();
   EXPECT_EQ(RegionFromMaps(anon.data(), 100).status().code(), Code::kInvalidArgument);
 }
 

@@ -109,7 +109,8 @@ class PosixEnv final : public Env {
     wp.range.len = len;
     wp.mode = mode;
     if (ioctl(fd, UFFDIO_WRITEPROTECT, &wp) != 0) {
-      return ErrnoStatus(errno, RangeText("UFFDIO_WRITEPROTECT", start, len) + " mode=" + Hex(mode));
+      return ErrnoStatus(errno,
+                         RangeText("UFFDIO_WRITEPROTECT", start, len) + " mode=" + Hex(mode));
     }
     return Status::Ok();
   }
@@ -215,7 +216,8 @@ class PosixEnv final : public Env {
   }
 
   Result<int> OpenPagemap(pid_t pid) override {
-    std::string path = pid == 0 ? "/proc/self/pagemap" : "/proc/" + std::to_string(pid) + "/pagemap";
+    std::string path =
+        pid == 0 ? "/proc/self/pagemap" : "/proc/" + std::to_string(pid) + "/pagemap";
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return ErrnoStatus(errno, "open " + path);
     return fd;
@@ -353,8 +355,10 @@ class PosixEnv final : public Env {
   Status FsyncParentDir(const std::string& path) override {
     std::string dir = ".";
     size_t slash = path.rfind('/');
-    if (slash == 0) dir = "/";
-    else if (slash != std::string::npos) dir = path.substr(0, slash);
+    if (slash == 0)
+      dir = "/";
+    else if (slash != std::string::npos)
+      dir = path.substr(0, slash);
     int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return ErrnoStatus(errno, "open directory " + dir);
     int rc = fsync(fd);
@@ -426,7 +430,8 @@ class PosixEnv final : public Env {
     if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
       int err = errno;
       close(fd);
-      return ErrnoStatus(err, "connect " + path, "is `pagewise serve --socket " + path + "` running?");
+      return ErrnoStatus(err, "connect " + path,
+                         "is `pagewise serve --socket " + path + "` running?");
     }
     return fd;
   }
@@ -474,8 +479,10 @@ class PosixEnv final : public Env {
         for (size_t i = 0; i < nfds; ++i) {
           int fd;
           memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-          if (*received_fd < 0) *received_fd = fd;
-          else close(fd);  // only one descriptor is expected; do not leak extras
+          if (*received_fd < 0)
+            *received_fd = fd;
+          else
+            close(fd);  // only one descriptor is expected; do not leak extras
         }
       }
     }

@@ -36,7 +36,7 @@ inline constexpr uint64_t kHuge = 1 << 6;
 inline constexpr uint64_t kSoftDirty = 1 << 7;
 }  // namespace page_is
 
-inline constexpr uint64_t kScanWpMatching = 1 << 0;   // PM_SCAN_WP_MATCHING
+inline constexpr uint64_t kScanWpMatching = 1 << 0;    // PM_SCAN_WP_MATCHING
 inline constexpr uint64_t kScanCheckWpAsync = 1 << 1;  // PM_SCAN_CHECK_WPASYNC
 
 class PagemapScanner {

@@ -2,12 +2,11 @@
 // budgets, and PM_SCAN_WP_MATCHING's get-and-re-arm on a WP_ASYNC range.
 #include "sys/pagemap.h"
 
+#include <gtest/gtest.h>
 #include <linux/userfaultfd.h>
 
 #include <cerrno>
 #include <set>
-
-#include <gtest/gtest.h>
 
 #include "pagewise/probe.h"
 #include "sys/uapi.h"

@@ -14,12 +14,23 @@
 namespace pagewise {
 namespace {
 
-constexpr const char* kFeatureNames[uffd_feature::kCount] = {
-    "PAGEFAULT_FLAG_WP", "EVENT_FORK",     "EVENT_REMAP",       "EVENT_REMOVE",
-    "MISSING_HUGETLBFS", "MISSING_SHMEM",  "EVENT_UNMAP",       "SIGBUS",
-    "THREAD_ID",         "MINOR_HUGETLBFS", "MINOR_SHMEM",      "EXACT_ADDRESS",
-    "WP_HUGETLBFS_SHMEM", "WP_UNPOPULATED", "POISON",           "WP_ASYNC",
-    "MOVE"};
+constexpr const char* kFeatureNames[uffd_feature::kCount] = {"PAGEFAULT_FLAG_WP",
+                                                             "EVENT_FORK",
+                                                             "EVENT_REMAP",
+                                                             "EVENT_REMOVE",
+                                                             "MISSING_HUGETLBFS",
+                                                             "MISSING_SHMEM",
+                                                             "EVENT_UNMAP",
+                                                             "SIGBUS",
+                                                             "THREAD_ID",
+                                                             "MINOR_HUGETLBFS",
+                                                             "MINOR_SHMEM",
+                                                             "EXACT_ADDRESS",
+                                                             "WP_HUGETLBFS_SHMEM",
+                                                             "WP_UNPOPULATED",
+                                                             "POISON",
+                                                             "WP_ASYNC",
+                                                             "MOVE"};
 
 // Reads a small sysfs/procfs text file through env; "" on any error.
 std::string ReadSmallFile(Env* env, const std::string& path) {
@@ -60,8 +71,8 @@ void ProbeUffd(Env* env, KernelFeatures* f) {
 
 void ProbePagemapScan(Env* env, KernelFeatures* f) {
   const size_t page = PageSize();
-  Result<void*> mem = env->Mmap(nullptr, page, PROT_READ | PROT_WRITE,
-                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  Result<void*> mem =
+      env->Mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (!mem.ok()) {
     f->pagemap_scan_reason = mem.status().ToString();
     return;
@@ -91,8 +102,8 @@ void ProbePagemapScan(Env* env, KernelFeatures* f) {
 
 void ProbeSoftDirty(Env* env, KernelFeatures* f) {
   const size_t page = PageSize();
-  Result<void*> mem = env->Mmap(nullptr, page, PROT_READ | PROT_WRITE,
-                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  Result<void*> mem =
+      env->Mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (!mem.ok()) {
     f->soft_dirty_reason = mem.status().ToString();
     return;
@@ -176,8 +187,8 @@ const KernelFeatures& Features() {
 
 Status RequireUffd(const KernelFeatures& f, uint64_t bits, std::string_view what) {
   if (!f.uffd_available) {
-    return Status::NotSupported(std::string(what) + " needs userfaultfd, which is unavailable: " +
-                                f.uffd_reason);
+    return Status::NotSupported(std::string(what) +
+                                " needs userfaultfd, which is unavailable: " + f.uffd_reason);
   }
   uint64_t missing = bits & ~f.uffd_features;
   if (missing == 0) return Status::Ok();
@@ -190,8 +201,8 @@ Status RequireUffd(const KernelFeatures& f, uint64_t bits, std::string_view what
 
 Status RequirePagemapScan(const KernelFeatures& f, std::string_view what) {
   if (f.pagemap_scan) return Status::Ok();
-  return Status::NotSupported(std::string(what) + " needs the PAGEMAP_SCAN ioctl (Linux 6.7+): " +
-                              f.pagemap_scan_reason);
+  return Status::NotSupported(
+      std::string(what) + " needs the PAGEMAP_SCAN ioctl (Linux 6.7+): " + f.pagemap_scan_reason);
 }
 
 }  // namespace pagewise

@@ -34,10 +34,10 @@ Result<std::unique_ptr<RawWriteScanner>> RawWriteScanner::Open(Env* env, size_t 
   if (env == nullptr) env = Env::Default();
   if (batch == 0) return Status::InvalidArgument("RawWriteScanner: batch must be > 0");
   PW_RETURN_IF_ERROR(RequirePagemapScan(Features(), "the raw PAGEMAP_SCAN baseline"));
-  PW_RETURN_IF_ERROR(RequireUffd(Features(),
-                                 uffd_feature::kPagefaultFlagWp | uffd_feature::kWpAsync |
-                                     uffd_feature::kWpUnpopulated,
-                                 "the raw PAGEMAP_SCAN baseline"));
+  PW_RETURN_IF_ERROR(RequireUffd(
+      Features(),
+      uffd_feature::kPagefaultFlagWp | uffd_feature::kWpAsync | uffd_feature::kWpUnpopulated,
+      "the raw PAGEMAP_SCAN baseline"));
   auto impl = std::make_unique<Impl>();
   impl->env = env;
   PW_ASSIGN_OR_RETURN(impl->scanner, sys::PagemapScanner::Open(env, 0));
@@ -49,12 +49,13 @@ Status RawWriteScanner::Arm(void* addr, size_t len) {
   const uint64_t start = reinterpret_cast<uint64_t>(addr);
   const uint64_t page = PageSize();
   if (len == 0 || start % page != 0 || len % page != 0) {
-    return Status::InvalidArgument("RawWriteScanner::Arm: range must be page aligned and non-empty");
+    return Status::InvalidArgument(
+        "RawWriteScanner::Arm: range must be page aligned and non-empty");
   }
   if (!impl_->uffd.valid()) {
     sys::Userfaultfd::Options o;
-    o.required_features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_ASYNC |
-                          UFFD_FEATURE_WP_UNPOPULATED;
+    o.required_features =
+        UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
     o.env = impl_->env;
     PW_ASSIGN_OR_RETURN(impl_->uffd, sys::Userfaultfd::Open(o));
   }

@@ -1,9 +1,9 @@
 // Status / ErrnoStatus behaviour.
-#include <cerrno>
+#include "pagewise/status.h"
 
 #include <gtest/gtest.h>
 
-#include "pagewise/status.h"
+#include <cerrno>
 
 namespace pagewise {
 namespace {

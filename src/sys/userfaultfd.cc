@@ -35,11 +35,10 @@ Result<Userfaultfd> Userfaultfd::Open(const Options& options) {
       for (const std::string& n : UffdFeatureNames(request & ~Features().uffd_features)) {
         missing += (missing.empty() ? "" : ", ") + n;
       }
-      return Status::NotSupported(
-          "userfaultfd: the kernel refused features " +
-          (missing.empty() ? std::string("(unknown)") : missing) +
-          "; upgrade the kernel or pick a backend that does not need them "
-          "(see `pagewise probe`)");
+      return Status::NotSupported("userfaultfd: the kernel refused features " +
+                                  (missing.empty() ? std::string("(unknown)") : missing) +
+                                  "; upgrade the kernel or pick a backend that does not need them "
+                                  "(see `pagewise probe`)");
     }
     return s.WithContext("userfaultfd handshake");
   }

@@ -3,6 +3,7 @@
 #include "sys/userfaultfd.h"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <linux/userfaultfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -11,8 +12,6 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "pagewise/probe.h"
 #include "sys/uapi.h"

@@ -69,11 +69,11 @@ FillResult FaultEnv::Fill(Op op, const std::function<FillResult(uint64_t)>& real
 }
 
 // Operations with no partial-progress semantics: fire or forward.
-#define PW_FORWARD(op, call)                               \
-  do {                                                     \
-    Fault f;                                               \
-    if (Fire(op, &f)) return Injected(op, f.error);        \
-    return base_->call;                                    \
+#define PW_FORWARD(op, call)                        \
+  do {                                              \
+    Fault f;                                        \
+    if (Fire(op, &f)) return Injected(op, f.error); \
+    return base_->call;                             \
   } while (0)
 
 Result<int> FaultEnv::UffdCreate(int flags) { PW_FORWARD(Op::kUffdCreate, UffdCreate(flags)); }
@@ -94,24 +94,24 @@ Status FaultEnv::UffdWriteProtect(int fd, uint64_t s, uint64_t l, uint64_t m) {
 }
 
 FillResult FaultEnv::UffdCopy(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode) {
-  return Fill(Op::kUffdCopy, [&](uint64_t n) { return base_->UffdCopy(fd, dst, src, n, mode); },
-              len);
+  return Fill(
+      Op::kUffdCopy, [&](uint64_t n) { return base_->UffdCopy(fd, dst, src, n, mode); }, len);
 }
 FillResult FaultEnv::UffdZeropage(int fd, uint64_t start, uint64_t len, uint64_t mode) {
-  return Fill(Op::kUffdZeropage, [&](uint64_t n) { return base_->UffdZeropage(fd, start, n, mode); },
-              len);
+  return Fill(
+      Op::kUffdZeropage, [&](uint64_t n) { return base_->UffdZeropage(fd, start, n, mode); }, len);
 }
 FillResult FaultEnv::UffdMove(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode) {
-  return Fill(Op::kUffdMove, [&](uint64_t n) { return base_->UffdMove(fd, dst, src, n, mode); },
-              len);
+  return Fill(
+      Op::kUffdMove, [&](uint64_t n) { return base_->UffdMove(fd, dst, src, n, mode); }, len);
 }
 FillResult FaultEnv::UffdContinue(int fd, uint64_t start, uint64_t len, uint64_t mode) {
-  return Fill(Op::kUffdContinue, [&](uint64_t n) { return base_->UffdContinue(fd, start, n, mode); },
-              len);
+  return Fill(
+      Op::kUffdContinue, [&](uint64_t n) { return base_->UffdContinue(fd, start, n, mode); }, len);
 }
 FillResult FaultEnv::UffdPoison(int fd, uint64_t start, uint64_t len, uint64_t mode) {
-  return Fill(Op::kUffdPoison, [&](uint64_t n) { return base_->UffdPoison(fd, start, n, mode); },
-              len);
+  return Fill(
+      Op::kUffdPoison, [&](uint64_t n) { return base_->UffdPoison(fd, start, n, mode); }, len);
 }
 
 Result<size_t> FaultEnv::UffdRead(int fd, UffdEvent* events, size_t max) {
@@ -138,15 +138,21 @@ Result<void*> FaultEnv::Mmap(void* a, size_t l, int p, int fl, int fd, off_t o) 
   PW_FORWARD(Op::kMmap, Mmap(a, l, p, fl, fd, o));
 }
 Status FaultEnv::Munmap(void* a, size_t l) { PW_FORWARD(Op::kMunmap, Munmap(a, l)); }
-Status FaultEnv::Mprotect(void* a, size_t l, int p) { PW_FORWARD(Op::kMprotect, Mprotect(a, l, p)); }
-Status FaultEnv::Madvise(void* a, size_t l, int adv) { PW_FORWARD(Op::kMadvise, Madvise(a, l, adv)); }
+Status FaultEnv::Mprotect(void* a, size_t l, int p) {
+  PW_FORWARD(Op::kMprotect, Mprotect(a, l, p));
+}
+Status FaultEnv::Madvise(void* a, size_t l, int adv) {
+  PW_FORWARD(Op::kMadvise, Madvise(a, l, adv));
+}
 Result<void*> FaultEnv::Mremap(void* o, size_t ol, size_t nl, int fl, void* na) {
   PW_FORWARD(Op::kMremap, Mremap(o, ol, nl, fl, na));
 }
 Result<int> FaultEnv::MemfdCreate(const std::string& n, unsigned fl) {
   PW_FORWARD(Op::kMemfdCreate, MemfdCreate(n, fl));
 }
-Result<int> FaultEnv::Open(const std::string& p, int fl, mode_t m) { PW_FORWARD(Op::kOpen, Open(p, fl, m)); }
+Result<int> FaultEnv::Open(const std::string& p, int fl, mode_t m) {
+  PW_FORWARD(Op::kOpen, Open(p, fl, m));
+}
 Status FaultEnv::Close(int fd) { PW_FORWARD(Op::kClose, Close(fd)); }
 
 Result<size_t> FaultEnv::Pwrite(int fd, const void* buf, size_t len, off_t off) {
@@ -158,18 +164,30 @@ Result<size_t> FaultEnv::Pwrite(int fd, const void* buf, size_t len, off_t off) 
   return Injected(Op::kPwrite, f.error);
 }
 
-Result<size_t> FaultEnv::Pread(int fd, void* b, size_t l, off_t o) { PW_FORWARD(Op::kPread, Pread(fd, b, l, o)); }
+Result<size_t> FaultEnv::Pread(int fd, void* b, size_t l, off_t o) {
+  PW_FORWARD(Op::kPread, Pread(fd, b, l, o));
+}
 Status FaultEnv::Fsync(int fd) { PW_FORWARD(Op::kFsync, Fsync(fd)); }
 Status FaultEnv::Ftruncate(int fd, off_t l) { PW_FORWARD(Op::kFtruncate, Ftruncate(fd, l)); }
-Status FaultEnv::Rename(const std::string& a, const std::string& b) { PW_FORWARD(Op::kRename, Rename(a, b)); }
+Status FaultEnv::Rename(const std::string& a, const std::string& b) {
+  PW_FORWARD(Op::kRename, Rename(a, b));
+}
 Status FaultEnv::Unlink(const std::string& p) { PW_FORWARD(Op::kUnlink, Unlink(p)); }
-Status FaultEnv::FsyncParentDir(const std::string& p) { PW_FORWARD(Op::kFsyncParentDir, FsyncParentDir(p)); }
+Status FaultEnv::FsyncParentDir(const std::string& p) {
+  PW_FORWARD(Op::kFsyncParentDir, FsyncParentDir(p));
+}
 Result<uint64_t> FaultEnv::FileSize(int fd) { PW_FORWARD(Op::kFileSize, FileSize(fd)); }
-Result<int> FaultEnv::EventfdCreate(unsigned i, int fl) { PW_FORWARD(Op::kEventfdCreate, EventfdCreate(i, fl)); }
+Result<int> FaultEnv::EventfdCreate(unsigned i, int fl) {
+  PW_FORWARD(Op::kEventfdCreate, EventfdCreate(i, fl));
+}
 Result<int> FaultEnv::Poll(void* p, size_t n, int t) { PW_FORWARD(Op::kPoll, Poll(p, n, t)); }
-Result<int> FaultEnv::UnixListen(const std::string& p, int b) { PW_FORWARD(Op::kUnixListen, UnixListen(p, b)); }
+Result<int> FaultEnv::UnixListen(const std::string& p, int b) {
+  PW_FORWARD(Op::kUnixListen, UnixListen(p, b));
+}
 Result<int> FaultEnv::Accept(int fd) { PW_FORWARD(Op::kAccept, Accept(fd)); }
-Result<int> FaultEnv::UnixConnect(const std::string& p) { PW_FORWARD(Op::kUnixConnect, UnixConnect(p)); }
+Result<int> FaultEnv::UnixConnect(const std::string& p) {
+  PW_FORWARD(Op::kUnixConnect, UnixConnect(p));
+}
 Result<size_t> FaultEnv::SendWithFd(int s, const void* b, size_t l, int fd) {
   PW_FORWARD(Op::kSendWithFd, SendWithFd(s, b, l, fd));
 }

@@ -22,12 +22,45 @@
 namespace pagewise::testing {
 
 enum class Op {
-  kUffdCreate, kUffdApi, kUffdRegister, kUffdUnregister, kUffdWake, kUffdWriteProtect,
-  kUffdCopy, kUffdZeropage, kUffdMove, kUffdContinue, kUffdPoison, kUffdRead,
-  kOpenPagemap, kPagemapScan, kMmap, kMunmap, kMprotect, kMadvise, kMremap, kMemfdCreate,
-  kOpen, kClose, kPwrite, kPread, kFsync, kFtruncate, kRename, kUnlink, kFsyncParentDir,
-  kFileSize, kEventfdCreate, kPoll, kUnixListen, kAccept, kUnixConnect, kSendWithFd,
-  kRecvWithFd, kPeerPid, kAdjustThreadNice,
+  kUffdCreate,
+  kUffdApi,
+  kUffdRegister,
+  kUffdUnregister,
+  kUffdWake,
+  kUffdWriteProtect,
+  kUffdCopy,
+  kUffdZeropage,
+  kUffdMove,
+  kUffdContinue,
+  kUffdPoison,
+  kUffdRead,
+  kOpenPagemap,
+  kPagemapScan,
+  kMmap,
+  kMunmap,
+  kMprotect,
+  kMadvise,
+  kMremap,
+  kMemfdCreate,
+  kOpen,
+  kClose,
+  kPwrite,
+  kPread,
+  kFsync,
+  kFtruncate,
+  kRename,
+  kUnlink,
+  kFsyncParentDir,
+  kFileSize,
+  kEventfdCreate,
+  kPoll,
+  kUnixListen,
+  kAccept,
+  kUnixConnect,
+  kSendWithFd,
+  kRecvWithFd,
+  kPeerPid,
+  kAdjustThreadNice,
   kCount
 };
 
@@ -54,7 +87,8 @@ class FaultEnv : public Env {
 
   Result<int> UffdCreate(int flags) override;
   Status UffdApi(int fd, uint64_t features, uint64_t* granted, uint64_t* ioctls) override;
-  Status UffdRegister(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t* ioctls) override;
+  Status UffdRegister(int fd, uint64_t start, uint64_t len, uint64_t mode,
+                      uint64_t* ioctls) override;
   Status UffdUnregister(int fd, uint64_t start, uint64_t len) override;
   Status UffdWake(int fd, uint64_t start, uint64_t len) override;
   Status UffdWriteProtect(int fd, uint64_t start, uint64_t len, uint64_t mode) override;

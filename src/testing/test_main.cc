@@ -1,10 +1,10 @@
 // gtest main for pagewise tests. With PAGEWISE_FORBID_SKIP=1 (set by
 // `make test` and ctest), a skipped test fails the run: on machines we own
 // every kernel feature exists, so a skip means a broken probe or setup.
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <cstring>
-
-#include <gtest/gtest.h>
 
 namespace {
 

@@ -7,11 +7,16 @@ namespace pagewise {
 
 std::string_view BackendName(TrackBackend backend) {
   switch (backend) {
-    case TrackBackend::kAuto: return "auto";
-    case TrackBackend::kUffdWpAsync: return "uffd-wp-async";
-    case TrackBackend::kUffdWp: return "uffd-wp";
-    case TrackBackend::kMprotect: return "mprotect";
-    case TrackBackend::kSoftDirty: return "soft-dirty";
+    case TrackBackend::kAuto:
+      return "auto";
+    case TrackBackend::kUffdWpAsync:
+      return "uffd-wp-async";
+    case TrackBackend::kUffdWp:
+      return "uffd-wp";
+    case TrackBackend::kMprotect:
+      return "mprotect";
+    case TrackBackend::kSoftDirty:
+      return "soft-dirty";
   }
   return "unknown";
 }

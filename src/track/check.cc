@@ -1,6 +1,8 @@
 // The never-lose-a-write check engine: region setup, writer threads, the
 // collector, and the final page-by-page comparison. The scenario disturbers
 // live in check_scenarios.cc.
+#include "pagewise/check.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -13,7 +15,6 @@
 #include <thread>
 #include <vector>
 
-#include "pagewise/check.h"
 #include "track/check_internal.h"
 
 namespace pagewise {
@@ -74,7 +75,8 @@ Status MapRegion(Env* env, CheckScenario scenario, size_t len, OwnedMapping* m, 
   }
   const bool thp = scenario == CheckScenario::kThp;
   m->len = thp ? len + kHuge : len;
-  PW_ASSIGN_OR_RETURN(m->base, env->Mmap(nullptr, m->len, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  PW_ASSIGN_OR_RETURN(m->base,
+                      env->Mmap(nullptr, m->len, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   uintptr_t start = reinterpret_cast<uintptr_t>(m->base);
   if (thp) start = (start + kHuge - 1) & ~(kHuge - 1);
   *data = reinterpret_cast<char*>(start);
@@ -199,8 +201,9 @@ Status Compare(const RunState& st, const char* replica, CheckResult* r) {
     uint64_t child_tag;
     std::memcpy(&child_tag, src + kChildSlot * kSlotBytes, 8);
     if (child_tag == kChildTag) {
-      return Status::Internal("a fork child's write appeared in the parent's private memory at page " +
-                              std::to_string(p) + "; the kernel or the tracker broke copy-on-write");
+      return Status::Internal(
+          "a fork child's write appeared in the parent's private memory at page " +
+          std::to_string(p) + "; the kernel or the tracker broke copy-on-write");
     }
     if (std::memcmp(src, rep, st.page) == 0) continue;
     ++r->lost_writes;
@@ -221,7 +224,8 @@ Status CopyReported(const RunState& st, const std::vector<PageRange>& ranges, bo
     if (r.start < base || r.end > end || r.start >= r.end || (r.start - base) % st.page != 0 ||
         (r.end - base) % st.page != 0) {
       return Status::Internal("tracker reported [0x" + std::to_string(r.start) + ", 0x" +
-                              std::to_string(r.end) + ") which is not a page range of the tracked "
+                              std::to_string(r.end) +
+                              ") which is not a page range of the tracked "
                               "region; this is a tracker bug");
     }
     uint64_t start = r.start;
@@ -254,9 +258,10 @@ Status ValidateCheckOptions(const CheckOptions& o) {
   }
   const uint64_t ram = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * PageSize();
   if (o.size > ram / 2) {
-    return Status::InvalidArgument("check: size " + std::to_string(o.size >> 20) +
-                                   " MiB needs twice that (source + replica) but this machine has " +
-                                   std::to_string(ram >> 20) + " MiB; pass a smaller --size");
+    return Status::InvalidArgument(
+        "check: size " + std::to_string(o.size >> 20) +
+        " MiB needs twice that (source + replica) but this machine has " +
+        std::to_string(ram >> 20) + " MiB; pass a smaller --size");
   }
   return Status::Ok();
 }
@@ -286,13 +291,20 @@ Status RunState::first_error() const {
 
 std::string_view ScenarioName(CheckScenario s) {
   switch (s) {
-    case CheckScenario::kWrites: return "writes";
-    case CheckScenario::kDontneed: return "dontneed";
-    case CheckScenario::kMprotect: return "mprotect";
-    case CheckScenario::kFork: return "fork";
-    case CheckScenario::kThp: return "thp";
-    case CheckScenario::kShmem: return "shmem";
-    case CheckScenario::kSyscall: return "syscall";
+    case CheckScenario::kWrites:
+      return "writes";
+    case CheckScenario::kDontneed:
+      return "dontneed";
+    case CheckScenario::kMprotect:
+      return "mprotect";
+    case CheckScenario::kFork:
+      return "fork";
+    case CheckScenario::kThp:
+      return "thp";
+    case CheckScenario::kShmem:
+      return "shmem";
+    case CheckScenario::kSyscall:
+      return "syscall";
   }
   return "unknown";
 }

@@ -83,8 +83,8 @@ struct RunState {
   // First page of the window at time `now_ns`.
   size_t WindowStart(uint64_t now_ns) const {
     if (now_ns <= start_ns || deadline_ns <= start_ns) return 0;
-    const double f = static_cast<double>(now_ns - start_ns) /
-                     static_cast<double>(deadline_ns - start_ns);
+    const double f =
+        static_cast<double>(now_ns - start_ns) / static_cast<double>(deadline_ns - start_ns);
     return static_cast<size_t>(f * static_cast<double>(npages)) % npages;
   }
   // A random page of the window at `now_ns`.
@@ -97,7 +97,7 @@ struct RunState {
   std::unique_ptr<std::atomic<int32_t>[]> chunk_state;
   size_t nchunks = 0;
 
-  std::atomic<bool> stop{false};          // set on error
+  std::atomic<bool> stop{false};  // set on error
   // Collect rounds done (wraps; only compared for change). Writers wait on
   // it when their per-round quota is spent. 32-bit: a futex word.
   std::atomic<uint32_t> rounds{0};

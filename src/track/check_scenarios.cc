@@ -76,8 +76,8 @@ Status SplitHuge(RunState* st, Rng* rng) {
   if (h >= huge_count) return Status::Ok();
   char* p = st->region + h * st->huge + rng->Below(st->huge / st->page) * st->page;
   if (madvise(p, st->page, MADV_DONTNEED) != 0) {
-    return ErrnoStatus(errno, RangeText("check thp: madvise(MADV_DONTNEED) inside a huge page",
-                                        p, st->page));
+    return ErrnoStatus(
+        errno, RangeText("check thp: madvise(MADV_DONTNEED) inside a huge page", p, st->page));
   }
   return Status::Ok();
 }
@@ -105,8 +105,8 @@ Status ToggleProtection(RunState* st, Rng* rng, Toggle* t) {
   } else {
     for (int tries = 0; tries < 8; ++tries) {
       // Half the time a chunk where writers are busy, else any chunk.
-      const size_t c = (rng->Below(2) == 0 ? st->HotPage(MonoNs(), rng) / kChunkPages
-                                           : rng->Below(st->nchunks));
+      const size_t c =
+          (rng->Below(2) == 0 ? st->HotPage(MonoNs(), rng) / kChunkPages : rng->Below(st->nchunks));
       int32_t free_state = 0;
       if (!st->chunk_state[c].compare_exchange_strong(free_state, -1, std::memory_order_acq_rel)) {
         continue;  // writers inside: try another chunk
@@ -120,7 +120,8 @@ Status ToggleProtection(RunState* st, Rng* rng, Toggle* t) {
       t->start = st->region + (first + a) * st->page;
       t->len = n * st->page;
       if (mprotect(t->start, t->len, PROT_READ) != 0) {
-        Status s = ErrnoStatus(errno, RangeText("check mprotect: mprotect(READ)", t->start, t->len));
+        Status s =
+            ErrnoStatus(errno, RangeText("check mprotect: mprotect(READ)", t->start, t->len));
         st->chunk_state[c].store(0, std::memory_order_release);
         t->chunk = -1;
         return s;
@@ -193,14 +194,18 @@ Status ForkOnce(RunState* st, Rng* rng) {
   if (w < 0) return ErrnoStatus(errno, "check fork: waitpid(" + std::to_string(pid) + ")");
   if (ready == 0) {
     return Status::Internal("check fork: child " + std::to_string(pid) + " did not finish " +
-                            std::to_string(kChildWrites) + " writes to its copy of the tracked "
-                            "region within " + std::to_string(kChildTimeoutMs / 1000) +
+                            std::to_string(kChildWrites) +
+                            " writes to its copy of the tracked "
+                            "region within " +
+                            std::to_string(kChildTimeoutMs / 1000) +
                             " s (stuck, killed); the tracker breaks fork children");
   }
   if (WIFSIGNALED(wstatus)) {
-    return Status::Internal("check fork: child " + std::to_string(pid) + " writing its copy of "
+    return Status::Internal("check fork: child " + std::to_string(pid) +
+                            " writing its copy of "
                             "the tracked region died of signal " +
-                            std::to_string(WTERMSIG(wstatus)) + "; the tracker breaks fork children");
+                            std::to_string(WTERMSIG(wstatus)) +
+                            "; the tracker breaks fork children");
   }
   if (!reported || byte != 'k' || !WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
     return Status::Internal("check fork: child " + std::to_string(pid) +
@@ -234,12 +239,12 @@ Status KernelWrite(RunState* st, Rng* rng, const int pipe_fds[2], uint64_t* coun
   if (n < 0) {
     // Not the caller's bad argument (ErrnoStatus maps EFAULT so): the
     // tracker broke a correct program.
-    Status s = ErrnoStatus(errno,
-                           RangeText("check syscall: read(2) from a pipe into tracked memory", dst,
-                                     sizeof stamp),
-                           "the backend let a system call that writes into tracked memory fail "
-                           "(kernel writes raise no SIGSEGV; the mprotect backend opens read(2) "
-                           "destinations first, src/track/kernel_writes.h)");
+    Status s = ErrnoStatus(
+        errno,
+        RangeText("check syscall: read(2) from a pipe into tracked memory", dst, sizeof stamp),
+        "the backend let a system call that writes into tracked memory fail "
+        "(kernel writes raise no SIGSEGV; the mprotect backend opens read(2) "
+        "destinations first, src/track/kernel_writes.h)");
     return Status(Code::kFailedPrecondition, s.err(), s.message());
   }
   if (n != static_cast<ssize_t>(sizeof stamp)) {
@@ -253,12 +258,20 @@ Status KernelWrite(RunState* st, Rng* rng, const int pipe_fds[2], uint64_t* coun
 
 Disturber::Disturber(RunState* st) : st_(st), rng_(st->seed ^ 0xD157AB3ull) {
   switch (st->scenario) {
-    case CheckScenario::kDontneed: interval_ns_ = 200000; break;
-    case CheckScenario::kMprotect: interval_ns_ = 100000; break;
+    case CheckScenario::kDontneed:
+      interval_ns_ = 200000;
+      break;
+    case CheckScenario::kMprotect:
+      interval_ns_ = 100000;
+      break;
     // A fork of a large populated process takes ~10 ms and blocks page faults
     // meanwhile: leave time for writes and collects in between.
-    case CheckScenario::kFork: interval_ns_ = 25000000; break;
-    case CheckScenario::kThp: interval_ns_ = 5000000; break;
+    case CheckScenario::kFork:
+      interval_ns_ = 25000000;
+      break;
+    case CheckScenario::kThp:
+      interval_ns_ = 5000000;
+      break;
     case CheckScenario::kSyscall:
       interval_ns_ = 50000;
       if (pipe2(pipe_, O_CLOEXEC) != 0) {
@@ -267,7 +280,9 @@ Disturber::Disturber(RunState* st) : st_(st), rng_(st->seed ^ 0xD157AB3ull) {
       }
       break;
     case CheckScenario::kWrites:
-    case CheckScenario::kShmem: active_ = false; break;
+    case CheckScenario::kShmem:
+      active_ = false;
+      break;
   }
 }
 
@@ -281,13 +296,24 @@ Status Disturber::MaybeAct(uint64_t now_ns) {
   next_ns_ = now_ns + interval_ns_;
   Status s;
   switch (st_->scenario) {
-    case CheckScenario::kDontneed: s = DropRun(st_, &rng_); break;
-    case CheckScenario::kMprotect: s = ToggleProtection(st_, &rng_, toggle_.get()); break;
-    case CheckScenario::kFork: s = ForkOnce(st_, &rng_); break;
-    case CheckScenario::kThp: s = SplitHuge(st_, &rng_); break;
-    case CheckScenario::kSyscall: s = KernelWrite(st_, &rng_, pipe_, &kernel_writes_); break;
+    case CheckScenario::kDontneed:
+      s = DropRun(st_, &rng_);
+      break;
+    case CheckScenario::kMprotect:
+      s = ToggleProtection(st_, &rng_, toggle_.get());
+      break;
+    case CheckScenario::kFork:
+      s = ForkOnce(st_, &rng_);
+      break;
+    case CheckScenario::kThp:
+      s = SplitHuge(st_, &rng_);
+      break;
+    case CheckScenario::kSyscall:
+      s = KernelWrite(st_, &rng_, pipe_, &kernel_writes_);
+      break;
     case CheckScenario::kWrites:
-    case CheckScenario::kShmem: break;
+    case CheckScenario::kShmem:
+      break;
   }
   if (s.ok() && st_->scenario != CheckScenario::kMprotect) {
     st_->scenario_ops.fetch_add(1, std::memory_order_relaxed);

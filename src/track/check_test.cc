@@ -9,15 +9,16 @@
 //     that reads and re-arms in two steps like soft-dirty) and the engine's
 //     own inject_loss mode: the engine must find the loss;
 //   - the real backends this kernel offers, at a small size.
+#include "pagewise/check.h"
+
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
-
-#include "pagewise/check.h"
 #include "pagewise/probe.h"
 #include "pagewise/tracker.h"
 #include "sys/pagemap.h"
@@ -103,8 +104,8 @@ class ReadThenClearAllTracker : public Tracker {
   TrackBackend backend() const override { return TrackBackend::kSoftDirty; }
   Status Track(void* addr, size_t len) override {
     sys::Userfaultfd::Options o;
-    o.required_features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_ASYNC |
-                          UFFD_FEATURE_WP_UNPOPULATED;
+    o.required_features =
+        UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
     PW_ASSIGN_OR_RETURN(uffd_, sys::Userfaultfd::Open(o));
     PW_ASSIGN_OR_RETURN(scanner_, sys::PagemapScanner::Open());
     range_ = {reinterpret_cast<uint64_t>(addr), reinterpret_cast<uint64_t>(addr) + len};
@@ -144,7 +145,9 @@ CheckOptions Small(CheckScenario scenario) {
 }
 
 std::function<Result<std::unique_ptr<Tracker>>()> Reference() {
-  return []() -> Result<std::unique_ptr<Tracker>> { return std::unique_ptr<Tracker>(std::make_unique<AllPagesTracker>()); };
+  return []() -> Result<std::unique_ptr<Tracker>> {
+    return std::unique_ptr<Tracker>(std::make_unique<AllPagesTracker>());
+  };
 }
 
 std::vector<TrackBackend> AvailableBackends() {

@@ -236,8 +236,7 @@ extern "C" ssize_t recv(int fd, void* buf, size_t len, int flags) {
 
 extern "C" ssize_t recvmsg(int fd, struct msghdr* msg, int flags) {
   return tw::Guarded(
-      fd, (flags & MSG_PEEK) != 0,
-      [&](tw::KernelWriteOpener o) { return tw::OpenRecvmsg(o, msg); },
+      fd, (flags & MSG_PEEK) != 0, [&](tw::KernelWriteOpener o) { return tw::OpenRecvmsg(o, msg); },
       [&] { return PW_FORWARD(recvmsg, sys::RawRecvmsg(fd, msg, flags), fd, msg, flags); });
 }
 

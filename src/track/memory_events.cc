@@ -3,11 +3,10 @@
 
 #include <sys/mman.h>
 
-#include <cstdarg>
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdarg>
 #include <mutex>
 #include <vector>
 

@@ -74,11 +74,12 @@ struct MpRange {
 // Process-wide state shared with the signal handler.
 std::atomic<MpRange*> g_slots[kMaxRanges];
 std::atomic<int> g_in_flight{0};
-std::atomic<uint64_t> g_faults{0};  // write faults served, ever  // handlers that may be reading a slot's range
+std::atomic<uint64_t> g_faults{
+    0};  // write faults served, ever  // handlers that may be reading a slot's range
 // Slots at and above it have never held a range (lets OpenForKernelWrite
 // scan only the used part of g_slots). Raised by Track before publishing.
 std::atomic<size_t> g_slot_limit{0};
-struct sigaction g_previous;      // written before our handler is installed
+struct sigaction g_previous;  // written before our handler is installed
 std::atomic<bool> g_installed{false};
 std::mutex g_singleton_mu;
 bool g_singleton_exists = false;  // g_singleton_mu
@@ -401,8 +402,9 @@ Status MprotectTracker::Track(void* addr, size_t len) {
     while (g_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
     return s.WithContext("Track " + RangeString(start, end) + ": write-protecting the range");
   }
-  auto pos = std::lower_bound(ranges_.begin(), ranges_.end(), start,
-                              [](const std::unique_ptr<MpRange>& x, uint64_t s) { return x->start < s; });
+  auto pos =
+      std::lower_bound(ranges_.begin(), ranges_.end(), start,
+                       [](const std::unique_ptr<MpRange>& x, uint64_t s) { return x->start < s; });
   ranges_.insert(pos, std::move(r));  // sorted: InterceptMprotect walks it in order
   return Status::Ok();
 }

@@ -76,7 +76,8 @@ class SoftDirtyTracker final : public Tracker, public MemoryEventListener {
   }
 
   Status Collect(std::vector<PageRange>* written) override {
-    if (getpid() != pid_) return Status::FailedPrecondition("Collect: tracker of the parent process");
+    if (getpid() != pid_)
+      return Status::FailedPrecondition("Collect: tracker of the parent process");
     std::lock_guard<std::mutex> lock(mu_);
     const size_t from = written->size();
     std::vector<PageRange> found;
@@ -95,14 +96,16 @@ class SoftDirtyTracker final : public Tracker, public MemoryEventListener {
       // Pending and dropped pages may have been unmapped since.
       Result<std::vector<Vma>> maps = ReadMaps(env_);
       if (maps.ok()) {
-        std::vector<PageRange> mine(written->begin() + static_cast<ptrdiff_t>(from), written->end());
+        std::vector<PageRange> mine(written->begin() + static_cast<ptrdiff_t>(from),
+                                    written->end());
         ClipToMapped(*maps, &mine);
         written->resize(from);
         written->insert(written->end(), mine.begin(), mine.end());
       }
     }
     stats_.collects++;
-    for (size_t i = from; i < written->size(); ++i) stats_.pages_reported += (*written)[i].pages(PageSize());
+    for (size_t i = from; i < written->size(); ++i)
+      stats_.pages_reported += (*written)[i].pages(PageSize());
     return Status::Ok();
   }
 
@@ -137,8 +140,8 @@ class SoftDirtyTracker final : public Tracker, public MemoryEventListener {
     std::vector<uint64_t> entries(4096);
     for (uint64_t a = r.start; a < r.end;) {
       const size_t n = std::min<size_t>(entries.size(), (r.end - a) / pg);
-      PW_RETURN_IF_ERROR(ReadFully(env_, pagemap_fd_, entries.data(), n * 8,
-                                   static_cast<off_t>(a / pg * 8)));
+      PW_RETURN_IF_ERROR(
+          ReadFully(env_, pagemap_fd_, entries.data(), n * 8, static_cast<off_t>(a / pg * 8)));
       for (size_t i = 0; i < n; ++i) {
         if (entries[i] & kPmSoftDirty) AppendRange(out, a + i * pg, a + (i + 1) * pg);
       }

@@ -33,7 +33,8 @@ class SoftDirtyEnv : public FaultEnv {
     return fd;
   }
   Result<int> Open(const std::string& path, int flags, mode_t mode) override {
-    Result<int> fd = FaultEnv::Open(path == "/proc/self/clear_refs" ? "/dev/null" : path, flags, mode);
+    Result<int> fd =
+        FaultEnv::Open(path == "/proc/self/clear_refs" ? "/dev/null" : path, flags, mode);
     if (fd.ok() && path == "/proc/self/clear_refs") clear_fd_ = *fd;
     return fd;
   }

@@ -28,9 +28,11 @@ struct Vma {
   int prot = 0;         // PROT_READ | PROT_WRITE | PROT_EXEC
   bool shared = false;  // 's' in the perms column
   uint64_t inode = 0;
-  std::string path;     // "" for anonymous, "[heap]", "/memfd:x (deleted)", ...
+  std::string path;  // "" for anonymous, "[heap]", "/memfd:x (deleted)", ...
   // True for memory the tracker can treat as anonymous private memory.
-  bool anonymous_private() const { return !shared && inode == 0 && (path.empty() || path[0] == '['); }
+  bool anonymous_private() const {
+    return !shared && inode == 0 && (path.empty() || path[0] == '[');
+  }
   // True for memfd / MAP_SHARED|MAP_ANONYMOUS / /dev/shm (shmem) mappings.
   bool shmem() const;
 };
@@ -138,8 +140,8 @@ class PageBitmap {
 inline void AtomicNoOpWrite(void* p) {
   volatile uint8_t* byte = static_cast<volatile uint8_t*>(p);
   uint8_t seen = __atomic_load_n(byte, __ATOMIC_RELAXED);
-  while (!__atomic_compare_exchange_n(byte, &seen, seen, false, __ATOMIC_RELAXED,
-                                      __ATOMIC_RELAXED)) {
+  while (
+      !__atomic_compare_exchange_n(byte, &seen, seen, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
   }
 }
 

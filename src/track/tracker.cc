@@ -1,6 +1,8 @@
 // Tracker::Create (backend choice) and the bookkeeping every backend shares:
 // argument checks, /proc/self/maps parsing through Env, overlap checks and
 // result coalescing.
+#include "pagewise/tracker.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 
@@ -11,7 +13,6 @@
 #include <cstdlib>
 #include <string>
 
-#include "pagewise/tracker.h"
 #include "track/track_internal.h"
 
 namespace pagewise {
@@ -138,7 +139,8 @@ Status CheckRangeArgs(const void* addr, size_t len, const char* op) {
   if (len == 0) return Status::InvalidArgument(what + ": empty range; pass len > 0");
   if (a % page != 0) {
     return Status::InvalidArgument(what + ": address is not page aligned (page size " +
-                                   std::to_string(page) + "); pass an address from mmap or "
+                                   std::to_string(page) +
+                                   "); pass an address from mmap or "
                                    "round it down to a page boundary");
   }
   if (len % page != 0) {
@@ -171,8 +173,9 @@ Status RegisterError(const Status& s, uint64_t start, uint64_t end, const std::v
   const std::string where = "Track " + RangeString(start, end);
   if (s.err() == EBUSY) {
     return Status(Code::kAlreadyExists, s.err(),
-                  where + ": the memory is already registered with another userfaultfd "
-                          "(another Tracker or a userfaultfd user); untrack it there first");
+                  where +
+                      ": the memory is already registered with another userfaultfd "
+                      "(another Tracker or a userfaultfd user); untrack it there first");
   }
   if (s.err() == EINVAL) {
     std::string kind;
@@ -199,10 +202,9 @@ Status NotTracked(uint64_t start, uint64_t end, const std::vector<PageRange>& tr
     }
     list += (list.empty() ? "" : ", ") + RangeString(r.start, r.end);
   }
-  return Status::NotFound("Untrack " + RangeString(start, end) +
-                          ": not a range passed to Track() (tracked: " +
-                          (list.empty() ? "none" : list) +
-                          "); Untrack takes exactly a range that Track() accepted");
+  return Status::NotFound(
+      "Untrack " + RangeString(start, end) + ": not a range passed to Track() (tracked: " +
+      (list.empty() ? "none" : list) + "); Untrack takes exactly a range that Track() accepted");
 }
 
 void SortAndCoalesce(std::vector<PageRange>* v, size_t from) {
@@ -272,11 +274,16 @@ namespace {
 
 Result<std::unique_ptr<Tracker>> CreateBackend(TrackBackend b, Env* env, const KernelFeatures& f) {
   switch (b) {
-    case TrackBackend::kUffdWpAsync: return track_internal::CreateUffdWpAsync(env, f);
-    case TrackBackend::kUffdWp: return track_internal::CreateUffdWp(env, f);
-    case TrackBackend::kMprotect: return track_internal::CreateMprotect(env, f);
-    case TrackBackend::kSoftDirty: return track_internal::CreateSoftDirty(env, f);
-    case TrackBackend::kAuto: break;
+    case TrackBackend::kUffdWpAsync:
+      return track_internal::CreateUffdWpAsync(env, f);
+    case TrackBackend::kUffdWp:
+      return track_internal::CreateUffdWp(env, f);
+    case TrackBackend::kMprotect:
+      return track_internal::CreateMprotect(env, f);
+    case TrackBackend::kSoftDirty:
+      return track_internal::CreateSoftDirty(env, f);
+    case TrackBackend::kAuto:
+      break;
   }
   return Status::Internal("CreateBackend called with auto");
 }

@@ -93,13 +93,12 @@ TEST(TrackerCreate, KernelCallFailuresAreReported) {
     TrackBackend backend;
     Op op;
   };
-  for (Case c : {Case{TrackBackend::kUffdWpAsync, Op::kUffdCreate},
-                 Case{TrackBackend::kUffdWpAsync, Op::kUffdApi},
-                 Case{TrackBackend::kUffdWpAsync, Op::kOpenPagemap},
-                 Case{TrackBackend::kUffdWp, Op::kUffdCreate},
-                 Case{TrackBackend::kUffdWp, Op::kOpenPagemap},
-                 Case{TrackBackend::kUffdWp, Op::kEventfdCreate},
-                 Case{TrackBackend::kUffdWp, Op::kMmap}}) {
+  for (Case c :
+       {Case{TrackBackend::kUffdWpAsync, Op::kUffdCreate},
+        Case{TrackBackend::kUffdWpAsync, Op::kUffdApi},
+        Case{TrackBackend::kUffdWpAsync, Op::kOpenPagemap},
+        Case{TrackBackend::kUffdWp, Op::kUffdCreate}, Case{TrackBackend::kUffdWp, Op::kOpenPagemap},
+        Case{TrackBackend::kUffdWp, Op::kEventfdCreate}, Case{TrackBackend::kUffdWp, Op::kMmap}}) {
     FaultEnv env;
     env.Inject(c.op, {EMFILE});
     TrackerOptions o;

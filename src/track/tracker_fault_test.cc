@@ -85,9 +85,12 @@ TEST_P(TrackerFaultTest, UntrackFailureKeepsTheRangeTracked) {
 // The call Collect makes to re-arm (or, for uffd-wp, to sweep).
 Op CollectOp(TrackBackend b) {
   switch (b) {
-    case TrackBackend::kMprotect: return Op::kMprotect;
-    case TrackBackend::kUffdWp: return Op::kUffdWriteProtect;
-    default: return Op::kPagemapScan;
+    case TrackBackend::kMprotect:
+      return Op::kMprotect;
+    case TrackBackend::kUffdWp:
+      return Op::kUffdWriteProtect;
+    default:
+      return Op::kPagemapScan;
   }
 }
 

@@ -1,4 +1,6 @@
 // Tracker contract tests, run against every backend this kernel offers.
+#include "pagewise/tracker.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -8,7 +10,6 @@
 #include <random>
 #include <thread>
 
-#include "pagewise/tracker.h"
 #include "testing/test_util.h"
 #include "track/track_test_util.h"
 
@@ -183,7 +184,7 @@ TEST_P(TrackerTest, MunmapThenUntrackSucceeds) {
   Poke(m.page(0), 1);
   Poke(m.page(12), 1);
   char* base = m.data();
-  m.Release();  // unmapped piece by piece below
+  m.Release();                                      // unmapped piece by piece below
   ASSERT_EQ(munmap(base + 8 * Pg(), 8 * Pg()), 0);  // half of it goes away
   std::set<size_t> got = CollectPages(tracker_.get(), base, 16);
   EXPECT_TRUE(got.count(0));
@@ -197,7 +198,8 @@ TEST_P(TrackerTest, MunmapThenUntrackSucceeds) {
 
 TEST_P(TrackerTest, MremapIsNotFollowedButRetrackWorks) {
   Mapping dst(16 * Pg());  // reserves a destination
-  void* old_addr = mmap(nullptr, 16 * Pg(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* old_addr =
+      mmap(nullptr, 16 * Pg(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(old_addr, MAP_FAILED);
   char* old_p = static_cast<char*>(old_addr);
   for (size_t i = 0; i < 16; ++i) Poke(old_p + i * Pg(), 1);

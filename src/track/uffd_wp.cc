@@ -47,9 +47,9 @@ constexpr uint64_t kPmUffdWp = 1ULL << 57;  // /proc/pid/pagemap: pte is uffd wr
 // mapping, not the heap, so that tracking heap memory cannot make the
 // tracker thread fault on itself.
 struct FaultState {
-  std::mutex mu;          // "the fault lock"
-  uint64_t faults = 0;    // guarded by mu
-  int error = 0;          // first errno of a failed unprotect/read, guarded by mu
+  std::mutex mu;        // "the fault lock"
+  uint64_t faults = 0;  // guarded by mu
+  int error = 0;        // first errno of a failed unprotect/read, guarded by mu
   uint64_t error_addr = 0;
   const char* error_op = nullptr;
 };
@@ -65,8 +65,13 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
 
   UffdWpTrackerImpl(Env* env, sys::Userfaultfd uffd, int stop_fd, FaultState* fs,
                     std::optional<sys::PagemapScanner> scanner, int pagemap_fd, bool unpopulated)
-      : env_(env), uffd_(std::move(uffd)), stop_fd_(stop_fd), fs_(fs),
-        scanner_(std::move(scanner)), pagemap_fd_(pagemap_fd), wp_unpopulated_(unpopulated),
+      : env_(env),
+        uffd_(std::move(uffd)),
+        stop_fd_(stop_fd),
+        fs_(fs),
+        scanner_(std::move(scanner)),
+        pagemap_fd_(pagemap_fd),
+        wp_unpopulated_(unpopulated),
         pid_(getpid()) {}
 
   // Starts the tracker thread; waits until it published its stack range.
@@ -207,9 +212,9 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
 
   // Refuses ranges holding memory the tracker thread writes.
   Status CheckOwnMemory(uint64_t start, uint64_t end) const {
-    std::vector<PageRange> own = {thread_stack_,
-                                  {reinterpret_cast<uint64_t>(fs_),
-                                   reinterpret_cast<uint64_t>(fs_) + PageSize()}};
+    std::vector<PageRange> own = {
+        thread_stack_,
+        {reinterpret_cast<uint64_t>(fs_), reinterpret_cast<uint64_t>(fs_) + PageSize()}};
     for (const auto& r : ranges_) {
       own.push_back(r->bits.mapping());
       own.push_back(r->scratch.mapping());
@@ -228,8 +233,9 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
 
   // Caller holds fs_->mu and api_mu_.
   void InsertSorted(std::unique_ptr<Range> r) {
-    auto it = std::lower_bound(ranges_.begin(), ranges_.end(), r->start,
-                               [](const std::unique_ptr<Range>& a, uint64_t s) { return a->start < s; });
+    auto it =
+        std::lower_bound(ranges_.begin(), ranges_.end(), r->start,
+                         [](const std::unique_ptr<Range>& a, uint64_t s) { return a->start < s; });
     ranges_.insert(it, std::move(r));
   }
 
@@ -248,8 +254,9 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
 
   // Caller holds fs_->mu.
   Range* FindLocked(uint64_t addr) const {
-    auto it = std::upper_bound(ranges_.begin(), ranges_.end(), addr,
-                               [](uint64_t a, const std::unique_ptr<Range>& r) { return a < r->start; });
+    auto it =
+        std::upper_bound(ranges_.begin(), ranges_.end(), addr,
+                         [](uint64_t a, const std::unique_ptr<Range>& r) { return a < r->start; });
     if (it == ranges_.begin()) return nullptr;
     Range* r = (it - 1)->get();
     return addr < r->end ? r : nullptr;
@@ -297,10 +304,10 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
   bool started_ = false;
   PageRange thread_stack_;  // set before Start() returns, then constant
 
-  mutable std::mutex api_mu_;                 // serialises Track/Untrack/Collect
+  mutable std::mutex api_mu_;                   // serialises Track/Untrack/Collect
   std::vector<std::unique_ptr<Range>> ranges_;  // sorted; changed under api_mu_ + fs_->mu
-  std::function<void(uint64_t)> hook_;        // fs_->mu
-  TrackerStats stats_;                        // api_mu_
+  std::function<void(uint64_t)> hook_;          // fs_->mu
+  TrackerStats stats_;                          // api_mu_
 };
 
 void UffdWpTrackerImpl::Run() {
@@ -403,8 +410,8 @@ Status UffdWpTrackerImpl::Sweep(Range* r, const std::vector<Vma>* maps) {
   for (const PageRange& part : parts) {
     for (uint64_t a = part.start; a < part.end;) {
       const size_t n = std::min<size_t>(entries.size(), (part.end - a) / page);
-      PW_RETURN_IF_ERROR(ReadFully(env_, pagemap_fd_, entries.data(), n * 8,
-                                   static_cast<off_t>(a / page * 8)));
+      PW_RETURN_IF_ERROR(
+          ReadFully(env_, pagemap_fd_, entries.data(), n * 8, static_cast<off_t>(a / page * 8)));
       for (size_t i = 0; i < n; ++i) {
         if ((entries[i] & kPmUffdWp) == 0) r->scratch.Set((a - r->start) / page + i);
       }
@@ -434,9 +441,8 @@ Status UffdWpTrackerImpl::Collect(std::vector<PageRange>* written) {
     r->scratch.ClearAll();
     note(Sweep(r.get(), &maps).WithContext("Collect " + RangeString(r->start, r->end) + ": sweep"));
     if (!wp_unpopulated_) {
-      ForEachRun(r->scratch, [&](size_t a, size_t b) {
-        ReadFault(r->start + a * page, r->start + b * page);
-      });
+      ForEachRun(r->scratch,
+                 [&](size_t a, size_t b) { ReadFault(r->start + a * page, r->start + b * page); });
     }
   }
   // 2. Under the fault lock: take the faulted pages and re-protect every
@@ -482,9 +488,11 @@ Status UffdWpTrackerImpl::Collect(std::vector<PageRange>* written) {
         for (size_t p = a; p < b; ++p) {
           if (!m.ok()) {
             r->bits.Set(p);
-            r->scratch.word(p / 64).fetch_and(~(uint64_t{1} << (p % 64)), std::memory_order_relaxed);
+            r->scratch.word(p / 64).fetch_and(~(uint64_t{1} << (p % 64)),
+                                              std::memory_order_relaxed);
           } else if (!IsMapped(*m, r->start + p * page)) {
-            r->scratch.word(p / 64).fetch_and(~(uint64_t{1} << (p % 64)), std::memory_order_relaxed);
+            r->scratch.word(p / 64).fetch_and(~(uint64_t{1} << (p % 64)),
+                                              std::memory_order_relaxed);
           }
         }
       });
@@ -499,7 +507,8 @@ Status UffdWpTrackerImpl::Collect(std::vector<PageRange>* written) {
   }
   SortAndCoalesce(written, from);
   stats_.collects++;
-  for (size_t i = from; i < written->size(); ++i) stats_.pages_reported += (*written)[i].pages(page);
+  for (size_t i = from; i < written->size(); ++i)
+    stats_.pages_reported += (*written)[i].pages(page);
   return first_error;
 }
 
@@ -529,8 +538,8 @@ Result<std::unique_ptr<UffdWpTracker>> NewUffdWpTracker(Env* env, const KernelFe
     if (pagemap_fd >= 0) env->Close(pagemap_fd).IgnoreError();  // undo
     return stop_fd.status().WithContext("uffd-wp tracker stop eventfd");
   }
-  Result<void*> mem = env->Mmap(nullptr, PageSize(), PROT_READ | PROT_WRITE,
-                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  Result<void*> mem =
+      env->Mmap(nullptr, PageSize(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (!mem.ok()) {
     if (pagemap_fd >= 0) env->Close(pagemap_fd).IgnoreError();  // undo
     env->Close(*stop_fd).IgnoreError();

@@ -181,7 +181,7 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
   }
 
   static std::vector<PageRange>::iterator FindExact(std::vector<PageRange>* v, uint64_t start,
-                                                   uint64_t end) {
+                                                    uint64_t end) {
     for (auto it = v->begin(); it != v->end(); ++it) {
       if (it->start == start && it->end == end) return it;
     }
@@ -233,7 +233,8 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
     check.max_pages = 1;
     std::vector<PageRegion> foreign;
     s = scanner_.ScanAll(check, &foreign, nullptr, 4);
-    if (!s.ok()) return s.WithContext("Collect " + RangeString(r.start, r.end) + ": checking registration");
+    if (!s.ok())
+      return s.WithContext("Collect " + RangeString(r.start, r.end) + ": checking registration");
     if (foreign.empty()) return Status::Ok();
     char where[40];
     snprintf(where, sizeof(where), "0x%" PRIx64, foreign[0].start);
@@ -253,9 +254,9 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
   std::vector<PageRange> ranges_;
   TrackerStats stats_;
 
-  std::mutex dropped_mu_;               // guards published_, dropped_
-  std::vector<PageRange> published_;    // copy of ranges_ for OnDropped
-  std::vector<PageRange> dropped_;      // pages dropped by madvise since the last collect
+  std::mutex dropped_mu_;             // guards published_, dropped_
+  std::vector<PageRange> published_;  // copy of ranges_ for OnDropped
+  std::vector<PageRange> dropped_;    // pages dropped by madvise since the last collect
 };
 
 }  // namespace
@@ -271,8 +272,7 @@ Result<std::unique_ptr<Tracker>> CreateUffdWpAsync(Env* env, const KernelFeature
   o.env = env;
   PW_ASSIGN_OR_RETURN(sys::Userfaultfd uffd, sys::Userfaultfd::Open(o));
   PW_ASSIGN_OR_RETURN(sys::PagemapScanner scanner, sys::PagemapScanner::Open(env, 0));
-  return std::unique_ptr<Tracker>(
-      new UffdWpAsyncTracker(env, std::move(uffd), std::move(scanner)));
+  return std::unique_ptr<Tracker>(new UffdWpAsyncTracker(env, std::move(uffd), std::move(scanner)));
 }
 
 }  // namespace pagewise::track_internal

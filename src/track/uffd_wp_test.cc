@@ -19,8 +19,12 @@ namespace {
 
 // Writes and reads use relaxed atomics: the hook reads a page on the tracker
 // thread while the writer is parked in the kernel, an ordering TSan cannot see.
-void Store(char* p, uint64_t v) { __atomic_store_n(reinterpret_cast<uint64_t*>(p), v, __ATOMIC_RELAXED); }
-uint64_t Load(const char* p) { return __atomic_load_n(reinterpret_cast<const uint64_t*>(p), __ATOMIC_RELAXED); }
+void Store(char* p, uint64_t v) {
+  __atomic_store_n(reinterpret_cast<uint64_t*>(p), v, __ATOMIC_RELAXED);
+}
+uint64_t Load(const char* p) {
+  return __atomic_load_n(reinterpret_cast<const uint64_t*>(p), __ATOMIC_RELAXED);
+}
 
 std::unique_ptr<UffdWpTracker> MakeSync() {
   std::unique_ptr<Tracker> t = MakeTracker(TrackBackend::kUffdWp);
@@ -180,7 +184,8 @@ TEST_P(UffdWpFallbackTest, ConcurrentWritersReplicaConverges) {
     for (uint64_t stamp = 1; !stop.load(std::memory_order_relaxed); ++stamp) {
       size_t w = rng() % (kLen / 8);
       Store(src.data() + w * 8, (id << 48) | stamp);
-      if (stamp % 4096 == 0) madvise(src.data() + (rng() % (kLen / Pg())) * Pg(), Pg(), MADV_DONTNEED);
+      if (stamp % 4096 == 0)
+        madvise(src.data() + (rng() % (kLen / Pg())) * Pg(), Pg(), MADV_DONTNEED);
     }
   };
   auto copy = [&](const std::vector<PageRange>& ranges) {
