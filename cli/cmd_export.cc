@@ -70,38 +70,55 @@ Status ExportRange(const Image& img, int fd, const std::string& path, uint64_t o
 }
 
 // Only pages holding data are read (zero and absent pages, and gaps between
-// regions, are holes); then the file is extended to the flat size.
-Status Export(const ExportArgs& a, uint64_t* size, uint64_t* data_bytes) {
-  PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> img, Image::Open(a.image));
-  char probe;
-  PW_RETURN_IF_ERROR(img->ReadFlat(0, &probe, 0));  // refuses images without a flat view
-  int fd = open(a.raw.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus(errno, "create " + a.raw);
-  std::unique_ptr<int, void (*)(int*)> closer(&fd, [](int* f) { close(*f); });
-  *size = img->flat_size();
+// regions, are holes); then the file is extended to the flat size. The
+// bytes go to a temporary file beside RAW, renamed over RAW only once all
+// of them are written and synced: a failed export (a damaged image, a full
+// disk) leaves an existing RAW as it was and no partial file behind.
+Status ExportTo(const Image& img, int fd, const ExportArgs& a, const std::string& tmp,
+                uint64_t* size, uint64_t* data_bytes) {
+  *size = img.flat_size();
   *data_bytes = 0;
   uint64_t total = 0, done = 0;
-  std::vector<std::vector<Image::SourceRun>> runs(img->regions().size());
+  std::vector<std::vector<Image::SourceRun>> runs(img.regions().size());
   for (uint32_t r = 0; r < runs.size(); ++r) {
-    PW_RETURN_IF_ERROR(img->ClassifyRuns(r, 0, img->regions()[r].length, &runs[r]));
+    PW_RETURN_IF_ERROR(img.ClassifyRuns(r, 0, img.regions()[r].length, &runs[r]));
     for (const auto& run : runs[r]) total += run.kind == PageSourceKind::kData ? run.length : 0;
   }
   ProgressLine progress("export " + a.image);
   std::vector<char> buf;
   for (uint32_t r = 0; r < runs.size(); ++r) {
-    const uint64_t base = img->regions()[r].flat_offset;
+    const uint64_t base = img.regions()[r].flat_offset;
     for (const auto& run : runs[r]) {
       if (run.kind != PageSourceKind::kData) continue;
       PW_RETURN_IF_ERROR(
-          ExportRange(*img, fd, a.raw, base + run.offset, run.length, &buf, data_bytes));
+          ExportRange(img, fd, tmp, base + run.offset, run.length, &buf, data_bytes));
       done += run.length;
       progress.Update(done, total);
     }
   }
   if (ftruncate(fd, static_cast<off_t>(*size)) != 0) {
-    return ErrnoStatus(errno, "set the size of " + a.raw);
+    return ErrnoStatus(errno, "set the size of " + tmp);
   }
-  if (fsync(fd) != 0) return ErrnoStatus(errno, "fsync " + a.raw);
+  if (fsync(fd) != 0) return ErrnoStatus(errno, "fsync " + tmp);
+  return Status::Ok();
+}
+
+Status Export(const ExportArgs& a, uint64_t* size, uint64_t* data_bytes) {
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> img, Image::Open(a.image));
+  char probe;
+  PW_RETURN_IF_ERROR(img->ReadFlat(0, &probe, 0));  // refuses images without a flat view
+  const std::string tmp = a.raw + ".pagewise-export-" + std::to_string(getpid());
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus(errno, "create " + tmp + " (the export's temporary file)");
+  Status s = ExportTo(*img, fd, a, tmp, size, data_bytes);
+  if (close(fd) != 0 && s.ok()) s = ErrnoStatus(errno, "close " + tmp);
+  if (s.ok() && rename(tmp.c_str(), a.raw.c_str()) != 0) {
+    s = ErrnoStatus(errno, "rename " + tmp + " to " + a.raw);
+  }
+  if (!s.ok()) {
+    unlink(tmp.c_str());  // best effort: the error above is what matters
+    return s.WithContext("export to " + a.raw + " (left unchanged)");
+  }
   return Status::Ok();
 }
 

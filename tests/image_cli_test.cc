@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -107,6 +108,43 @@ TEST(ImageCli, ImportExportIsByteIdenticalAndSparse) {
     ASSERT_EQ(stat(back.c_str(), &sb), 0);
     EXPECT_LT(static_cast<uint64_t>(sb.st_blocks) * 512, 600u * kPs) << "zero pages are holes";
   }
+}
+
+// An export that fails half way (a damaged chunk in the middle of the
+// image) leaves an existing RAW as it was, and no temporary file.
+TEST(ImageCli, FailedExportLeavesTheOldFileAndNoPartialOne) {
+  TempDir dir;
+  MakeRaw(dir.File("mem.raw"), 64, 0);
+  const std::string img = dir.File("a.img");
+  ASSERT_EQ(Pagewise(dir, "import " + dir.File("mem.raw") + " " + img + " --compress none").status,
+            0);
+  // Damage page 38's bytes (MakeRaw's page 38: FillPage(2, 38), stored raw).
+  std::string bytes = Slurp(img);
+  std::vector<char> page(kPs);
+  FillPage(page.data(), 2, 38);
+  const size_t at = bytes.find(std::string(page.data(), 64));
+  ASSERT_NE(at, std::string::npos);
+  {
+    std::fstream f(img, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(at + 10));
+    f.put(static_cast<char>(bytes[at + 10] ^ 0x20));
+  }
+  const std::string out = dir.File("out.raw");
+  {
+    std::ofstream f(out, std::ios::binary);
+    f << "previous content";
+  }
+  CliRun bad = Pagewise(dir, "export " + img + " " + out);
+  EXPECT_NE(bad.status, 0);
+  EXPECT_TRUE(Contains(bad.err, "checksum")) << bad.err;
+  EXPECT_TRUE(Contains(bad.err, "left unchanged")) << bad.err;
+  EXPECT_EQ(Slurp(out), "previous content");
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    EXPECT_EQ(e.path().string().find(".pagewise-export-"), std::string::npos) << e.path();
+    files++;
+  }
+  EXPECT_GT(files, 0u);
 }
 
 TEST(ImageCli, InspectReportsLayersRegionsAndCounts) {
