@@ -83,6 +83,25 @@ void MakeRaw(const std::string& path, size_t pages, size_t hole_pages) {
   close(fd);
 }
 
+// Imports `dir`/mem.raw (MakeRaw, `pages` pages) uncompressed into `img`.
+void ImportRaw(const TempDir& dir, size_t pages, const std::string& img) {
+  MakeRaw(dir.File("mem.raw"), pages, 0);
+  ASSERT_EQ(Pagewise(dir, "import " + dir.File("mem.raw") + " " + img + " --compress none").status,
+            0);
+}
+
+// Flips one bit inside the stored copy of `page` (an uncompressed image
+// holds its bytes as they are). False if the page's bytes are not found.
+bool DamageStoredPage(const std::string& img, const std::vector<char>& page) {
+  const std::string bytes = Slurp(img);
+  const size_t at = bytes.find(std::string(page.data(), 64));
+  if (at == std::string::npos) return false;
+  std::fstream f(img, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(static_cast<std::streamoff>(at + 10));
+  f.put(static_cast<char>(bytes[at + 10] ^ 0x20));
+  return f.good();
+}
+
 TEST(ImageCli, ImportExportIsByteIdenticalAndSparse) {
   TempDir dir;
   const std::string raw = dir.File("mem.raw");
@@ -114,21 +133,11 @@ TEST(ImageCli, ImportExportIsByteIdenticalAndSparse) {
 // image) leaves an existing RAW as it was, and no temporary file.
 TEST(ImageCli, FailedExportLeavesTheOldFileAndNoPartialOne) {
   TempDir dir;
-  MakeRaw(dir.File("mem.raw"), 64, 0);
   const std::string img = dir.File("a.img");
-  ASSERT_EQ(Pagewise(dir, "import " + dir.File("mem.raw") + " " + img + " --compress none").status,
-            0);
-  // Damage page 38's bytes (MakeRaw's page 38: FillPage(2, 38), stored raw).
-  std::string bytes = Slurp(img);
+  ImportRaw(dir, 64, img);
   std::vector<char> page(kPs);
-  FillPage(page.data(), 2, 38);
-  const size_t at = bytes.find(std::string(page.data(), 64));
-  ASSERT_NE(at, std::string::npos);
-  {
-    std::fstream f(img, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>(at + 10));
-    f.put(static_cast<char>(bytes[at + 10] ^ 0x20));
-  }
+  FillPage(page.data(), 2, 38);  // MakeRaw's page 38, in the middle of the image
+  ASSERT_TRUE(DamageStoredPage(img, page));
   const std::string out = dir.File("out.raw");
   {
     std::ofstream f(out, std::ios::binary);
@@ -171,26 +180,17 @@ TEST(ImageCli, InspectReportsLayersRegionsAndCounts) {
 
 TEST(ImageCli, VerifyRejectsDamageNamingLayerRegionAndOffset) {
   TempDir dir;
-  MakeRaw(dir.File("mem.raw"), 64, 0);
   const std::string img = dir.File("a.img");
-  ASSERT_EQ(Pagewise(dir, "import " + dir.File("mem.raw") + " " + img + " --compress none").status,
-            0);
+  ImportRaw(dir, 64, img);
   CliRun ok = Pagewise(dir, "verify " + img);
   ASSERT_EQ(ok.status, 0) << ok.err;
   EXPECT_TRUE(Contains(ok.out, "OK"));
 
-  // Damage the data of page 5 (stored uncompressed: find its bytes).
-  std::string bytes = Slurp(img);
+  // Damage the data of page 5.
   std::vector<char> page(kPs);
   FillPage(page.data(), 3, 5);  // MakeRaw's page 5: FillPage(3, 5) + a 'q' half
   std::memset(page.data() + kPs / 2, 'q', kPs / 2);
-  const size_t at = bytes.find(std::string(page.data(), 64));
-  ASSERT_NE(at, std::string::npos);
-  {
-    std::fstream f(img, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>(at + 10));
-    f.put(static_cast<char>(bytes[at + 10] ^ 0x20));
-  }
+  ASSERT_TRUE(DamageStoredPage(img, page));
   CliRun bad = Pagewise(dir, "verify " + img);
   EXPECT_NE(bad.status, 0);
   EXPECT_TRUE(Contains(bad.err, img)) << bad.err;
