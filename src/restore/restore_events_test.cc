@@ -10,6 +10,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -198,17 +202,56 @@ TEST(RestoreEvents, DontneedDuringRestoreReadsZerosNeverSourceData) {
   }
 }
 
+// A memory source whose reads at or beyond `gate` wait until Open(): the
+// background filler then cannot make everything resident (which releases
+// the userfaultfd, so that a later munmap sends no UNMAP event) before the
+// test has done what it must do during the restore. Reads are without the
+// engine's locks, so a waiting read holds up nothing else.
+class GatedSource final : public PageSource {
+ public:
+  GatedSource(const PatternBuffer& buf, uint64_t gate)
+      : inner_(MemorySource(buf.data(), buf.size())), gate_(gate) {}
+  uint64_t size() const override { return inner_->size(); }
+  Status Read(uint64_t offset, void* dst, size_t len) const override {
+    if (offset + len > gate_) {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return open_; });
+    }
+    return inner_->Read(offset, dst, len);
+  }
+  std::string Describe() const override { return "gated " + inner_->Describe(); }
+  void Open() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::shared_ptr<PageSource> inner_;
+  const uint64_t gate_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  bool open_ = false;
+};
+
 TEST(RestoreEvents, MunmapDuringRestoreStopsFillingThatRange) {
   for (int rep = 0; rep < 4; ++rep) {
     PatternBuffer buf(1024, 40 + rep);
     RestoreOptions o;
     o.background_fill = rep % 2 == 0;
     o.background_batch_pages = 16;
-    auto r = StartOrDie(buf, o);
-    ASSERT_NE(r, nullptr);
+    // Pages from 600 on wait for the gate: the restore cannot be complete
+    // (and its userfaultfd released) before the munmap.
+    auto gated = std::make_shared<GatedSource>(buf, 600 * Ps());
+    auto started = LazyRestore::Start(gated, {{0, buf.size(), 0}}, o);
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    std::unique_ptr<LazyRestore> r = std::move(*started);
     char* mem = r->data(0);
     ASSERT_TRUE(buf.Matches(mem + 300 * Ps(), 300));
     ASSERT_EQ(munmap(mem + 256 * Ps(), 256 * Ps()), 0);
+    gated->Open();
     ASSERT_TRUE(r->Finish().ok());
     size_t bad = 0;
     for (size_t i = 0; i < buf.pages(); ++i) {
