@@ -183,7 +183,7 @@ void LiveSnapshotImpl::ReportProgress(bool done) {
 void LiveSnapshotImpl::SaverMain() {
   if (opts_.saver_nice != 0) {
     // Best effort: a refused nice value changes timing, not correctness.
-    (void)env_->AdjustThreadNice(opts_.saver_nice);
+    env_->AdjustThreadNice(opts_.saver_nice).IgnoreError();
   }
   Status s = SaveAll();
   Finish(std::move(s));
