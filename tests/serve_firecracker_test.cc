@@ -189,6 +189,15 @@ std::string MemFile(const testing::TempDir& dir, const PatternBuffer& buf) {
   return path;
 }
 
+// Writes `file` to `dir` as a flat memory file and serves it from an
+// in-process PageServer listening on `sock`.
+Result<std::unique_ptr<PageServer>> ServeMemFile(const testing::TempDir& dir,
+                                                 const PatternBuffer& file, const std::string& sock,
+                                                 const ServeOptions& so = {}) {
+  PW_ASSIGN_OR_RETURN(std::shared_ptr<PageSource> source, OpenMemFileSource(MemFile(dir, file)));
+  return PageServer::Start(sock, source, so);
+}
+
 // Spins (yielding) until `tid` sleeps in handle_userfault; false if the
 // thread finished instead, or after the failure deadline.
 bool WaitBlockedInUffd(pid_t tid, const std::atomic<bool>& finished) {
@@ -206,12 +215,10 @@ bool WaitBlockedInUffd(pid_t tid, const std::atomic<bool>& finished) {
 TEST(ServeFirecracker, FlatMemoryFileIsServedExactly) {
   testing::TempDir dir;
   PatternBuffer file(512, 101);
-  auto source = OpenMemFileSource(MemFile(dir, file));
-  ASSERT_TRUE(source.ok()) << source.status().ToString();
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
   so.background_fill = false;  // every page the client reads is a demand fault
-  auto server = PageServer::Start(sock, *source, so);
+  auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
 
   FcClient c;
@@ -312,12 +319,10 @@ int WaitExit(pid_t pid) {
 TEST(ServeFirecracker, SeveralClientsAtOnce) {
   testing::TempDir dir;
   PatternBuffer file(1024, 103);
-  auto source = OpenMemFileSource(MemFile(dir, file));
-  ASSERT_TRUE(source.ok());
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
   so.background_batch_pages = 16;
-  auto server = PageServer::Start(sock, *source, so);
+  auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
   constexpr int kClients = 4;
   int go[2];
@@ -350,12 +355,10 @@ TEST(ServeFirecracker, SeveralClientsAtOnce) {
 TEST(ServeFirecracker, ClientKilledMidRestoreIsDroppedAlone) {
   testing::TempDir dir;
   PatternBuffer file(512, 104);
-  auto source = OpenMemFileSource(MemFile(dir, file));
-  ASSERT_TRUE(source.ok());
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
   so.background_fill = false;  // the victim is surely mid-restore
-  auto server = PageServer::Start(sock, *source, so);
+  auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok());
 
   // The survivor connects first, reads half, and waits.
@@ -401,10 +404,8 @@ TEST(ServeFirecracker, ClientKilledMidRestoreIsDroppedAlone) {
 TEST(ServeFirecracker, MalformedHandshakesAreRefused) {
   testing::TempDir dir;
   PatternBuffer file(64, 105);
-  auto source = OpenMemFileSource(MemFile(dir, file));
-  ASSERT_TRUE(source.ok());
   const std::string sock = dir.File("uffd.sock");
-  auto server = PageServer::Start(sock, *source);
+  auto server = ServeMemFile(dir, file, sock);
   ASSERT_TRUE(server.ok());
   Env* env = Env::Default();
   auto send = [&](const std::string& body, int fd) {
@@ -576,12 +577,10 @@ TEST(ServeFirecracker, LazyClientGetsSigbusNotZerosWhenTheServerIsKilled) {
 TEST(ServeFirecracker, LazyClientPopulateMakesEverythingResident) {
   testing::TempDir dir;
   PatternBuffer file(256, 109);
-  auto source = OpenMemFileSource(MemFile(dir, file));
-  ASSERT_TRUE(source.ok());
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
   so.background_fill = false;
-  auto server = PageServer::Start(sock, *source, so);
+  auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok());
   void* m = mmap(nullptr, file.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(m, MAP_FAILED);
@@ -616,14 +615,12 @@ std::vector<bool> Resident(const char* p, size_t pages) {
 TEST(ServeFirecracker, LazyClientWaitsForTheReadyByteWithItsWorkingSetResident) {
   testing::TempDir dir;
   PatternBuffer file(1024, 113);
-  auto source = OpenMemFileSource(MemFile(dir, file));
-  ASSERT_TRUE(source.ok());
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
   so.background_fill = false;
   for (uint64_t p = 100; p < 300; ++p) so.prefetch.push_back(p * Ps());
   for (uint64_t p = 700; p < 710; ++p) so.prefetch.push_back(p * Ps());
-  auto server = PageServer::Start(sock, *source, so);
+  auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok());
   void* m = mmap(nullptr, file.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(m, MAP_FAILED);
@@ -664,10 +661,8 @@ TEST(ServeFirecracker, LazyClientWaitsForTheReadyByteWithItsWorkingSetResident) 
 TEST(ServeFirecracker, LazyClientReadyAtOnceAndRefusalIsAnError) {
   testing::TempDir dir;
   PatternBuffer file(64, 127);
-  auto source = OpenMemFileSource(MemFile(dir, file));
-  ASSERT_TRUE(source.ok());
   const std::string sock = dir.File("uffd.sock");
-  auto server = PageServer::Start(sock, *source);
+  auto server = ServeMemFile(dir, file, sock);
   ASSERT_TRUE(server.ok());
   const size_t len = 2 * file.size();
   void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -696,12 +691,10 @@ TEST(ServeFirecracker, LazyClientReadyAtOnceAndRefusalIsAnError) {
 TEST(ServeFirecracker, ForkedChildOfAClientIsServedToo) {
   testing::TempDir dir;
   PatternBuffer file(384, 110);
-  auto source = OpenMemFileSource(MemFile(dir, file));
-  ASSERT_TRUE(source.ok());
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
   so.background_fill = false;  // the child's pages are still missing at fork time
-  auto server = PageServer::Start(sock, *source, so);
+  auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok());
   void* m = mmap(nullptr, file.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(m, MAP_FAILED);
@@ -736,12 +729,10 @@ TEST(ServeFirecracker, ClientFillingPagesItselfRacesTheServerHarmlessly) {
   // side meets EEXIST for what the other did first and must carry on.
   testing::TempDir dir;
   PatternBuffer file(1024, 111);
-  auto source = OpenMemFileSource(MemFile(dir, file));
-  ASSERT_TRUE(source.ok());
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
   so.background_batch_pages = 8;
-  auto server = PageServer::Start(sock, *source, so);
+  auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok());
   for (int rep = 0; rep < 3; ++rep) {
     FcClient c;
@@ -820,12 +811,10 @@ TEST(ServeFirecracker, CliRecordsATraceAndPrefetchesIt) {
 TEST(ServeFirecracker, SilentClientDelaysNobodyAndIsDroppedAfterTheHandshakeTimeout) {
   testing::TempDir dir;
   PatternBuffer file(128, 113);
-  auto source = OpenMemFileSource(MemFile(dir, file));
-  ASSERT_TRUE(source.ok());
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
   so.handshake_timeout_ms = 2000;
-  auto server = PageServer::Start(sock, *source, so);
+  auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok());
   Result<int> silent = Env::Default()->UnixConnect(sock);
   ASSERT_TRUE(silent.ok());
