@@ -175,6 +175,31 @@ Result<Run> RunLazy(const std::shared_ptr<PageSource>& source, size_t len,
   return run;
 }
 
+// Pins the calling thread, and the threads it starts meanwhile, to the CPU
+// it is running on; the destructor restores the previous mask. Best effort:
+// if the mask cannot be read or set, nothing is pinned.
+class PinToCurrentCpu {
+ public:
+  PinToCurrentCpu() {
+    CPU_ZERO(&saved_);
+    if (sched_getaffinity(0, sizeof(saved_), &saved_) != 0) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    const int cpu = sched_getcpu();
+    CPU_SET(cpu < 0 ? 0 : cpu, &one);
+    pinned_ = sched_setaffinity(0, sizeof(one), &one) == 0;
+  }
+  ~PinToCurrentCpu() {
+    if (pinned_) sched_setaffinity(0, sizeof(saved_), &saved_);
+  }
+  PinToCurrentCpu(const PinToCurrentCpu&) = delete;
+  PinToCurrentCpu& operator=(const PinToCurrentCpu&) = delete;
+
+ private:
+  cpu_set_t saved_;
+  bool pinned_ = false;
+};
+
 double Ms(uint64_t ns) { return static_cast<double>(ns) / 1e6; }
 
 Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
@@ -236,43 +261,29 @@ Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
   constexpr int kFillRounds = 7;
   std::vector<double> raw_g, fill_g, mem_g;
   Run fill;
-  cpu_set_t saved_mask;
-  CPU_ZERO(&saved_mask);
-  const bool pinned = sched_getaffinity(0, sizeof(saved_mask), &saved_mask) == 0 && [] {
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    const int cpu = sched_getcpu();
-    CPU_SET(cpu < 0 ? 0 : cpu, &one);
-    return sched_setaffinity(0, sizeof(one), &one) == 0;
-  }();
-  struct Unpin {
-    bool on;
-    cpu_set_t* mask;
-    ~Unpin() {
-      if (on) sched_setaffinity(0, sizeof(*mask), mask);
-    }
-  } unpin{pinned, &saved_mask};
-  for (int round = 0; round < kFillRounds; ++round) {
-    Progress(opts, "restore: fill round " + std::to_string(round + 1) + "/" +
-                       std::to_string(kFillRounds) + " (raw UFFDIO_COPY, image, flat file)");
-    for (int k = 0; k < 2; ++k) {
-      if ((k == 0) == (round % 2 == 0)) {
+  {
+    PinToCurrentCpu pin;  // until the end of the rounds
+    for (int round = 0; round < kFillRounds; ++round) {
+      Progress(opts, "restore: fill round " + std::to_string(round + 1) + "/" +
+                         std::to_string(kFillRounds) + " (raw UFFDIO_COPY, image, flat file)");
+      auto raw = [&]() -> Status {
         PW_ASSIGN_OR_RETURN(RawCopyTiming t, TimeRawUffdCopy(content.p, len, 64));
         raw_g.push_back(static_cast<double>(t.bytes) / t.seconds / 1e9);
-      } else {
-        // Background fill from the image, nothing touching.
+        return Status::Ok();
+      };
+      auto image = [&]() -> Status {  // background fill from the image, nothing touching
         const bool timeline = round == 0 && !opts.svg_dir.empty();
         PW_ASSIGN_OR_RETURN(Run f, RunLazy(source, len, {}, base, content.p, timeline));
         fill_g.push_back(static_cast<double>(len) / (f.resident_ms / 1e3) / 1e9);
         if (round == 0) fill = std::move(f);
-      }
+        return Status::Ok();
+      };
+      // Back to back, the order alternating between rounds.
+      PW_RETURN_IF_ERROR(round % 2 == 0 ? raw() : image());
+      PW_RETURN_IF_ERROR(round % 2 == 0 ? image() : raw());
+      PW_ASSIGN_OR_RETURN(Run fm, RunLazy(memfile, len, {}, base, content.p, false));
+      mem_g.push_back(static_cast<double>(len) / (fm.resident_ms / 1e3) / 1e9);
     }
-    PW_ASSIGN_OR_RETURN(Run fm, RunLazy(memfile, len, {}, base, content.p, false));
-    mem_g.push_back(static_cast<double>(len) / (fm.resident_ms / 1e3) / 1e9);
-  }
-  if (pinned) {
-    sched_setaffinity(0, sizeof(saved_mask), &saved_mask);
-    unpin.on = false;
   }
   auto best = [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); };
   const double raw_gbps = best(raw_g);
