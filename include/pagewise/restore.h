@@ -174,6 +174,7 @@ struct RestoreStats {
   uint64_t forks = 0, remaps = 0, removes = 0, unmaps = 0, unknown_events = 0;
   uint64_t spaces_total = 0;        // address spaces served (1 + forked children)
   uint64_t spaces_live = 0;         // of those, still served
+  uint64_t spaces_refused = 0;      // forked children over a page server's max_spaces
   double first_fault_seconds = -1;  // time to first access (first demand fault)
   double resident_seconds = -1;     // time until fully resident
   double fill_seconds = 0;          // time spent reading the source and filling

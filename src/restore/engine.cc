@@ -269,6 +269,11 @@ void Engine::Fail(const Status& status) {
 
 void Engine::AdoptForkLocked(Space& parent, int child_fd) {
   if (child_fd < 0) return;
+  if (opt_.max_spaces > 0) {
+    size_t live = 0;
+    for (const SpacePtr& sp : SnapshotSpaces()) live += sp->closed.load() ? 0 : 1;
+    if (live >= opt_.max_spaces) return RefuseForkLocked(parent, child_fd);
+  }
   EnsureNonblocking(child_fd);
   auto child = std::make_shared<Space>();
   child->uffd = sys::Userfaultfd::Adopt(Relocate(child_fd), parent.uffd.features(), env_);

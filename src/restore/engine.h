@@ -96,6 +96,12 @@ struct EngineOptions {
   // A socket to watch (not owned): end of stream or an error on it means
   // the client is gone and the engine stops serving.
   int watch_fd = -1;
+  // > 0: at most this many spaces (the root ones plus forked children)
+  // are served at once. A child beyond it is refused: every page it does
+  // not have yet is poisoned (SIGBUS on access, never zeros) and its
+  // userfaultfd closed (engine_events.cc, RefuseForkLocked). Bounds the
+  // descriptors and page maps a page server's client can make it hold.
+  size_t max_spaces = 0;
   // Called once when every space is resident (or failed); no locks held.
   std::function<void(const Status&, const RestoreStats&)> on_resident;
   // Called once when the engine stopped serving by itself (client gone, all
@@ -205,6 +211,8 @@ class Engine final : public ForkAware {
   size_t DrainLocked(Space& s);
   void ApplyEventLocked(Space& s, const UffdEvent& e);
   void AdoptForkLocked(Space& parent, int child_fd);
+  // A child over max_spaces: poisons what it lacks, closes its fd.
+  void RefuseForkLocked(Space& parent, int child_fd);
   void SyncLocked(Space& s);  // refreshes the atomics after map changes
   // Engine threads, private fd table: moves fd to this engine's high range.
   int Relocate(int fd);

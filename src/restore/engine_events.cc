@@ -102,6 +102,38 @@ void Engine::ApplyEventLocked(Space& s, const UffdEvent& e) {
   stats_.*counter += 1;
 }
 
+void Engine::RefuseForkLocked(Space& parent, int child_fd) {
+  // The child's memory is the parent's filled pages plus holes where the
+  // parent's map says unfilled (see kFork above). Closing its userfaultfd
+  // alone would let those holes read as zeros; poisoned, they raise SIGBUS.
+  // The forking thread waits until this returns, so the child cannot touch
+  // them first.
+  sys::Userfaultfd child = sys::Userfaultfd::Adopt(child_fd, parent.uffd.features(), env_);
+  std::vector<uint64_t> holes;
+  parent.map.PagesIn(PageState::kUnfilled, &holes);
+  for (size_t i = 0; i < holes.size();) {
+    size_t n = 1;
+    while (i + n < holes.size() && holes[i + n] == holes[i] + n * page_size_) ++n;
+    // Partial progress (EAGAIN: the child's mm is changing; EEXIST: a page
+    // is there after all) resumes after what was done, past the page that
+    // stopped it; attempts are bounded.
+    uint64_t at = holes[i];
+    const uint64_t end = holes[i] + n * page_size_;
+    for (int attempt = 0; at < end && attempt < 64; ++attempt) {
+      const FillResult r = child.Poison(at, end - at);
+      at += r.bytes;
+      if (r.ok() || r.error == ESRCH) break;
+      if (r.error != EAGAIN) at += page_size_;
+    }
+    i += n;
+  }
+  Fail(Status(Code::kResourceExhausted, 0,
+              "a forked child was not served: more than " + std::to_string(opt_.max_spaces) +
+                  " address spaces (its missing pages were poisoned)"));
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  stats_.spaces_refused++;
+}  // `child` closes the child's userfaultfd
+
 // ---- fork(2) of the restored program (fork_guard.h) ----------------------
 
 void Engine::EnterForkMode() {
