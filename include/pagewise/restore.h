@@ -94,7 +94,11 @@ enum class MemFileAccess { kMmap, kPread };
 // Opens a flat memory file (Firecracker's memory snapshot layout: the
 // guest's regions at their offsets). kMmap maps it read-only (the file must
 // not shrink while in use: a read past its new end would raise SIGBUS);
-// kPread reads it with pread. Errors: the file cannot be opened or mapped.
+// kPread reads it with pread, so a file that shrinks or changes cannot
+// crash the reader: pages past the new end fail to read (a restore then
+// poisons them, SIGBUS for the program, never zeros). A page server serves
+// memory files with kPread. Errors: the file cannot be opened or mapped,
+// or is not a regular file (kInvalidArgument).
 Result<std::shared_ptr<PageSource>> OpenMemFileSource(const std::string& path,
                                                       MemFileAccess access = MemFileAccess::kMmap,
                                                       Env* env = nullptr);

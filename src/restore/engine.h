@@ -102,6 +102,9 @@ struct EngineOptions {
   // userfaultfd closed (engine_events.cc, RefuseForkLocked). Bounds the
   // descriptors and page maps a page server's client can make it hold.
   size_t max_spaces = 0;
+  // Called (on the server thread, under a space's lock: keep it short) each
+  // time a forked child is refused for max_spaces, with the reason.
+  std::function<void(const Status&)> on_space_refused;
   // Called once when every space is resident (or failed); no locks held.
   std::function<void(const Status&, const RestoreStats&)> on_resident;
   // Called once when the engine stopped serving by itself (client gone, all

@@ -127,11 +127,16 @@ void Engine::RefuseForkLocked(Space& parent, int child_fd) {
     }
     i += n;
   }
-  Fail(Status(Code::kResourceExhausted, 0,
-              "a forked child was not served: more than " + std::to_string(opt_.max_spaces) +
-                  " address spaces (its missing pages were poisoned)"));
-  std::lock_guard<std::mutex> lk(stats_mu_);
-  stats_.spaces_refused++;
+  {
+    std::lock_guard<std::mutex> lk(stats_mu_);
+    stats_.spaces_refused++;
+  }
+  if (opt_.on_space_refused) {
+    opt_.on_space_refused(Status(Code::kResourceExhausted, 0,
+                                 "a forked child was not served: more than " +
+                                     std::to_string(opt_.max_spaces) +
+                                     " address spaces (its missing pages were poisoned)"));
+  }
 }  // `child` closes the child's userfaultfd
 
 // ---- fork(2) of the restored program (fork_guard.h) ----------------------

@@ -153,7 +153,6 @@ void PageServerImpl::Drop(Client& c, Status why) {
   e.pid = final_report.pid;
   e.uid = final_report.uid;
   e.gid = final_report.gid;
-  if (final_report.stats.spaces_refused > 0) e.limit = "spaces";
   e.reason = final_report.status;
   Emit(e);
   if (opt_.on_client) opt_.on_client(final_report);

@@ -138,6 +138,21 @@ bool PageServerImpl::StartClient(const std::shared_ptr<Client>& client, int uffd
   eo.max_spaces = opt_.limits.max_spaces;
   eo.record_trace = opt_.record_trace && client->report.id == 0;
   eo.on_finished = [this](const Status&) { eventfd_write(wake_fd_, 1); };
+  // The client's identity is fixed once admitted: copied, so that the
+  // callback (under one of the engine's locks) takes none of ours.
+  ServeEvent limit_event;
+  limit_event.kind = ServeEvent::Kind::kLimit;
+  limit_event.limit = "spaces";
+  limit_event.connection = client->report.connection;
+  limit_event.client = static_cast<int64_t>(client->report.id);
+  limit_event.pid = client->report.pid;
+  limit_event.uid = client->report.uid;
+  limit_event.gid = client->report.gid;
+  eo.on_space_refused = [this, limit_event](const Status& why) {
+    ServeEvent e = limit_event;
+    e.reason = why;
+    Emit(e);
+  };
   if (opt_.send_ready && !eo.prefetch.empty()) {
     // On the engine's filler thread. Drop() stops the engine (joining
     // that thread) before it closes the socket, so the descriptor is ours.

@@ -11,10 +11,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -166,9 +168,21 @@ class PosixEnv final : public Env {
     constexpr size_t kBatch = 64;
     struct uffd_msg msgs[kBatch];
     if (max > kBatch) max = kBatch;
+    // RWF_NOWAIT makes this read non-blocking whatever the fd's O_NONBLOCK
+    // says. O_NONBLOCK belongs to the open file, which a page server shares
+    // with its client: a client that clears it (or reads its own events
+    // between our poll and our read) must not be able to park our thread
+    // in a blocking read. Kernels before 6.8 (no read_iter for
+    // userfaultfd) answer EOPNOTSUPP/EINVAL: plain read then.
+    struct iovec iov = {msgs, sizeof(msgs[0]) * max};
     ssize_t n;
+    static std::atomic<bool> nowait_works{true};
     do {
-      n = read(fd, msgs, sizeof(msgs[0]) * max);
+      n = nowait_works.load(std::memory_order_relaxed) ? preadv2(fd, &iov, 1, -1, RWF_NOWAIT) : -1;
+      if (n < 0 && (!nowait_works.load(std::memory_order_relaxed) || errno == EOPNOTSUPP)) {
+        nowait_works.store(false, std::memory_order_relaxed);
+        n = read(fd, msgs, sizeof(msgs[0]) * max);
+      }
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (errno == EAGAIN) return size_t{0};
