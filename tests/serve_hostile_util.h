@@ -135,11 +135,18 @@ inline int WaitExit(pid_t pid) {
 
 class HonestClient {
  public:
-  ~HonestClient() {
+  ~HonestClient() { Kill(); }
+
+  // SIGKILLs the child (if running) and reaps it.
+  void Kill() {
     if (pid_ > 0) {
       kill(pid_, SIGKILL);
       WaitExit(pid_);
+      pid_ = -1;
     }
+    if (up_ >= 0) close(up_);
+    if (down_ >= 0) close(down_);
+    up_ = down_ = -1;
   }
 
   // Forks the client. It maps and registers `layout`, connects to `sock`,
@@ -176,6 +183,7 @@ class HonestClient {
     if (write(down_, &c, 1) != 1) return -1;
     close(down_);
     close(up_);
+    up_ = down_ = -1;
     const int rc = WaitExit(pid_);
     pid_ = -1;
     return rc;

@@ -159,8 +159,22 @@ bool PageServerImpl::StartClient(const std::shared_ptr<Client>& client, int uffd
     const int sock = client->sock;
     eo.on_prefetched = [this, sock] { SendReady(sock); };
   }
-  // The engine's per-page state is what a client's regions cost the
-  // server; a failure to allocate it refuses this client, not the server.
+  // The engine's per-page state (a byte a page) is what a client's regions
+  // cost the server; a failure to allocate it refuses this client, not the
+  // server. Probed first without throwing (nothing is touched, so the probe
+  // costs no memory), then caught if the engine's own allocation fails.
+  const uint64_t state_bytes = regions.bytes / PageSize();
+  // (A call of operator new, not a new-expression: compilers may not
+  // elide it.)
+  void* probe = ::operator new(std::max<uint64_t>(state_bytes, 1), std::nothrow);
+  const bool have_memory = probe != nullptr;
+  ::operator delete(probe);
+  if (!have_memory) {
+    *why = Status(Code::kResourceExhausted, ENOMEM,
+                  "out of memory for the client's page state (" + std::to_string(state_bytes) +
+                      " bytes for " + std::to_string(regions.bytes) + " registered)");
+    return false;
+  }
   try {
     auto engine = std::make_unique<Engine>(source_, std::move(eo));
     engine->AddSpace(std::move(owned), regions.space);
