@@ -6,7 +6,8 @@
 //     it proves the server kept serving it exactly through them;
 //   - raw connections that send any body with any descriptors;
 //   - EventLog: the server's ServeEvents, waitable;
-//   - OpenFds: descriptors of this process (to prove none leaked).
+//   - OpenFds: descriptors of this process (to prove none leaked);
+//   - CliServer: the built `pagewise serve` as a child process.
 // Header-only, for tests.
 //
 // Thread safety: EventLog is safe from any thread; the rest is used by the
@@ -18,6 +19,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -228,6 +230,105 @@ class HonestClient {
   pid_t pid_ = -1;
   int up_ = -1;
   int down_ = -1;
+};
+
+// `pagewise serve ARGS` as a child process (PAGEWISE_CLI_PATH), its stdout
+// and stderr collected.
+class CliServer {
+ public:
+  ~CliServer() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      WaitExit(pid_);
+    }
+  }
+
+  // Starts it; `nofile` > 0 sets its RLIMIT_NOFILE.
+  bool Spawn(const std::vector<std::string>& args, rlim_t nofile = 0) {
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return false;
+    std::vector<std::string> argv_s = {PAGEWISE_CLI_PATH, "serve"};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ < 0) return false;
+    if (pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      dup2(err[1], STDERR_FILENO);
+      if (nofile > 0) {
+        struct rlimit rl = {nofile, nofile};
+        setrlimit(RLIMIT_NOFILE, &rl);
+      }
+      execv(PAGEWISE_CLI_PATH, argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    out_ = out[0];
+    err_ = err[0];
+    return true;
+  }
+
+  // Reads stdout up to the "listening on" line; false if it exits first.
+  bool WaitListening() {
+    while (stdout_.find("listening on") == std::string::npos) {
+      if (!ReadOne(out_, &stdout_)) return false;
+    }
+    return true;
+  }
+
+  // Reads stderr until it holds `needle` `count` times.
+  bool WaitStderr(const std::string& needle, size_t count = 1) {
+    while (Occurrences(stderr_, needle) < count) {
+      if (!ReadOne(err_, &stderr_)) return false;
+    }
+    return true;
+  }
+
+  // Sends `sig`, collects the rest of both outputs; the exit status
+  // (128+signal if killed).
+  int Stop(int sig = SIGTERM) {
+    if (pid_ > 0) kill(pid_, sig);
+    while (ReadOne(out_, &stdout_)) {
+    }
+    while (ReadOne(err_, &stderr_)) {
+    }
+    const int rc = WaitExit(pid_);
+    pid_ = -1;
+    return rc;
+  }
+
+  // Waits for it to exit by itself.
+  int Wait() { return Stop(0); }
+
+  pid_t pid() const { return pid_; }
+  const std::string& out() const { return stdout_; }
+  const std::string& err() const { return stderr_; }
+
+  static size_t Occurrences(const std::string& s, const std::string& needle) {
+    size_t n = 0;
+    for (size_t at = s.find(needle); at != std::string::npos; at = s.find(needle, at + 1)) ++n;
+    return n;
+  }
+
+ private:
+  // One read into *into; false at end of stream or after the timeout.
+  static bool ReadOne(int fd, std::string* into) {
+    struct pollfd pf = {fd, POLLIN, 0};
+    if (poll(&pf, 1, kFailureTimeoutMs) != 1) return false;
+    char buf[4096];
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) return false;
+    into->append(buf, static_cast<size_t>(n));
+    return true;
+  }
+
+  pid_t pid_ = -1;
+  int out_ = -1;
+  int err_ = -1;
+  std::string stdout_, stderr_;
 };
 
 // Collects the server's events (ServeOptions::on_event).
