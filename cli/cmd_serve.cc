@@ -11,6 +11,7 @@
 // own uid) are served; only a stale socket at PATH is replaced; the limits
 // bound what one client, and all of them, can make the server hold.
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -73,12 +74,12 @@ Result<std::vector<std::string>> InputFiles(const ServeArgs& a) {
 }
 
 Status Prepare(const ServeArgs& a, const PageSource& source, ServeOptions* o) {
-  o->fault_window_pages = a.window;
-  o->background_batch_pages = a.batch;
-  o->background_fill = !a.no_background;
+  o->fill.fault_window_pages = a.window;
+  o->fill.background_batch_pages = a.batch;
+  o->fill.background_fill = !a.no_background;
   o->send_ready = !a.no_ready;
-  o->record_trace = !a.record.empty();
-  o->handshake_timeout_ms = a.handshake_timeout_ms;
+  o->fill.record_trace = !a.record.empty();
+  o->handshake_timeout = std::chrono::milliseconds(a.handshake_timeout_ms);
   o->limits = a.limits;
   PW_ASSIGN_OR_RETURN(o->access.socket_mode, ParseMode(a.socket_mode));
   o->access.allow_uids.assign(a.allow_uids.begin(), a.allow_uids.end());
@@ -96,7 +97,7 @@ Status Prepare(const ServeArgs& a, const PageSource& source, ServeOptions* o) {
                    a.prefetch.c_str(), static_cast<unsigned long long>(t.source_size),
                    static_cast<unsigned long long>(source.size()));
     }
-    for (const TraceEntry& e : t.entries) o->prefetch.push_back(e.offset);
+    for (const TraceEntry& e : t.entries) o->fill.prefetch.push_back(e.offset);
   }
   return ValidateServeOptions(*o);
 }

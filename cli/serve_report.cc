@@ -3,6 +3,8 @@
 
 #include <cstdio>
 
+#include "command.h"
+
 namespace pagewise::cli {
 namespace {
 
@@ -43,10 +45,10 @@ nlohmann::json ClientJson(const ClientReport& c) {
           {"removes", s.removes},
           {"forks", s.forks},
           {"spaces_refused", s.spaces_refused},
-          {"first_fault_seconds", s.first_fault_seconds},
-          {"resident_seconds", s.resident_seconds},
-          {"fault_latency_p50_us", s.fault_latency_p50_us},
-          {"fault_latency_p99_us", s.fault_latency_p99_us}};
+          {"first_fault_seconds", NsToSeconds(s.first_fault_ns)},
+          {"resident_seconds", NsToSeconds(s.resident_ns)},
+          {"fault_latency_p50_us", static_cast<double>(s.fault_latency_p50_ns) / 1e3},
+          {"fault_latency_p99_us", static_cast<double>(s.fault_latency_p99_ns) / 1e3}};
 }
 
 void ServeReporter::OnClient(const ClientReport& c) {
@@ -54,7 +56,7 @@ void ServeReporter::OnClient(const ClientReport& c) {
   char buf[512];
   if (c.active) {
     uint64_t bytes = 0;
-    for (const GuestRegion& r : c.regions) bytes += r.size;
+    for (const Region& r : c.regions) bytes += r.length;
     std::snprintf(buf, sizeof(buf),
                   "event=connected conn=%llu client=%llu pid=%d uid=%u gid=%u regions=%zu "
                   "bytes=%llu uffd_features=0x%llx",
@@ -74,8 +76,9 @@ void ServeReporter::OnClient(const ClientReport& c) {
                   static_cast<unsigned long long>(s.pages_background),
                   static_cast<unsigned long long>(s.pages_prefetch),
                   static_cast<unsigned long long>(s.zero_pages),
-                  static_cast<unsigned long long>(s.poisoned_pages), s.resident_seconds,
-                  s.fault_latency_p50_us, s.fault_latency_p99_us);
+                  static_cast<unsigned long long>(s.poisoned_pages), NsToSeconds(s.resident_ns),
+                  static_cast<double>(s.fault_latency_p50_ns) / 1e3,
+                  static_cast<double>(s.fault_latency_p99_ns) / 1e3);
   }
   std::lock_guard<std::mutex> lk(mu_);
   Line(buf);

@@ -37,7 +37,7 @@ struct Fixture {
 
   explicit Fixture(ServeOptions so = {}) {
     EXPECT_TRUE(file.WriteFile(mem));
-    so.background_fill = false;  // pages come on demand: served after the attacks too
+    so.fill.background_fill = false;  // pages come on demand: served after the attacks too
     so.on_event = log.Fn();
     auto src = OpenMemFileSource(mem, MemFileAccess::kPread);
     EXPECT_TRUE(src.ok());
@@ -182,7 +182,7 @@ TEST(ServeHostileFd, DescriptorsThatAreNotAUsableUffdAreRefused) {
   ASSERT_TRUE(late.Start(f.sock, f.file, {{256 * Ps(), 128 * Ps()}}));
   ASSERT_TRUE(late.WaitFirstHalf());
   EXPECT_EQ(late.Finish(), 0);
-  ASSERT_TRUE(f.server->WaitClientsDone(3, kFailureTimeoutMs).ok());
+  ASSERT_TRUE(f.server->WaitClientsDone(3, kFailureTimeout).ok());
   for (const ClientReport& c : f.server->clients()) {
     EXPECT_EQ(c.status.code(), Code::kPeerGone) << c.status.ToString();
     EXPECT_NE(c.uffd_features & kEventRemove, 0u);
@@ -217,7 +217,7 @@ TEST(ServeHostileFd, TheSameUffdServedTwiceIsRefused) {
     EXPECT_TRUE(f.file.Matches(mem + i * Ps(), 64 + i)) << i;
   }
   close(first);
-  ASSERT_TRUE(f.server->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  ASSERT_TRUE(f.server->WaitClientsDone(1, kFailureTimeout).ok());
   close(uffd);
   munmap(mem, len);
 }
@@ -291,7 +291,7 @@ TEST(ServeHostileFd, ForksBeyondMaxSpacesGetSigbusNeverZeros) {
     EXPECT_EQ(e.pid, pid);
   }
   EXPECT_EQ(honest.Finish(), 0);
-  ASSERT_TRUE(f.server->WaitClientsDone(2, kFailureTimeoutMs).ok());
+  ASSERT_TRUE(f.server->WaitClientsDone(2, kFailureTimeout).ok());
   uint64_t refused = 0;
   for (const ClientReport& c : f.server->clients()) refused += c.stats.spaces_refused;
   EXPECT_EQ(refused, 2u);

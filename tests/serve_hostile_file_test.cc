@@ -17,6 +17,7 @@
 
 #include "pagewise/restore.h"
 #include "pagewise/serve.h"
+#include "restore/restore_env.h"
 #include "serve_hostile_util.h"
 #include "testing/fault_env.h"
 #include "testing/test_util.h"
@@ -106,7 +107,7 @@ TEST(ServeHostileFile, ShrinkingMemFilePoisonsOnlyThePagesItLost) {
   auto source = OpenMemFileSource(mem, MemFileAccess::kPread);
   ASSERT_TRUE(source.ok());
   ServeOptions so;
-  so.background_fill = false;
+  so.fill.background_fill = false;
   auto server = PageServer::Start(sock, *source, so);
   ASSERT_TRUE(server.ok());
   HonestClient honest;
@@ -121,7 +122,7 @@ TEST(ServeHostileFile, ShrinkingMemFilePoisonsOnlyThePagesItLost) {
   ASSERT_TRUE(after.Start(sock, file, {{64 * Ps(), 128 * Ps()}}));
   ASSERT_TRUE(after.WaitFirstHalf());
   EXPECT_EQ(after.Finish(), 0);
-  ASSERT_TRUE((*server)->WaitClientsDone(3, kFailureTimeoutMs).ok());
+  ASSERT_TRUE((*server)->WaitClientsDone(3, kFailureTimeout).ok());
   uint64_t poisoned = 0;
   for (const ClientReport& c : (*server)->clients()) poisoned += c.stats.poisoned_pages;
   EXPECT_GE(poisoned, 240u);
@@ -229,11 +230,10 @@ TEST(ServeHostileFile, OutOfDescriptorsBacksOffLogsOnceAndRecovers) {
   env.Inject(testing::Op::kAccept, {EMFILE, 0, 0, -1});
   EventLog log;
   ServeOptions so;
-  so.env = &env;
   so.on_event = log.Fn();
   auto source = OpenMemFileSource(mem, MemFileAccess::kPread);
   ASSERT_TRUE(source.ok());
-  auto server = PageServer::Start(sock, *source, so);
+  auto server = StartPageServer(sock, *source, so, &env);
   ASSERT_TRUE(server.ok());
   HonestClient c;  // connects (the backlog holds it) and waits to be accepted
   ASSERT_TRUE(c.Start(sock, file, {{0, 256 * Ps()}}));

@@ -42,7 +42,7 @@ struct Fixture {
 
   explicit Fixture(ServeOptions so = {}, std::shared_ptr<PageSource> source = nullptr) {
     EXPECT_TRUE(file.WriteFile(mem));
-    so.background_fill = false;
+    so.fill.background_fill = false;
     so.on_event = log.Fn();
     if (source == nullptr) source = *OpenMemFileSource(mem, MemFileAccess::kPread);
     auto s = PageServer::Start(sock, source, so);
@@ -144,7 +144,7 @@ TEST(ServeHostileLimits, ServerWideLimitsRefuseTheExtraClientOnly) {
   const uint64_t base = uint64_t{1} << 40;
   EXPECT_TRUE(f.Refused(One(base, Ps(), 0)));  // a third client
   EXPECT_EQ(a.Finish(), 0);
-  ASSERT_TRUE(f.server->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  ASSERT_TRUE(f.server->WaitClientsDone(1, kFailureTimeout).ok());
   // a's place is free, but b's 128 pages and 256 more exceed 300.
   EXPECT_TRUE(f.Refused(One(base, 256 * Ps(), 0)));
   HonestClient c;  // 128 more fit
@@ -162,7 +162,7 @@ TEST(ServeHostileLimits, ServerWideLimitsRefuseTheExtraClientOnly) {
 TEST(ServeHostileLimits, FloodsAndSlowlorisDelayNobodyAndAreBounded) {
   ServeOptions so;
   so.limits.max_pending = 4;
-  so.handshake_timeout_ms = 3000;
+  so.handshake_timeout = std::chrono::seconds(3);
   Fixture f(so);
   ASSERT_TRUE(f.server);
   HonestClient before;
@@ -293,11 +293,11 @@ TEST(ServeHostileLimits, UnallocatablePageStateRefusesThatClientOnly) {
   {
     auto w = ImageWriter::Create(img);
     ASSERT_TRUE(w.ok());
-    RegionInfo data, zero;
+    Region data, zero;
     data.length = file.size();
     data.kind = zero.kind = RegionKind::kFlat;
     zero.length = uint64_t{1} << 61;
-    zero.flat_offset = file.size();
+    zero.offset = file.size();
     ASSERT_TRUE((*w)->AddRegion(data).ok());
     ASSERT_TRUE((*w)->AddRegion(zero).ok());
     ASSERT_TRUE((*w)->AddPages(0, 0, file.data(), file.size()).ok());
@@ -349,11 +349,11 @@ TEST(ServeHostileLimits, ClientsDyingMidHandshakeAndMidRestoreEndOnlyThemselves)
     ASSERT_TRUE(victim.Start(f.sock, f.file, {{128 * Ps(), 384 * Ps()}}));
     ASSERT_TRUE(victim.WaitFirstHalf());
     victim.Kill();
-    ASSERT_TRUE(f.server->WaitClientsDone(1, kFailureTimeoutMs).ok());
+    ASSERT_TRUE(f.server->WaitClientsDone(1, kFailureTimeout).ok());
   }
   EXPECT_EQ(OpenFds(), fds_before);
   EXPECT_EQ(honest.Finish(), 0);
-  ASSERT_TRUE(f.server->WaitClientsDone(2, kFailureTimeoutMs).ok());
+  ASSERT_TRUE(f.server->WaitClientsDone(2, kFailureTimeout).ok());
 }
 
 }  // namespace

@@ -38,13 +38,15 @@ extern "C" {  // glibc 2.36's header lacks the C++ guard
 
 #include "pagewise/serve.h"
 #include "restore/restore_testing.h"
+#include "sys/env.h"
 
 namespace pagewise::hostile {
 
 using testing::PatternBuffer;
 using testing::Ps;
 
-constexpr int kFailureTimeoutMs = 120000;     // failure detectors only
+constexpr int kFailureTimeoutMs = 120000;  // failure detectors only
+constexpr Duration kFailureTimeout = std::chrono::milliseconds(kFailureTimeoutMs);
 constexpr uint64_t kEventRemove = 1ULL << 3;  // UFFD_FEATURE_EVENT_REMOVE
 constexpr uint64_t kEventFork = 1ULL << 1;    // UFFD_FEATURE_EVENT_FORK
 constexpr uint64_t kRegisterMissing = 1ULL << 0;

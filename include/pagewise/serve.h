@@ -13,7 +13,7 @@
 // Ready byte (an extension; clients may ignore it): once a client's
 // prefetch list is installed (at once when there is none), the server
 // writes one byte, kReadyByte, to that client's socket. A client that
-// waits for it (LazyClientOptions::wait_ready_ms) resumes with its working
+// waits for it (LazyClientOptions::wait_ready) resumes with its working
 // set already resident instead of racing the prefetch with demand faults.
 // Firecracker never reads the socket after the handshake, so the byte just
 // stays in the socket buffer.
@@ -55,6 +55,11 @@
 // that uses LazyClient (which makes everything resident before it
 // disconnects) is not exposed.
 //
+// Regions: the handshake's objects are pagewise::Region values (address =
+// base_host_virt_addr, length = size, offset, page_size); the other Region
+// fields are not part of the protocol. A PageServer installs pages by the
+// same FillPolicy as an in-process LazyRestore (ServeOptions::fill).
+//
 // Thread safety: PageServer and LazyClient methods are safe from any thread
 // (not their destruction). Callbacks run on internal threads and must not
 // destroy the object that called them.
@@ -70,28 +75,26 @@
 #include <string_view>
 #include <vector>
 
-#include "pagewise/env.h"
+#include "pagewise/region.h"
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
+#include "pagewise/time.h"
 
 namespace pagewise {
 
 // The byte a PageServer writes to a client once its prefetch list is in.
 inline constexpr char kReadyByte = 'R';
 
-// One element of the handshake's JSON array.
-struct GuestRegion {
-  uint64_t base_host_virt_addr = 0;  // where the client mapped the region
-  uint64_t size = 0;                 // bytes
-  uint64_t offset = 0;               // byte offset in the flat memory file
-  uint64_t page_size = 4096;         // bytes ("page_size" or "page_size_kib")
-};
-
-// Parses a handshake body. Errors (kInvalidArgument) name the element and
-// field that is missing or malformed.
-Result<std::vector<GuestRegion>> ParseHandshake(std::string_view body);
-// The handshake body for `regions` (with "page_size").
-std::string HandshakeJson(const std::vector<GuestRegion>& regions);
+// Parses a handshake body: one Region per element of the JSON array, with
+// address (base_host_virt_addr: where the client mapped the region),
+// length (size, bytes), offset (byte offset in the flat memory file) and
+// page_size ("page_size" or "page_size_kib", bytes). Errors
+// (kInvalidArgument) name the element and field that is missing or
+// malformed.
+Result<std::vector<Region>> ParseHandshake(std::string_view body);
+// The handshake body for `regions` (address, length, offset, page_size;
+// written with "page_size").
+std::string HandshakeJson(const std::vector<Region>& regions);
 
 struct ClientReport {
   uint64_t id = 0;          // 0, 1, 2... in admission order
@@ -100,7 +103,7 @@ struct ClientReport {
   uid_t uid = 0;
   gid_t gid = 0;
   uint64_t uffd_features = 0;  // UFFD_FEATURE_* the client's userfaultfd was set up with
-  std::vector<GuestRegion> regions;
+  std::vector<Region> regions;
   bool active = false;  // still being served
   Status status;        // why serving ended (kPeerGone: the client went away)
   RestoreStats stats;
@@ -162,15 +165,14 @@ std::string_view ServeEventKindName(ServeEvent::Kind kind);
 std::string FormatServeEvent(const ServeEvent& event);
 
 struct ServeOptions {
-  Env* env = nullptr;  // nullptr: Env::Default()
-  size_t fault_window_pages = 16;
-  size_t background_batch_pages = 64;
-  bool background_fill = true;  // false: pages are served only on fault
-  bool use_zeropage = true;
-  std::vector<uint64_t> prefetch;    // flat offsets installed first, per client
-  bool record_trace = false;         // record the FIRST client's demand faults
-  int handshake_timeout_ms = 10000;  // a client must send its message within this
-  bool send_ready = true;            // write kReadyByte once prefetch is in (above)
+  // How each client's pages are installed (fill.prefetch: flat offsets
+  // installed first, for every client; fill.record_trace records the FIRST
+  // client's demand faults; fill.wait_for_prefetch does not apply: clients
+  // wait for kReadyByte).
+  FillPolicy fill;
+  // A client must send its handshake message within this (> 0).
+  Duration handshake_timeout = std::chrono::seconds(10);
+  bool send_ready = true;  // write kReadyByte once prefetch is in (above)
   ServeLimits limits;
   ServeAccess access;
   // Called on an internal thread when a client connects (active) and when
@@ -181,8 +183,9 @@ struct ServeOptions {
   std::function<void(const ServeEvent&)> on_event;
 };
 
-// Checks the options' numbers (limits >= 1, fault window 1..512, batch
-// 1..4096, timeout > 0): kInvalidArgument naming the field and its range.
+// Checks the options' numbers (the fill policy, limits >= 1, a positive
+// handshake timeout, a socket mode within 0777): kInvalidArgument naming
+// the field and its range.
 Status ValidateServeOptions(const ServeOptions& options);
 
 class PageServer {
@@ -197,6 +200,8 @@ class PageServer {
 
   // Stop()s.
   virtual ~PageServer() = default;
+  PageServer(const PageServer&) = delete;
+  PageServer& operator=(const PageServer&) = delete;
 
   // Stops accepting, stops serving every client (closing our copies of
   // their userfaultfds and their sockets) and removes the socket file if
@@ -207,9 +212,9 @@ class PageServer {
   // Active clients and the last limits.max_finished_records finished ones.
   virtual std::vector<ClientReport> clients() const = 0;
 
-  // Waits until at least `count` clients have been dropped. OK, or kRetry
-  // after timeout_ms (< 0: no limit).
-  virtual Status WaitClientsDone(size_t count, int timeout_ms) = 0;
+  // Waits until at least `count` clients have been dropped. OK, or
+  // kTimeout once `timeout` expired (kNoTimeout: no limit).
+  virtual Status WaitClientsDone(size_t count, Duration timeout) = 0;
 
   // Handshakes refused so far (malformed body, no descriptor or not a
   // userfaultfd, a peer not allowed, a limit, unsupported page size,
@@ -221,8 +226,11 @@ class PageServer {
   // while (10 ms doubling to 1 s) instead of retrying at once.
   virtual uint64_t accept_failures() const = 0;
 
-  // The first client's demand-fault trace (record_trace).
+  // The first client's demand-fault trace (fill.record_trace).
   virtual WorkingSetTrace trace() const = 0;
+
+ protected:
+  PageServer() = default;
 };
 
 enum class ServerLossPolicy {
@@ -235,15 +243,14 @@ enum class ServerLossPolicy {
 };
 
 struct LazyClientOptions {
-  Env* env = nullptr;
   ServerLossPolicy on_loss = ServerLossPolicy::kPoison;
   // > 0: Connect() waits up to this long for the server's kReadyByte (sent
   // once the server's prefetch list for us is installed), so the caller
   // resumes with its working set resident. A server that closes the
   // connection instead (it refused the handshake) makes Connect() fail
   // with kPeerGone. On timeout Connect() returns normally and ready() is
-  // false: pages still arrive on demand. 0: do not wait.
-  int wait_ready_ms = 0;
+  // false: pages still arrive on demand. Zero (or negative): do not wait.
+  Duration wait_ready = Duration::zero();
   // Called once, on the watchdog thread, when the server is found gone.
   std::function<void(const Status&)> on_server_lost;
 };
@@ -252,30 +259,37 @@ class LazyClient {
  public:
   // Creates a userfaultfd (EVENT_REMOVE required; FORK, REMAP and UNMAP
   // asked for when offered), registers `regions` (the caller's private
-  // anonymous mappings, page aligned) in MISSING mode, connects to
+  // anonymous mappings, page aligned; address, length, offset and
+  // page_size are sent) in MISSING mode, connects to
   // `socket_path`, sends the handshake and starts the watchdog. From then
   // on the regions fill from the server as they are touched.
   static Result<std::unique_ptr<LazyClient>> Connect(const std::string& socket_path,
-                                                     const std::vector<GuestRegion>& regions,
+                                                     const std::vector<Region>& regions,
                                                      const LazyClientOptions& options = {});
 
   // If the server is still connected, first makes every region resident
   // (Populate) so that disconnecting cannot expose zero pages; then stops
   // the watchdog and closes the socket and our userfaultfd.
   virtual ~LazyClient() = default;
+  LazyClient(const LazyClient&) = delete;
+  LazyClient& operator=(const LazyClient&) = delete;
 
   // OK while the server is connected; kPeerGone once it is gone.
   virtual Status status() const = 0;
   // Waits until the server is seen gone and that was handled (on_server_lost
-  // called, every missing page poisoned): OK then, kRetry after timeout_ms.
-  virtual Status WaitServerLost(int timeout_ms) = 0;
+  // called, every missing page poisoned): OK then, kTimeout once `timeout`
+  // expired (kNoTimeout: no limit).
+  virtual Status WaitServerLost(Duration timeout) = 0;
   // Faults every page of the regions in (MADV_POPULATE_READ), so that all
   // of them are resident. Fails (kPeerGone) if the server goes away first.
   virtual Status Populate() = 0;
   // Pages poisoned after the server was lost.
   virtual uint64_t poisoned_pages() const = 0;
-  // Connect() saw the server's kReadyByte (only with wait_ready_ms > 0).
+  // Connect() saw the server's kReadyByte (only with wait_ready > 0).
   virtual bool ready() const = 0;
+
+ protected:
+  LazyClient() = default;
 };
 
 }  // namespace pagewise

@@ -10,6 +10,7 @@
 
 #include "base/atomic_file.h"
 #include "image/format.h"
+#include "sys/env.h"
 #include "sys/files.h"
 
 namespace pagewise {
@@ -96,7 +97,7 @@ Status ImportFlatFile(const std::string& raw_path, const std::string& image_path
     return Status::InvalidArgument(
         "import writes a base image: options.write.parent must be empty");
   }
-  Env* env = options.write.env != nullptr ? options.write.env : Env::Default();
+  Env* env = Env::Default();
   RawFile raw{env};
   // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
   // below as not a regular file).
@@ -115,7 +116,7 @@ Status ImportFlatFile(const std::string& raw_path, const std::string& image_path
   PW_RETURN_IF_ERROR(CheckOutputPath(image_path, {raw_path}));
   PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> w,
                       ImageWriter::Create(image_path, options.write));
-  RegionInfo r;
+  Region r;
   r.length = size;
   r.page_size = ps;
   r.prot = 3;  // PROT_READ | PROT_WRITE: guest memory
@@ -123,7 +124,7 @@ Status ImportFlatFile(const std::string& raw_path, const std::string& image_path
   const size_t slash = raw_path.rfind('/');
   r.name = slash == std::string::npos ? raw_path : raw_path.substr(slash + 1);
   if (r.name.size() > image::kMaxStringBytes) r.name.resize(image::kMaxStringBytes);
-  r.flat_offset = 0;
+  r.offset = 0;
   {
     Result<uint32_t> idx = w->AddRegion(r);
     if (!idx.ok()) return idx.status();
@@ -175,7 +176,7 @@ Status ExportFlatFile(const std::string& image_path, const std::string& raw_path
   PW_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFile> out, AtomicFile::Create(raw_path, fo));
   std::vector<char> buf;
   for (uint32_t r = 0; r < runs.size(); ++r) {
-    const uint64_t base = img->regions()[r].flat_offset;
+    const uint64_t base = img->regions()[r].offset;
     for (const auto& run : runs[r]) {
       if (run.kind != PageSourceKind::kData) continue;
       PW_RETURN_IF_ERROR(

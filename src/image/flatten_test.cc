@@ -20,10 +20,10 @@ using testing::TempDir;
 constexpr uint64_t kHuge = uint64_t{1} << 62;  // the format's largest region
 constexpr int kFailureTimeoutSeconds = 120;    // failure detector only
 
-RegionInfo Reg(uint64_t length, uint64_t flat_offset) {
-  RegionInfo r;
+Region Reg(uint64_t length, uint64_t flat_offset) {
+  Region r;
   r.length = length;
-  r.flat_offset = flat_offset;
+  r.offset = flat_offset;
   r.page_size = 4096;
   r.name = "r";
   return r;

@@ -42,7 +42,7 @@ Status HandshakeScanner::Feed(std::string_view bytes) {
   return Status::Ok();
 }
 
-Result<CheckedRegions> CheckRegions(const std::vector<GuestRegion>& regions, uint64_t source_size,
+Result<CheckedRegions> CheckRegions(const std::vector<Region>& regions, uint64_t source_size,
                                     uint64_t page_size, const ServeLimits& limits,
                                     std::string* limit) {
   std::string unused;
@@ -56,7 +56,7 @@ Result<CheckedRegions> CheckRegions(const std::vector<GuestRegion>& regions, uin
   CheckedRegions out;
   constexpr uint64_t kUserLimit = uint64_t{1} << 63;
   for (size_t i = 0; i < regions.size(); ++i) {
-    const GuestRegion& g = regions[i];
+    const Region& g = regions[i];
     const std::string where = "handshake region " + std::to_string(i);
     if (g.page_size != page_size) {
       return Status::NotSupported(where + ": page size " + std::to_string(g.page_size) +
@@ -64,28 +64,27 @@ Result<CheckedRegions> CheckRegions(const std::vector<GuestRegion>& regions, uin
                                   std::to_string(page_size) +
                                   "-byte pages; back guest memory with them)");
     }
-    if (g.size == 0 || g.size % page_size || g.offset % page_size ||
-        g.base_host_virt_addr % page_size) {
+    if (g.length == 0 || g.length % page_size || g.offset % page_size || g.address % page_size) {
       return Status::InvalidArgument(where + ": empty or not page aligned");
     }
-    if (g.base_host_virt_addr >= kUserLimit || g.size > kUserLimit - g.base_host_virt_addr) {
-      return Status::InvalidArgument(where + ": [" + std::to_string(g.base_host_virt_addr) + ", +" +
-                                     std::to_string(g.size) +
+    if (g.address >= kUserLimit || g.length > kUserLimit - g.address) {
+      return Status::InvalidArgument(where + ": [" + std::to_string(g.address) + ", +" +
+                                     std::to_string(g.length) +
                                      ") wraps or lies beyond the user address space");
     }
-    if (g.offset > source_size || g.size > source_size - g.offset) {
-      return Status::InvalidArgument(where + " lies beyond the source (offset " +
-                                     std::to_string(g.offset) + ", size " + std::to_string(g.size) +
-                                     ", source " + std::to_string(source_size) + " bytes)");
+    if (g.offset > source_size || g.length > source_size - g.offset) {
+      return Status::InvalidArgument(
+          where + " lies beyond the source (offset " + std::to_string(g.offset) + ", size " +
+          std::to_string(g.length) + ", source " + std::to_string(source_size) + " bytes)");
     }
-    if (g.size > limits.max_client_bytes - std::min(out.bytes, limits.max_client_bytes)) {
+    if (g.length > limits.max_client_bytes - std::min(out.bytes, limits.max_client_bytes)) {
       *limit = "client_bytes";
       return Status::InvalidArgument("handshake registers more than " +
                                      std::to_string(limits.max_client_bytes) +
                                      " bytes (limit client_bytes)");
     }
-    out.bytes += g.size;
-    out.space.push_back({g.base_host_virt_addr, g.size, g.offset});
+    out.bytes += g.length;
+    out.space.push_back({g.address, g.length, g.offset});
   }
   std::vector<SpaceRegion> sorted = out.space;
   std::sort(sorted.begin(), sorted.end(),
@@ -123,10 +122,10 @@ Status ValidateServeOptions(const ServeOptions& o) {
   };
   const ServeLimits& l = o.limits;
   constexpr uint64_t kMax = UINT64_MAX;
-  PW_RETURN_IF_ERROR(range("fault_window_pages", o.fault_window_pages, 1, 512));
-  PW_RETURN_IF_ERROR(range("background_batch_pages", o.background_batch_pages, 1, 4096));
-  PW_RETURN_IF_ERROR(range("handshake_timeout_ms",
-                           o.handshake_timeout_ms > 0 ? o.handshake_timeout_ms : 0, 1, INT32_MAX));
+  PW_RETURN_IF_ERROR(ValidateFillPolicy(o.fill));
+  if (o.handshake_timeout <= Duration::zero()) {
+    return Status::InvalidArgument("handshake_timeout must be > 0");
+  }
   PW_RETURN_IF_ERROR(range("limits.max_regions", l.max_regions, 1, 1 << 20));
   PW_RETURN_IF_ERROR(range("limits.max_client_bytes", l.max_client_bytes, 1, kMax));
   PW_RETURN_IF_ERROR(range("limits.max_total_bytes", l.max_total_bytes, 1, kMax));

@@ -58,7 +58,7 @@ struct CheckedRegions {
 // max_client_bytes. On failure *limit (optional) names the ServeLimits
 // field that was exceeded ("regions", "client_bytes"), else stays empty.
 // Errors: kInvalidArgument (kNotSupported for page sizes) naming the region.
-Result<CheckedRegions> CheckRegions(const std::vector<GuestRegion>& regions, uint64_t source_size,
+Result<CheckedRegions> CheckRegions(const std::vector<Region>& regions, uint64_t source_size,
                                     uint64_t page_size, const ServeLimits& limits,
                                     std::string* limit = nullptr);
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <utility>
 
+#include "base/clock.h"
+#include "restore/restore_env.h"
 #include "restore/server_impl.h"
 
 namespace pagewise {
@@ -66,15 +68,11 @@ std::vector<ClientReport> PageServerImpl::clients() const {
   return out;
 }
 
-Status PageServerImpl::WaitClientsDone(size_t count, int timeout_ms) {
+Status PageServerImpl::WaitClientsDone(size_t count, Duration timeout) {
   std::unique_lock<std::mutex> lk(mu_);
-  auto done = [&] { return dropped_ >= count; };
-  if (timeout_ms < 0) {
-    cv_.wait(lk, done);
-  } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {
-    return Status(Code::kRetry, 0,
-                  std::to_string(dropped_) + " of " + std::to_string(count) +
-                      " clients done after " + std::to_string(timeout_ms) + " ms");
+  if (!WaitFor(cv_, lk, timeout, [&] { return dropped_ >= count; })) {
+    return Status::Timeout(std::to_string(dropped_) + " of " + std::to_string(count) +
+                           " clients done after " + DurationText(timeout));
   }
   return Status::Ok();
 }
@@ -199,9 +197,14 @@ void PageServerImpl::SendReady(int sock) {
 Result<std::unique_ptr<PageServer>> PageServer::Start(const std::string& socket_path,
                                                       std::shared_ptr<const PageSource> source,
                                                       const ServeOptions& options) {
+  return StartPageServer(socket_path, std::move(source), options, Env::Default());
+}
+
+Result<std::unique_ptr<PageServer>> StartPageServer(const std::string& socket_path,
+                                                    std::shared_ptr<const PageSource> source,
+                                                    const ServeOptions& options, Env* env) {
   if (source == nullptr) return Status::InvalidArgument("page server: no source");
   PW_RETURN_IF_ERROR(ValidateServeOptions(options).WithContext("page server options"));
-  Env* env = options.env ? options.env : Env::Default();
   PW_ASSIGN_OR_RETURN(int wake, env->EventfdCreate(0, EFD_NONBLOCK));
   Result<sys::ListeningSocket> listen =
       sys::ListenUnixSocket(socket_path, 64, options.access.socket_mode);

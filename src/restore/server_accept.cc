@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <string>
 
+#include "base/clock.h"
 #include "restore/server_impl.h"
 
 namespace pagewise::restore {
@@ -61,9 +62,8 @@ void PageServerImpl::AcceptLoop() {
       if (fds[2 + i].revents != 0) {
         st = ReadSome(&p, &done, &limit);
       } else if (ServeClock::now() >= p.deadline) {
-        st = Status(Code::kRetry, 0,
-                    "not received within " + std::to_string(opt_.handshake_timeout_ms) +
-                        " ms (expected one message: the userfaultfd and a JSON body)");
+        st = Status::Timeout("not received within " + DurationText(opt_.handshake_timeout) +
+                             " (expected one message: the userfaultfd and a JSON body)");
       }
       if (!st.ok()) {
         Refuse(&p, st.WithContext("handshake"), limit);
@@ -115,7 +115,7 @@ bool PageServerImpl::AcceptOne() {
   Pending p;
   p.connection = next_connection_++;
   p.sock = *sock;
-  p.deadline = ServeClock::now() + std::chrono::milliseconds(opt_.handshake_timeout_ms);
+  p.deadline = DeadlineAfter(opt_.handshake_timeout);
   Result<sys::PeerCredentials> peer = sys::GetPeerCredentials(p.sock);
   if (!peer.ok()) {
     Refuse(&p, peer.status().WithContext("reading the peer's credentials"), "");

@@ -64,7 +64,7 @@ void PageServerImpl::Admit(Pending* p) {
   Status st = CheckDescriptor(p, &uffd, &features, &uffd_id);
   if (!st.ok()) return Refuse(p, st, "");
   sys::Userfaultfd owned = sys::Userfaultfd::Adopt(uffd, features, env_);  // closes on refusal
-  Result<std::vector<GuestRegion>> regions = ParseHandshake(p->body);
+  Result<std::vector<Region>> regions = ParseHandshake(p->body);
   if (!regions.ok()) return Refuse(p, regions.status(), "");
   std::string limit;
   Result<CheckedRegions> checked =
@@ -115,7 +115,7 @@ void PageServerImpl::Admit(Pending* p) {
     return Refuse(p, st, st.code() == Code::kResourceExhausted ? "memory" : "");
   }
   p->sock = -1;  // the client owns it now
-  if (opt_.send_ready && opt_.prefetch.empty()) SendReady(client->sock);
+  if (opt_.send_ready && opt_.fill.prefetch.empty()) SendReady(client->sock);
   ClientReport report;
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -129,14 +129,10 @@ bool PageServerImpl::StartClient(const std::shared_ptr<Client>& client, int uffd
   sys::Userfaultfd owned = sys::Userfaultfd::Adopt(uffd, features, env_);
   EngineOptions eo;
   eo.env = env_;
-  eo.fault_window_pages = opt_.fault_window_pages;
-  eo.background_batch_pages = opt_.background_batch_pages;
-  eo.background_fill = opt_.background_fill;
-  eo.use_zeropage = opt_.use_zeropage;
-  eo.prefetch = opt_.prefetch;
+  eo.fill = opt_.fill;
   eo.watch_fd = client->sock;
   eo.max_spaces = opt_.limits.max_spaces;
-  eo.record_trace = opt_.record_trace && client->report.id == 0;
+  eo.fill.record_trace = opt_.fill.record_trace && client->report.id == 0;
   eo.on_finished = [this](const Status&) { eventfd_write(wake_fd_, 1); };
   // The client's identity is fixed once admitted: copied, so that the
   // callback (under one of the engine's locks) takes none of ours.
@@ -153,7 +149,7 @@ bool PageServerImpl::StartClient(const std::shared_ptr<Client>& client, int uffd
     e.reason = why;
     Emit(e);
   };
-  if (opt_.send_ready && !eo.prefetch.empty()) {
+  if (opt_.send_ready && !eo.fill.prefetch.empty()) {
     // On the engine's filler thread. Drop() stops the engine (joining
     // that thread) before it closes the socket, so the descriptor is ours.
     const int sock = client->sock;

@@ -69,7 +69,7 @@ class PageServerImpl final : public PageServer {
   void Stop() override;
   const std::string& socket_path() const override { return path_; }
   std::vector<ClientReport> clients() const override;
-  Status WaitClientsDone(size_t count, int timeout_ms) override;
+  Status WaitClientsDone(size_t count, Duration timeout) override;
   uint64_t refused() const override;
   Status last_refusal() const override;
   uint64_t accept_failures() const override;
