@@ -155,11 +155,11 @@ void AddLimitOptions(CLI::App* app, ServeArgs* a) {
   app->add_option("--max-client-bytes", l.max_client_bytes,
                   "Bytes one client may register (default 256 GiB; K/M/G/T suffixes)")
       ->transform(CLI::AsSizeValue(false))
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 62));
   app->add_option("--max-total-bytes", l.max_total_bytes,
                   "Bytes all clients may register together (default 1 TiB)")
       ->transform(CLI::AsSizeValue(false))
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 62));
   app->add_option("--max-pending", l.max_pending, "Handshakes in progress at once (default 64)")
       ->check(CLI::Range(size_t{1}, size_t{1} << 20));
   app->add_option("--max-clients", l.max_clients, "Clients served at once (default 128)")
@@ -187,7 +187,8 @@ CommandRegistration reg(
           ->check(CLI::Range(size_t{1}, size_t{4096}));
       app->add_option("--prefetch", a->prefetch, "Working-set trace to install first");
       app->add_option("--record", a->record, "Write the first client's demand-fault trace here");
-      app->add_option("--clients", a->clients, "Exit after this many clients are done (0: never)");
+      app->add_option("--clients", a->clients, "Exit after this many clients are done (0: never)")
+          ->check(CLI::Range(size_t{0}, size_t{1} << 30));
       app->add_option("--socket-mode", a->socket_mode, "Octal mode of the socket file (0600)");
       app->add_option("--allow-uid", a->allow_uids,
                       "A uid allowed to connect (repeatable; default: the server's own)");

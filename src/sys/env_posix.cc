@@ -24,6 +24,7 @@
 #include "sys/env.h"
 #include "sys/raw_mm.h"
 #include "sys/uapi.h"
+#include "sys/unix_socket.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise {
@@ -404,23 +405,9 @@ class PosixEnv final : public Env {
   }
 
   Result<int> UnixListen(const std::string& path, int backlog) override {
-    struct sockaddr_un addr = {};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof(addr.sun_path)) {
-      return Status::InvalidArgument("socket path too long (max " +
-                                     std::to_string(sizeof(addr.sun_path) - 1) + "): " + path);
-    }
-    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return ErrnoStatus(errno, "socket(AF_UNIX)");
-    unlink(path.c_str());  // a stale socket file from an earlier run
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        listen(fd, backlog) != 0) {
-      int err = errno;
-      close(fd);
-      return ErrnoStatus(err, "bind/listen " + path);
-    }
-    return fd;
+    // Never clobbers: only a stale socket is replaced (sys/unix_socket.h).
+    PW_ASSIGN_OR_RETURN(sys::ListeningSocket l, sys::ListenUnixSocket(path, backlog, 0600));
+    return l.fd;
   }
 
   Result<int> Accept(int listen_fd) override {
