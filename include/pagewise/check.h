@@ -63,10 +63,12 @@
 #include <vector>
 
 #include "pagewise/env.h"
+#include "pagewise/export.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 enum class CheckScenario { kWrites, kDontneed, kMprotect, kFork, kThp, kShmem, kSyscall };
 
@@ -136,6 +138,7 @@ Status ValidateCheckOptions(const CheckOptions& options);
 // ok == false and lost_writes > 0.
 Result<CheckResult> RunCheck(const CheckOptions& options);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_CHECK_H_

@@ -28,11 +28,13 @@
 #include <vector>
 
 #include "pagewise/env.h"
+#include "pagewise/export.h"
 #include "pagewise/image.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 struct CheckpointOptions {
   TrackBackend backend = TrackBackend::kAuto;
@@ -112,6 +114,7 @@ class Checkpoint {
   bool broken_update_ = false;
 };
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_CHECKPOINT_H_

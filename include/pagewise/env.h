@@ -22,9 +22,11 @@
 #include <cstdint>
 #include <string>
 
+#include "pagewise/export.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // Outcome of UFFDIO_COPY/ZEROPAGE/MOVE/CONTINUE/POISON. `bytes` is how much
 // of the range was done before the call stopped (may be > 0 with an error:
@@ -185,6 +187,7 @@ Status ReadFully(Env* env, int fd, void* buf, size_t len, off_t offset);
 // The system page size (sysconf), cached.
 size_t PageSize();
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_ENV_H_

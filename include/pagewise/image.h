@@ -38,9 +38,11 @@
 #include <vector>
 
 #include "pagewise/env.h"
+#include "pagewise/export.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 enum class Compression : uint8_t { kNone = 0, kZstd = 1, kLz4 = 2 };
 // "none", "zstd", "lz4".
@@ -245,6 +247,7 @@ Status VerifyImage(const std::string& path, VerifyError* error = nullptr,
 Status FlattenImage(const std::string& in, const std::string& out,
                     const ImageWriteOptions& options = {}, const ProgressFn& progress = nullptr);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_IMAGE_H_

@@ -65,11 +65,13 @@
 #include <vector>
 
 #include "pagewise/env.h"
+#include "pagewise/export.h"
 #include "pagewise/image.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 struct LiveProgress {
   uint64_t pages_saved = 0;  // pages recorded in the image so far
@@ -181,6 +183,7 @@ Result<LiveSnapshotStats> TakeLiveSnapshot(const std::string& path,
                                            const std::vector<RegionInfo>& regions,
                                            const LiveSnapshotOptions& options = {});
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_LIVE_H_

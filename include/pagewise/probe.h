@@ -17,9 +17,11 @@
 #include <vector>
 
 #include "pagewise/env.h"
+#include "pagewise/export.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // userfaultfd feature bits (UFFD_FEATURE_*), mirrored so that public code
 // needs no kernel header.
@@ -87,6 +89,7 @@ Status RequireUffd(const KernelFeatures& features, uint64_t bits, std::string_vi
 // OK if PAGEMAP_SCAN works; otherwise kNotSupported with the reason.
 Status RequirePagemapScan(const KernelFeatures& features, std::string_view what);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_PROBE_H_

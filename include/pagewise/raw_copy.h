@@ -11,9 +11,11 @@
 #include <cstdint>
 
 #include "pagewise/env.h"
+#include "pagewise/export.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 struct RawCopyTiming {
   double seconds = 0;  // time spent in the UFFDIO_COPY calls only
@@ -28,6 +30,7 @@ struct RawCopyTiming {
 Result<RawCopyTiming> TimeRawUffdCopy(const void* src, size_t len, size_t batch_pages,
                                       Env* env = nullptr);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_RAW_COPY_H_

@@ -15,10 +15,12 @@
 #include <vector>
 
 #include "pagewise/env.h"
+#include "pagewise/export.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 class RawWriteScanner {
  public:
@@ -55,6 +57,7 @@ class RawWriteScanner {
   std::unique_ptr<Impl> impl_;
 };
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_RAW_SCAN_H_

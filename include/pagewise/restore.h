@@ -45,9 +45,11 @@
 #include <vector>
 
 #include "pagewise/env.h"
+#include "pagewise/export.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 class Image;
 
@@ -249,6 +251,7 @@ class LazyRestore {
   virtual WorkingSetTrace trace() const = 0;
 };
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_RESTORE_H_

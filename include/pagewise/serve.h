@@ -62,10 +62,12 @@
 #include <vector>
 
 #include "pagewise/env.h"
+#include "pagewise/export.h"
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // The byte a PageServer writes to a client once its prefetch list is in.
 inline constexpr char kReadyByte = 'R';
@@ -193,6 +195,7 @@ class LazyClient {
   virtual bool ready() const = 0;
 };
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_SERVE_H_

@@ -38,11 +38,13 @@
 #include <vector>
 
 #include "pagewise/env.h"
+#include "pagewise/export.h"
 #include "pagewise/image.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // ---- describing regions ------------------------------------------------------
 
@@ -275,6 +277,7 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const std::string& path,
 Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
                                                      const EagerRestoreOptions& options = {});
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_SNAPSHOT_H_
