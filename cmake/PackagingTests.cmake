@@ -49,3 +49,11 @@ foreach(kind static shared)
   add_test(NAME capi.${kind} COMMAND capi_test_${kind})
   set_tests_properties(capi.${kind} PROPERTIES LABELS packaging ENVIRONMENT "${PAGEWISE_TEST_ENV}")
 endforeach()
+
+# Install into a temporary prefix and build and run the examples, a C
+# program, a C++ program, the Rust crate and the Python module against it.
+add_test(NAME packaging.install
+  COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tests/install_test.sh ${CMAKE_BINARY_DIR}
+          ${CMAKE_CURRENT_SOURCE_DIR})
+set_tests_properties(packaging.install PROPERTIES LABELS packaging TIMEOUT 600
+  ENVIRONMENT "CC=${CMAKE_C_COMPILER};CXX=${CMAKE_CXX_COMPILER}")

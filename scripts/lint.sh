@@ -130,6 +130,14 @@ for c in $cmds; do
 done
 [ -f man/pagewise.1 ] || { echo "lint: man/pagewise.1 is missing"; fail=1; }
 
+# 8. Every C API function (PAGEWISE_EXPORT in pagewise/pagewise.h) has a man
+# page man/NAME.3: its group's page, or a one-line ".so man3/GROUP.3".
+capi=$(tr '\n' ' ' <include/pagewise/pagewise.h | grep -oE 'PAGEWISE_EXPORT[^;(]*\(' |
+         grep -oE 'pagewise_[a-z0-9_]+[[:space:]]*\($' | tr -d ' (' | sort -u)
+for f in $capi; do
+  [ -f "man/$f.3" ] || { echo "lint: C API $f has no man page man/$f.3"; fail=1; }
+done
+
 # 5. clang-format (Google style, 100 columns: .clang-format) is applied.
 if command -v clang-format >/dev/null; then
   bad=$(for f in $(git ls-files -co --exclude-standard '*.cc' '*.h'); do
