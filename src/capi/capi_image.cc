@@ -57,6 +57,20 @@ int CheckPath(const char* path, const char* fn) {
   return 0;
 }
 
+// What every snapshot call converts first: 0, or the error (recorded).
+int PrepareSnapshot(const char* fn, const char* path, const pagewise_region* regions, size_t count,
+                    const pagewise_snapshot_options* options, std::vector<RegionInfo>* rs,
+                    SnapshotOptions* o) {
+  if (int rc = CheckPath(path, fn); rc != 0) return rc;
+  Result<std::vector<RegionInfo>> r = ToRegions(regions, count);
+  if (!r.ok()) return SetError(r.status());
+  Result<SnapshotOptions> opt = ToSnapshotOptions(options);
+  if (!opt.ok()) return SetError(opt.status());
+  *rs = std::move(*r);
+  *o = *opt;
+  return 0;
+}
+
 }  // namespace
 }  // namespace pagewise::capi
 
@@ -66,12 +80,14 @@ int pagewise_snapshot_full(const pagewise_region* regions, size_t count, const c
                            const pagewise_snapshot_options* options,
                            pagewise_snapshot_stats* stats) {
   return pc::Guard([&] {
-    if (int rc = pc::CheckPath(path, "pagewise_snapshot_full"); rc != 0) return rc;
-    Result<std::vector<pagewise::RegionInfo>> rs = pc::ToRegions(regions, count);
-    if (!rs.ok()) return pc::SetError(rs.status());
-    Result<pagewise::SnapshotOptions> o = pc::ToSnapshotOptions(options);
-    if (!o.ok()) return pc::SetError(o.status());
-    Result<pagewise::SnapshotStats> st = pagewise::SnapshotFull(*rs, path, *o);
+    std::vector<pagewise::RegionInfo> rs;
+    pagewise::SnapshotOptions o;
+    if (int rc =
+            pc::PrepareSnapshot("pagewise_snapshot_full", path, regions, count, options, &rs, &o);
+        rc != 0) {
+      return rc;
+    }
+    Result<pagewise::SnapshotStats> st = pagewise::SnapshotFull(rs, path, o);
     if (!st.ok()) return pc::SetError(st.status());
     pc::FromImageStats(st->image, static_cast<int64_t>(st->nanos), stats);
     return 0;
@@ -83,7 +99,6 @@ int pagewise_snapshot_incremental(const pagewise_range* written, size_t written_
                                   const char* path, const pagewise_snapshot_options* options,
                                   pagewise_snapshot_stats* stats) {
   return pc::Guard([&] {
-    if (int rc = pc::CheckPath(path, "pagewise_snapshot_incremental"); rc != 0) return rc;
     if (int rc = pc::CheckPath(parent, "pagewise_snapshot_incremental (parent)"); rc != 0) {
       return rc;
     }
@@ -92,11 +107,14 @@ int pagewise_snapshot_incremental(const pagewise_range* written, size_t written_
     }
     std::vector<pagewise::PageRange> w(written_count);
     for (size_t i = 0; i < written_count; ++i) w[i] = {written[i].start, written[i].end};
-    Result<std::vector<pagewise::RegionInfo>> rs = pc::ToRegions(regions, count);
-    if (!rs.ok()) return pc::SetError(rs.status());
-    Result<pagewise::SnapshotOptions> o = pc::ToSnapshotOptions(options);
-    if (!o.ok()) return pc::SetError(o.status());
-    Result<pagewise::SnapshotStats> st = pagewise::SnapshotIncremental(w, *rs, parent, path, *o);
+    std::vector<pagewise::RegionInfo> rs;
+    pagewise::SnapshotOptions o;
+    if (int rc = pc::PrepareSnapshot("pagewise_snapshot_incremental", path, regions, count, options,
+                                     &rs, &o);
+        rc != 0) {
+      return rc;
+    }
+    Result<pagewise::SnapshotStats> st = pagewise::SnapshotIncremental(w, rs, parent, path, o);
     if (!st.ok()) return pc::SetError(st.status());
     pc::FromImageStats(st->image, static_cast<int64_t>(st->nanos), stats);
     return 0;
@@ -107,15 +125,17 @@ int pagewise_snapshot_live(const pagewise_region* regions, size_t count, const c
                            const pagewise_snapshot_options* options,
                            pagewise_snapshot_stats* stats) {
   return pc::Guard([&] {
-    if (int rc = pc::CheckPath(path, "pagewise_snapshot_live"); rc != 0) return rc;
-    Result<std::vector<pagewise::RegionInfo>> rs = pc::ToRegions(regions, count);
-    if (!rs.ok()) return pc::SetError(rs.status());
-    Result<pagewise::SnapshotOptions> o = pc::ToSnapshotOptions(options);
-    if (!o.ok()) return pc::SetError(o.status());
+    std::vector<pagewise::RegionInfo> rs;
+    pagewise::SnapshotOptions o;
+    if (int rc =
+            pc::PrepareSnapshot("pagewise_snapshot_live", path, regions, count, options, &rs, &o);
+        rc != 0) {
+      return rc;
+    }
     pagewise::LiveSnapshotOptions live;
-    live.image.compression = o->compression;
-    live.image.level = o->level;
-    Result<pagewise::LiveSnapshotStats> st = pagewise::TakeLiveSnapshot(path, *rs, live);
+    live.image.compression = o.compression;
+    live.image.level = o.level;
+    Result<pagewise::LiveSnapshotStats> st = pagewise::TakeLiveSnapshot(path, rs, live);
     if (!st.ok()) return pc::SetError(st.status());
     if (stats != nullptr) {
       // The committed image's own counts, read back from it.
