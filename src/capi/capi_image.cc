@@ -57,17 +57,22 @@ int CheckPath(const char* path, const char* fn) {
   return 0;
 }
 
-// What every snapshot call converts first: 0, or the error (recorded).
+// What every snapshot call converts first.
+struct SnapshotArgs {
+  std::vector<RegionInfo> regions;
+  SnapshotOptions options;
+};
+
+// 0, or the error (recorded).
 int PrepareSnapshot(const char* fn, const char* path, const pagewise_region* regions, size_t count,
-                    const pagewise_snapshot_options* options, std::vector<RegionInfo>* rs,
-                    SnapshotOptions* o) {
+                    const pagewise_snapshot_options* options, SnapshotArgs* a) {
   if (int rc = CheckPath(path, fn); rc != 0) return rc;
   Result<std::vector<RegionInfo>> r = ToRegions(regions, count);
   if (!r.ok()) return SetError(r.status());
   Result<SnapshotOptions> opt = ToSnapshotOptions(options);
   if (!opt.ok()) return SetError(opt.status());
-  *rs = std::move(*r);
-  *o = *opt;
+  a->regions = std::move(*r);
+  a->options = *opt;
   return 0;
 }
 
@@ -80,14 +85,10 @@ int pagewise_snapshot_full(const pagewise_region* regions, size_t count, const c
                            const pagewise_snapshot_options* options,
                            pagewise_snapshot_stats* stats) {
   return pc::Guard([&] {
-    std::vector<pagewise::RegionInfo> rs;
-    pagewise::SnapshotOptions o;
-    if (int rc =
-            pc::PrepareSnapshot("pagewise_snapshot_full", path, regions, count, options, &rs, &o);
-        rc != 0) {
-      return rc;
-    }
-    Result<pagewise::SnapshotStats> st = pagewise::SnapshotFull(rs, path, o);
+    pc::SnapshotArgs a;
+    const int rc = pc::PrepareSnapshot("pagewise_snapshot_full", path, regions, count, options, &a);
+    if (rc != 0) return rc;
+    Result<pagewise::SnapshotStats> st = pagewise::SnapshotFull(a.regions, path, a.options);
     if (!st.ok()) return pc::SetError(st.status());
     pc::FromImageStats(st->image, static_cast<int64_t>(st->nanos), stats);
     return 0;
@@ -107,14 +108,12 @@ int pagewise_snapshot_incremental(const pagewise_range* written, size_t written_
     }
     std::vector<pagewise::PageRange> w(written_count);
     for (size_t i = 0; i < written_count; ++i) w[i] = {written[i].start, written[i].end};
-    std::vector<pagewise::RegionInfo> rs;
-    pagewise::SnapshotOptions o;
-    if (int rc = pc::PrepareSnapshot("pagewise_snapshot_incremental", path, regions, count, options,
-                                     &rs, &o);
-        rc != 0) {
-      return rc;
-    }
-    Result<pagewise::SnapshotStats> st = pagewise::SnapshotIncremental(w, rs, parent, path, o);
+    pc::SnapshotArgs a;
+    const int rc =
+        pc::PrepareSnapshot("pagewise_snapshot_incremental", path, regions, count, options, &a);
+    if (rc != 0) return rc;
+    Result<pagewise::SnapshotStats> st =
+        pagewise::SnapshotIncremental(w, a.regions, parent, path, a.options);
     if (!st.ok()) return pc::SetError(st.status());
     pc::FromImageStats(st->image, static_cast<int64_t>(st->nanos), stats);
     return 0;
@@ -125,17 +124,13 @@ int pagewise_snapshot_live(const pagewise_region* regions, size_t count, const c
                            const pagewise_snapshot_options* options,
                            pagewise_snapshot_stats* stats) {
   return pc::Guard([&] {
-    std::vector<pagewise::RegionInfo> rs;
-    pagewise::SnapshotOptions o;
-    if (int rc =
-            pc::PrepareSnapshot("pagewise_snapshot_live", path, regions, count, options, &rs, &o);
-        rc != 0) {
-      return rc;
-    }
+    pc::SnapshotArgs a;
+    const int rc = pc::PrepareSnapshot("pagewise_snapshot_live", path, regions, count, options, &a);
+    if (rc != 0) return rc;
     pagewise::LiveSnapshotOptions live;
-    live.image.compression = o.compression;
-    live.image.level = o.level;
-    Result<pagewise::LiveSnapshotStats> st = pagewise::TakeLiveSnapshot(path, rs, live);
+    live.image.compression = a.options.compression;
+    live.image.level = a.options.level;
+    Result<pagewise::LiveSnapshotStats> st = pagewise::TakeLiveSnapshot(path, a.regions, live);
     if (!st.ok()) return pc::SetError(st.status());
     if (stats != nullptr) {
       // The committed image's own counts, read back from it.
