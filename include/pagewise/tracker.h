@@ -154,7 +154,6 @@
 #include <string_view>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/export.h"
 #include "pagewise/probe.h"
 #include "pagewise/status.h"
@@ -189,7 +188,6 @@ struct PageRange {
 
 struct TrackerOptions {
   TrackBackend backend = TrackBackend::kAuto;
-  Env* env = nullptr;  // nullptr: Env::Default()
 };
 
 struct TrackerStats {
@@ -210,6 +208,8 @@ class Tracker {
   static Result<std::unique_ptr<Tracker>> Create(const TrackerOptions& options = {});
 
   virtual ~Tracker() = default;
+  Tracker(const Tracker&) = delete;
+  Tracker& operator=(const Tracker&) = delete;
 
   virtual TrackBackend backend() const = 0;
 
@@ -239,6 +239,9 @@ class Tracker {
 
   // The ranges currently tracked, sorted.
   virtual std::vector<PageRange> tracked() const = 0;
+
+ protected:
+  Tracker() = default;
 };
 
 PAGEWISE_API_END

@@ -34,6 +34,8 @@ int ErrnoFor(Code code) {
       return -EEXIST;
     case Code::kRetry:
       return -EAGAIN;
+    case Code::kTimeout:
+      return -ETIMEDOUT;
     case Code::kResourceExhausted:
       return -ENOMEM;
     case Code::kNoSpace:
@@ -76,19 +78,21 @@ int SetException(std::exception_ptr e) {
 
 int InvalidArgument(const std::string& what) { return SetError(Status::InvalidArgument(what)); }
 
-Result<std::vector<RegionInfo>> ToRegions(const pagewise_region* regions, size_t count) {
+Duration ToDuration(int64_t ns) { return ns < 0 ? kNoTimeout : Duration(ns); }
+
+Result<std::vector<Region>> ToRegions(const pagewise_region* regions, size_t count) {
   if (regions == nullptr && count > 0) {
     return Status::InvalidArgument("regions is NULL but count is " + std::to_string(count));
   }
-  std::vector<RegionInfo> out;
+  std::vector<Region> out;
   out.reserve(count);
   for (size_t i = 0; i < count; ++i) {
     const pagewise_region& c = regions[i];
-    RegionInfo r;
+    Region r;
     r.address = c.address;
     r.length = c.length;
-    r.flat_offset = c.offset;
-    r.page_size = c.page_size != 0 ? c.page_size : static_cast<uint32_t>(PageSize());
+    r.offset = c.offset;
+    r.page_size = c.page_size != 0 ? c.page_size : PageSize();
     r.prot = c.prot;
     r.kind = static_cast<RegionKind>(c.kind);
     if (c.name != nullptr) r.name = c.name;
@@ -97,11 +101,11 @@ Result<std::vector<RegionInfo>> ToRegions(const pagewise_region* regions, size_t
   return out;
 }
 
-void FromRegion(const RegionInfo& r, pagewise_region* out) {
+void FromRegion(const Region& r, pagewise_region* out) {
   out->address = r.address;
   out->length = r.length;
-  out->offset = r.flat_offset;
-  out->page_size = r.page_size;
+  out->offset = r.offset;
+  out->page_size = static_cast<uint32_t>(r.page_size);
   out->prot = r.prot;
   out->kind = static_cast<pagewise_region_kind>(r.kind);
   out->name = r.name.c_str();
@@ -200,7 +204,7 @@ const char* pagewise_backend_name(pagewise_backend backend) {
 int pagewise_region_of(const void* addr, size_t len, pagewise_region* out) {
   return pc::Guard([&] {
     if (out == nullptr) return pc::InvalidArgument("pagewise_region_of: out is NULL");
-    Result<pagewise::RegionInfo> r = pagewise::RegionFromMaps(addr, len);
+    Result<pagewise::Region> r = pagewise::RegionFromMaps(addr, len);
     if (!r.ok()) return pc::SetError(r.status());
     pc::FromRegion(*r, out);
     out->name = nullptr;  // *r dies here
@@ -264,7 +268,7 @@ int pagewise_checkpoint_create(const pagewise_region* regions, size_t count,
   return pc::Guard([&] {
     if (out == nullptr) return pc::InvalidArgument("pagewise_checkpoint_create: out is NULL");
     *out = nullptr;
-    Result<std::vector<pagewise::RegionInfo>> rs = pc::ToRegions(regions, count);
+    Result<std::vector<pagewise::Region>> rs = pc::ToRegions(regions, count);
     if (!rs.ok()) return pc::SetError(rs.status());
     Result<pagewise::TrackBackend> b = pc::ToBackend(backend);
     if (!b.ok()) return pc::SetError(b.status());
@@ -288,7 +292,7 @@ int pagewise_checkpoint_rewind(pagewise_checkpoint* checkpoint, pagewise_rewind_
       stats->pages_restored = r->pages_restored;
       stats->pages_copied = r->pages_copied;
       stats->pages_zeroed = r->pages_zeroed;
-      stats->duration_ns = static_cast<int64_t>(r->nanos);
+      stats->duration_ns = static_cast<int64_t>(r->elapsed_ns);
     }
     return 0;
   });

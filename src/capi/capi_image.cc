@@ -59,7 +59,7 @@ int CheckPath(const char* path, const char* fn) {
 
 // What every snapshot call converts first.
 struct SnapshotArgs {
-  std::vector<RegionInfo> regions;
+  std::vector<Region> regions;
   SnapshotOptions options;
 };
 
@@ -67,7 +67,7 @@ struct SnapshotArgs {
 int PrepareSnapshot(const char* fn, const char* path, const pagewise_region* regions, size_t count,
                     const pagewise_snapshot_options* options, SnapshotArgs* a) {
   if (int rc = CheckPath(path, fn); rc != 0) return rc;
-  Result<std::vector<RegionInfo>> r = ToRegions(regions, count);
+  Result<std::vector<Region>> r = ToRegions(regions, count);
   if (!r.ok()) return SetError(r.status());
   Result<SnapshotOptions> opt = ToSnapshotOptions(options);
   if (!opt.ok()) return SetError(opt.status());
@@ -90,7 +90,7 @@ int pagewise_snapshot_full(const pagewise_region* regions, size_t count, const c
     if (rc != 0) return rc;
     Result<pagewise::SnapshotStats> st = pagewise::SnapshotFull(a.regions, path, a.options);
     if (!st.ok()) return pc::SetError(st.status());
-    pc::FromImageStats(st->image, static_cast<int64_t>(st->nanos), stats);
+    pc::FromImageStats(st->image, static_cast<int64_t>(st->elapsed_ns), stats);
     return 0;
   });
 }
@@ -115,7 +115,7 @@ int pagewise_snapshot_incremental(const pagewise_range* written, size_t written_
     Result<pagewise::SnapshotStats> st =
         pagewise::SnapshotIncremental(w, a.regions, parent, path, a.options);
     if (!st.ok()) return pc::SetError(st.status());
-    pc::FromImageStats(st->image, static_cast<int64_t>(st->nanos), stats);
+    pc::FromImageStats(st->image, static_cast<int64_t>(st->elapsed_ns), stats);
     return 0;
   });
 }
@@ -165,7 +165,7 @@ int pagewise_image_region(const pagewise_image* image, size_t index, pagewise_re
     if (image == nullptr || out == nullptr) {
       return pc::InvalidArgument("pagewise_image_region: NULL argument");
     }
-    const std::vector<pagewise::RegionInfo>& rs = image->image->regions();
+    const std::vector<pagewise::Region>& rs = image->image->regions();
     if (index >= rs.size()) {
       return pc::InvalidArgument("pagewise_image_region: index " + std::to_string(index) +
                                  " >= region count " + std::to_string(rs.size()));

@@ -15,8 +15,10 @@
 
 #include "pagewise/image.h"
 #include "pagewise/pagewise.h"
+#include "pagewise/region.h"
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
+#include "pagewise/time.h"
 #include "pagewise/tracker.h"
 
 namespace pagewise::capi {
@@ -42,11 +44,15 @@ int Guard(Fn&& fn) noexcept {
   }
 }
 
-// Converts C regions to RegionInfo (page_size 0: the system page size; names
+// Converts C regions to Regions (page_size 0: the system page size; names
 // copied). kInvalidArgument for a NULL array with count > 0.
-Result<std::vector<RegionInfo>> ToRegions(const pagewise_region* regions, size_t count);
+Result<std::vector<Region>> ToRegions(const pagewise_region* regions, size_t count);
 // Fills *out from `r`; out->name points into `r` (owned by its holder).
-void FromRegion(const RegionInfo& r, pagewise_region* out);
+void FromRegion(const Region& r, pagewise_region* out);
+
+// int64 nanoseconds (PAGEWISE_NO_TIMEOUT or any negative: no limit) as a
+// Duration.
+Duration ToDuration(int64_t ns);
 
 Result<TrackBackend> ToBackend(pagewise_backend b);
 pagewise_backend FromBackend(TrackBackend b);

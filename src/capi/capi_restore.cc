@@ -3,10 +3,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 
 #include "capi/capi_internal.h"
-#include "pagewise/env.h"
 #include "pagewise/restore.h"
 #include "pagewise/serve.h"
 
@@ -15,8 +13,7 @@ using pagewise::Result;
 using pagewise::Status;
 
 struct pagewise_lazy_restore {
-  std::unique_ptr<pagewise::LazyRestore> restore;
-  std::vector<bool> fresh;  // region i was mapped by the restore (unmapped by destroy)
+  std::unique_ptr<pagewise::LazyRestore> restore;  // owns the mappings it made
 };
 
 struct pagewise_page_server {
@@ -30,39 +27,16 @@ struct pagewise_lazy_client {
 namespace pagewise::capi {
 namespace {
 
-// int64 nanoseconds (PAGEWISE_NO_TIMEOUT: no limit) to the C++ API's
-// milliseconds, rounded up so that a short positive timeout still waits.
-int ToMillis(int64_t ns) {
-  if (ns < 0) return -1;
-  const int64_t ms = (ns + 999999) / 1000000;
-  return static_cast<int>(std::min<int64_t>(ms, INT_MAX));
-}
-
-// A wait that ran out of time: -ETIMEDOUT (the C++ API says kRetry).
-int WaitError(const Status& s) {
-  if (s.code() == Code::kRetry) {
-    SetError(s);
-    return -ETIMEDOUT;
+// The C fill policy over the C++ one's defaults, validated (out of range:
+// kInvalidArgument naming the field, never clamped).
+Status ApplyPolicy(const pagewise_fill_policy* p, FillPolicy* fill) {
+  if (p != nullptr) {
+    if (p->fault_window_pages != 0) fill->fault_window_pages = p->fault_window_pages;
+    if (p->background_batch_pages != 0) fill->background_batch_pages = p->background_batch_pages;
+    fill->background_fill = p->no_background_fill == 0;
+    fill->use_zeropage = p->no_zeropage == 0;
   }
-  return SetError(s);
-}
-
-Status ApplyPolicy(const pagewise_fill_policy* p, size_t* window, size_t* batch, bool* background,
-                   bool* zeropage) {
-  if (p == nullptr) return Status::Ok();
-  if (p->fault_window_pages != 0) *window = p->fault_window_pages;
-  if (p->background_batch_pages != 0) *batch = p->background_batch_pages;
-  if (*window > 512) {
-    return Status::InvalidArgument("fill policy: fault_window_pages is " + std::to_string(*window) +
-                                   "; valid: 1..512 (0: default 16)");
-  }
-  if (*batch > 4096) {
-    return Status::InvalidArgument("fill policy: background_batch_pages is " +
-                                   std::to_string(*batch) + "; valid: 1..4096 (0: default 64)");
-  }
-  *background = p->no_background_fill == 0;
-  *zeropage = p->no_zeropage == 0;
-  return Status::Ok();
+  return ValidateFillPolicy(*fill);
 }
 
 int AdoptSource(Result<std::shared_ptr<PageSource>> s, pagewise_source** out) {
@@ -121,19 +95,14 @@ int pagewise_lazy_restore_start(pagewise_source* source, const pagewise_region* 
     }
     *out = nullptr;
     pagewise::RestoreOptions options;
-    Status s = pc::ApplyPolicy(policy, &options.fault_window_pages, &options.background_batch_pages,
-                               &options.background_fill, &options.use_zeropage);
+    Status s = pc::ApplyPolicy(policy, &options.fill);
     if (!s.ok()) return pc::SetError(s);
-    std::vector<pagewise::RestoreRegion> rs(count);
-    std::vector<bool> fresh(count);
-    for (size_t i = 0; i < count; ++i) {
-      rs[i] = {regions[i].offset, regions[i].length, regions[i].address};
-      fresh[i] = regions[i].address == 0;
-    }
+    Result<std::vector<pagewise::Region>> rs = pc::ToRegions(regions, count);
+    if (!rs.ok()) return pc::SetError(rs.status());
     Result<std::unique_ptr<pagewise::LazyRestore>> r =
-        pagewise::LazyRestore::Start(source->source, std::move(rs), options);
+        pagewise::LazyRestore::Start(source->source, std::move(*rs), options);
     if (!r.ok()) return pc::SetError(r.status());
-    *out = new pagewise_lazy_restore{std::move(*r), std::move(fresh)};
+    *out = new pagewise_lazy_restore{std::move(*r)};
     return 0;
   });
 }
@@ -146,7 +115,7 @@ void* pagewise_lazy_restore_data(const pagewise_lazy_restore* restore, size_t in
 int pagewise_lazy_restore_wait(pagewise_lazy_restore* restore, int64_t timeout_ns) {
   return pc::Guard([&] {
     if (restore == nullptr) return pc::InvalidArgument("pagewise_lazy_restore_wait: NULL");
-    return pc::WaitError(restore->restore->WaitResident(pc::ToMillis(timeout_ns)));
+    return pc::SetError(restore->restore->WaitResident(pc::ToDuration(timeout_ns)));
   });
 }
 
@@ -162,28 +131,14 @@ int pagewise_lazy_restore_stats(const pagewise_lazy_restore* restore, pagewise_r
     out->pages_background = st.pages_background;
     out->zero_pages = st.zero_pages;
     out->bytes_copied = st.bytes_copied;
-    out->first_fault_ns =
-        st.first_fault_seconds < 0 ? -1 : static_cast<int64_t>(st.first_fault_seconds * 1e9);
-    out->resident_ns =
-        st.resident_seconds < 0 ? -1 : static_cast<int64_t>(st.resident_seconds * 1e9);
+    out->first_fault_ns = st.first_fault_ns;
+    out->resident_ns = st.resident_ns;
     return 0;
   });
 }
 
-void pagewise_lazy_restore_destroy(pagewise_lazy_restore* restore) {
-  if (restore == nullptr) return;
-  std::vector<std::pair<void*, size_t>> maps;
-  const std::vector<pagewise::RestoreRegion>& rs = restore->restore->regions();
-  for (size_t i = 0; i < rs.size(); ++i) {
-    if (restore->fresh[i]) maps.emplace_back(restore->restore->data(i), rs[i].length);
-  }
-  restore->restore.reset();  // finishes filling, then stops serving
-  for (const auto& [addr, len] : maps) {
-    // Nothing to do on failure: the mapping is the restore's own.
-    pagewise::Env::Default()->Munmap(addr, len).IgnoreError();
-  }
-  delete restore;
-}
+// Finishes, stops, and unmaps what the restore mapped (~LazyRestore).
+void pagewise_lazy_restore_destroy(pagewise_lazy_restore* restore) { delete restore; }
 
 int pagewise_page_server_start(const char* socket_path, pagewise_source* source,
                                const pagewise_fill_policy* policy, pagewise_page_server** out) {
@@ -193,8 +148,7 @@ int pagewise_page_server_start(const char* socket_path, pagewise_source* source,
     }
     *out = nullptr;
     pagewise::ServeOptions options;
-    Status s = pc::ApplyPolicy(policy, &options.fault_window_pages, &options.background_batch_pages,
-                               &options.background_fill, &options.use_zeropage);
+    Status s = pc::ApplyPolicy(policy, &options.fill);
     if (!s.ok()) return pc::SetError(s);
     Result<std::unique_ptr<pagewise::PageServer>> srv =
         pagewise::PageServer::Start(socket_path, source->source, options);
@@ -207,7 +161,7 @@ int pagewise_page_server_start(const char* socket_path, pagewise_source* source,
 int pagewise_page_server_wait(pagewise_page_server* server, size_t clients, int64_t timeout_ns) {
   return pc::Guard([&] {
     if (server == nullptr) return pc::InvalidArgument("pagewise_page_server_wait: NULL");
-    return pc::WaitError(server->server->WaitClientsDone(clients, pc::ToMillis(timeout_ns)));
+    return pc::SetError(server->server->WaitClientsDone(clients, pc::ToDuration(timeout_ns)));
   });
 }
 
@@ -229,10 +183,10 @@ int pagewise_lazy_client_connect(const char* socket_path, const pagewise_guest_r
       return pc::InvalidArgument("pagewise_lazy_client_connect: NULL argument");
     }
     *out = nullptr;
-    std::vector<pagewise::GuestRegion> rs(count);
+    std::vector<pagewise::Region> rs(count);
     for (size_t i = 0; i < count; ++i) {
-      rs[i].base_host_virt_addr = regions[i].address;
-      rs[i].size = regions[i].size;
+      rs[i].address = regions[i].address;
+      rs[i].length = regions[i].size;
       rs[i].offset = regions[i].offset;
       rs[i].page_size = regions[i].page_size != 0 ? regions[i].page_size : pagewise::PageSize();
     }
@@ -243,7 +197,7 @@ int pagewise_lazy_client_connect(const char* socket_path, const pagewise_guest_r
       }
       o.on_loss = options->on_loss == PAGEWISE_LOSS_ABORT ? pagewise::ServerLossPolicy::kAbort
                                                           : pagewise::ServerLossPolicy::kPoison;
-      o.wait_ready_ms = options->wait_ready_ns > 0 ? pc::ToMillis(options->wait_ready_ns) : 0;
+      o.wait_ready = pagewise::Duration(options->wait_ready_ns > 0 ? options->wait_ready_ns : 0);
       if (options->on_server_lost != nullptr) {
         auto fn = options->on_server_lost;
         void* ctx = options->ctx;
@@ -282,7 +236,7 @@ int pagewise_lazy_client_populate(pagewise_lazy_client* client) {
 int pagewise_lazy_client_wait_server_lost(pagewise_lazy_client* client, int64_t timeout_ns) {
   return pc::Guard([&] {
     if (client == nullptr) return pc::InvalidArgument("pagewise_lazy_client_wait_server_lost");
-    return pc::WaitError(client->client->WaitServerLost(pc::ToMillis(timeout_ns)));
+    return pc::SetError(client->client->WaitServerLost(pc::ToDuration(timeout_ns)));
   });
 }
 

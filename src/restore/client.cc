@@ -25,8 +25,10 @@
 #include <thread>
 #include <utility>
 
+#include "base/clock.h"
 #include "pagewise/probe.h"
 #include "pagewise/serve.h"
+#include "restore/restore_env.h"
 #include "sys/uapi.h"
 #include "sys/userfaultfd.h"
 
@@ -36,8 +38,7 @@ namespace {
 class LazyClientImpl final : public LazyClient {
  public:
   LazyClientImpl(Env* env, sys::Userfaultfd uffd, int sock, int stop_fd,
-                 std::vector<GuestRegion> regions, LazyClientOptions opt, bool can_poison,
-                 bool ready)
+                 std::vector<Region> regions, LazyClientOptions opt, bool can_poison, bool ready)
       : env_(env),
         uffd_(std::move(uffd)),
         sock_(sock),
@@ -63,21 +64,18 @@ class LazyClientImpl final : public LazyClient {
     return status_;
   }
 
-  Status WaitServerLost(int timeout_ms) override {
+  Status WaitServerLost(Duration timeout) override {
     std::unique_lock<std::mutex> lk(mu_);
     auto lost = [&] { return loss_handled_; };
-    if (timeout_ms < 0) {
-      cv_.wait(lk, lost);
-    } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), lost)) {
-      return Status(Code::kRetry, 0, "the page server is still connected");
+    if (!WaitFor(cv_, lk, timeout, lost)) {
+      return Status::Timeout("the page server is still connected after " + DurationText(timeout));
     }
     return Status::Ok();
   }
 
   Status Populate() override {
-    for (const GuestRegion& r : regions_) {
-      Status s =
-          env_->Madvise(reinterpret_cast<void*>(r.base_host_virt_addr), r.size, MADV_POPULATE_READ);
+    for (const Region& r : regions_) {
+      Status s = env_->Madvise(reinterpret_cast<void*>(r.address), r.length, MADV_POPULATE_READ);
       if (!s.ok()) {
         Status lost = status();
         return lost.ok() ? s.WithContext("populating guest memory") : lost;
@@ -121,7 +119,7 @@ class LazyClientImpl final : public LazyClient {
       std::abort();
     }
     // Phase 2: we are the userfaultfd's reader now.
-    for (const GuestRegion& r : regions_) Seal(uffd_, r.base_host_virt_addr, r.size);
+    for (const Region& r : regions_) Seal(uffd_, r.address, r.length);
     {
       std::lock_guard<std::mutex> lk(mu_);
       loss_handled_ = true;
@@ -179,7 +177,7 @@ class LazyClientImpl final : public LazyClient {
       case UffdEvent::Kind::kFork: {
         // A child forked after the loss: it has no server either.
         sys::Userfaultfd child = sys::Userfaultfd::Adopt(e.fork_fd, uffd_.features(), env_);
-        for (const GuestRegion& r : regions_) Seal(child, r.base_host_virt_addr, r.size);
+        for (const Region& r : regions_) Seal(child, r.address, r.length);
         children_.push_back(std::move(child));
         break;
       }
@@ -221,7 +219,7 @@ class LazyClientImpl final : public LazyClient {
   sys::Userfaultfd uffd_;
   int sock_;
   int stop_fd_;
-  const std::vector<GuestRegion> regions_;
+  const std::vector<Region> regions_;
   const LazyClientOptions opt_;
   const bool can_poison_;
   const bool ready_;  // Connect() saw kReadyByte
@@ -237,17 +235,16 @@ class LazyClientImpl final : public LazyClient {
   bool loss_handled_ = false;  // guarded by mu_: callback run, pages sealed
 };
 
-// Waits up to timeout_ms for kReadyByte on `sock` (before the watchdog
+// Waits up to `timeout` for kReadyByte on `sock` (before the watchdog
 // exists, so nothing else reads it). *ready: it came. End of stream: the
 // server dropped us right after the handshake (refused it, or died).
-Status WaitReady(Env* env, int sock, int timeout_ms, bool* ready) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+Status WaitReady(Env* env, int sock, Duration timeout, bool* ready) {
+  const auto deadline = DeadlineAfter(timeout);
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return Status::Ok();  // not ready: pages come on demand
+    const Duration left = deadline - std::chrono::steady_clock::now();
+    if (left <= Duration::zero()) return Status::Ok();  // not ready: pages come on demand
     struct pollfd pfd = {sock, POLLIN, 0};
-    PW_ASSIGN_OR_RETURN(int n, env->Poll(&pfd, 1, static_cast<int>(left.count())));
+    PW_ASSIGN_OR_RETURN(int n, env->Poll(&pfd, 1, PollTimeoutMs(left)));
     if (n == 0 || pfd.revents == 0) continue;  // timed out (checked above) or spurious
     char buf[16];
     int fd = -1;
@@ -269,9 +266,14 @@ Status WaitReady(Env* env, int sock, int timeout_ms, bool* ready) {
 }  // namespace
 
 Result<std::unique_ptr<LazyClient>> LazyClient::Connect(const std::string& socket_path,
-                                                        const std::vector<GuestRegion>& regions,
+                                                        const std::vector<Region>& regions,
                                                         const LazyClientOptions& options) {
-  Env* env = options.env ? options.env : Env::Default();
+  return ConnectLazyClient(socket_path, regions, options, Env::Default());
+}
+
+Result<std::unique_ptr<LazyClient>> ConnectLazyClient(const std::string& socket_path,
+                                                      const std::vector<Region>& regions,
+                                                      const LazyClientOptions& options, Env* env) {
   if (regions.empty()) return Status::InvalidArgument("lazy client: no regions");
   sys::Userfaultfd::Options uo;
   uo.required_features = uffd_feature::kEventRemove;
@@ -281,9 +283,9 @@ Result<std::unique_ptr<LazyClient>> LazyClient::Connect(const std::string& socke
   PW_ASSIGN_OR_RETURN(sys::Userfaultfd uffd, sys::Userfaultfd::Open(uo));
   bool can_poison = true;
   for (size_t i = 0; i < regions.size(); ++i) {
-    const GuestRegion& r = regions[i];
+    const Region& r = regions[i];
     uint64_t ioctls = 0;
-    Status s = uffd.Register(r.base_host_virt_addr, r.size, UFFDIO_REGISTER_MODE_MISSING, &ioctls);
+    Status s = uffd.Register(r.address, r.length, UFFDIO_REGISTER_MODE_MISSING, &ioctls);
     if (!s.ok()) {
       return s.WithContext("lazy client: registering region " + std::to_string(i) +
                            " (guest memory must be private anonymous, page aligned)");
@@ -303,8 +305,8 @@ Result<std::unique_ptr<LazyClient>> LazyClient::Connect(const std::string& socke
     return sent.status().WithContext("lazy client: sending the handshake to " + socket_path);
   }
   bool ready = false;
-  if (options.wait_ready_ms > 0) {
-    Status w = WaitReady(env, sock, options.wait_ready_ms, &ready);
+  if (options.wait_ready > Duration::zero()) {
+    Status w = WaitReady(env, sock, options.wait_ready, &ready);
     if (!w.ok()) {
       env->Close(sock).IgnoreError();  // already failing
       return w.WithContext("lazy client: waiting for the page server at " + socket_path);
