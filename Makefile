@@ -21,8 +21,8 @@ ifneq ($(shell command -v ccache),)
 CMAKE_FLAGS += -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache
 SAN_FLAGS += -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache
 endif
-# Tests refuse to skip on the machines we own; see src/testing/test_main.cc.
-export PAGEWISE_FORBID_SKIP ?= 1
+# A test may skip for what a user's machine lacks (/dev/kvm, CRIU 4.1+); CI
+# sets PAGEWISE_FORBID_SKIP=1 (.ci/run) and then every skip fails the run.
 
 .PHONY: all deps build demo test unit asan tsan lint format clean install check-build-types
 

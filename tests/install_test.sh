@@ -32,7 +32,6 @@ done
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 unset PKG_CONFIG_LIBDIR LD_PRELOAD
 export LD_LIBRARY_PATH=$prefix/lib
-export PAGEWISE_FORBID_SKIP=1
 CC=${CC:-cc} CXX=${CXX:-c++}
 pkg-config --exists pagewise || { echo "pkg-config does not find pagewise"; exit 1; }
 case "$(pkg-config --cflags --libs pagewise)" in
