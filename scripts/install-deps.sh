@@ -8,6 +8,9 @@ PKGS=(
   clang libclang-rt-14-dev clang-format
   libgtest-dev libgmock-dev libbenchmark-dev
   libzstd-dev liblz4-dev libxxhash-dev nlohmann-json3-dev libcli11-dev
+  # CRIU 4.x's runtime libraries (its binary comes from the machine or
+  # PAGEWISE_CRIU), and ip(8) for the network-namespace migration tests.
+  libprotobuf-c1 libnl-3-200 libnet1 iproute2
 )
 
 missing=()
