@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "criu_cli.h"
+#include "image_util.h"
 #include "pagewise/criu.h"
 
 namespace pagewise::cli {
@@ -104,16 +106,86 @@ RunFn SetupLazyPages(CLI::App* app) {
   };
 }
 
-CommandRegistration reg("criu", "CRIU integration: lazy-pages daemon", [](CLI::App* app) -> RunFn {
-  app->require_subcommand(1);
-  auto lazy =
-      SetupLazyPages(app->add_subcommand("lazy-pages", "Serve `criu restore --lazy-pages`"));
-  CLI::App* lazy_app = app->get_subcommand("lazy-pages");
-  return [lazy, lazy_app]() -> int {
-    if (lazy_app->parsed()) return lazy();
-    return 2;
+struct ServerArgs {
+  std::string listen, dir, image;
+  int status_fd = -1;
+  CriuTcpServerOptions o;
+  bool quiet = false;
+};
+
+RunFn SetupPageServer(CLI::App* app) {
+  auto a = std::make_shared<ServerArgs>();
+  app->add_option("--tcp", a->listen, "Listen on ADDR:PORT")->required();
+  app->add_option("--criu-dir", a->dir, "Serve this CRIU dump directory");
+  app->add_option("--image", a->image, "Serve this image (pagewise import --criu)");
+  app->add_option("--status-fd", a->status_fd, "Write \\0 to FD once listening");
+  app->add_option("--max-clients", a->o.max_clients, "Clients at once (default 16)");
+  app->add_flag("-q,--quiet", a->quiet, "No log lines on stderr");
+  return [a]() -> int {
+    std::function<void(const std::string&)> log;
+    if (!a->quiet) {
+      log = [](const std::string& line) {
+        std::fprintf(stderr, "pagewise serve --tcp: %s\n", line.c_str());
+      };
+    }
+    Status st = RunCriuTcpServer(a->listen, a->dir, a->image, a->o, a->status_fd, log);
+    if (!st.ok()) return Fail("serve --tcp", st);
+    return 0;
   };
-});
+}
+
+CommandRegistration reg("criu", "CRIU integration: lazy-pages daemon, TCP page server",
+                        [](CLI::App* app) -> RunFn {
+                          app->require_subcommand(1);
+                          CLI::App* lazy_app =
+                              app->add_subcommand("lazy-pages", "Serve `criu restore --lazy-pages`");
+                          RunFn lazy = SetupLazyPages(lazy_app);
+                          CLI::App* srv_app = app->add_subcommand(
+                              "page-server", "Serve a dump's pages over TCP (as serve --tcp)");
+                          RunFn srv = SetupPageServer(srv_app);
+                          return [=]() -> int {
+                            if (lazy_app->parsed()) return lazy();
+                            if (srv_app->parsed()) return srv();
+                            return 2;
+                          };
+                        });
 
 }  // namespace
+
+int RunCriuImport(const std::string& dir, const std::string& image, const std::string& compress,
+                  int level, bool json) {
+  CriuImportOptions o;
+  Result<Compression> c = ParseCompression(compress);
+  if (!c.ok()) return Fail("import", c.status());
+  o.write.compression = *c;
+  o.write.level = level;
+  Result<CriuImportReport> r = Status::Internal("not run");
+  {
+    ProgressLine progress("import --criu " + dir);
+    o.progress = progress.Fn();
+    r = ImportCriuDump(dir, image, o);
+  }
+  if (!r.ok()) return Fail("import", r.status());
+  if (json) {
+    std::cout << nlohmann::json{{"image", image},
+                                {"criu_dir", dir},
+                                {"tasks", r->tasks},
+                                {"regions", r->regions},
+                                {"pages", r->pages},
+                                {"dump_pages_bytes", r->dump_pages_bytes},
+                                {"image_bytes", r->image_bytes},
+                                {"layers", r->layers},
+                                {"verified", true}}
+                     .dump(2)
+              << std::endl;
+  } else {
+    std::printf("%s: %llu tasks, %llu pages in %llu regions; dump pages %s -> image %s (%zu layer%s), verified\n",
+                image.c_str(), static_cast<unsigned long long>(r->tasks),
+                static_cast<unsigned long long>(r->pages),
+                static_cast<unsigned long long>(r->regions), HumanBytes(r->dump_pages_bytes).c_str(),
+                HumanBytes(r->image_bytes).c_str(), r->layers.size(), r->layers.size() > 1 ? "s" : "");
+  }
+  return 0;
+}
+
 }  // namespace pagewise::cli

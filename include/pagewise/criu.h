@@ -141,6 +141,14 @@ class CriuTcpServer {
   virtual std::string Describe() const = 0;
 };
 
+// `pagewise serve --tcp`: starts a CriuTcpServer, writes '\0' to status_fd
+// (if >= 0, then closes it) once listening, logs a line, and serves until
+// SIGINT or SIGTERM (blocked in every thread of the process from this call
+// on, then waited for). Errors: those of Start.
+Status RunCriuTcpServer(const std::string& listen, const std::string& dump_dir,
+                        const std::string& image_path, const CriuTcpServerOptions& options,
+                        int status_fd, const std::function<void(const std::string&)>& log);
+
 }  // namespace pagewise
 
 #endif  // PAGEWISE_CRIU_H_

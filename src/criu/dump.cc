@@ -213,7 +213,7 @@ class DumpImpl final : public CriuDump {
       t.nregions = regions_.size() - t.first_region;
       tasks_.push_back(t);
     }
-    digest_ = Digest();
+    digest_ = LayoutDigest(regions_);
     for (uint32_t id : pages_ids_) {
       Result<int> fd =
           env_->Open(dir_ + "/pages-" + std::to_string(id) + ".img", O_RDONLY | O_CLOEXEC);
@@ -320,18 +320,6 @@ class DumpImpl final : public CriuDump {
     return Status::Ok();
   }
 
-  uint64_t Digest() const {
-    XXH64_state_t* st = XXH64_createState();
-    XXH64_reset(st, 0x63726975);
-    for (const DumpRegion& r : regions_) {
-      const uint64_t row[5] = {r.pid, r.address, r.length, r.flat_offset, r.flags};
-      XXH64_update(st, row, sizeof(row));
-    }
-    const uint64_t d = XXH64_digest(st);
-    XXH64_freeState(st);
-    return d;
-  }
-
   Env* env_;
   std::string dir_;
   Layer top_;
@@ -347,6 +335,18 @@ class DumpImpl final : public CriuDump {
 };
 
 }  // namespace
+
+uint64_t LayoutDigest(const std::vector<DumpRegion>& regions) {
+  XXH64_state_t* st = XXH64_createState();
+  XXH64_reset(st, 0x63726975);
+  for (const DumpRegion& r : regions) {
+    const uint64_t row[5] = {r.pid, r.address, r.length, r.flat_offset, r.lazy() ? 1u : 0u};
+    XXH64_update(st, row, sizeof(row));
+  }
+  const uint64_t d = XXH64_digest(st);
+  XXH64_freeState(st);
+  return d;
+}
 
 Result<std::shared_ptr<CriuDump>> CriuDump::Open(const std::string& dir,
                                                  const OpenOptions& options) {

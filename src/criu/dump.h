@@ -72,8 +72,8 @@ class CriuDump {
   virtual const std::vector<DumpRegion>& regions() const = 0;
   virtual const DumpTask* FindTask(uint32_t pid) const = 0;
   virtual uint64_t flat_size() const = 0;
-  // XXH64 over the region table (pid, address, length, flat offset, flags):
-  // two opens of copies of one dump agree; any other dump differs.
+  // LayoutDigest(regions()): two opens of copies of one dump agree; any
+  // other dump differs.
   virtual uint64_t layout_digest() const = 0;
   // Bytes of this dump's own pages-*.img files (not the parents').
   virtual uint64_t pages_file_bytes() const = 0;
@@ -87,6 +87,9 @@ class CriuDump {
   // of one pages file; nullptr otherwise.
   virtual const void* Direct(uint64_t offset, size_t len) const = 0;
 };
+
+// XXH64 over (pid, address, length, flat offset, lazy) of every region.
+uint64_t LayoutDigest(const std::vector<DumpRegion>& regions);
 
 }  // namespace pagewise::criu
 

@@ -1,6 +1,7 @@
 // CRIU page sources (see sources.h).
 #include "criu/sources.h"
 
+#include <cstdio>
 #include <utility>
 
 #include "pagewise/image.h"
@@ -33,6 +34,28 @@ std::shared_ptr<PageSource> DumpSource(std::shared_ptr<const CriuDump> dump) {
 
 std::string RegionName(const DumpRegion& r) {
   return "criu pid=" + std::to_string(r.pid) + (r.lazy() ? " lazy" : " eager");
+}
+
+Result<std::vector<DumpRegion>> ImageLayout(const Image& image, const std::string& path) {
+  std::vector<DumpRegion> out;
+  for (const RegionInfo& ri : image.regions()) {
+    DumpRegion r;
+    char kind[16] = {0};
+    unsigned pid = 0;
+    if (std::sscanf(ri.name.c_str(), "criu pid=%u %15s", &pid, kind) != 2 ||
+        (std::string(kind) != "lazy" && std::string(kind) != "eager")) {
+      return Status::InvalidArgument(path + " was not imported from a CRIU dump (region '" +
+                                     ri.name + "'); make it with `pagewise import --criu DIR IMAGE`");
+    }
+    r.pid = pid;
+    r.address = ri.address;
+    r.length = ri.length;
+    r.flat_offset = ri.flat_offset;
+    r.flags = std::string(kind) == "lazy" ? kPeLazy : 0;
+    r.prot = ri.prot;
+    out.push_back(r);
+  }
+  return out;
 }
 
 Result<std::shared_ptr<PageSource>> CheckedImageSource(const std::string& image_path,

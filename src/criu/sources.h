@@ -10,6 +10,7 @@
 #include <string>
 
 #include "criu/dump.h"
+#include "pagewise/image.h"
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
 
@@ -20,6 +21,10 @@ std::shared_ptr<PageSource> DumpSource(std::shared_ptr<const CriuDump> dump);
 
 // Region names an import writes ("criu pid=P lazy" / "... eager").
 std::string RegionName(const DumpRegion& r);
+
+// The regions an imported image describes (from its region names), in
+// the image's order; kInvalidArgument if it was not imported from a dump.
+Result<std::vector<DumpRegion>> ImageLayout(const Image& image, const std::string& path);
 
 // Opens `image_path` and checks that its regions are exactly `layout`'s
 // (same count, addresses, lengths, flat offsets, names): an image

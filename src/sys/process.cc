@@ -149,6 +149,31 @@ Status RemoveFile(const std::string& path) {
   return Status::Ok();
 }
 
+namespace {
+sigset_t TermSet() {
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGINT);
+  sigaddset(&s, SIGTERM);
+  return s;
+}
+}  // namespace
+
+Status BlockTerminationSignals() {
+  const sigset_t s = TermSet();
+  const int rc = pthread_sigmask(SIG_BLOCK, &s, nullptr);
+  if (rc != 0) return ErrnoStatus(rc, "pthread_sigmask");
+  return Status::Ok();
+}
+
+int WaitTerminationSignal() {
+  const sigset_t s = TermSet();
+  int sig = 0;
+  while (sigwait(&s, &sig) != 0) {
+  }
+  return sig;
+}
+
 Status MakeFifo(const std::string& path) {
   if (mkfifo(path.c_str(), 0600) != 0) return ErrnoStatus(errno, "mkfifo " + path);
   return Status::Ok();

@@ -65,6 +65,11 @@ Status BecomeSubreaper();
 Status MakePipe(int fds[2]);
 // unlink(2); a missing file is not an error.
 Status RemoveFile(const std::string& path);
+// Blocks SIGINT and SIGTERM in the calling thread (threads it starts
+// afterwards inherit the mask), then WaitTerminationSignal() sigwaits for
+// one of them and returns it.
+Status BlockTerminationSignals();
+int WaitTerminationSignal();
 // mkfifo(2).
 Status MakeFifo(const std::string& path);
 // Opens a file with flags (a FIFO with O_RDWR does not block). Caller owns.
