@@ -137,8 +137,8 @@ RunFn SetupPageServer(CLI::App* app) {
 CommandRegistration reg("criu", "CRIU integration: lazy-pages daemon, TCP page server",
                         [](CLI::App* app) -> RunFn {
                           app->require_subcommand(1);
-                          CLI::App* lazy_app =
-                              app->add_subcommand("lazy-pages", "Serve `criu restore --lazy-pages`");
+                          CLI::App* lazy_app = app->add_subcommand(
+                              "lazy-pages", "Serve `criu restore --lazy-pages`");
                           RunFn lazy = SetupLazyPages(lazy_app);
                           CLI::App* srv_app = app->add_subcommand(
                               "page-server", "Serve a dump's pages over TCP (as serve --tcp)");
@@ -179,11 +179,13 @@ int RunCriuImport(const std::string& dir, const std::string& image, const std::s
                      .dump(2)
               << std::endl;
   } else {
-    std::printf("%s: %llu tasks, %llu pages in %llu regions; dump pages %s -> image %s (%zu layer%s), verified\n",
-                image.c_str(), static_cast<unsigned long long>(r->tasks),
-                static_cast<unsigned long long>(r->pages),
-                static_cast<unsigned long long>(r->regions), HumanBytes(r->dump_pages_bytes).c_str(),
-                HumanBytes(r->image_bytes).c_str(), r->layers.size(), r->layers.size() > 1 ? "s" : "");
+    std::printf(
+        "%s: %llu tasks, %llu pages in %llu regions; dump pages %s -> image %s (%zu layer%s), "
+        "verified\n",
+        image.c_str(), static_cast<unsigned long long>(r->tasks),
+        static_cast<unsigned long long>(r->pages), static_cast<unsigned long long>(r->regions),
+        HumanBytes(r->dump_pages_bytes).c_str(), HumanBytes(r->image_bytes).c_str(),
+        r->layers.size(), r->layers.size() > 1 ? "s" : "");
   }
   return 0;
 }

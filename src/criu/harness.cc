@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <tuple>
 #include <utility>
 
 #include "criu/dump.h"
@@ -140,8 +141,10 @@ Result<pid_t> Harness::StartProgram(std::vector<std::string> argv, int ready_cou
   return *pid;
 }
 
-Status Harness::RunCriu(const std::vector<std::string>& args, const std::string& log) {
-  std::vector<std::string> argv = {criu_.path};
+Status Harness::RunCriu(const std::vector<std::string>& args, const std::string& log,
+                        const std::vector<std::string>& prefix) {
+  std::vector<std::string> argv = prefix;
+  argv.push_back(criu_.path);
   argv.insert(argv.end(), args.begin(), args.end());
   argv.insert(argv.end(), {"-o", log, "-v4"});
   sys::SpawnOptions so;
@@ -212,12 +215,13 @@ Result<Child> Harness::StartDaemon(std::vector<std::string> argv, const std::str
 }
 
 Status Harness::Restore(const std::string& dump_dir, bool lazy,
-                        const std::vector<std::string>& extra) {
+                        const std::vector<std::string>& extra,
+                        const std::vector<std::string>& prefix) {
   std::vector<std::string> args = {"restore", "-D", dump_dir, "-d"};
   if (lazy) args.push_back("--lazy-pages");
   args.insert(args.end(), extra.begin(), extra.end());
   const std::string log = dump_dir + "/restore." + std::to_string(serial_++) + ".log";
-  Status st = RunCriu(args, log);
+  Status st = RunCriu(args, log, prefix);
   if (st.ok()) {
     CriuDump::OpenOptions oo;
     oo.data = false;
@@ -250,6 +254,70 @@ std::string Harness::ReadText(const std::string& path) const {
   }
   sys::CloseFd(*fd).IgnoreError();
   return out;
+}
+
+}  // namespace pagewise::criu
+
+namespace pagewise::criu {
+
+Status RunCommand(const std::vector<std::string>& argv) {
+  PW_ASSIGN_OR_RETURN(pid_t pid, sys::Spawn(argv));
+  PW_ASSIGN_OR_RETURN(int st, sys::WaitPid(pid));
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    std::string cmd;
+    for (const std::string& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
+    return Status::IoError("`" + cmd + "`: " + sys::DescribeWaitStatus(st));
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<NetnsPair>> NetnsPair::Create(const std::string& tag) {
+  if (tag.empty() || tag.size() > 8) return Status::InvalidArgument("netns tag: 1..8 characters");
+  std::unique_ptr<NetnsPair> n(new NetnsPair());
+  unsigned h = 0;
+  for (char c : tag) h = h * 31 + static_cast<unsigned char>(c);
+  const std::string net = "10.213." + std::to_string(h % 250 + 1) + ".";
+  n->server_ns_ = "pwcriu-" + tag + "-srv";
+  n->client_ns_ = "pwcriu-" + tag + "-cli";
+  n->server_veth_ = "pwc" + tag + "s";
+  n->client_veth_ = "pwc" + tag + "c";
+  n->server_ip_ = net + "1";
+  n->client_ip_ = net + "2";
+  PW_RETURN_IF_ERROR(RunCommand({"ip", "netns", "add", n->server_ns_}));
+  n->created_server_ = true;
+  PW_RETURN_IF_ERROR(RunCommand({"ip", "netns", "add", n->client_ns_}));
+  n->created_client_ = true;
+  PW_RETURN_IF_ERROR(RunCommand({"ip", "-n", n->server_ns_, "link", "add", n->server_veth_, "type",
+                                 "veth", "peer", "name", n->client_veth_, "netns", n->client_ns_}));
+  for (const auto& [ns, dev, ip] : {std::tuple{n->server_ns_, n->server_veth_, n->server_ip_},
+                                    std::tuple{n->client_ns_, n->client_veth_, n->client_ip_}}) {
+    PW_RETURN_IF_ERROR(RunCommand({"ip", "-n", ns, "addr", "add", ip + "/24", "dev", dev}));
+    PW_RETURN_IF_ERROR(RunCommand({"ip", "-n", ns, "link", "set", dev, "up"}));
+    PW_RETURN_IF_ERROR(RunCommand({"ip", "-n", ns, "link", "set", "lo", "up"}));
+  }
+  return n;
+}
+
+NetnsPair::~NetnsPair() {
+  // Deleting a namespace deletes the veth end inside it (and so the pair).
+  if (created_server_) RunCommand({"ip", "netns", "delete", server_ns_}).IgnoreError();
+  if (created_client_) RunCommand({"ip", "netns", "delete", client_ns_}).IgnoreError();
+}
+
+std::vector<std::string> NetnsPair::InServer(const std::vector<std::string>& argv) const {
+  std::vector<std::string> out = {"ip", "netns", "exec", server_ns_};
+  out.insert(out.end(), argv.begin(), argv.end());
+  return out;
+}
+
+std::vector<std::string> NetnsPair::InClient(const std::vector<std::string>& argv) const {
+  std::vector<std::string> out = {"ip", "netns", "exec", client_ns_};
+  out.insert(out.end(), argv.begin(), argv.end());
+  return out;
+}
+
+Status NetnsPair::SetLink(bool up) {
+  return RunCommand({"ip", "-n", server_ns_, "link", "set", server_veth_, up ? "up" : "down"});
 }
 
 }  // namespace pagewise::criu

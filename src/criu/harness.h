@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -55,8 +56,9 @@ class Harness {
   Result<Child> StartDaemon(std::vector<std::string> argv, const std::string& name);
   // `criu restore -D dump_dir -d [--lazy-pages]`; OK once criu says the
   // tree is restored (criu exited 0).
-  Status Restore(const std::string& dump_dir, bool lazy,
-                 const std::vector<std::string>& extra = {});
+  // `prefix` runs criu inside something (a network namespace).
+  Status Restore(const std::string& dump_dir, bool lazy, const std::vector<std::string>& extra = {},
+                 const std::vector<std::string>& prefix = {});
   // Waits for a child (a program restored under us, or a daemon). Returns
   // its wait status.
   Result<int> Wait(pid_t pid);
@@ -67,12 +69,46 @@ class Harness {
   std::string LogPath(const std::string& name) const { return dir_ + "/" + name; }
 
  private:
-  Status RunCriu(const std::vector<std::string>& args, const std::string& log);
+  Status RunCriu(const std::vector<std::string>& args, const std::string& log,
+                 const std::vector<std::string>& prefix = {});
   CriuBinary criu_;
   std::string dir_;
   std::vector<pid_t> children_;
   int serial_ = 0;
 };
+
+// Two network namespaces joined by a veth pair, for post-copy migration
+// between "hosts" of one machine: the server side gets 10.213.N.1, the
+// client side 10.213.N.2 (N from the tag), each with its loopback up.
+// Names carry "pwcriu" and the tag, so runs never collide. Both
+// namespaces (and so the veth pair) are deleted on destruction, whatever
+// happened.
+class NetnsPair {
+ public:
+  // tag: a short unique string (e.g. the pid), at most 8 characters.
+  static Result<std::unique_ptr<NetnsPair>> Create(const std::string& tag);
+  ~NetnsPair();
+  NetnsPair(const NetnsPair&) = delete;
+  NetnsPair& operator=(const NetnsPair&) = delete;
+
+  const std::string& server_ns() const { return server_ns_; }
+  const std::string& client_ns() const { return client_ns_; }
+  const std::string& server_ip() const { return server_ip_; }
+  // argv run inside a namespace (through `ip netns exec`).
+  std::vector<std::string> InServer(const std::vector<std::string>& argv) const;
+  std::vector<std::string> InClient(const std::vector<std::string>& argv) const;
+  // Takes the server's end of the link down (up = false) or up: a cut
+  // cable, as the client sees it (its packets go nowhere, no reset).
+  Status SetLink(bool up);
+
+ private:
+  NetnsPair() = default;
+  std::string server_ns_, client_ns_, server_veth_, client_veth_, server_ip_, client_ip_;
+  bool created_server_ = false, created_client_ = false;
+};
+
+// Runs argv to completion (output to /dev/null); OK on exit status 0.
+Status RunCommand(const std::vector<std::string>& argv);
 
 }  // namespace pagewise::criu
 

@@ -78,11 +78,13 @@ Result<CriuImportReport> ImportCriuDump(const std::string& dump_dir, const std::
     PW_ASSIGN_OR_RETURN(ImageStats bs, WriteLayer(*d, base, o.write, FromParents, o, &done, total));
     ImageWriteOptions top = o.write;
     top.parent = base;
-    PW_ASSIGN_OR_RETURN(ImageStats ts, WriteLayer(*d, image_path, top, FromThisDump, o, &done, total));
+    PW_ASSIGN_OR_RETURN(ImageStats ts,
+                        WriteLayer(*d, image_path, top, FromThisDump, o, &done, total));
     rep.image_bytes = bs.file_bytes + ts.file_bytes;
     rep.layers = {image_path, base};
   } else {
-    PW_ASSIGN_OR_RETURN(ImageStats s, WriteLayer(*d, image_path, o.write, Everything, o, &done, total));
+    PW_ASSIGN_OR_RETURN(ImageStats s,
+                        WriteLayer(*d, image_path, o.write, Everything, o, &done, total));
     rep.image_bytes = s.file_bytes;
     rep.layers = {image_path};
   }

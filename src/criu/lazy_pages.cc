@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 #include <utility>
 
@@ -227,6 +228,10 @@ class Daemon {
       return t.report.status;
     }
     t.engine = std::move(*e);
+    {
+      std::lock_guard<std::mutex> lk(pids_mu_);
+      served_pids_.push_back(pid);
+    }
     // A task that exits leaves no event on its userfaultfd: its pidfd says.
     Result<int> pidfd = sys::PidfdOpen(pid);
     if (pidfd.ok()) t.pidfd = *pidfd;
@@ -246,6 +251,12 @@ class Daemon {
   // Called by the remote source (on an engine thread) when the page server
   // is lost.
   void OnNetworkLoss(const Status& why) {
+    if (o_.on_loss == CriuLossPolicy::kKill) {
+      // Before the engine learns of the failure (and poisons the page a
+      // thread waits for): the tasks die by SIGKILL, not SIGBUS.
+      std::lock_guard<std::mutex> lk(pids_mu_);
+      for (pid_t pid : served_pids_) sys::KillProcess(pid, SIGKILL).IgnoreError();  // may be gone
+    }
     Log("page server lost: " + why.ToString() +
         (o_.on_loss == CriuLossPolicy::kKill
              ? "; killing the tasks"
@@ -260,6 +271,7 @@ class Daemon {
       if (t.finished || !t.engine) continue;
       const Status st = t.engine->status();
       if (!st.ok() && o_.on_loss == CriuLossPolicy::kKill) {
+        if (network_lost_.load()) t.report.killed = true;  // by OnNetworkLoss
         KillTask(&t, st.ToString());
       }
       if (!t.engine->done()) {
@@ -354,6 +366,8 @@ class Daemon {
   Clock::time_point start_;
   std::map<pid_t, Task> tasks_;
   std::atomic<bool> network_lost_{false};
+  std::mutex pids_mu_;
+  std::vector<pid_t> served_pids_;  // guarded by pids_mu_
   CriuLazyPagesReport report_;
 };
 

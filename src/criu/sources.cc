@@ -45,7 +45,8 @@ Result<std::vector<DumpRegion>> ImageLayout(const Image& image, const std::strin
     if (std::sscanf(ri.name.c_str(), "criu pid=%u %15s", &pid, kind) != 2 ||
         (std::string(kind) != "lazy" && std::string(kind) != "eager")) {
       return Status::InvalidArgument(path + " was not imported from a CRIU dump (region '" +
-                                     ri.name + "'); make it with `pagewise import --criu DIR IMAGE`");
+                                     ri.name +
+                                     "'); make it with `pagewise import --criu DIR IMAGE`");
     }
     r.pid = pid;
     r.address = ri.address;

@@ -105,7 +105,8 @@ class TcpServerImpl final : public CriuTcpServer {
   // Replies to the hello; false if the client is refused.
   bool Handshake(int fd) {
     wire::Hello h{};
-    if (!sys::TcpSetTimeouts(fd, kHelloTimeoutMs).ok() || !sys::TcpRecvAll(fd, &h, sizeof(h)).ok()) {
+    if (!sys::TcpSetTimeouts(fd, kHelloTimeoutMs).ok() ||
+        !sys::TcpRecvAll(fd, &h, sizeof(h)).ok()) {
       return false;
     }
     wire::HelloReply r{};
@@ -154,12 +155,14 @@ class TcpServerImpl final : public CriuTcpServer {
           a.status = 1;
           a.len = static_cast<uint32_t>(err.size());
           // The client learns why; a broken rule also ends the connection.
-          if (sys::TcpSendAll(fd, &a, sizeof(a)).ok()) sys::TcpSendAll(fd, err.data(), err.size()).IgnoreError();
+          if (sys::TcpSendAll(fd, &a, sizeof(a)).ok())
+            sys::TcpSendAll(fd, err.data(), err.size()).IgnoreError();
           break;
         }
         a.len = q.len;
         a.checksum = XXH64(buf.data(), q.len, 0);
-        if (!sys::TcpSendAll(fd, &a, sizeof(a)).ok() || !sys::TcpSendAll(fd, buf.data(), q.len).ok()) {
+        if (!sys::TcpSendAll(fd, &a, sizeof(a)).ok() ||
+            !sys::TcpSendAll(fd, buf.data(), q.len).ok()) {
           break;
         }
       }
