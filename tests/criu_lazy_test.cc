@@ -166,6 +166,31 @@ TEST_F(CriuLazyTest, OneDumpRestoredRepeatedly) {
   }
 }
 
+TEST_F(CriuLazyTest, ImportedImageVerifiesRestoresAndIsSmaller) {
+  const std::string dump = Dir("img");
+  const pid_t pid = StartAndDump({"--mib", "32", "--threads", "2"}, dump);
+  ASSERT_GT(pid, 0);
+  const std::string image = tmp_.File("img.pwi");
+  testing::CliResult imp = testing::RunCli(kCli, {"import", "--criu", dump, image, "--json"});
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  nlohmann::json j = nlohmann::json::parse(imp.out);
+  EXPECT_LT(j["image_bytes"].get<uint64_t>(), j["dump_pages_bytes"].get<uint64_t>()) << j.dump(2);
+  testing::CliResult v = testing::RunCli(kCli, {"verify", image});
+  EXPECT_EQ(v.exit_code, 0) << v.err;
+  for (int i = 0; i < 2; ++i) {  // one image, restored any number of times
+    nlohmann::json r = LazyRestore(dump, pid, {"--image", image});
+    ASSERT_FALSE(r.empty());
+    EXPECT_NE(r["source"].get<std::string>().find("image"), std::string::npos) << r.dump(2);
+  }
+  // An image of another dump is refused before the restore starts.
+  const std::string other = Dir("other");
+  ASSERT_GT(StartAndDump({"--mib", "4"}, other), 0);
+  testing::CliResult bad =
+      testing::RunCli(kCli, {"criu", "lazy-pages", "-D", other, "--image", image});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("was not imported from"), std::string::npos) << bad.err;
+}
+
 // ---- bad input ---------------------------------------------------------------
 
 class CriuBadInputTest : public CriuLazyTest {

@@ -54,14 +54,26 @@ class Daemon {
       if (t.pidfd >= 0) sys::CloseFd(t.pidfd).IgnoreError();
     }
     if (conn_ >= 0) env_->Close(conn_).IgnoreError();
+    if (sig_fd_ >= 0) sys::CloseFd(sig_fd_).IgnoreError();
     if (listen_ >= 0) env_->Close(listen_).IgnoreError();
     if (!socket_path_.empty()) env_->Unlink(socket_path_).IgnoreError();
   }
 
   Result<CriuLazyPagesReport> Run() {
+    // SIGINT/SIGTERM must not kill us with our userfaultfds: the tasks'
+    // missing pages would read as zeros. They end the restore loudly.
+    PW_RETURN_IF_ERROR(sys::BlockTerminationSignals());
+    PW_ASSIGN_OR_RETURN(sig_fd_, sys::TerminationSignalFd());
     PW_RETURN_IF_ERROR(OpenSource());
     PW_RETURN_IF_ERROR(Listen());
     Log("listening on " + socket_path_ + "; pages from " + source_->Describe());
+    for (;;) {
+      struct pollfd p[2] = {{listen_, POLLIN, 0}, {sig_fd_, POLLIN, 0}};
+      PW_RETURN_IF_ERROR(env_->Poll(p, 2, -1).status());
+      if (p[1].revents & POLLIN)
+        return Status::FailedPrecondition("stopped by a signal before any restore connected");
+      if (p[0].revents & POLLIN) break;
+    }
     PW_ASSIGN_OR_RETURN(conn_, env_->Accept(listen_));
     env_->Close(listen_).IgnoreError();  // one restore per daemon, as criu lazy-pages
     listen_ = -1;
@@ -299,6 +311,7 @@ class Daemon {
       if ((!open || report_.restore_finished) && AllDone()) break;
       fds.clear();
       polled.clear();
+      fds.push_back({sig_fd_, POLLIN, 0});
       if (open && !report_.restore_finished) fds.push_back({conn_, POLLIN, 0});
       for (auto& [pid, t] : tasks_) {
         if (t.pidfd < 0) continue;
@@ -307,6 +320,11 @@ class Daemon {
       }
       PW_ASSIGN_OR_RETURN(int n, env_->Poll(fds.data(), fds.size(), kTickMs));
       (void)n;
+      if (fds[0].revents & POLLIN) {
+        // The destructor kills every task not yet resident.
+        Log("stopped by a signal: killing the tasks whose memory is not all in place");
+        return Status::FailedPrecondition("stopped by a signal before every task was resident");
+      }
       const size_t first_task = fds.size() - polled.size();
       for (size_t i = 0; i < polled.size(); ++i) {
         if (!(fds[first_task + i].revents & POLLIN)) continue;
@@ -318,7 +336,7 @@ class Daemon {
         // as ESRCH once the filler tries them.
         if (t->engine) t->engine->EnableBackground();
       }
-      if (first_task == 1 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+      if (first_task == 2 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
         Status st = ReadMessage();
         if (st.code() == Code::kPeerGone) {
           open = false;
@@ -363,6 +381,7 @@ class Daemon {
   std::string socket_path_;
   int listen_ = -1;
   int conn_ = -1;
+  int sig_fd_ = -1;
   Clock::time_point start_;
   std::map<pid_t, Task> tasks_;
   std::atomic<bool> network_lost_{false};

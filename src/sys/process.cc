@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -172,6 +173,28 @@ int WaitTerminationSignal() {
   while (sigwait(&s, &sig) != 0) {
   }
   return sig;
+}
+
+Result<int> TerminationSignalFd() {
+  const sigset_t s = TermSet();
+  const int fd = signalfd(-1, &s, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (fd < 0) return ErrnoStatus(errno, "signalfd");
+  return fd;
+}
+
+Result<std::string> SelfExeDir() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n < 0) return ErrnoStatus(errno, "readlink /proc/self/exe");
+  std::string p(buf, static_cast<size_t>(n));
+  const size_t slash = p.rfind('/');
+  return slash == std::string::npos ? std::string(".") : p.substr(0, slash);
+}
+
+Result<std::string> MakeTempDir(const std::string& prefix) {
+  std::string t = prefix + "XXXXXX";
+  if (mkdtemp(t.data()) == nullptr) return ErrnoStatus(errno, "mkdtemp " + t);
+  return t;
 }
 
 Status MakeFifo(const std::string& path) {

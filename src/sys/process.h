@@ -70,6 +70,13 @@ Status RemoveFile(const std::string& path);
 // one of them and returns it.
 Status BlockTerminationSignals();
 int WaitTerminationSignal();
+// A signalfd (non-blocking) for SIGINT and SIGTERM, which must be blocked
+// (BlockTerminationSignals). Caller owns it.
+Result<int> TerminationSignalFd();
+// The directory of this process's executable (/proc/self/exe).
+Result<std::string> SelfExeDir();
+// mkdtemp(3) of PREFIXXXXXXX: a new private directory. Returns its path.
+Result<std::string> MakeTempDir(const std::string& prefix);
 // mkfifo(2).
 Status MakeFifo(const std::string& path);
 // Opens a file with flags (a FIFO with O_RDWR does not block). Caller owns.
