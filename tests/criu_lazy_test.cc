@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "criu/harness.h"
+#include "criu_fixture.h"
 #include "gtest/gtest.h"
 #include "testing/cli_runner.h"
 #include "testing/test_util.h"
@@ -29,39 +30,11 @@
 namespace pagewise {
 namespace {
 
-using criu::CriuBinary;
 using criu::Harness;
 namespace fs = std::filesystem;
 
-const char* kCli = PAGEWISE_CLI_PATH;
-const char* kWorkload = PAGEWISE_CRIU_WORKLOAD;
-
-class CriuLazyTest : public ::testing::Test {
+class CriuLazyTest : public CriuFixture {
  protected:
-  void SetUp() override {
-    Result<CriuBinary> c = criu::FindCriu();
-    if (!c.ok()) GTEST_SKIP() << c.status().ToString();
-    h_ = std::make_unique<Harness>(*c, tmp_.path());
-  }
-
-  std::string Dir(const std::string& name) {
-    const std::string d = tmp_.File(name);
-    fs::create_directories(d);
-    return d;
-  }
-
-  // Starts the workload, dumps it into `dump`, returns its pid.
-  pid_t StartAndDump(const std::vector<std::string>& args, const std::string& dump) {
-    std::vector<std::string> argv = {kWorkload, "--ready", "{READY}"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    Result<pid_t> pid = h_->StartProgram(argv);
-    EXPECT_TRUE(pid.ok()) << pid.status().ToString();
-    if (!pid.ok()) return -1;
-    Status st = h_->Dump(*pid, dump);
-    EXPECT_TRUE(st.ok()) << st.ToString() << "\n" << h_->ReadText(tmp_.File("criu.err"));
-    return st.ok() ? *pid : -1;
-  }
-
   // Restores `dump` beside `pagewise criu lazy-pages daemon_args`, lets the
   // program run, and returns the daemon's JSON report. The program's and
   // the daemon's exit statuses must be 0.
@@ -74,7 +47,7 @@ class CriuLazyTest : public ::testing::Test {
     EXPECT_TRUE(d.ok()) << d.status().ToString();
     if (!d.ok()) return {};
     Status st = h_->Restore(dump, true);
-    EXPECT_TRUE(st.ok()) << st.ToString() << "\n" << h_->ReadText(tmp_.File(name + ".err"));
+    EXPECT_TRUE(st.ok()) << st.ToString() << "\n" << Text(name + ".err");
     if (st.ok()) {
       EXPECT_TRUE(h_->SignalGroup(pid, SIGUSR1).ok());
       Result<int> w = h_->Wait(pid);
@@ -82,14 +55,14 @@ class CriuLazyTest : public ::testing::Test {
       if (w.ok()) {
         EXPECT_TRUE(WIFEXITED(*w) && WEXITSTATUS(*w) == 0)
             << "restored program: status " << *w << "\n"
-            << h_->ReadText(tmp_.File("program.err")) << "\ndaemon:\n"
-            << h_->ReadText(tmp_.File(name + ".err"));
+            << Text("program.err") << "\ndaemon:\n"
+            << Text(name + ".err");
       }
     }
     Result<int> dw = h_->Wait(d->pid);
     EXPECT_TRUE(dw.ok() && WIFEXITED(*dw) && WEXITSTATUS(*dw) == 0)
-        << "daemon: " << h_->ReadText(tmp_.File(name + ".err"));
-    const std::string out = h_->ReadText(tmp_.File(name + ".out"));
+        << "daemon: " << Text(name + ".err");
+    const std::string out = Text(name + ".out");
     if (!nlohmann::json::accept(out)) {
       ADD_FAILURE() << "daemon printed no JSON: " << out;
       return {};
@@ -97,8 +70,6 @@ class CriuLazyTest : public ::testing::Test {
     return nlohmann::json::parse(out);
   }
 
-  testing::TempDir tmp_;
-  std::unique_ptr<Harness> h_;
   int runs_ = 0;
 };
 
@@ -264,7 +235,7 @@ TEST_F(CriuBadInputTest, TaskWithoutUserfaultfdFailsLoudly) {
   close(s);
   ASSERT_TRUE(w.ok());
   EXPECT_TRUE(WIFEXITED(*w) && WEXITSTATUS(*w) != 0);
-  const std::string err = h_->ReadText(tmp_.File("nofd.err"));
+  const std::string err = Text("nofd.err");
   EXPECT_NE(err.find("userfaultfd did not arrive"), std::string::npos) << err;
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "criu/harness.h"
+#include "criu_fixture.h"
 #include "gtest/gtest.h"
 #include "testing/cli_runner.h"
 #include "testing/test_util.h"
@@ -25,19 +26,13 @@
 namespace pagewise {
 namespace {
 
-using criu::Harness;
 using criu::NetnsPair;
-namespace fs = std::filesystem;
 
-const char* kCli = PAGEWISE_CLI_PATH;
-const char* kWorkload = PAGEWISE_CRIU_WORKLOAD;
-
-class CriuRemoteTest : public ::testing::Test {
+class CriuRemoteTest : public CriuFixture {
  protected:
   void SetUp() override {
-    Result<criu::CriuBinary> c = criu::FindCriu();
-    if (!c.ok()) GTEST_SKIP() << c.status().ToString();
-    h_ = std::make_unique<Harness>(*c, tmp_.path());
+    CriuFixture::SetUp();
+    if (IsSkipped()) return;
     Result<std::unique_ptr<NetnsPair>> n = NetnsPair::Create(std::to_string(getpid() % 100000));
     ASSERT_TRUE(n.ok()) << n.status().ToString() << " (needs ip(8): apt-get install iproute2)";
     net_ = std::move(*n);
@@ -46,18 +41,6 @@ class CriuRemoteTest : public ::testing::Test {
   void TearDown() override {
     h_.reset();  // kills what is left (servers inside the namespaces)
     net_.reset();
-  }
-
-  pid_t StartAndDump(const std::string& dump, const std::vector<std::string>& args) {
-    fs::create_directories(dump);
-    std::vector<std::string> argv = {kWorkload, "--ready", "{READY}"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    Result<pid_t> pid = h_->StartProgram(argv);
-    EXPECT_TRUE(pid.ok()) << pid.status().ToString();
-    if (!pid.ok()) return -1;
-    Status st = h_->Dump(*pid, dump);
-    EXPECT_TRUE(st.ok()) << st.ToString();
-    return st.ok() ? *pid : -1;
   }
 
   Result<criu::Child> StartServer(const std::vector<std::string>& what) {
@@ -73,67 +56,63 @@ class CriuRemoteTest : public ::testing::Test {
     return h_->StartDaemon(net_->InClient(argv), "client");
   }
 
-  std::string Text(const std::string& name) { return h_->ReadText(tmp_.File(name)); }
+  // Restores `dump` in the client namespace from a server started with
+  // `what`; the program must verify, the client exit 0. Returns the
+  // client's report.
+  nlohmann::json Migrate(const std::string& dump, pid_t pid, const std::vector<std::string>& what) {
+    Result<criu::Child> srv = StartServer(what);
+    EXPECT_TRUE(srv.ok()) << srv.status().ToString();
+    Result<criu::Child> cli = StartClient(dump, {});
+    EXPECT_TRUE(cli.ok()) << cli.status().ToString();
+    if (!srv.ok() || !cli.ok()) return {};
+    Status st = h_->Restore(dump, true, {}, net_->InClient({}));
+    EXPECT_TRUE(st.ok()) << st.ToString() << Text("client.err");
+    if (!st.ok()) return {};
+    EXPECT_TRUE(h_->SignalGroup(pid, SIGUSR1).ok());
+    Result<int> w = h_->Wait(pid);
+    EXPECT_TRUE(w.ok() && WIFEXITED(*w) && WEXITSTATUS(*w) == 0)
+        << "program: " << Text("program.err") << "\nclient: " << Text("client.err");
+    Result<int> cw = h_->Wait(cli->pid);
+    EXPECT_TRUE(cw.ok() && WIFEXITED(*cw) && WEXITSTATUS(*cw) == 0) << Text("client.err");
+    EXPECT_EQ(kill(srv->pid, SIGTERM), 0);
+    Result<int> sw = h_->Wait(srv->pid);
+    EXPECT_TRUE(sw.ok());
+    EXPECT_NE(Text("server.err").find("requests"), std::string::npos) << Text("server.err");
+    const std::string out = Text("client.out");
+    if (!nlohmann::json::accept(out)) return {};
+    return nlohmann::json::parse(out);
+  }
 
-  testing::TempDir tmp_;
-  std::unique_ptr<Harness> h_;
   std::unique_ptr<NetnsPair> net_;
   std::string server_;
 };
 
 TEST_F(CriuRemoteTest, PostCopyMigrationBetweenNamespaces) {
   const std::string dump = tmp_.File("dump");
-  const pid_t pid = StartAndDump(dump, {"--mib", "32", "--threads", "3"});
+  const pid_t pid = StartAndDump({"--mib", "32", "--threads", "3"}, dump);
   ASSERT_GT(pid, 0);
-  Result<criu::Child> srv = StartServer({"--criu-dir", dump});
-  ASSERT_TRUE(srv.ok()) << srv.status().ToString();
-  Result<criu::Child> cli = StartClient(dump, {});
-  ASSERT_TRUE(cli.ok()) << cli.status().ToString();
-  ASSERT_TRUE(h_->Restore(dump, true, {}, net_->InClient({})).ok()) << Text("client.err");
-  ASSERT_TRUE(h_->SignalGroup(pid, SIGUSR1).ok());
-  Result<int> w = h_->Wait(pid);
-  ASSERT_TRUE(w.ok());
-  EXPECT_TRUE(WIFEXITED(*w) && WEXITSTATUS(*w) == 0)
-      << "program: " << *w << " " << Text("program.err") << "\nclient: " << Text("client.err");
-  Result<int> cw = h_->Wait(cli->pid);
-  ASSERT_TRUE(cw.ok());
-  EXPECT_TRUE(WIFEXITED(*cw) && WEXITSTATUS(*cw) == 0) << Text("client.err");
-  nlohmann::json r = nlohmann::json::parse(Text("client.out"));
+  nlohmann::json r = Migrate(dump, pid, {"--criu-dir", dump});
+  ASSERT_FALSE(r.empty());
   EXPECT_NE(r["source"].get<std::string>().find("page server " + server_), std::string::npos);
   EXPECT_GE(r["tasks"][0]["pages_demand"].get<uint64_t>() +
                 r["tasks"][0]["pages_background"].get<uint64_t>(),
             32u * 256);
-  ASSERT_EQ(kill(srv->pid, SIGTERM), 0);
-  Result<int> sw = h_->Wait(srv->pid);
-  ASSERT_TRUE(sw.ok());
-  EXPECT_NE(Text("server.err").find("requests"), std::string::npos) << Text("server.err");
 }
 
 TEST_F(CriuRemoteTest, ImageServedOverTcpRestoresExactly) {
   const std::string dump = tmp_.File("dump");
-  const pid_t pid = StartAndDump(dump, {"--mib", "16", "--threads", "2"});
+  const pid_t pid = StartAndDump({"--mib", "16", "--threads", "2"}, dump);
   ASSERT_GT(pid, 0);
   const std::string image = tmp_.File("dump.pwi");
   testing::CliResult imp = testing::RunCli(kCli, {"import", "--criu", dump, image, "--json"});
   ASSERT_EQ(imp.exit_code, 0) << imp.err;
-  Result<criu::Child> srv = StartServer({"--image", image});
-  ASSERT_TRUE(srv.ok()) << srv.status().ToString();
-  Result<criu::Child> cli = StartClient(dump, {});
-  ASSERT_TRUE(cli.ok()) << cli.status().ToString();
-  ASSERT_TRUE(h_->Restore(dump, true, {}, net_->InClient({})).ok()) << Text("client.err");
-  ASSERT_TRUE(h_->SignalGroup(pid, SIGUSR1).ok());
-  Result<int> w = h_->Wait(pid);
-  ASSERT_TRUE(w.ok());
-  EXPECT_TRUE(WIFEXITED(*w) && WEXITSTATUS(*w) == 0) << Text("program.err");
-  Result<int> cw = h_->Wait(cli->pid);
-  ASSERT_TRUE(cw.ok());
-  EXPECT_TRUE(WIFEXITED(*cw) && WEXITSTATUS(*cw) == 0) << Text("client.err");
+  EXPECT_FALSE(Migrate(dump, pid, {"--image", image}).empty());
 }
 
 TEST_F(CriuRemoteTest, ServerForAnotherDumpIsRefused) {
   const std::string a = tmp_.File("a"), b = tmp_.File("b");
-  ASSERT_GT(StartAndDump(a, {"--mib", "4"}), 0);
-  ASSERT_GT(StartAndDump(b, {"--mib", "8"}), 0);
+  ASSERT_GT(StartAndDump({"--mib", "4"}, a), 0);
+  ASSERT_GT(StartAndDump({"--mib", "8"}, b), 0);
   Result<criu::Child> srv = StartServer({"--criu-dir", a});
   ASSERT_TRUE(srv.ok()) << srv.status().ToString();
   Result<criu::Child> cli = StartClient(b, {});
@@ -150,7 +129,7 @@ class CriuCutNetworkTest : public CriuRemoteTest,
 TEST_P(CriuCutNetworkTest, CutNetworkFailsLoudly) {
   const std::string policy = GetParam();
   const std::string dump = tmp_.File("dump");
-  const pid_t pid = StartAndDump(dump, {"--mib", "16", "--threads", "2"});
+  const pid_t pid = StartAndDump({"--mib", "16", "--threads", "2"}, dump);
   ASSERT_GT(pid, 0);
   Result<criu::Child> srv = StartServer({"--criu-dir", dump});
   ASSERT_TRUE(srv.ok()) << srv.status().ToString();
