@@ -106,6 +106,9 @@ TEST_F(CriuLazyTest, ForkMremapDontneedMunmapWhileRestoring) {
   EXPECT_GE(Sum(r, "removes"), 1u) << r.dump(2);
   EXPECT_GE(Sum(r, "unmaps"), 1u) << r.dump(2);
   EXPECT_GE(Sum(r, "spaces_total"), 2u) << "the forked child was served too";
+  // (The program checks that its zombie child came back as a zombie. CRIU
+  // 4.2 sent no zombie message for it in our runs; the protocol's zombie
+  // message is exercised by ZombieAndEndMarkerByHand.)
 }
 
 TEST_F(CriuLazyTest, ShellPipelineOfTwoPrograms) {
@@ -216,18 +219,47 @@ TEST_F(CriuBadInputTest, CorruptPagemapIsNamed) {
   EXPECT_NE(r.err.find("corruption"), std::string::npos) << r.err;
 }
 
+// Plays criu restore on the socket: connects, sends what `criu restore`
+// would; returns the connected socket.
+int ConnectAsCriu(const std::string& dump) {
+  const int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un a = {};
+  a.sun_family = AF_UNIX;
+  const std::string path = dump + "/lazy-pages.socket";
+  if (s < 0 || path.size() >= sizeof(a.sun_path)) return -1;
+  memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(s);
+    return -1;
+  }
+  return s;
+}
+
+TEST_F(CriuBadInputTest, ZombieAndEndMarkerByHand) {
+  Result<criu::Child> d =
+      h_->StartDaemon({kCli, "criu", "lazy-pages", "-D", dump_, "--json"}, "zombie");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  const int s = ConnectAsCriu(dump_);
+  ASSERT_GE(s, 0);
+  const int32_t zombie = -12345;
+  const uint32_t end = 0x52535446;
+  ASSERT_EQ(send(s, &zombie, 4, 0), 4);
+  ASSERT_EQ(send(s, &end, 4, 0), 4);
+  Result<int> w = h_->Wait(d->pid);
+  close(s);
+  ASSERT_TRUE(w.ok());
+  EXPECT_TRUE(WIFEXITED(*w) && WEXITSTATUS(*w) == 0) << Text("zombie.err");
+  nlohmann::json r = nlohmann::json::parse(Text("zombie.out"));
+  EXPECT_EQ(r["zombies"].get<uint64_t>(), 1u);
+  EXPECT_TRUE(r["restore_finished"].get<bool>());
+}
+
 TEST_F(CriuBadInputTest, TaskWithoutUserfaultfdFailsLoudly) {
   Result<criu::Child> d = h_->StartDaemon({kCli, "criu", "lazy-pages", "-D", dump_}, "nofd");
   ASSERT_TRUE(d.ok()) << d.status().ToString();
   // Play criu restore: the pid, then the fd message without a descriptor.
-  const int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int s = ConnectAsCriu(dump_);
   ASSERT_GE(s, 0);
-  struct sockaddr_un a = {};
-  a.sun_family = AF_UNIX;
-  const std::string path = dump_ + "/lazy-pages.socket";
-  ASSERT_LT(path.size(), sizeof(a.sun_path));
-  memcpy(a.sun_path, path.c_str(), path.size() + 1);
-  ASSERT_EQ(connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
   const int32_t pid = pid_;
   ASSERT_EQ(send(s, &pid, 4, 0), 4);
   ASSERT_EQ(send(s, "x", 1, 0), 1);

@@ -18,6 +18,8 @@
 //   --emit         after checking, write the memory to stdout (a pipeline)
 //   --consume      after checking, read --mib MiB from stdin and check it
 //                  against the producer's pattern
+//   --zombie       leave an exited, unreaped child in the dumped tree (CRIU
+//                  restores it as a zombie); reaped after the restore
 // Exit status: 0 all exact; 1 a mismatch (printed on stderr); 2 bad usage or
 // a system call failed.
 //
@@ -94,7 +96,7 @@ struct Args {
   size_t mib = 16;
   int threads = 1;
   std::string ready, report, actions;
-  bool heavy = false, emit = false, consume = false;
+  bool heavy = false, emit = false, consume = false, zombie = false;
 };
 
 [[noreturn]] void Usage(const char* why) {
@@ -126,6 +128,8 @@ Args Parse(int argc, char** argv) {
       a.emit = true;
     } else if (k == "--consume") {
       a.consume = true;
+    } else if (k == "--zombie") {
+      a.zombie = true;
     } else {
       Usage(("unknown argument " + k).c_str());
     }
@@ -270,6 +274,17 @@ int main(int argc, char** argv) {
       while (!go.load()) std::this_thread::yield();
     });
   }
+  pid_t zombie = -1;
+  if (a.zombie) {
+    zombie = fork();
+    if (zombie == 0) _exit(7);
+    siginfo_t si;
+    // Wait until it has exited, without reaping it: a zombie when dumped.
+    if (zombie < 0 || waitid(P_PID, zombie, &si, WEXITED | WNOWAIT) != 0) {
+      std::perror("zombie");
+      return 2;
+    }
+  }
   if (!a.ready.empty()) {
     const int fd = open(a.ready.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0 || write(fd, "R", 1) != 1) {
@@ -285,6 +300,13 @@ int main(int argc, char** argv) {
   for (auto& t : idle) t.join();
 
   size_t bad = 0;
+  if (zombie > 0) {
+    int st = 0;
+    if (waitpid(zombie, &st, 0) != zombie || !WIFEXITED(st) || WEXITSTATUS(st) != 7) {
+      std::fprintf(stderr, "criu_workload: the zombie child was not restored as one\n");
+      ++bad;
+    }
+  }
   // Actions on memory still being restored, before the full check.
   const size_t q = len / 4;
   char* moved = nullptr;

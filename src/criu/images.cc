@@ -138,8 +138,9 @@ Result<std::vector<PstreeEntry>> ParsePstreeImage(std::string_view file, const s
     if (!(seen & 2) || e.pid == 0) {
       return Status::Corruption(name + " entry " + std::to_string(i) + ": no pid");
     }
+    // Thread ids are only counted: a zombie's entry carries a placeholder.
     for (uint64_t t : threads) {
-      if (t == 0 || t > INT32_MAX) return Status::Corruption(name + ": thread id out of range");
+      if (t > UINT32_MAX) return Status::Corruption(name + ": thread id beyond 32 bits");
       e.threads.push_back(static_cast<uint32_t>(t));
     }
     out.push_back(std::move(e));
