@@ -47,9 +47,9 @@ nlohmann::json ReportJson(const CriuLazyPagesReport& r) {
                      {"removes", t.stats.removes},
                      {"unmaps", t.stats.unmaps},
                      {"spaces_total", t.stats.spaces_total},
-                     {"resident_seconds", t.stats.resident_seconds},
-                     {"fault_latency_p50_us", t.stats.fault_latency_p50_us},
-                     {"fault_latency_p99_us", t.stats.fault_latency_p99_us}});
+                     {"resident_seconds", t.stats.resident_ns / 1e9},
+                     {"fault_latency_p50_us", t.stats.fault_latency_p50_ns / 1e3},
+                     {"fault_latency_p99_us", t.stats.fault_latency_p99_ns / 1e3}});
   }
   return {{"source", r.source},
           {"restore_finished", r.restore_finished},

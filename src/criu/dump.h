@@ -29,8 +29,8 @@
 #include <vector>
 
 #include "criu/images.h"
-#include "pagewise/env.h"
 #include "pagewise/status.h"
+#include "sys/env.h"
 
 namespace pagewise::criu {
 

@@ -24,8 +24,8 @@
 #include <string_view>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/status.h"
+#include "sys/env.h"
 
 namespace pagewise::criu {
 

@@ -18,14 +18,14 @@ Result<ImageStats> WriteLayer(const criu::CriuDump& d, const std::string& path,
                               const CriuImportOptions& o, uint64_t* done, uint64_t total) {
   PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> w, ImageWriter::Create(path, wo));
   for (const criu::DumpRegion& r : d.regions()) {
-    RegionInfo ri;
+    Region ri;
     ri.address = r.address;
     ri.length = r.length;
-    ri.page_size = static_cast<uint32_t>(PageSize());
+    ri.page_size = PageSize();
     ri.prot = r.prot;
     ri.kind = RegionKind::kAnonymous;
     ri.name = criu::RegionName(r);
-    ri.flat_offset = r.flat_offset;
+    ri.offset = r.flat_offset;
     PW_RETURN_IF_ERROR(w->AddRegion(ri).status());
   }
   std::vector<char> buf;

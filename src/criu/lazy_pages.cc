@@ -293,10 +293,11 @@ class Daemon {
       t.finished = true;
       const RestoreStats s = t.engine->stats();
       Log("task " + std::to_string(pid) + ": " + (t.engine->resident() ? "resident" : "gone") +
-          " after " + std::to_string(s.resident_seconds) + " s (" + std::to_string(s.pages_demand) +
-          " pages on demand, " + std::to_string(s.pages_background) + " in background, " +
-          std::to_string(s.forks) + " forks, " + std::to_string(s.remaps) + " remaps, " +
-          std::to_string(s.removes) + " removes, " + std::to_string(s.unmaps) + " unmaps)" +
+          " after " + std::to_string(s.resident_ns / 1e9) + " s (" +
+          std::to_string(s.pages_demand) + " pages on demand, " +
+          std::to_string(s.pages_background) + " in background, " + std::to_string(s.forks) +
+          " forks, " + std::to_string(s.remaps) + " remaps, " + std::to_string(s.removes) +
+          " removes, " + std::to_string(s.unmaps) + " unmaps)" +
           (st.ok() ? "" : "; error: " + st.ToString()));
     }
     return all;

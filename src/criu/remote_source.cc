@@ -15,11 +15,9 @@
 namespace pagewise::criu {
 namespace {
 
-// Reads of at most this many bytes are demand reads (a fault's window);
-// larger ones are background or prefetch batches. Until the engine calls
-// PageSource::ReadWithPriority (PLAN.md TARGET API) the size is how a read
-// says what it is for: the engine's fault windows are <= 64 KiB by
-// default, its background batches 1 MiB here.
+// For callers of plain Read(): reads of at most this many bytes are taken
+// as demand reads (a fault's window). The engine says what a read is for
+// through ReadWithPriority.
 constexpr size_t kDemandMaxBytes = 64 << 10;
 constexpr size_t kChunk = 1 << 20;  // the largest request we send
 
@@ -77,8 +75,19 @@ class RemoteSource final : public PageSource {
 
   uint64_t size() const override { return size_; }
 
+  // Demand reads (faults) take the demand connection, everything else the
+  // bulk one: a fault never waits behind a background batch.
+  Status ReadWithPriority(uint64_t offset, void* dst, size_t len, ReadPriority p) const override {
+    return Fetch(p == ReadPriority::kDemand ? demand_.get() : bulk_.get(), offset, dst, len);
+  }
+
+  // A caller that does not say: small reads are taken for faults.
   Status Read(uint64_t offset, void* dst, size_t len) const override {
-    Connection* c = len <= kDemandMaxBytes ? demand_.get() : bulk_.get();
+    return Fetch(len <= kDemandMaxBytes ? demand_.get() : bulk_.get(), offset, dst, len);
+  }
+
+ private:
+  Status Fetch(Connection* c, uint64_t offset, void* dst, size_t len) const {
     char* out = static_cast<char*>(dst);
     if (offset >= size_) {
       std::memset(dst, 0, len);
@@ -101,6 +110,7 @@ class RemoteSource final : public PageSource {
     return Status::Ok();
   }
 
+ public:
   std::string Describe() const override {
     return "page server " + host_ + " (demand and bulk connections)";
   }

@@ -38,7 +38,7 @@ std::string RegionName(const DumpRegion& r) {
 
 Result<std::vector<DumpRegion>> ImageLayout(const Image& image, const std::string& path) {
   std::vector<DumpRegion> out;
-  for (const RegionInfo& ri : image.regions()) {
+  for (const Region& ri : image.regions()) {
     DumpRegion r;
     char kind[16] = {0};
     unsigned pid = 0;
@@ -51,7 +51,7 @@ Result<std::vector<DumpRegion>> ImageLayout(const Image& image, const std::strin
     r.pid = pid;
     r.address = ri.address;
     r.length = ri.length;
-    r.flat_offset = ri.flat_offset;
+    r.flat_offset = ri.offset;
     r.flags = std::string(kind) == "lazy" ? kPeLazy : 0;
     r.prot = ri.prot;
     out.push_back(r);
@@ -72,7 +72,7 @@ Result<std::shared_ptr<PageSource>> CheckedImageSource(const std::string& image_
   }
   for (size_t i = 0; i < ir.size(); ++i) {
     if (ir[i].address != dr[i].address || ir[i].length != dr[i].length ||
-        ir[i].flat_offset != dr[i].flat_offset || ir[i].name != RegionName(dr[i])) {
+        ir[i].offset != dr[i].flat_offset || ir[i].name != RegionName(dr[i])) {
       return Status::InvalidArgument(what + ": region " + std::to_string(i) + " (" + ir[i].name +
                                      ") differs from the dump's (" + RegionName(dr[i]) + ")");
     }

@@ -36,8 +36,8 @@ Result<std::unique_ptr<TaskEngine>> TaskEngine::Start(int uffd,
                                                       std::shared_ptr<const PageSource> source,
                                                       const TaskEngineOptions& o) {
   restore::EngineOptions eo;
-  eo.fault_window_pages = o.fault_window_pages;
-  eo.background_batch_pages = o.background_batch_pages;
+  eo.fill.fault_window_pages = o.fault_window_pages;
+  eo.fill.background_batch_pages = o.background_batch_pages;
   // Background fill waits for EnableBackground(): CRIU hands the
   // userfaultfd over BEFORE its restorer registers the lazy areas, and a
   // copy into a range not yet registered fails with ENOENT (a page given
@@ -46,9 +46,9 @@ Result<std::unique_ptr<TaskEngine>> TaskEngine::Start(int uffd,
   // once: its ENOENTs are waited out (the engine keeps retrying for a few
   // seconds when the descriptor has EVENT_UNMAP and EVENT_REMAP, as
   // CRIU's does), and registration follows within milliseconds.
-  eo.background_fill = false;
-  eo.record_trace = o.record_trace;
-  eo.prefetch = o.prefetch;
+  eo.fill.background_fill = false;
+  eo.fill.record_trace = o.record_trace;
+  eo.fill.prefetch = o.prefetch;
   // Once every page is in place the userfaultfd is closed, as CRIU's own
   // daemon does: the kernel unregisters the ranges, nothing changes for
   // the task.
