@@ -9,6 +9,9 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libzstd-dev liblz4-dev libxxhash-dev nlohmann-json3-dev libcli11-dev
   python3
+  # CRIU 4.x's runtime libraries (its binary comes from the machine or
+  # PAGEWISE_CRIU), and ip(8) for the network-namespace migration tests.
+  libprotobuf-c1 libnl-3-200 libnet1 iproute2
 )
 # The Rust crate's tests (bindings/rust, run by tests/install_test.sh) need
 # cargo and rustc. A machine with a rustup toolchain on PATH has them; a plain
