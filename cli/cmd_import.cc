@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "command.h"
+#include "criu_cli.h"
 #include "image_util.h"
 #include "pagewise/flat_file.h"
 
@@ -17,6 +18,7 @@ namespace {
 
 struct ImportArgs {
   std::string raw, image, compress = "zstd";
+  std::string criu;  // --criu DIR: a CRIU dump instead of RAW (cmd_criu.cc)
   uint32_t page_size = 4096;
   int level = 1;
   bool json = false;
@@ -34,8 +36,9 @@ Status Import(const ImportArgs& a, ImageStats* stats) {
 CommandRegistration reg(
     "import", "Convert a flat memory file into a page image", [](CLI::App* app) -> RunFn {
       auto a = std::make_shared<ImportArgs>();
-      app->add_option("RAW", a->raw, "Flat memory file")->required();
-      app->add_option("IMAGE", a->image, "Image to write")->required();
+      app->add_option("RAW", a->raw, "Flat memory file (not with --criu)");
+      app->add_option("IMAGE", a->image, "Image to write");
+      app->add_option("--criu", a->criu, "Import a CRIU dump directory: import --criu DIR IMAGE");
       app->add_option("--page-size", a->page_size,
                       "Page size in bytes: a power of two, 512 .. 16 MiB (default 4096)")
           ->check(PowerOfTwoIn(512, 16u << 20));
@@ -44,6 +47,15 @@ CommandRegistration reg(
       app->add_option("--level", a->level, "zstd level (default 1)");
       app->add_flag("--json", a->json, "Print the result as JSON");
       return [a]() -> int {
+        if (!a->criu.empty()) {
+          if (!a->image.empty() || a->raw.empty()) {
+            return Fail("import", Status::InvalidArgument("usage: import --criu DIR IMAGE"));
+          }
+          return RunCriuImport(a->criu, a->raw, a->compress, a->level, a->json);
+        }
+        if (a->raw.empty() || a->image.empty()) {
+          return Fail("import", Status::InvalidArgument("usage: import RAW IMAGE"));
+        }
         ImageStats st;
         Status s = Import(*a, &st);
         if (!s.ok()) return Fail("import", s);

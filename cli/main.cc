@@ -7,6 +7,7 @@
 #include <string>
 
 #include "command.h"
+#include "pagewise/version.h"
 
 namespace pagewise::cli {
 
@@ -59,6 +60,7 @@ CLI::Validator PowerOfTwoIn(uint64_t min, uint64_t max) {
 int main(int argc, char** argv) {
   using pagewise::cli::Commands;
   CLI::App app{"pagewise: track, snapshot, store and lazily restore process memory, page by page"};
+  app.set_version_flag("--version", std::string("pagewise ") + pagewise::Version());
   app.require_subcommand(1);
   const CLI::Formatter usage;  // the default formatter, for usage lines
   std::map<CLI::App*, pagewise::cli::RunFn> runs;

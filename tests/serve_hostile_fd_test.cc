@@ -19,7 +19,7 @@
 #include "pagewise/restore.h"
 #include "pagewise/serve.h"
 #include "serve_hostile_util.h"
-#include "sys/uapi.h"
+#include "sys/uapi.h"  // raw UFFDIO_API/feature numbers to build hostile userfaultfds
 #include "testing/test_util.h"
 
 namespace pagewise::hostile {

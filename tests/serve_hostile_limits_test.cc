@@ -19,6 +19,7 @@
 #include "pagewise/restore.h"
 #include "pagewise/serve.h"
 #include "serve_hostile_util.h"
+#include "testing/skip.h"
 #include "testing/test_util.h"
 
 // The allocation-failure test asks for more than the sanitizers' allocator
@@ -241,7 +242,7 @@ int RunOtherUser(const Fixture& f) {
 }
 
 TEST(ServeHostileLimits, PeersOfOtherUsersAreKeptOut) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root to switch to uid 65534 (run as root)";
+  if (geteuid() != 0) PAGEWISE_SKIP() << "needs root to switch to uid 65534 (run the test as root)";
   {
     Fixture f;  // default: socket 0600, our own uid only
     ASSERT_TRUE(f.server);

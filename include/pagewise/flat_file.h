@@ -19,10 +19,12 @@
 #include <cstdint>
 #include <string>
 
+#include "pagewise/export.h"
 #include "pagewise/image.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 struct ImportOptions {
   uint32_t page_size = 4096;  // a power of two, 512 .. 16 MiB; the file's size a multiple
@@ -53,6 +55,7 @@ struct ExportResult {
 Status ExportFlatFile(const std::string& image, const std::string& raw,
                       ExportResult* result = nullptr, const ProgressFn& progress = nullptr);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_FLAT_FILE_H_

@@ -13,7 +13,10 @@
 #ifndef PAGEWISE_SIGNALS_H_
 #define PAGEWISE_SIGNALS_H_
 
+#include "pagewise/export.h"
+
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // SIGPIPE's disposition becomes SIG_IGN for the whole process.
 void IgnoreSigpipe();
@@ -32,6 +35,7 @@ class StopSignals {
 // Sends SIGTERM to this process.
 void RequestStop();
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_SIGNALS_H_

@@ -25,6 +25,7 @@
 #include "live/live_core.h"
 #include "pagewise/image.h"
 #include "pagewise/live.h"
+#include "sys/uffd_loop.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise {
@@ -102,7 +103,7 @@ class LiveSnapshotImpl final : public LiveSnapshot {
   // Base mode.
   sys::Userfaultfd uffd_;
   std::vector<const LiveRegion*> registered_;
-  int stop_fd_ = -1;
+  std::unique_ptr<sys::UffdLoop> loop_;  // base mode: the fault thread's loop
   std::thread fault_thread_;
   std::mutex ready_mu_;
   std::condition_variable ready_cv_;

@@ -1,6 +1,6 @@
 // PageServer: lifecycle, reports, dropping clients, events. The accept
 // thread is in server_accept.cc, handshake admission in server_admit.cc.
-#include <sys/eventfd.h>
+#include <sys/eventfd.h>  // EFD_NONBLOCK
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +11,7 @@
 #include "base/clock.h"
 #include "restore/restore_env.h"
 #include "restore/server_impl.h"
+#include "sys/wake_eventfd.h"
 
 namespace pagewise {
 namespace restore {
@@ -35,7 +36,7 @@ void PageServerImpl::Stop() {
     if (stopped_) return;
     stopped_ = true;
   }
-  eventfd_write(wake_fd_, 1);
+  sys::EventfdSignal(wake_fd_);
   if (thread_.joinable()) thread_.join();
   std::vector<std::shared_ptr<Client>> all;
   {

@@ -3,7 +3,6 @@
 // every handshake in progress at once, each within its deadline, so that
 // no connection can hold up another.
 #include <poll.h>
-#include <sys/eventfd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,6 +10,7 @@
 
 #include "base/clock.h"
 #include "restore/server_impl.h"
+#include "sys/wake_eventfd.h"
 
 namespace pagewise::restore {
 namespace {
@@ -49,8 +49,7 @@ void PageServerImpl::AcceptLoop() {
     }
     if (!n.ok()) break;  // EINVAL/ENOMEM on poll: nothing sensible left to do
     if (fds[0].revents & POLLIN) {
-      eventfd_t v;
-      eventfd_read(wake_fd_, &v);
+      sys::EventfdDrain(wake_fd_);
       Reap();
     }
     // Progress on pending handshakes (back to front: entries may go).

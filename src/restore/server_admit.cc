@@ -5,7 +5,6 @@
 // the client must fit the server-wide limits. Only then is an engine
 // started for it, and an allocation failure while building it refuses
 // that client alone.
-#include <sys/eventfd.h>
 
 #include <algorithm>
 #include <new>
@@ -13,9 +12,9 @@
 #include <utility>
 
 #include "restore/server_impl.h"
-#include "sys/uapi.h"
 #include "sys/uffd_check.h"
 #include "sys/userfaultfd.h"
+#include "sys/wake_eventfd.h"
 
 namespace pagewise::restore {
 
@@ -31,7 +30,7 @@ Status PageServerImpl::CheckDescriptor(Pending* p, int* uffd, uint64_t* features
                                    " descriptors; it carries exactly one, the userfaultfd");
   }
   PW_ASSIGN_OR_RETURN(sys::UffdInfo info, sys::InspectUserfaultfd(p->fds[0]));
-  if ((info.features & UFFD_FEATURE_EVENT_REMOVE) == 0) {
+  if (!info.reports_removes()) {
     return Status::InvalidArgument(
         "the userfaultfd was set up without UFFD_FEATURE_EVENT_REMOVE (features " +
         sys::UffdFeatureNames(info.features) +
@@ -133,7 +132,7 @@ bool PageServerImpl::StartClient(const std::shared_ptr<Client>& client, int uffd
   eo.watch_fd = client->sock;
   eo.max_spaces = opt_.limits.max_spaces;
   eo.fill.record_trace = opt_.fill.record_trace && client->report.id == 0;
-  eo.on_finished = [this](const Status&) { eventfd_write(wake_fd_, 1); };
+  eo.on_finished = [this](const Status&) { sys::EventfdSignal(wake_fd_); };
   // The client's identity is fixed once admitted: copied, so that the
   // callback (under one of the engine's locks) takes none of ours.
   ServeEvent limit_event;

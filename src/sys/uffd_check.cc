@@ -8,6 +8,7 @@
 #include <charconv>
 
 #include "sys/files.h"
+#include "sys/uapi.h"
 
 namespace pagewise::sys {
 namespace {
@@ -80,6 +81,8 @@ Result<UffdInfo> InspectUserfaultfd(int fd) {
   if (!info.ok()) return info.status().WithContext("the descriptor (" + *link + ")");
   return info;
 }
+
+bool UffdInfo::reports_removes() const { return (features & UFFD_FEATURE_EVENT_REMOVE) != 0; }
 
 std::string UffdFeatureNames(uint64_t f) {
   static const char* const kNames[] = {"PAGEFAULT_FLAG_WP",

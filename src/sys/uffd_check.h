@@ -28,6 +28,9 @@ namespace pagewise::sys {
 struct UffdInfo {
   bool initialized = false;  // UFFDIO_API done (the kernel's internal bit 31)
   uint64_t features = 0;     // UFFD_FEATURE_* granted (without the internal bit)
+  // UFFD_FEATURE_EVENT_REMOVE was granted: MADV_DONTNEED/REMOVE are reported
+  // (a page server needs it to know a dropped page reads as zero again).
+  bool reports_removes() const;
 };
 
 // Inspects descriptor `fd` of this process. Errors: kInvalidArgument when
