@@ -20,7 +20,6 @@
 // Every figure is a median over repetitions, after a warm-up.
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cinttypes>
@@ -36,6 +35,7 @@
 #include "pagewise/checkpoint.h"
 #include "pagewise/image.h"
 #include "pagewise/snapshot.h"
+#include "sys/fork_child.h"
 
 namespace pagewise::bench {
 namespace {
@@ -296,16 +296,12 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
     std::vector<double> ns;
     for (int it = 0; it <= iters; ++it) {
       const uint64_t t0 = NowNs();
-      pid_t pid = fork();
-      if (pid < 0) return ErrnoStatus(errno, "fork for the fork_reset baseline");
-      if (pid == 0) {
+      Result<int> code = sys::RunInForkedChild([&] {
         apply(levels[li].sets[it], it + 1);
-        _exit(0);
-      }
-      int wstatus = 0;
-      if (waitpid(pid, &wstatus, 0) != pid || !WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
-        return Status::Internal("fork_reset child did not exit cleanly");
-      }
+        return 0;
+      });
+      if (!code.ok()) return code.status().WithContext("fork_reset baseline");
+      if (*code != 0) return Status::Internal("fork_reset child did not exit cleanly");
       if (it > 0) ns.push_back(static_cast<double>(NowNs() - t0));
     }
     fork_ms[li] = Median(ns) / 1e6;

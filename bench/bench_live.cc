@@ -16,7 +16,6 @@
 // fork alternate for 3 rounds; each figure is the median over the rounds
 // (the shared 2-core machine's scheduling noise otherwise decides maxima).
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
@@ -34,6 +33,7 @@
 #include "bench.h"
 #include "pagewise/image.h"
 #include "pagewise/live.h"
+#include "sys/fork_child.h"
 
 namespace pagewise::bench {
 namespace {
@@ -197,29 +197,19 @@ Result<Window> ForkRound(Shared* sh, const BenchOptions& opts, const RegionInfo&
   Progress(opts, "bench live: round " + std::to_string(round + 1) + " fork snapshot");
   sh->window = ForkWindow(round);
   const uint64_t t0 = NowNs();
-  const pid_t pid = fork();
-  if (pid < 0) {
-    sh->window = 0;
-    return ErrnoStatus(errno, "fork for the baseline snapshot");
-  }
-  if (pid == 0) {
-    // Child: only this thread exists; write the image and leave without
-    // running the parent's destructors.
+  // The child holds only this thread: it writes the image and leaves
+  // without running the parent's destructors.
+  Result<int> code = sys::RunInForkedChild([&] {
     Status s = WriteImage(path, region, sh->heap);
     if (!s.ok()) std::fprintf(stderr, "bench live: fork child: %s\n", s.ToString().c_str());
-    _exit(s.ok() ? 0 : 1);
-  }
-  int wstatus = 0;
-  pid_t w = -1;
-  do {
-    w = waitpid(pid, &wstatus, 0);
-  } while (w < 0 && errno == EINTR);
+    return s.ok() ? 0 : 1;
+  });
   const double secs = double(NowNs() - t0) / 1e9;
   sh->window = 0;
-  if (w < 0) return ErrnoStatus(errno, "waitpid for the fork snapshot child");
-  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
-    return Status::IoError("bench live: the fork snapshot child failed (status " +
-                           std::to_string(wstatus) + "); see its message above");
+  if (!code.ok()) return code.status().WithContext("bench live: the fork snapshot");
+  if (*code != 0) {
+    return Status::IoError("bench live: the fork snapshot child failed (exit " +
+                           std::to_string(*code) + "); see its message above");
   }
   std::filesystem::remove(path);
   Window win = Summarise(sh, ForkWindow(round), secs);

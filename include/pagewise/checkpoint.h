@@ -8,6 +8,13 @@
 // state. Update() moves the checkpoint to the current contents, copying only
 // the pages written since.
 //
+// Cost: with the uffd-wp-async backend a Rewind reads the written state
+// without re-arming it (one PAGEMAP_SCAN per region), copies the saved pages
+// back while they are still writable (no write-protect faults) and then
+// re-arms exactly those pages - the quiescence precondition below is what
+// makes those separate steps safe. Other backends collect, copy and collect
+// again.
+//
 // The saved copy is sparse: pages that are unpopulated or all-zero at the
 // checkpoint are not copied (a bitmap remembers them) and are put back by
 // MADV_DONTNEED (kAnonymous regions) or by zero-filling (other kinds); only
@@ -100,6 +107,10 @@ class Checkpoint {
   struct Saved;
   Checkpoint();
   Status Apply(const std::vector<PageRange>& written, bool restore, RewindStats* stats);
+  // The fast rewind (checkpoint.cc). False, doing nothing, if the tracker
+  // does not offer it; else *result is its outcome.
+  bool RewindQuiesced(RewindStats* st, Status* result);
+  RewindStats Finished(RewindStats st, uint64_t t0);
 
   std::vector<RegionInfo> regions_;
   std::vector<std::unique_ptr<Saved>> saved_;  // one per region, same order
