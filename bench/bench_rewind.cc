@@ -199,8 +199,8 @@ Status TimeFork(char* mem, size_t page, const std::vector<std::vector<uint32_t>>
 
 Status RunSize(const BenchOptions& opts, size_t mib, BenchReport* report) {
   const size_t page = PageSize();
-  const size_t len = std::max(kMiB, static_cast<size_t>(double(mib * kMiB) * opts.scale) /
-                                        (64 * page) * (64 * page));
+  const size_t len = std::max(
+      kMiB, static_cast<size_t>(double(mib * kMiB) * opts.scale) / (64 * page) * (64 * page));
   const size_t pages = len / page;
   const std::string subject = "rewind_" + std::to_string(mib) + "mib_50p";
   Progress(opts, "bench rewind: " + subject + ": preparing " + std::to_string(len >> 20) + " MiB");
@@ -231,8 +231,8 @@ Status RunSize(const BenchOptions& opts, size_t mib, BenchReport* report) {
   report->Add({subject, "p50_us", f.rewind_p50_us, "us", "fork_reset", f.fork_p50_us});
   report->Add({subject, "p99_us", f.rewind_p99_us, "us", "scan_copy_floor", f.floor_p99_us});
   report->Add({subject, "p99_us", f.rewind_p99_us, "us", "fork_reset", f.fork_p99_us});
-  report->Add({subject, "region_mib", double(len) / double(kMiB), "MiB", "unscaled_mib",
-               double(mib)});
+  report->Add(
+      {subject, "region_mib", double(len) / double(kMiB), "MiB", "unscaled_mib", double(mib)});
   return Status::Ok();
 }
 

@@ -12,8 +12,8 @@ namespace pagewise::testing {
 namespace {
 
 TEST(BenchRewindTest, SmallScaleJsonHasTheAcceptanceRows) {
-  CliResult r = RunCli(PAGEWISE_CLI_PATH, {"bench", "rewind", "--scale", "0.01", "--quiet",
-                                           "--json", "-"});
+  CliResult r =
+      RunCli(PAGEWISE_CLI_PATH, {"bench", "rewind", "--scale", "0.01", "--quiet", "--json", "-"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   // The table comes first; the JSON array starts on its own line.
   const size_t at = r.out.rfind("\n[");

@@ -37,7 +37,8 @@ struct Fixture {
     CheckpointOptions co;
     co.env = &fenv;
     co.backend = TrackBackend::kUffdWpAsync;
-    Result<std::unique_ptr<Checkpoint>> c = Checkpoint::Create({MakeRegion(m.data(), m.size())}, co);
+    Result<std::unique_ptr<Checkpoint>> c =
+        Checkpoint::Create({MakeRegion(m.data(), m.size())}, co);
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     cp = std::move(c).value();
   }
@@ -78,8 +79,7 @@ TEST(CheckpointFastRewind, RearmFailureIsCompletedByTheNext) {
   f.fenv.Inject(Op::kPagemapScan, {EIO, 0, 2, -1});  // after check + scan: the re-arm
   Result<RewindStats> bad = f.cp->Rewind();
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("re-arming"), std::string::npos)
-      << bad.status().ToString();
+  EXPECT_NE(bad.status().message().find("re-arming"), std::string::npos) << bad.status().ToString();
   EXPECT_TRUE(Same(f.m.data(), f.ref.data(), f.m.size())) << "pages were put back";
   f.Dirty();  // and the program ran again before the next rewind
   f.ExpectCompleted();
