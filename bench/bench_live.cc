@@ -13,10 +13,9 @@
 // the parent wrote while the child lived, times the page size. (Both
 // exclude the image writer's own index and buffers, which both pay.)
 // A window with no snapshot gives the noise floor of the machine. Live and
-// fork alternate for 3 rounds; each figure is the median over the rounds
+// fork alternate for 5 rounds; each figure is the median over the rounds
 // (the shared 2-core machine's scheduling noise otherwise decides maxima).
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -222,16 +221,15 @@ Result<Window> ForkRound(Shared* sh, const BenchOptions& opts, const RegionInfo&
 
 Status Run(const BenchOptions& opts, BenchReport* report) {
   Shared sh;
-  sh.page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  sh.page = PageSize();
   const size_t align = 2 << 20;
   const size_t len =
       std::max(align, static_cast<size_t>(double(kGiB) * opts.scale) / align * align);
   sh.pages = len / sh.page;
-  void* mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) return ErrnoStatus(errno, "mmap of the benchmark heap", "lower --scale");
-  sh.heap = static_cast<char*>(mem);
   // A heap of 4 KiB pages (THP would make fork copy 2 MiB per first write).
-  madvise(mem, len, MADV_NOHUGEPAGE);
+  AnonMapping heap;
+  PW_RETURN_IF_ERROR(heap.Map(len, /*small_pages=*/true, /*warm=*/false));
+  sh.heap = heap.data();
   for (int win = 0; win < kWindows; ++win) {
     sh.written.emplace_back(new std::atomic<uint64_t>[(sh.pages + 63) / 64]());
   }
@@ -245,19 +243,9 @@ Status Run(const BenchOptions& opts, BenchReport* report) {
   }
   WarmUp(sh.heap, len);
 
-  char tmpl[] = "/tmp/pagewise-bench-live-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) return ErrnoStatus(errno, "mkdtemp for benchmark images");
-  const std::string dir = tmpl;
-  struct Cleanup {
-    std::string dir;
-    void* mem;
-    size_t len;
-    ~Cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-      munmap(mem, len);
-    }
-  } cleanup{dir, mem, len};
+  BenchTempDir tmp;
+  PW_RETURN_IF_ERROR(tmp.Create("live"));
+  const std::string dir = tmp.path();
 
   RegionInfo region;
   region.address = reinterpret_cast<uint64_t>(sh.heap);

@@ -19,8 +19,6 @@
 //                      buffer: finding and copying the pages, nothing else.
 //   fork_reset         fork(); the child writes the same 50 pages and
 //                      _exits; the parent waits: a fork-based reset.
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -31,7 +29,6 @@
 
 #include "bench.h"
 #include "pagewise/checkpoint.h"
-#include "pagewise/env.h"
 #include "pagewise/raw_scan.h"
 #include "pagewise/snapshot.h"
 #include "sys/fork_child.h"
@@ -44,35 +41,6 @@ constexpr size_t kDirtyPages = 50;
 constexpr int kWarmup = 20;
 constexpr int kRewindIters = 400;
 constexpr int kForkIters = 40;
-
-// An anonymous mapping (4 KiB pages, warmed) unmapped on destruction.
-class Mapping {
- public:
-  Mapping() = default;
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() {
-    if (p_ != nullptr) Env::Default()->Munmap(p_, len_).IgnoreError();  // nowhere to report
-  }
-  Status Map(size_t len) {
-    Env* env = Env::Default();
-    Result<void*> m =
-        env->Mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (!m.ok()) return m.status().WithContext("bench rewind: mapping " + std::to_string(len));
-    p_ = static_cast<char*>(*m);
-    len_ = len;
-    // Exact 4 KiB tracking whatever the THP mode.
-    PW_RETURN_IF_ERROR(env->Madvise(p_, len_, MADV_NOHUGEPAGE));
-    WarmUp(p_, len_);
-    return Status::Ok();
-  }
-  char* data() const { return p_; }
-  size_t size() const { return len_; }
-
- private:
-  char* p_ = nullptr;
-  size_t len_ = 0;
-};
 
 // Every page non-zero and distinct: a seeded word every 64 bytes.
 void Fill(char* p, size_t len, uint64_t seed) {
@@ -145,9 +113,9 @@ Result<double> TimeRewinds(Checkpoint* cp, char* mem, const char* ref, size_t pa
 
 Status TimeFloor(size_t len, size_t page, const char* ref,
                  const std::vector<std::vector<uint32_t>>& sets, Figures* f) {
-  Mapping region, scratch;
-  PW_RETURN_IF_ERROR(region.Map(len));
-  PW_RETURN_IF_ERROR(scratch.Map(len));
+  AnonMapping region, scratch;
+  PW_RETURN_IF_ERROR(region.Map(len, /*small_pages=*/true, /*warm=*/true));
+  PW_RETURN_IF_ERROR(scratch.Map(len, /*small_pages=*/true, /*warm=*/true));
   std::memcpy(region.data(), ref, len);
   PW_ASSIGN_OR_RETURN(std::unique_ptr<RawWriteScanner> scanner, RawWriteScanner::Open());
   PW_RETURN_IF_ERROR(scanner->Arm(region.data(), len));
@@ -205,9 +173,9 @@ Status RunSize(const BenchOptions& opts, size_t mib, BenchReport* report) {
   const std::string subject = "rewind_" + std::to_string(mib) + "mib_50p";
   Progress(opts, "bench rewind: " + subject + ": preparing " + std::to_string(len >> 20) + " MiB");
 
-  Mapping mem, ref;
-  PW_RETURN_IF_ERROR(mem.Map(len));
-  PW_RETURN_IF_ERROR(ref.Map(len));
+  AnonMapping mem, ref;
+  PW_RETURN_IF_ERROR(mem.Map(len, /*small_pages=*/true, /*warm=*/true));
+  PW_RETURN_IF_ERROR(ref.Map(len, /*small_pages=*/true, /*warm=*/true));
   Fill(mem.data(), len, 0x5eed + mib);
   std::memcpy(ref.data(), mem.data(), len);
   const std::vector<std::vector<uint32_t>> sets = PageSets(pages, kWarmup + kRewindIters, mib);
