@@ -1,9 +1,8 @@
 // BenchReport printing/JSON and timing helpers.
 #include "bench.h"
 
-#include <unistd.h>
-
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -16,7 +15,7 @@
 #include <random>
 #include <system_error>
 
-#include "pagewise/env.h"
+#include "sys/env.h"
 
 namespace pagewise::bench {
 

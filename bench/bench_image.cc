@@ -34,6 +34,7 @@
 #include "pagewise/checkpoint.h"
 #include "pagewise/image.h"
 #include "pagewise/snapshot.h"
+#include "sys/env.h"
 #include "sys/fork_child.h"
 
 namespace pagewise::bench {
@@ -100,13 +101,13 @@ Result<double> TimeMedian(int reps, Fn fn) {
   return Median(ns);
 }
 
-Status ImportHalfZero(const BenchOptions& opts, size_t bytes, size_t page,
-                      const BenchTempDir& dir, BenchReport* report) {
+Status ImportHalfZero(const BenchOptions& opts, size_t bytes, size_t page, const BenchTempDir& dir,
+                      BenchReport* report) {
   Progress(opts, "image: import of a half-zero flat buffer");
   AnonMapping hz;
   PW_RETURN_IF_ERROR(hz.Map(bytes, /*small_pages=*/false, /*warm=*/false));
   FillMix(hz.data(), bytes / page, page, 11, /*half_zero=*/true);
-  RegionInfo r = MakeRegion(hz.data(), bytes, RegionKind::kFlat, PROT_READ | PROT_WRITE, "flat");
+  Region r = MakeRegion(hz.data(), bytes, RegionKind::kFlat, PROT_READ | PROT_WRITE, "flat");
   SnapshotOptions so;
   so.compression = Compression::kNone;
   PW_ASSIGN_OR_RETURN(SnapshotStats st, SnapshotFull({r}, dir.path() + "/flat.img", so));
@@ -140,7 +141,7 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
   PW_RETURN_IF_ERROR(scratch.Map(bytes, /*small_pages=*/false, /*warm=*/true));
   FillMix(mem.data(), pages, page, 7, /*half_zero=*/false);
   std::memcpy(ref.data(), mem.data(), bytes);
-  const std::vector<RegionInfo> regions = {MakeRegion(mem.data(), bytes)};
+  const std::vector<Region> regions = {MakeRegion(mem.data(), bytes)};
 
   // ---- snapshot ----------------------------------------------------------
   const std::string raw = dir.path() + "/raw.bin";
@@ -263,7 +264,7 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
     for (int it = 0; it <= iters; ++it) {
       apply(levels[li].sets[it], it + 1);
       PW_ASSIGN_OR_RETURN(RewindStats rs, cp->Rewind());
-      if (it > 0) ns.push_back(static_cast<double>(rs.nanos));
+      if (it > 0) ns.push_back(static_cast<double>(rs.elapsed_ns));
       restored = rs.pages_restored;
     }
     const double ms = Median(ns) / 1e6;

@@ -12,7 +12,7 @@
 //                      with its saved reference at the end.
 // Baselines, measured in the same run on the same page sets:
 //   scan_copy_floor    one PAGEMAP_SCAN (written + WP_MATCHING, the bare
-//                      primitive under the tracker: RawWriteScanner) over a
+//                      primitive under the tracker: WriteScanBaseline) over a
 //                      second region of the same size armed for async
 //                      write-protect and dirtied identically, plus memcpy
 //                      of the reported pages from a saved copy into a warm
@@ -29,9 +29,9 @@
 
 #include "bench.h"
 #include "pagewise/checkpoint.h"
-#include "pagewise/raw_scan.h"
 #include "pagewise/snapshot.h"
 #include "sys/fork_child.h"
+#include "sys/scan_baseline.h"
 
 namespace pagewise::bench {
 namespace {
@@ -117,7 +117,7 @@ Status TimeFloor(size_t len, size_t page, const char* ref,
   PW_RETURN_IF_ERROR(region.Map(len, /*small_pages=*/true, /*warm=*/true));
   PW_RETURN_IF_ERROR(scratch.Map(len, /*small_pages=*/true, /*warm=*/true));
   std::memcpy(region.data(), ref, len);
-  PW_ASSIGN_OR_RETURN(std::unique_ptr<RawWriteScanner> scanner, RawWriteScanner::Open());
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<WriteScanBaseline> scanner, WriteScanBaseline::Open());
   PW_RETURN_IF_ERROR(scanner->Arm(region.data(), len));
   std::vector<PageRange> found;
   found.reserve(kDirtyPages);

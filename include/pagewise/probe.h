@@ -16,10 +16,11 @@
 #include <string_view>
 #include <vector>
 
-#include "pagewise/env.h"
+#include "pagewise/export.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // userfaultfd feature bits (UFFD_FEATURE_*), mirrored so that public code
 // needs no kernel header.
@@ -74,11 +75,11 @@ struct KernelFeatures {
   bool HasUffd(uint64_t bits) const { return uffd_available && (uffd_features & bits) == bits; }
 };
 
-// Probes the kernel through `env`. Never fails: unavailable features are
-// recorded with a reason.
-KernelFeatures ProbeKernel(Env* env);
+// Probes the kernel now (a few system calls; no caching). Never fails:
+// unavailable features are recorded with a reason.
+KernelFeatures ProbeKernel();
 
-// The process-wide probe, run once through Env::Default().
+// The process-wide probe, run once.
 const KernelFeatures& Features();
 
 // OK if `features` has all `bits` of userfaultfd; otherwise kNotSupported
@@ -87,6 +88,7 @@ Status RequireUffd(const KernelFeatures& features, uint64_t bits, std::string_vi
 // OK if PAGEMAP_SCAN works; otherwise kNotSupported with the reason.
 Status RequirePagemapScan(const KernelFeatures& features, std::string_view what);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_PROBE_H_

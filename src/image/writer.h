@@ -34,6 +34,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/atomic_file.h"
 #include "image/chain.h"
 #include "image/format.h"
 #include "image/page_table.h"
@@ -67,12 +68,14 @@ int WriterThreads(int requested);
 
 class ImageWriterImpl : public ImageWriter {
  public:
-  // Takes ownership of `fd`, the open temporary file `tmp`.
-  ImageWriterImpl(Env* env, std::string path, std::string tmp, int fd, ImageWriteOptions opts)
+  // Writes through `file` (the temporary file of `path`).
+  ImageWriterImpl(Env* env, std::string path, std::unique_ptr<AtomicFile> file,
+                  ImageWriteOptions opts)
       : env_(env),
         path_(std::move(path)),
-        tmp_(std::move(tmp)),
-        fd_(fd),
+        tmp_(file->temp_path()),
+        fd_(file->fd()),
+        file_(std::move(file)),
         opts_(std::move(opts)),
         pool_(WriterThreads(opts_.threads) - 1) {
     max_staging_ = static_cast<size_t>(2 * pool_.helpers() + 1);
@@ -88,13 +91,13 @@ class ImageWriterImpl : public ImageWriter {
     parent_uuid_ = parent.top_uuid();
     parent_regions_ = parent.regions();
     regions_ = parent_regions_;
-    for (const RegionInfo& r : regions_) max_page_size_ = std::max(max_page_size_, r.page_size);
+    for (const Region& r : regions_) max_page_size_ = std::max(max_page_size_, r.page_size);
     tables_.resize(regions_.size());
     inherit_ = true;
     return Status::Ok();
   }
 
-  Result<uint32_t> AddRegion(const RegionInfo& region) override {
+  Result<uint32_t> AddRegion(const Region& region) override {
     PW_RETURN_IF_ERROR(ValidateRegion(region));
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_)
@@ -116,7 +119,7 @@ class ImageWriterImpl : public ImageWriter {
                                        " does not exist in the parent (it has " +
                                        std::to_string(parent_regions_.size()) + ")");
       }
-      const RegionInfo& p = parent_regions_[i];
+      const Region& p = parent_regions_[i];
       if (p.address != region.address || p.length != region.length ||
           p.page_size != region.page_size) {
         return Status::InvalidArgument(
@@ -159,9 +162,7 @@ class ImageWriterImpl : public ImageWriter {
   // (helping the pipeline) while all staging buffers are in flight.
   //
   // Pages of `region` one staging buffer holds (>= 1).
-  size_t StagingPages(uint32_t region) const {
-    return StagingBytes() / regions_[region].page_size;
-  }
+  size_t StagingPages(uint32_t region) const { return StagingBytes() / regions_[region].page_size; }
   uint8_t* AcquireStaging();
   // Returns an unused buffer from AcquireStaging().
   void ReleaseStaging(uint8_t* buf);
@@ -213,15 +214,10 @@ class ImageWriterImpl : public ImageWriter {
     if (failed_.ok()) failed_ = s;
     return s;
   }
+  // Closes and removes the temporary file (AtomicFile::Abandon).
   void Abandon() {
-    if (fd_ >= 0) {
-      env_->Close(fd_).IgnoreError();  // the file is being discarded
-      fd_ = -1;
-    }
-    if (!tmp_.empty()) {
-      env_->Unlink(tmp_).IgnoreError();  // best effort: a leftover temp is never an image name
-      tmp_.clear();
-    }
+    fd_ = -1;
+    file_.reset();
   }
   // Builds the index and header from the in-memory state. Lock held.
   Status BuildIndex(Index* ix, Header* h);
@@ -230,19 +226,20 @@ class ImageWriterImpl : public ImageWriter {
 
   Env* env_;
   const std::string path_;
-  std::string tmp_;
-  int fd_;
+  const std::string tmp_;  // the temporary file's name, for messages
+  int fd_;                 // file_'s descriptor; -1 once committed or abandoned
+  std::unique_ptr<AtomicFile> file_;
   const ImageWriteOptions opts_;
   std::string parent_recorded_;
   Uuid parent_uuid_{};
-  std::vector<RegionInfo> parent_regions_;
+  std::vector<Region> parent_regions_;
 
   mutable std::mutex mu_;
   bool inherit_ = false;
   bool pages_added_ = false;
   bool finished_ = false;
   Status failed_;
-  std::vector<RegionInfo> regions_;
+  std::vector<Region> regions_;
   std::vector<PageTable> tables_;
   std::unordered_map<Hash128, uint64_t, Hash128Hasher> dedup_;
   uint64_t reserved_pages_ = 0;         // pages of the declared regions (dedup_ sizing)
@@ -261,7 +258,7 @@ class ImageWriterImpl : public ImageWriter {
   std::vector<std::unique_ptr<uint8_t[]>> staging_free_;
   size_t staging_made_ = 0;
   size_t max_staging_ = 1;
-  uint32_t max_page_size_ = 0;  // of the declared regions (set before pages come)
+  uint64_t max_page_size_ = 0;  // of the declared regions (set before pages come)
 
   TaskPool pool_;  // last: destroyed (joined) first
 };

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "image/image_env.h"
 #include "pagewise/image.h"
 #include "testing/fault_env.h"
 #include "testing/test_util.h"
@@ -25,8 +26,8 @@ using testing::TempDir;
 
 constexpr uint32_t kPs = 4096;
 
-RegionInfo Region(uint64_t len) {
-  RegionInfo r;
+Region MakeRegion(uint64_t len) {
+  Region r;
   r.length = len;
   r.page_size = kPs;
   r.name = "m";
@@ -37,8 +38,8 @@ std::unique_ptr<ImageWriter> NewWriter(const std::string& path, int threads, Env
   ImageWriteOptions opt;
   opt.threads = threads;
   opt.chunk_bytes = 16 * kPs;
-  opt.env = env;
-  Result<std::unique_ptr<ImageWriter>> w = ImageWriter::Create(path, opt);
+  Result<std::unique_ptr<ImageWriter>> w =
+      env != nullptr ? CreateImageWriter(path, opt, env) : ImageWriter::Create(path, opt);
   EXPECT_TRUE(w.ok()) << w.status().ToString();
   return w.ok() ? std::move(w).value() : nullptr;
 }
@@ -62,7 +63,7 @@ TEST_P(WriterPipeline, LaterContentWinsAcrossBatches) {
   constexpr size_t kN = 1024;
   std::unique_ptr<ImageWriter> w = NewWriter(dir.File("a.img"), GetParam());
   ASSERT_NE(w, nullptr);
-  ASSERT_TRUE(w->AddRegion(Region(kN * kPs)).ok());
+  ASSERT_TRUE(w->AddRegion(MakeRegion(kN * kPs)).ok());
   std::vector<char> mem(kN * kPs);
   for (int round = 0; round < 6; ++round) {
     for (size_t i = 0; i < kN; ++i) {
@@ -88,7 +89,7 @@ TEST_P(WriterPipeline, ZeroPagesOverrideEarlierData) {
   constexpr size_t kN = 512;
   std::unique_ptr<ImageWriter> w = NewWriter(dir.File("z.img"), GetParam());
   ASSERT_NE(w, nullptr);
-  ASSERT_TRUE(w->AddRegion(Region(kN * kPs)).ok());
+  ASSERT_TRUE(w->AddRegion(MakeRegion(kN * kPs)).ok());
   std::vector<char> mem(kN * kPs);
   for (size_t i = 0; i < kN; ++i) FillPage(mem.data() + i * kPs, 5, i);
   ASSERT_TRUE(w->AddPages(0, 0, mem.data(), mem.size()).ok());
@@ -104,7 +105,7 @@ TEST_P(WriterPipeline, SeveralCallerThreads) {
   constexpr size_t kN = 2048;
   std::unique_ptr<ImageWriter> w = NewWriter(dir.File("c.img"), GetParam());
   ASSERT_NE(w, nullptr);
-  ASSERT_TRUE(w->AddRegion(Region(kN * kPs)).ok());
+  ASSERT_TRUE(w->AddRegion(MakeRegion(kN * kPs)).ok());
   std::vector<char> mem(kN * kPs);
   for (size_t i = 0; i < kN; ++i) FillPage(mem.data() + i * kPs, 9, i % 500);
   std::vector<std::thread> threads;
@@ -132,7 +133,7 @@ TEST_P(WriterPipeline, HelperWriteErrorFailsTheImage) {
   constexpr size_t kN = 256;
   std::unique_ptr<ImageWriter> w = NewWriter(dir.File("e.img"), GetParam(), &env);
   ASSERT_NE(w, nullptr);
-  ASSERT_TRUE(w->AddRegion(Region(kN * kPs)).ok());
+  ASSERT_TRUE(w->AddRegion(MakeRegion(kN * kPs)).ok());
   std::vector<char> mem(kN * kPs);
   for (size_t i = 0; i < kN; ++i) FillPage(mem.data() + i * kPs, 3, i);
   env.Inject(Op::kPwrite, {ENOSPC, 0, 2, 1});

@@ -12,6 +12,7 @@
 
 #include "pagewise/checkpoint.h"
 #include "pagewise/snapshot.h"
+#include "snapshot/snapshot_env.h"
 #include "snapshot/snapshot_test_util.h"
 #include "testing/fault_env.h"
 #include "testing/test_util.h"
@@ -35,10 +36,9 @@ struct Fixture {
     }
     ref.assign(m.data(), m.data() + m.size());
     CheckpointOptions co;
-    co.env = &fenv;
     co.backend = TrackBackend::kUffdWpAsync;
     Result<std::unique_ptr<Checkpoint>> c =
-        Checkpoint::Create({MakeRegion(m.data(), m.size())}, co);
+        CreateCheckpoint({MakeRegion(m.data(), m.size())}, co, &fenv);
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     cp = std::move(c).value();
   }

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "track/track_internal.h"
+#include "track/tracker_env.h"
 
 namespace pagewise {
 namespace track_internal {
@@ -291,7 +292,10 @@ Result<std::unique_ptr<Tracker>> CreateBackend(TrackBackend b, Env* env, const K
 }  // namespace
 
 Result<std::unique_ptr<Tracker>> Tracker::Create(const TrackerOptions& options) {
-  Env* env = options.env != nullptr ? options.env : Env::Default();
+  return CreateTracker(options, Env::Default());
+}
+
+Result<std::unique_ptr<Tracker>> CreateTracker(const TrackerOptions& options, Env* env) {
   const KernelFeatures& features = Features();
   const std::vector<BackendInfo> infos = DescribeBackends(features);
   const TrackBackend concrete[] = {TrackBackend::kUffdWpAsync, TrackBackend::kUffdWp,
@@ -302,7 +306,9 @@ Result<std::unique_ptr<Tracker>> Tracker::Create(const TrackerOptions& options) 
     for (size_t i = 0; i < 3; ++i) {
       if (infos[i].available) return CreateBackend(concrete[i], env, features);
     }
-    return Status::Internal("no atomic tracking backend is available, yet mprotect always is");
+    std::string reasons;
+    for (size_t i = 0; i < 3; ++i) reasons += "; " + infos[i].name + ": " + infos[i].reason;
+    return Status::NotSupported("no atomic tracking backend is available" + reasons);
   }
   for (size_t i = 0; i < 4; ++i) {
     if (concrete[i] != options.backend) continue;
@@ -311,9 +317,8 @@ Result<std::unique_ptr<Tracker>> Tracker::Create(const TrackerOptions& options) 
     for (size_t j = 0; j < 3; ++j) {
       if (infos[j].available) alternatives += (alternatives.empty() ? "" : ", ") + infos[j].name;
     }
-    return Status::NotSupported("tracking backend '" + infos[i].name +
-                                "' is not available on this kernel: " + infos[i].reason +
-                                "; use one of: " + alternatives + " (or 'auto')");
+    return Status::NotSupported("tracking backend '" + infos[i].name + "' is not available here: " +
+                                infos[i].reason + "; use one of: " + alternatives + " (or 'auto')");
   }
   return Status::InvalidArgument("unknown tracking backend value " +
                                  std::to_string(static_cast<int>(options.backend)) +
