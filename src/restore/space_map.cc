@@ -188,6 +188,17 @@ bool SpaceMap::IsUnfilledWith(uint64_t addr, uint64_t src) const {
   return l.found && l.state == PageState::kUnfilled && l.src == src;
 }
 
+size_t SpaceMap::UnfilledPrefix(uint64_t addr, uint64_t src, size_t max_pages) const {
+  auto it = Containing(addr);
+  if (it == ranges_.end()) return 0;
+  const size_t i = (addr - it->first) / page_size_;
+  if (it->second.src + i * page_size_ != src) return 0;
+  const auto& pages = it->second.pages;
+  size_t n = 0;
+  while (n < max_pages && i + n < pages.size() && pages[i + n] == PageState::kUnfilled) ++n;
+  return n;
+}
+
 void SpaceMap::PagesIn(PageState state, std::vector<uint64_t>* out) const {
   for (const auto& [start, r] : ranges_) {
     for (size_t i = 0; i < r.pages.size(); ++i) {
