@@ -234,6 +234,9 @@ class Engine final : public ForkAware, private InstallHost {
   // Returns whether a read waited for one of its pieces.
   bool FillRun(Space& s, const Run& run, FillKind kind, FillScratch* scratch, size_t first, int who,
                size_t max_piece, bool yield_to_reads);
+  // One slice of FillRun: one source read, one install.
+  bool FillSlice(Space& s, const Run& run, FillKind kind, FillScratch* scratch, size_t first,
+                 int who, size_t max_piece, bool yield_to_reads);
   void FillerLoop();
   bool FillOnce();  // one background batch; false when there is no work
 

@@ -25,11 +25,41 @@ bool IsZeroPage(const char* p, size_t len) {
 
 // Background pieces shrink to this while reads keep waiting for them.
 constexpr size_t kMinPiecePages = 8;
+// Pages read from the source at a time (64 KiB of 4 KiB pages: one image
+// chunk).
+constexpr size_t kReadPages = 16;
 
 }  // namespace
 
 bool Engine::FillRun(Space& s, const Run& run, FillKind kind, FillScratch* scratch, size_t first,
                      int who, size_t max_piece, bool yield_to_reads) {
+  // The source is read (and installed) in slices of at most kReadPages, so
+  // that a filler's buffer stays small (a server runs one engine per
+  // client) and the first slice is in place before the next is read. The
+  // slice holding `first` goes first.
+  if (run.pages <= kReadPages) {
+    return FillSlice(s, run, kind, scratch, first, who, max_piece, yield_to_reads);
+  }
+  auto slice = [&](size_t k) {
+    Run r = run;
+    r.addr += k * kReadPages * page_size_;
+    r.src += k * kReadPages * page_size_;
+    r.pages = std::min(kReadPages, run.pages - k * kReadPages);
+    return r;
+  };
+  const size_t slices = (run.pages + kReadPages - 1) / kReadPages;
+  const size_t lead = std::min(first, run.pages - 1) / kReadPages;
+  bool waited = FillSlice(s, slice(lead), kind, scratch, first - lead * kReadPages, who, max_piece,
+                          yield_to_reads);
+  for (size_t k = 0; k < slices; ++k) {
+    if (k == lead || stopping()) continue;
+    waited |= FillSlice(s, slice(k), kind, scratch, 0, who, max_piece, yield_to_reads);
+  }
+  return waited;
+}
+
+bool Engine::FillSlice(Space& s, const Run& run, FillKind kind, FillScratch* scratch, size_t first,
+                       int who, size_t max_piece, bool yield_to_reads) {
   const size_t ps = page_size_;
   const size_t bytes = run.pages * ps;
   const Clock::time_point t0 = Clock::now();
