@@ -19,6 +19,7 @@
 #include "command.h"
 #include "pagewise/restore.h"
 #include "pagewise/serve.h"
+#include "pagewise/serve_metrics.h"
 
 namespace pagewise::cli {
 namespace {
@@ -29,6 +30,7 @@ struct ServeArgs {
   std::string mem_file;
   std::string prefetch;
   std::string record;
+  std::string metrics;  // serve_metrics.h
   bool no_background = false;
   bool no_ready = false;
   bool json = false;
@@ -135,10 +137,18 @@ int RunServe(const ServeArgs& a) {
   if (!server.ok()) return Fail("serve", server.status());
   std::printf("pagewise serve: listening on %s (%s)\n", a.socket.c_str(),
               (*source)->Describe().c_str());
+  std::unique_ptr<MetricsEndpoint> metrics;
+  if (!a.metrics.empty()) {
+    Result<std::unique_ptr<MetricsEndpoint>> m = StartServeMetrics(server->get(), a.metrics);
+    if (!m.ok()) return Fail("serve --metrics", m.status());
+    metrics = std::move(*m);
+    std::printf("pagewise serve: metrics on http://%s/metrics\n", metrics->address().c_str());
+  }
   std::fflush(stdout);
 
   int sig = 0;
   sigwait(&sigs, &sig);
+  metrics.reset();
   (*server)->Stop();
   const std::vector<ClientReport> clients = (*server)->clients();
   if (!a.record.empty()) {
@@ -168,6 +178,9 @@ CommandRegistration reg(
       app->add_option("--prefetch", a->prefetch, "Working-set trace to install first");
       app->add_option("--record", a->record, "Write the first client's demand-fault trace here");
       app->add_option("--clients", a->clients, "Exit after this many clients are done (0: never)");
+      app->add_option("--metrics", a->metrics,
+                      "Serve Prometheus metrics over HTTP on this loopback address "
+                      "(127.0.0.1:PORT; port 0: any)");
       app->add_flag("--json", a->json, "Print a JSON summary at exit");
       app->add_flag("--quiet", a->quiet, "No per-client lines on stderr");
       return [a]() -> int { return RunServe(*a); };
