@@ -54,7 +54,9 @@ std::vector<Run> Scheduler::PlanPrefetch(const SpaceMap& map, SpaceSchedule& s,
     if (addrs.size() == before) ++*waste;
   }
   std::sort(addrs.begin(), addrs.end());
+  const size_t planned = addrs.size();
   addrs.erase(std::unique(addrs.begin(), addrs.end()), addrs.end());
+  *waste += planned - addrs.size();  // the same page listed twice in one batch
   for (uint64_t a : addrs) {
     const uint64_t src = map.Find(a).src;
     if (!runs.empty() && runs.back().addr + runs.back().pages * ps_ == a &&
