@@ -51,9 +51,10 @@ class MetricsEndpoint {
 };
 
 // A MetricsEndpoint for `server` (which must outlive it): its clients()
-// and refused() rendered at every scrape.
+// and refused() rendered at every scrape, with `extra`'s handover figures.
 Result<std::unique_ptr<MetricsEndpoint>> StartServeMetrics(const PageServer* server,
-                                                           const std::string& address);
+                                                           const std::string& address,
+                                                           ServeMetricsExtra extra = {});
 
 }  // namespace pagewise
 

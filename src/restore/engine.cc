@@ -78,7 +78,7 @@ void Engine::AddSpace(sys::Userfaultfd uffd, const std::vector<SpaceRegion>& reg
 
 Status Engine::Start(std::function<Status()> setup) {
   PW_ASSIGN_OR_RETURN(wake_fd_, env_->EventfdCreate(0, EFD_NONBLOCK));
-  stats_.SetStart(Clock::now());
+  if (!adopted_) stats_.SetStart(Clock::now());
   if (opt_.private_fd_table) {
     // In-process: the program may fork while we serve (see fork_guard.h).
     // Registered before the loop thread exists, so that no fork can slip

@@ -27,6 +27,7 @@
 //   engine_events.cc   reading a space's uffd, applying FORK/REMAP/REMOVE/UNMAP
 //   engine_fork.h      ForkMode: the fork guard's state machine
 //   engine_stats.h     StatsRecorder: counters, histograms, trace
+//   engine_handover.h  Export/Adopt: handing spaces over to another server
 //   engine_loop.cc     the loop thread: poll, read, serve demand faults
 //   fill.cc            serving one fault; the background filler thread
 //   engine.cc          lifecycle, waiting, residency
@@ -103,6 +104,7 @@
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
 #include "restore/engine_fork.h"
+#include "restore/engine_handover.h"
 #include "restore/engine_install.h"
 #include "restore/engine_schedule.h"
 #include "restore/engine_space.h"
@@ -186,6 +188,14 @@ class Engine final : public ForkAware, private InstallHost {
   WorkingSetTrace Trace() const;
   // True in a child process forked while this engine ran: nothing works.
   bool forked_copy() const { return forked_copy_.load(); }
+
+  // Serve handover (engine_handover.h). Export stops both threads, wakes
+  // the queued faults and hands out every live space with its state; the
+  // engine then serves nothing (Stop() is still needed). Not for an
+  // in-process restore. Adopt (before Start(), instead of AddSpace) takes
+  // over an export: its spaces, books and start time.
+  Result<EngineExport> Export();
+  void Adopt(EngineExport state);
 
   // ForkAware (called by the fork guard in the forking thread).
   void EnterForkMode() override;
@@ -275,6 +285,8 @@ class Engine final : public ForkAware, private InstallHost {
   bool want_filler_ = false;                // guarded by mu_
   bool prefetch_done_ = false;              // guarded by mu_: the prefetch list is installed
   bool server_exited_ = false;              // guarded by mu_
+  bool keep_uffds_ = false;                 // guarded by mu_: Export(): the loop leaves them open
+  bool adopted_ = false;                    // Adopt() gave the start time and books
   std::atomic<bool> background_on_{false};  // the filler may go past the prefetch list
   Status status_;                           // guarded by mu_
   // Threads are held by pointer so that a forked copy (in which they do not

@@ -77,8 +77,16 @@ void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Statu
   }
   ready->set_value(Status::Ok());  // `setup` and `ready` die with Start()'s frame
   ServerLoop();
-  // Every userfaultfd is closed here, on the thread whose table holds it.
-  for (const SpacePtr& s : SnapshotSpaces()) CloseSpace(*s);
+  // Every userfaultfd is closed here, on the thread whose table holds it
+  // (unless Export() takes them over).
+  bool keep;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    keep = keep_uffds_;
+  }
+  if (!keep) {
+    for (const SpacePtr& s : SnapshotSpaces()) CloseSpace(*s);
+  }
   {
     std::lock_guard<std::mutex> lk(mu_);
     server_exited_ = true;

@@ -148,6 +148,14 @@ void StatsRecorder::Resident(Clock::time_point now) {
   stats_.resident_seconds = std::chrono::duration<double>(now - start_).count();
 }
 
+void StatsRecorder::Seed(const RestoreStats& stats, std::vector<TraceEntry> trace) {
+  std::lock_guard<std::mutex> lk(mu_);
+  stats_ = stats;
+  trace_ = std::move(trace);
+  traced_.clear();
+  for (const TraceEntry& t : trace_) traced_.insert(t.offset);
+}
+
 RestoreStats StatsRecorder::Snapshot() const {
   RestoreStats out;
   {

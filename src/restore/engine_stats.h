@@ -50,6 +50,8 @@ class StatsRecorder {
   void Add(uint64_t RestoreStats::*field, uint64_t n = 1);
   void AddFillSeconds(double s);
   void Resident(Clock::time_point now);
+  // Continues the books of a handed-over restore.
+  void Seed(const RestoreStats& stats, std::vector<TraceEntry> trace);
 
   // A copy with the percentiles computed. spaces_live is the caller's.
   RestoreStats Snapshot() const;

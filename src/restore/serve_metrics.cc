@@ -281,9 +281,10 @@ Result<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const std::strin
 }
 
 Result<std::unique_ptr<MetricsEndpoint>> StartServeMetrics(const PageServer* server,
-                                                           const std::string& address) {
-  return MetricsEndpoint::Start(address, [server] {
-    ServeMetricsExtra extra;
+                                                           const std::string& address,
+                                                           ServeMetricsExtra base) {
+  return MetricsEndpoint::Start(address, [server, base] {
+    ServeMetricsExtra extra = base;
     extra.refused = server->refused();
     return RenderServeMetrics(server->clients(), extra);
   });

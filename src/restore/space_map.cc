@@ -56,6 +56,22 @@ void SpaceMap::Add(uint64_t start, uint64_t len, uint64_t src) {
   ranges_.emplace(start, std::move(r));
 }
 
+void SpaceMap::AddWithStates(uint64_t start, uint64_t src, std::vector<PageState> states) {
+  if (states.empty()) return;
+  Erase(start, start + states.size() * page_size_);
+  Range r;
+  r.src = src;
+  r.pages = std::move(states);
+  for (PageState st : r.pages) Account(PageState::kGone, st);
+  ranges_.emplace(start, std::move(r));
+}
+
+std::vector<SpaceMap::RangeView> SpaceMap::Ranges() const {
+  std::vector<RangeView> out;
+  for (const auto& [start, r] : ranges_) out.push_back({start, r.src, &r.pages});
+  return out;
+}
+
 SpaceMap::Lookup SpaceMap::Find(uint64_t addr) const {
   Lookup out;
   auto it = Containing(addr);

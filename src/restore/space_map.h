@@ -91,6 +91,16 @@ class SpaceMap {
   // Addresses of every page in `state`, in address order, appended to *out.
   void PagesIn(PageState state, std::vector<uint64_t>* out) const;
 
+  // The ranges in address order (for handing a map over to another
+  // process), and adding one back with its states.
+  struct RangeView {
+    uint64_t start = 0;
+    uint64_t src = 0;
+    const std::vector<PageState>* pages = nullptr;
+  };
+  std::vector<RangeView> Ranges() const;
+  void AddWithStates(uint64_t start, uint64_t src, std::vector<PageState> states);
+
   uint64_t unfilled() const { return unfilled_; }
   uint64_t bad() const { return bad_; }
   size_t range_count() const { return ranges_.size(); }
