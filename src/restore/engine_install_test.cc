@@ -156,8 +156,8 @@ TEST(EngineInstall, ConcurrentFillsSkipPagesInFlightAndReadsWaitForFills) {
   std::thread reader([&] {
     f.space.gate.EnterRead();
     violation = f.env.in_blocked_copy.load();
+    reader_done = true;  // (before leaving: a fill entering after must see it)
     f.space.gate.ExitRead();
-    reader_done = true;
   });
   while (!f.space.gate.read_pending()) std::this_thread::yield();
   // A new fill arriving while the read waits goes after it.
