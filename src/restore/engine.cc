@@ -3,10 +3,7 @@
 // engine_loop.cc, events in engine_events.cc, filling in fill.cc.
 #include "restore/engine.h"
 
-#include <fcntl.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,31 +11,21 @@
 #include <thread>
 #include <utility>
 
+#include "sys/fd_util.h"
+
 namespace pagewise::restore {
-namespace {
-
-// A userfaultfd must be O_NONBLOCK to be polled (its poll reports POLLERR
-// otherwise). A client may hand us a blocking one, and a child's fd from a
-// FORK event inherits the flags the parent's was created with. O_NONBLOCK
-// is a flag of the shared open file; the client never reads the fd, so
-// changing it is invisible to it. (fcntl is a plain libc call: nothing to
-// inject here.)
-void EnsureNonblocking(int fd) {
-  const int flags = fcntl(fd, F_GETFL);
-  if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-}
-
-}  // namespace
 
 int Engine::Relocate(int fd) {
-  EnsureNonblocking(fd);
+  // A userfaultfd must be O_NONBLOCK to be polled (its poll reports POLLERR
+  // otherwise). A client may hand us a blocking one, and a child's fd from a
+  // FORK event inherits the flags the parent's was created with. O_NONBLOCK
+  // is a flag of the shared open file; the client never reads the fd, so
+  // changing it is invisible to it.
+  sys::EnsureNonblocking(fd);
   if (fd_base_ < 0 || fd < 0 || fd >= fd_base_) return fd;
-  const int moved = fcntl(fd, F_DUPFD_CLOEXEC, fd_base_);
-  if (moved < 0) return fd;  // no room up there: keep the number we have
-  // close_range rather than close: the number is only ours in this table,
-  // and descriptor-tracking tools must not see it closed in the process's.
-  close_range(static_cast<unsigned>(fd), static_cast<unsigned>(fd), 0);
-  return moved;
+  // The number is only ours in the private table: move it up (see
+  // PrivateFdBase), without tools seeing a close in the process's table.
+  return sys::MoveFdAtOrAbove(fd, fd_base_);
 }
 
 Engine::Engine(std::shared_ptr<const PageSource> source, EngineOptions options)
@@ -161,7 +148,7 @@ void Engine::Stop() {
   }
 }
 
-void Engine::Notify() { eventfd_write(wake_fd_, 1); }
+void Engine::Notify() { sys::SignalEventfd(wake_fd_); }
 
 bool Engine::stopping() const {
   std::lock_guard<std::mutex> lk(mu_);
@@ -335,7 +322,7 @@ void Engine::EnterForkMode() {
       std::lock_guard<std::mutex> lk(mu_);  // so that an idle filler cannot miss it
     }
     cv_.notify_all();
-    eventfd_write(wake_fd_, 1);  // the loop thread, if in poll
+    sys::SignalEventfd(wake_fd_);  // the loop thread, if in poll
   });
 }
 
@@ -343,7 +330,7 @@ void Engine::LeaveForkMode() {
   fork_.Release([this] {
     { std::lock_guard<std::mutex> lk(mu_); }
     cv_.notify_all();
-    eventfd_write(wake_fd_, 1);
+    sys::SignalEventfd(wake_fd_);
   });
 }
 

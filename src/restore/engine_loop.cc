@@ -7,14 +7,12 @@
 // offer): PollOnce gathers the readable descriptors, DrainEvents reads a
 // space's messages, ServeQueued handles the faults they carried.
 #include <poll.h>
-#include <sched.h>
-#include <sys/eventfd.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <cerrno>
 
 #include "restore/engine.h"
+#include "sys/fd_util.h"
 
 namespace pagewise::restore {
 namespace {
@@ -26,9 +24,7 @@ namespace {
 // upper half of the descriptor limit). -1: leave numbers as they are.
 int PrivateFdBase() {
   static std::atomic<unsigned> next_slot{0};
-  struct rlimit rl = {};
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return -1;
-  const uint64_t limit = std::min<uint64_t>(rl.rlim_cur, 1 << 20);
+  const uint64_t limit = std::min<uint64_t>(sys::FdLimit(), 1 << 20);
   if (limit < 2048) return -1;
   const uint64_t slots = (limit / 2) / 256;
   return static_cast<int>(limit / 2 + (next_slot++ % slots) * 256);
@@ -41,16 +37,16 @@ void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Statu
     // See "File descriptors" in engine.h. The private table starts as a
     // copy of the process's and keeps it: sources read through descriptors
     // the caller opened (pread, image files) from these threads. unshare is
-    // a plain libc call on our own thread with nothing to inject, so it does
-    // not go through Env.
-    if (unshare(CLONE_FILES) != 0) {
-      const int err = errno;
+    // a plain call on our own thread with nothing to inject, so it does not
+    // go through Env.
+    const Status unshared = sys::UnshareFdTable();
+    if (!unshared.ok()) {
       {
         std::lock_guard<std::mutex> lk(mu_);
         server_exited_ = true;
       }
       fork_.ServerExited();  // a fork's prepare handler may be waiting for us
-      ready->set_value(ErrnoStatus(err, "unshare(CLONE_FILES) for the restore threads"));
+      ready->set_value(unshared.WithContext("making the restore threads' fd table private"));
       return;
     }
     fd_base_ = PrivateFdBase();
@@ -176,8 +172,7 @@ bool Engine::PollOnce(const std::vector<SpacePtr>& spaces) {
     return false;
   }
   if (pfds[0].revents & POLLIN) {
-    eventfd_t v;
-    eventfd_read(wake_fd_, &v);
+    sys::DrainEventfd(wake_fd_);
   }
   if (opt_.watch_fd >= 0 && pfds[1].revents != 0) {
     // The client never sends anything after the handshake: data is
@@ -231,8 +226,7 @@ void Engine::ForkModeLoop() {
     Result<int> n = env_->Poll(fork_pfds_.data(), fork_pfds_.size(), -1);
     if (!n.ok()) break;
     if (fork_pfds_[0].revents & POLLIN) {
-      eventfd_t v;
-      eventfd_read(wake_fd_, &v);
+      sys::DrainEventfd(wake_fd_);
     }
     for (size_t i = 0; i < fork_polled_.size(); ++i) {
       if ((fork_pfds_[i + 1].revents & POLLIN) == 0 || count == kForkEvents) continue;

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "pagewise/env.h"
+#include "sys/fd_util.h"
 #include "sys/loopback_tcp.h"
 
 namespace pagewise {
@@ -194,7 +195,7 @@ class MetricsEndpointImpl final : public MetricsEndpoint {
     thread_ = std::thread([this] { Loop(); });
   }
   ~MetricsEndpointImpl() override {
-    eventfd_write(stop_fd_, 1);
+    sys::SignalEventfd(stop_fd_);
     thread_.join();
     env_->Close(listen_fd_).IgnoreError();  // teardown
     env_->Close(stop_fd_).IgnoreError();

@@ -30,6 +30,7 @@
 #include "image/format.h"
 #include "pagewise/env.h"
 #include "pagewise/serve_handover.h"
+#include "sys/fd_util.h"
 #include "sys/unix_seqpacket.h"
 
 namespace pagewise {
@@ -325,7 +326,7 @@ class HandoverOfferImpl final : public HandoverOffer {
     thread_ = std::thread([this] { Loop(); });
   }
   ~HandoverOfferImpl() override {
-    eventfd_write(stop_fd_, 1);
+    sys::SignalEventfd(stop_fd_);
     thread_.join();
     Env* env = Env::Default();
     env->Close(listen_fd_).IgnoreError();  // teardown
