@@ -8,8 +8,8 @@
 #include <cstring>
 #include <random>
 
-#include "pagewise/env.h"
 #include "pagewise/image.h"
+#include "sys/env.h"
 
 namespace pagewise::bench {
 
@@ -57,7 +57,7 @@ Status WriteImage(const std::string& path, const char* mem, size_t len) {
   ImageWriteOptions wo;
   wo.compression = Compression::kLz4;
   PW_ASSIGN_OR_RETURN(auto writer, ImageWriter::Create(path, wo));
-  RegionInfo region;
+  Region region;
   region.length = len;
   region.page_size = static_cast<uint32_t>(PageSize());
   region.prot = PROT_READ | PROT_WRITE;

@@ -32,7 +32,7 @@ Result<double> ClientWorkingSet(const std::string& sock, size_t len,
                                 bool wait_ready) {
   PW_ASSIGN_OR_RETURN(BenchMem mem, BenchMem::Map(len));
   LazyClientOptions lo;
-  lo.wait_ready_ms = wait_ready ? kReadyWaitMs : 0;
+  lo.wait_ready = wait_ready ? std::chrono::milliseconds(kReadyWaitMs) : Duration::zero();
   const uint64_t t0 = NowNs();
   PW_ASSIGN_OR_RETURN(
       std::unique_ptr<LazyClient> client,
@@ -56,7 +56,7 @@ Result<double> ServedWorkingSetMs(const std::string& sock,
   std::vector<double> ms;
   for (int r = 0; r < reps; ++r) {
     ServeOptions so;
-    so.prefetch = prefetch;
+    so.fill.prefetch = prefetch;
     PW_ASSIGN_OR_RETURN(std::unique_ptr<PageServer> server, PageServer::Start(sock, source, so));
     Result<double> t = ClientWorkingSet(sock, len, order, expect, /*wait_ready=*/true);
     server->Stop();

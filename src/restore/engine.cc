@@ -11,6 +11,7 @@
 #include <thread>
 #include <utility>
 
+#include "base/clock.h"
 #include "sys/fd_util.h"
 
 namespace pagewise::restore {
@@ -33,12 +34,12 @@ Engine::Engine(std::shared_ptr<const PageSource> source, EngineOptions options)
       opt_(std::move(options)),
       env_(opt_.env ? opt_.env : Env::Default()),
       page_size_(PageSize()),
-      stats_(page_size_, opt_.max_latency_samples, opt_.record_trace),
-      sched_(page_size_, std::clamp<size_t>(opt_.fault_window_pages, 1, 512),
-             std::clamp<size_t>(opt_.background_batch_pages, 1, 4096), &opt_.prefetch,
-             opt_.background_fill && !opt_.record_trace),
+      stats_(page_size_, opt_.fill.max_latency_samples, opt_.fill.record_trace),
+      // (The policy was validated by the caller: ValidateFillPolicy.)
+      sched_(page_size_, opt_.fill.fault_window_pages, opt_.fill.background_batch_pages,
+             &opt_.fill.prefetch, opt_.fill.background_fill && !opt_.fill.record_trace),
       installer_(this, &stats_, page_size_) {
-  for (uint64_t off : opt_.prefetch) prefetch_set_.insert(off & ~(page_size_ - 1));
+  for (uint64_t off : opt_.fill.prefetch) prefetch_set_.insert(off & ~(page_size_ - 1));
   piece_pages_ = sched_.batch();
 }
 
@@ -245,36 +246,30 @@ void Engine::MaybeReportResident() {
   if (opt_.on_resident) opt_.on_resident(st, Stats());
 }
 
-Status Engine::WaitResident(int timeout_ms) {
+Status Engine::WaitResident(Duration timeout) {
   if (forked_copy_.load()) {
     return Status::FailedPrecondition(
         "this is a forked copy of a restore: it is served by the parent's restore");
   }
   std::unique_lock<std::mutex> lk(mu_);
   auto done = [&] { return resident_ || finished_ || stopping_; };
-  if (timeout_ms < 0) {
-    cv_.wait(lk, done);
-  } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {
-    return Status(Code::kRetry, 0,
-                  "restore not yet resident after " + std::to_string(timeout_ms) +
-                      " ms; wait again or check stats() for progress");
+  if (!WaitFor(cv_, lk, timeout, done)) {
+    return Status::Timeout("restore not yet resident after " + DurationText(timeout) +
+                           "; wait again or check stats() for progress");
   }
   if (resident_) return status_;
   if (!status_.ok()) return status_;
   return Status::FailedPrecondition("restore stopped before every page was resident");
 }
 
-Status Engine::WaitPrefetched(int timeout_ms) {
+Status Engine::WaitPrefetched(Duration timeout) {
   std::unique_lock<std::mutex> lk(mu_);
   auto done = [&] {
-    return opt_.prefetch.empty() || !want_filler_ || prefetch_done_ || resident_ || finished_ ||
-           stopping_;
+    return opt_.fill.prefetch.empty() || !want_filler_ || prefetch_done_ || resident_ ||
+           finished_ || stopping_;
   };
-  if (timeout_ms < 0) {
-    cv_.wait(lk, done);
-  } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {
-    return Status(Code::kRetry, 0,
-                  "prefetch not yet installed after " + std::to_string(timeout_ms) + " ms");
+  if (!WaitFor(cv_, lk, timeout, done)) {
+    return Status::Timeout("prefetch not yet installed after " + DurationText(timeout));
   }
   return status_;
 }

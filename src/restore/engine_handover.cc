@@ -14,14 +14,15 @@ using nlohmann::json;
 
 // The counters of RestoreStats that carry over (the latency samples do
 // not: the successor starts its own).
-#define PW_STATS_COUNTERS(X)                                                                    \
-  X(pages_total)                                                                                \
-  X(demand_faults)                                                                              \
-  X(other_faults) X(pages_demand) X(pages_background) X(pages_prefetch) X(prefetch_late_faults) \
-      X(zero_pages) X(bytes_copied) X(eexist_pages) X(eagain_retries) X(enoent_pages)           \
-          X(poisoned_pages) X(forks) X(remaps) X(removes) X(unmaps) X(unknown_events)           \
-              X(spaces_total) X(prefetch_hit_faults) X(prefetch_waste_entries) X(bytes_demand)  \
-                  X(bytes_readahead) X(bytes_prefetch) X(bytes_background) X(pages_readahead)
+#define PW_STATS_COUNTERS(X)                                                                       \
+  X(pages_total)                                                                                   \
+  X(demand_faults)                                                                                 \
+  X(other_faults)                                                                                  \
+  X(pages_demand) X(pages_background) X(pages_prefetch) X(prefetch_late_faults) X(zero_pages)      \
+      X(bytes_copied) X(eexist_pages) X(eagain_retries) X(enoent_pages) X(poisoned_pages) X(forks) \
+          X(remaps) X(removes) X(unmaps) X(unknown_events) X(spaces_total) X(prefetch_hit_faults)  \
+              X(prefetch_waste_entries) X(bytes_demand) X(bytes_readahead) X(bytes_prefetch)       \
+                  X(bytes_background) X(pages_readahead)
 
 json HistogramJson(const LatencyHistogram& h) {
   json counts = json::array();
@@ -45,9 +46,9 @@ json StatsJson(const RestoreStats& s) {
 #define PW_PUT(f) j[#f] = s.f;
   PW_STATS_COUNTERS(PW_PUT)
 #undef PW_PUT
-  j["first_fault_seconds"] = s.first_fault_seconds;
-  j["resident_seconds"] = s.resident_seconds;
-  j["fill_seconds"] = s.fill_seconds;
+  j["first_fault_ns"] = s.first_fault_ns;
+  j["resident_ns"] = s.resident_ns;
+  j["fill_ns"] = s.fill_ns;
   j["latency_zero"] = HistogramJson(s.latency_zero);
   j["latency_demand"] = HistogramJson(s.latency_demand);
   j["latency_prefetch_hit"] = HistogramJson(s.latency_prefetch_hit);
@@ -60,9 +61,9 @@ RestoreStats StatsFrom(const json& j) {
 #define PW_GET(f) s.f = j.value(#f, uint64_t{0});
   PW_STATS_COUNTERS(PW_GET)
 #undef PW_GET
-  s.first_fault_seconds = j.value("first_fault_seconds", -1.0);
-  s.resident_seconds = j.value("resident_seconds", -1.0);
-  s.fill_seconds = j.value("fill_seconds", 0.0);
+  s.first_fault_ns = j.value("first_fault_ns", int64_t{-1});
+  s.resident_ns = j.value("resident_ns", int64_t{-1});
+  s.fill_ns = j.value("fill_ns", uint64_t{0});
   HistogramFrom(j.value("latency_zero", json()), &s.latency_zero);
   HistogramFrom(j.value("latency_demand", json()), &s.latency_demand);
   HistogramFrom(j.value("latency_prefetch_hit", json()), &s.latency_prefetch_hit);

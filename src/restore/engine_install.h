@@ -34,11 +34,11 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "pagewise/env.h"
 #include "pagewise/status.h"
 #include "restore/engine_schedule.h"
 #include "restore/engine_space.h"
 #include "restore/engine_stats.h"
+#include "sys/env.h"
 
 namespace pagewise::restore {
 

@@ -68,8 +68,8 @@ void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Statu
     // A prefetch list is installed even without background fill: it was
     // asked for explicitly. The scheduler stops after it unless
     // background_on_.
-    want_filler_ = opt_.background_fill || !opt_.prefetch.empty();
-    background_on_.store(opt_.background_fill);
+    want_filler_ = opt_.fill.background_fill || !opt_.fill.prefetch.empty();
+    background_on_.store(opt_.fill.background_fill);
   }
   ready->set_value(Status::Ok());  // `setup` and `ready` die with Start()'s frame
   ServerLoop();

@@ -29,9 +29,9 @@
 #include <mutex>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "restore/engine_schedule.h"
 #include "restore/space_map.h"
+#include "sys/env.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise::restore {

@@ -14,16 +14,16 @@ void LatencyHistogram::Record(uint64_t ns) {
   max_ns = std::max(max_ns, ns);
 }
 
-double LatencyHistogram::PercentileUs(double q) const {
+uint64_t LatencyHistogram::PercentileNs(double q) const {
   if (count == 0) return 0;
   const uint64_t rank =
       std::max<uint64_t>(1, static_cast<uint64_t>(q * static_cast<double>(count) + 0.999999));
   uint64_t seen = 0;
   for (int k = 0; k < kBuckets; ++k) {
     seen += counts[k];
-    if (seen >= rank) return static_cast<double>(std::min(BucketUpperNs(k), max_ns)) / 1000.0;
+    if (seen >= rank) return std::min(BucketUpperNs(k), max_ns);
   }
-  return static_cast<double>(max_ns) / 1000.0;
+  return max_ns;
 }
 
 namespace restore {
@@ -81,7 +81,7 @@ void StatsRecorder::DemandFault(Clock::time_point read_at, uint64_t src, const R
   const uint64_t t_ns = SinceStartNs(read_at);
   std::lock_guard<std::mutex> lk(mu_);
   stats_.demand_faults++;
-  if (stats_.first_fault_seconds < 0) stats_.first_fault_seconds = static_cast<double>(t_ns) / 1e9;
+  if (stats_.first_fault_ns < 0) stats_.first_fault_ns = static_cast<int64_t>(t_ns);
   if (late_prefetch) stats_.prefetch_late_faults++;
   if (!record_trace_) return;
   // The whole window this fault installs, faulting page first: a replay
@@ -138,14 +138,14 @@ void StatsRecorder::Add(uint64_t RestoreStats::*field, uint64_t n) {
   stats_.*field += n;
 }
 
-void StatsRecorder::AddFillSeconds(double s) {
+void StatsRecorder::AddFillNs(uint64_t ns) {
   std::lock_guard<std::mutex> lk(mu_);
-  stats_.fill_seconds += s;
+  stats_.fill_ns += ns;
 }
 
 void StatsRecorder::Resident(Clock::time_point now) {
   std::lock_guard<std::mutex> lk(mu_);
-  stats_.resident_seconds = std::chrono::duration<double>(now - start_).count();
+  stats_.resident_ns = static_cast<int64_t>(SinceStartNs(now));
 }
 
 void StatsRecorder::Seed(const RestoreStats& stats, std::vector<TraceEntry> trace) {
@@ -168,10 +168,10 @@ RestoreStats StatsRecorder::Snapshot() const {
       const size_t k =
           std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
       std::nth_element(v.begin(), v.begin() + static_cast<ptrdiff_t>(k), v.end());
-      return static_cast<double>(v[k]) / 1000.0;
+      return static_cast<uint64_t>(v[k]);
     };
-    out.fault_latency_p50_us = pct(0.50);
-    out.fault_latency_p99_us = pct(0.99);
+    out.fault_latency_p50_ns = pct(0.50);
+    out.fault_latency_p99_ns = pct(0.99);
   }
   return out;
 }

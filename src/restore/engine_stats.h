@@ -48,7 +48,7 @@ class StatsRecorder {
   void FaultResolved(FaultClass cls, Clock::time_point read_at, Clock::time_point now);
   // Adds n to one counter field.
   void Add(uint64_t RestoreStats::*field, uint64_t n = 1);
-  void AddFillSeconds(double s);
+  void AddFillNs(uint64_t ns);
   void Resident(Clock::time_point now);
   // Continues the books of a handed-over restore.
   void Seed(const RestoreStats& stats, std::vector<TraceEntry> trace);

@@ -66,17 +66,20 @@ bool Engine::FillSlice(Space& s, const Run& run, FillKind kind, FillScratch* scr
   std::vector<uint8_t>& zero = scratch->zero;
   zero.assign(run.pages, 0);
   Status st;
-  if (opt_.use_zeropage && source_->can_classify()) {
+  if (opt_.fill.use_zeropage && source_->can_classify()) {
     st = source_->ClassifyZero(run.src, run.pages, ps, &zero);
   }
   const char* data = static_cast<const char*>(source_->Direct(run.src, bytes));
   const bool all_zero = std::all_of(zero.begin(), zero.end(), [](uint8_t z) { return z != 0; });
   if (st.ok() && data == nullptr && !all_zero) {
     scratch->data.resize(bytes);
-    st = source_->Read(run.src, scratch->data.data(), bytes);
+    const ReadPriority priority = kind == FillKind::kDemand     ? ReadPriority::kDemand
+                                  : kind == FillKind::kPrefetch ? ReadPriority::kPrefetch
+                                                                : ReadPriority::kBackground;
+    st = source_->ReadWithPriority(run.src, scratch->data.data(), bytes, priority);
     data = scratch->data.data();
   }
-  if (st.ok() && opt_.use_zeropage && !source_->can_classify()) {
+  if (st.ok() && opt_.fill.use_zeropage && !source_->can_classify()) {
     for (size_t i = 0; i < run.pages; ++i) zero[i] = IsZeroPage(data + i * ps, ps) ? 1 : 0;
   }
   if (!st.ok()) {
@@ -88,7 +91,8 @@ bool Engine::FillSlice(Space& s, const Run& run, FillKind kind, FillScratch* scr
   }
   const bool waited =
       installer_.Install(s, run, data, zero.data(), kind, who, first, max_piece, yield_to_reads);
-  stats_.AddFillSeconds(std::chrono::duration<double>(Clock::now() - t0).count());
+  stats_.AddFillNs(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
   return waited;
 }
 
@@ -245,7 +249,7 @@ void Engine::FillerLoop() {
           cv_.notify_all();
         }
       }
-      if (first && !opt_.prefetch.empty() && opt_.on_prefetched) opt_.on_prefetched();
+      if (first && !opt_.fill.prefetch.empty() && opt_.on_prefetched) opt_.on_prefetched();
     }
     MaybeReportResident();
     if (!did) {

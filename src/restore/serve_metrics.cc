@@ -11,7 +11,7 @@
 #include <thread>
 #include <utility>
 
-#include "pagewise/env.h"
+#include "sys/env.h"
 #include "sys/fd_util.h"
 #include "sys/loopback_tcp.h"
 

@@ -13,8 +13,10 @@
 #include <thread>
 #include <utility>
 
+#include "base/clock.h"
 #include "pagewise/serve.h"
 #include "restore/engine.h"
+#include "restore/restore_env.h"
 #include "restore/server_handover.h"
 #include "sys/userfaultfd.h"
 
@@ -107,15 +109,12 @@ class PageServerImpl final : public PageServer, public restore::HandoverPort {
     return out;
   }
 
-  Status WaitClientsDone(size_t count, int timeout_ms) override {
+  Status WaitClientsDone(size_t count, Duration timeout) override {
     std::unique_lock<std::mutex> lk(mu_);
     auto done = [&] { return dropped_ >= count; };
-    if (timeout_ms < 0) {
-      cv_.wait(lk, done);
-    } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {
-      return Status(Code::kRetry, 0,
-                    std::to_string(dropped_) + " of " + std::to_string(count) +
-                        " clients done after " + std::to_string(timeout_ms) + " ms");
+    if (!WaitFor(cv_, lk, timeout, done)) {
+      return Status::Timeout(std::to_string(dropped_) + " of " + std::to_string(count) +
+                             " clients done after " + DurationText(timeout));
     }
     return Status::Ok();
   }
@@ -137,7 +136,7 @@ class PageServerImpl final : public PageServer, public restore::HandoverPort {
 
  private:
   // Handshakes are read from all connections at once (none can hold up
-  // another), each within handshake_timeout_ms.
+  // another), each within handshake_timeout.
   void AcceptLoop() {
     std::vector<struct pollfd> fds;
     for (;;) {
@@ -172,9 +171,8 @@ class PageServerImpl final : public PageServer, public restore::HandoverPort {
         if (fds[2 + i].revents != 0) {
           st = ReadSome(&p, &done);
         } else if (std::chrono::steady_clock::now() >= p.deadline) {
-          st = Status(Code::kRetry, 0,
-                      "not received within " + std::to_string(opt_.handshake_timeout_ms) +
-                          " ms (expected one message: the userfaultfd and a JSON body)");
+          st = Status::Timeout("not received within " + DurationText(opt_.handshake_timeout) +
+                               " (expected one message: the userfaultfd and a JSON body)");
         }
         if (!st.ok()) {
           Refuse(p.sock, p.uffd, st.WithContext("handshake"));
@@ -188,9 +186,7 @@ class PageServerImpl final : public PageServer, public restore::HandoverPort {
       if (fds[0].revents & POLLIN) {
         Result<int> sock = env_->Accept(listen_fd_);
         if (sock.ok()) {
-          pending_.push_back({*sock, -1, std::string(),
-                              std::chrono::steady_clock::now() +
-                                  std::chrono::milliseconds(opt_.handshake_timeout_ms)});
+          pending_.push_back({*sock, -1, std::string(), DeadlineAfter(opt_.handshake_timeout)});
         }
       }
     }
@@ -281,12 +277,12 @@ class PageServerImpl final : public PageServer, public restore::HandoverPort {
                     Status::InvalidArgument("handshake carried no descriptor (send the "
                                             "userfaultfd with SCM_RIGHTS)"));
     }
-    Result<std::vector<GuestRegion>> regions = ParseHandshake(body);
+    Result<std::vector<Region>> regions = ParseHandshake(body);
     if (!regions.ok()) return Refuse(sock, uffd, regions.status());
     std::vector<restore::SpaceRegion> space;
     const uint64_t ps = PageSize();
     for (size_t i = 0; i < regions->size(); ++i) {
-      const GuestRegion& g = (*regions)[i];
+      const Region& g = (*regions)[i];
       const std::string where = "handshake region " + std::to_string(i);
       if (g.page_size != ps) {
         return Refuse(sock, uffd,
@@ -294,15 +290,15 @@ class PageServerImpl final : public PageServer, public restore::HandoverPort {
                                            " (hugetlbfs-backed guest memory) is not supported; "
                                            "back guest memory with 4 KiB pages"));
       }
-      if (g.size == 0 || g.size % ps || g.offset % ps || g.base_host_virt_addr % ps) {
+      if (g.length == 0 || g.length % ps || g.offset % ps || g.address % ps) {
         return Refuse(sock, uffd, Status::InvalidArgument(where + ": not page aligned"));
       }
-      if (g.offset > source_->size() || g.size > source_->size() - g.offset) {
+      if (g.offset > source_->size() || g.length > source_->size() - g.offset) {
         return Refuse(sock, uffd,
                       Status::InvalidArgument(where + " lies beyond the memory file (" +
                                               source_->Describe() + ")"));
       }
-      space.push_back({g.base_host_virt_addr, g.size, g.offset});
+      space.push_back({g.address, g.length, g.offset});
     }
     Result<pid_t> pid = env_->PeerPid(sock);
 
@@ -317,7 +313,7 @@ class PageServerImpl final : public PageServer, public restore::HandoverPort {
     }
     client->engine = std::make_unique<restore::Engine>(source_, EngineOptionsFor(client.get()));
     client->engine->AddSpace(sys::Userfaultfd::Adopt(uffd, 0, env_), space);
-    const Status st = Launch(client, opt_.send_ready && opt_.prefetch.empty());
+    const Status st = Launch(client, opt_.send_ready && opt_.fill.prefetch.empty());
     if (!st.ok()) return Refuse(sock, -1, st.WithContext("starting the client's server"));
   }
 
@@ -343,21 +339,17 @@ class PageServerImpl final : public PageServer, public restore::HandoverPort {
   restore::EngineOptions EngineOptionsFor(Client* client) {
     restore::EngineOptions eo;
     eo.env = env_;
-    eo.fault_window_pages = opt_.fault_window_pages;
-    eo.background_batch_pages = opt_.background_batch_pages;
-    eo.background_fill = opt_.background_fill;
-    eo.use_zeropage = opt_.use_zeropage;
-    eo.prefetch = opt_.prefetch;
+    eo.fill = opt_.fill;
     eo.watch_fd = client->sock;
     // The client did UFFDIO_API itself: its features are unknown here. Any
     // event it enabled is handled as it is read.
     eo.on_finished = [this](const Status&) { eventfd_write(wake_fd_, 1); };
-    if (opt_.send_ready && !eo.prefetch.empty()) {
+    if (opt_.send_ready && !eo.fill.prefetch.empty()) {
       // On the engine's filler thread. Drop() stops the engine (joining
       // that thread) before it closes the socket, so the descriptor is ours.
       eo.on_prefetched = [this, client] { SendReady(client); };
     }
-    eo.record_trace = opt_.record_trace && client->report.id == 0;
+    eo.fill.record_trace = opt_.fill.record_trace && client->report.id == 0;
     return eo;
   }
 
@@ -456,7 +448,7 @@ void PageServerImpl::Import(restore::ServerExport state) {
     c->ready_sent = h.ready_sent;
     // A ready byte still owed with no prefetch left to wait for goes now.
     const bool owed =
-        opt_.send_ready && !h.ready_sent && (opt_.prefetch.empty() || h.engine.prefetch_done);
+        opt_.send_ready && !h.ready_sent && (opt_.fill.prefetch.empty() || h.engine.prefetch_done);
     c->engine = std::make_unique<restore::Engine>(source_, EngineOptionsFor(c.get()));
     c->engine->Adopt(std::move(h.engine));
     if (!Launch(c, owed).ok()) env_->Close(c->sock).IgnoreError();  // it sees end of stream
@@ -467,11 +459,19 @@ void PageServerImpl::Import(restore::ServerExport state) {
 
 namespace restore {
 
+Status CheckServeOptions(const PageSource* source, const ServeOptions& options) {
+  if (source == nullptr) return Status::InvalidArgument("page server: no source");
+  PW_RETURN_IF_ERROR(ValidateFillPolicy(options.fill).WithContext("page server"));
+  if (options.handshake_timeout <= Duration::zero()) {
+    return Status::InvalidArgument("page server: ServeOptions::handshake_timeout must be > 0");
+  }
+  return Status::Ok();
+}
+
 Result<std::unique_ptr<PageServer>> StartPageServerOn(const std::string& socket_path,
                                                       std::shared_ptr<const PageSource> source,
-                                                      const ServeOptions& options, int listen_fd,
-                                                      ServerExport* import) {
-  Env* env = options.env ? options.env : Env::Default();
+                                                      const ServeOptions& options, Env* env,
+                                                      int listen_fd, ServerExport* import) {
   Result<int> wake = env->EventfdCreate(0, EFD_NONBLOCK);
   if (!wake.ok()) {
     env->Close(listen_fd).IgnoreError();  // already failing
@@ -490,11 +490,17 @@ Result<std::unique_ptr<PageServer>> StartPageServerOn(const std::string& socket_
 Result<std::unique_ptr<PageServer>> PageServer::Start(const std::string& socket_path,
                                                       std::shared_ptr<const PageSource> source,
                                                       const ServeOptions& options) {
-  if (source == nullptr) return Status::InvalidArgument("page server: no source");
-  Env* env = options.env ? options.env : Env::Default();
+  return StartPageServer(socket_path, std::move(source), options, Env::Default());
+}
+
+Result<std::unique_ptr<PageServer>> StartPageServer(const std::string& socket_path,
+                                                    std::shared_ptr<const PageSource> source,
+                                                    const ServeOptions& options, Env* env) {
+  PW_RETURN_IF_ERROR(restore::CheckServeOptions(source.get(), options));
   Result<int> listen_fd = env->UnixListen(socket_path, 64);
   if (!listen_fd.ok()) return listen_fd.status().WithContext("page server");
-  return restore::StartPageServerOn(socket_path, std::move(source), options, *listen_fd, nullptr);
+  return restore::StartPageServerOn(socket_path, std::move(source), options, env, *listen_fd,
+                                    nullptr);
 }
 
 }  // namespace pagewise

@@ -28,8 +28,8 @@
 #include <vector>
 
 #include "image/format.h"
-#include "pagewise/env.h"
 #include "pagewise/serve_handover.h"
+#include "sys/env.h"
 #include "sys/fd_util.h"
 #include "sys/unix_seqpacket.h"
 
@@ -134,9 +134,7 @@ class Channel {
 
 json ReportJson(const ClientReport& r) {
   json regions = json::array();
-  for (const GuestRegion& g : r.regions) {
-    regions.push_back({g.base_host_virt_addr, g.size, g.offset, g.page_size});
-  }
+  for (const Region& g : r.regions) regions.push_back({g.address, g.length, g.offset, g.page_size});
   return {{"id", r.id},
           {"pid", r.pid},
           {"regions", regions},
@@ -150,8 +148,12 @@ ClientReport ReportFrom(const json& j) {
   r.id = j.value("id", uint64_t{0});
   r.pid = j.value("pid", 0);
   for (const json& g : j.value("regions", json::array())) {
-    r.regions.push_back({g.at(0).get<uint64_t>(), g.at(1).get<uint64_t>(), g.at(2).get<uint64_t>(),
-                         g.at(3).get<uint64_t>()});
+    Region reg;
+    reg.address = g.at(0).get<uint64_t>();
+    reg.length = g.at(1).get<uint64_t>();
+    reg.offset = g.at(2).get<uint64_t>();
+    reg.page_size = g.at(3).get<uint32_t>();
+    r.regions.push_back(reg);
   }
   const int code = j.value("code", 0);
   if (code != 0) r.status = Status(static_cast<Code>(code), 0, j.value("message", std::string()));
@@ -252,7 +254,7 @@ Result<std::unique_ptr<PageServer>> TakeOverPageServer(const std::string& socket
                                                        std::shared_ptr<const PageSource> source,
                                                        const ServeOptions& options,
                                                        HandoverReport* report) {
-  if (source == nullptr) return Status::InvalidArgument("take over: no source");
+  PW_RETURN_IF_ERROR(restore::CheckServeOptions(source.get(), options).WithContext("take over"));
   Env* env = Env::Default();
   const std::string control = HandoverSocketPath(socket_path);
   Result<int> sock = sys::ConnectSeqpacket(control);
@@ -302,7 +304,7 @@ Result<std::unique_ptr<PageServer>> TakeOverPageServer(const std::string& socket
   const int64_t quiesce = state.quiesce_ns;
   const int listen_fd = std::exchange(state.listen_fd, -1);
   Result<std::unique_ptr<PageServer>> server =
-      restore::StartPageServerOn(socket_path, std::move(source), options, listen_fd, &state);
+      restore::StartPageServerOn(socket_path, std::move(source), options, env, listen_fd, &state);
   r.stall_ms = static_cast<double>(MonotonicNs() - quiesce) / 1e6;
   if (report != nullptr) *report = r;
   return server;

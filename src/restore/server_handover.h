@@ -16,6 +16,7 @@
 
 #include "pagewise/serve.h"
 #include "restore/engine_handover.h"
+#include "sys/env.h"
 
 namespace pagewise::restore {
 
@@ -63,15 +64,18 @@ class HandoverPort {
 // The page server's port (nullptr if `server` is not pagewise's).
 HandoverPort* HandoverPortOf(PageServer* server);
 
+// The checks PageServer::Start makes of its arguments.
+Status CheckServeOptions(const PageSource* source, const ServeOptions& options);
+
 // A page server on an existing listening socket (owned from here on); with
 // `import`, it continues from a handed-over state (clients, pending
 // handshakes) before it accepts. Clients whose engine cannot start are
 // dropped (their connection closed). PageServer::Start is this after
-// listening afresh.
+// listening afresh. `options` must have passed CheckServeOptions.
 Result<std::unique_ptr<PageServer>> StartPageServerOn(const std::string& socket_path,
-                                                     std::shared_ptr<const PageSource> source,
-                                                     const ServeOptions& options, int listen_fd,
-                                                     ServerExport* import);
+                                                      std::shared_ptr<const PageSource> source,
+                                                      const ServeOptions& options, Env* env,
+                                                      int listen_fd, ServerExport* import);
 
 }  // namespace pagewise::restore
 
