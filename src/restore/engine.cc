@@ -65,7 +65,9 @@ void Engine::AddSpace(sys::Userfaultfd uffd, const std::vector<SpaceRegion>& reg
 }
 
 Status Engine::Start(std::function<Status()> setup) {
-  PW_ASSIGN_OR_RETURN(wake_fd_, env_->EventfdCreate(0, EFD_NONBLOCK));
+  sys::UffdLoop::Options lo;
+  lo.capacity = 16;
+  PW_ASSIGN_OR_RETURN(loop_, sys::UffdLoop::Create(env_, lo));
   if (!adopted_) stats_.SetStart(Clock::now());
   if (opt_.private_fd_table) {
     // In-process: the program may fork while we serve (see fork_guard.h).
@@ -138,18 +140,18 @@ void Engine::Stop() {
   }
   cv_.notify_all();
   fork_.Shutdown();
-  if (wake_fd_ >= 0) Notify();
+  Notify();
   if (server_ != nullptr && server_->joinable()) server_->join();  // it closes every uffd
   if (filler_ != nullptr && filler_->joinable()) filler_->join();
   server_.reset();
   filler_.reset();
-  if (wake_fd_ >= 0) {
-    env_->Close(wake_fd_).IgnoreError();  // teardown: nothing to do on failure
-    wake_fd_ = -1;
-  }
+  // loop_ stays until destruction: a late Notify() (EnableBackground racing
+  // Stop) then only writes to an eventfd nobody polls.
 }
 
-void Engine::Notify() { sys::SignalEventfd(wake_fd_); }
+void Engine::Notify() {
+  if (loop_ != nullptr) loop_->Wake();
+}
 
 bool Engine::stopping() const {
   std::lock_guard<std::mutex> lk(mu_);
@@ -161,14 +163,25 @@ std::vector<SpacePtr> Engine::SnapshotSpaces() const {
   return spaces_;
 }
 
+SpacePtr Engine::SpaceById(uint32_t id) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (const SpacePtr& s : spaces_) {
+    if (s->id == id) return s;
+  }
+  return nullptr;
+}
+
 void Engine::MarkDeadLocked(Space& s) {
   s.dead = true;
   s.closed.store(true);
   s.faults.clear();
-  if (wake_fd_ >= 0) Notify();  // the loop thread closes the fd and re-checks residency
+  Notify();  // the loop thread closes the fd and re-checks residency
 }
 
 void Engine::CloseSpace(Space& s) {
+  // (On the loop thread, or after it ended: the loop forgets the fd first.)
+  if (loop_ != nullptr) loop_->RemoveUffd(s.id);
+  looped_.erase(std::remove(looped_.begin(), looped_.end(), s.id), looped_.end());
   s.gate.EnterRead();  // no fill may use the fd while it closes
   {
     std::unique_lock<std::mutex> lk(s.mu);
@@ -317,7 +330,7 @@ void Engine::EnterForkMode() {
       std::lock_guard<std::mutex> lk(mu_);  // so that an idle filler cannot miss it
     }
     cv_.notify_all();
-    sys::SignalEventfd(wake_fd_);  // the loop thread, if in poll
+    Notify();  // the loop thread, if in poll
   });
 }
 
@@ -325,7 +338,7 @@ void Engine::LeaveForkMode() {
   fork_.Release([this] {
     { std::lock_guard<std::mutex> lk(mu_); }
     cv_.notify_all();
-    sys::SignalEventfd(wake_fd_);
+    Notify();
   });
 }
 

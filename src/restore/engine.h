@@ -112,6 +112,7 @@
 #include "restore/fork_guard.h"
 #include "restore/space_map.h"
 #include "sys/env.h"
+#include "sys/uffd_loop.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise::restore {
@@ -205,26 +206,34 @@ class Engine final : public ForkAware, private InstallHost {
   static constexpr int kBackgroundFiller = 2;
 
   // ---- the loop thread (engine_loop.cc) ------------------------------------
+  class LoopHandler;  // the sys::UffdHandler the loop thread runs loop_ with
   void ServerMain(const std::function<Status()>& setup, std::promise<Status>* ready);
-  void ServerLoop();
+  // Before each poll (LoopHandler::BeforePoll): serves queued faults,
+  // closes finished spaces, reports residency, registers new spaces with
+  // the loop. False when the loop must end.
+  bool BeforePoll();
+  // Adds the open spaces the loop does not poll yet (may allocate).
+  void RegisterNewSpaces();
   // Serves every queued fault of every space.
   void ServeQueued(const std::vector<SpacePtr>& spaces);
   // Closes dead spaces (and complete ones with release_when_resident);
   // returns whether any space is still open.
   bool CloseFinished(const std::vector<SpacePtr>& spaces);
-  // Polls once; false when the loop must end.
-  bool PollOnce(const std::vector<SpacePtr>& spaces);
-  // Acknowledges fork mode, reads messages without allocating until the
-  // fork returned, then applies them.
-  void ForkModeLoop();
+  // Fork mode on the loop thread: while a fork is requested or happening,
+  // messages are recorded (without allocating) instead of applied; once it
+  // returned they are applied. Returns false while the loop must only read.
+  bool ForkStep();
+  void ApplyRecorded();
   void MaybeStartFiller();
 
   // ---- events (engine_events.cc) -------------------------------------------
+  class SpaceSink;                            // applies one space's messages
   size_t DrainEvents(Space& s) override;      // InstallHost
   size_t DrainEventsHeld(Space& s) override;  // InstallHost
-  // Applies a batch read from s: events first, then faults are queued.
-  // Requires the gate exclusive and s.mu.
-  void ApplyBatchLocked(Space& s, const UffdEvent* events, size_t n, Clock::time_point now);
+  // One message read from s, dispatched by the loop (events of a batch
+  // before its faults): applied, or recorded in fork mode. Requires the
+  // gate exclusive and s.mu.
+  void OnMessageLocked(Space& s, const UffdEvent& e, Clock::time_point read_at);
   void ApplyEventLocked(Space& s, const UffdEvent& e);
   void AdoptForkLocked(Space& parent, int child_fd);
 
@@ -249,6 +258,7 @@ class Engine final : public ForkAware, private InstallHost {
 
   // ---- lifecycle and helpers (engine.cc) -----------------------------------
   std::vector<SpacePtr> SnapshotSpaces() const;
+  SpacePtr SpaceById(uint32_t id) const;   // nullptr if there is none
   int Relocate(int fd);                    // engine threads, private fd table: fd to our range
   void Notify();                           // wakes the loop thread
   void MarkDeadLocked(Space& s) override;  // InstallHost; requires s.mu
@@ -292,12 +302,15 @@ class Engine final : public ForkAware, private InstallHost {
   std::unique_ptr<std::thread> filler_;  // started by the loop thread; joined after it
   bool registered_for_fork_ = false;     // written before/after the threads run
   std::atomic<bool> forked_copy_{false};
+  // The one userfaultfd poll loop (sys/uffd_loop.h), run by the loop
+  // thread; created by Start(), destroyed by Stop() after the threads.
+  std::unique_ptr<sys::UffdLoop> loop_;
+  std::vector<uint32_t> looped_;  // loop thread: space ids registered with loop_
   // Fork-mode storage (loop thread only), sized before acknowledging.
-  std::vector<struct pollfd> fork_pfds_;
-  std::vector<SpacePtr> fork_polled_;
+  bool fork_recording_ = false;
+  size_t fork_count_ = 0;
   std::vector<UffdEvent> fork_events_;
   std::vector<Space*> fork_event_space_;
-  int wake_fd_ = -1;
   int fd_base_ = -1;                 // private fd table: lowest number for our fds (-1: keep)
   FillScratch demand_scratch_;       // loop thread only
   FillScratch fill_scratch_;         // filler thread only

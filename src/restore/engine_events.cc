@@ -1,6 +1,7 @@
-// Engine: reading a space's userfaultfd (holding its gate exclusive, see
-// "Ordering" in engine.h) and applying the non-cooperative events to its
-// page map; faults are queued for the loop thread.
+// Engine: the messages of a space's userfaultfd, read holding its gate
+// exclusive (see "Ordering" in engine.h) by the loop (LoopHandler) or by a
+// filler (SpaceSink, sys::DrainUffd): non-cooperative events are applied to
+// the page map, faults queued for the loop thread.
 #include <algorithm>
 #include <cerrno>
 #include <utility>
@@ -8,6 +9,33 @@
 #include "restore/engine.h"
 
 namespace pagewise::restore {
+
+// Applies the messages of one space that a filler drains itself (after an
+// EAGAIN or ENOENT): the loop's dispatch, into OnMessageLocked.
+class Engine::SpaceSink final : public sys::UffdHandler {
+ public:
+  SpaceSink(Engine* e, Space* s) : e_(e), s_(s), read_at_(Clock::now()) {}
+  void OnPagefault(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  bool OnFork(uint64_t, const UffdEvent& ev) override {
+    Message(ev);  // the child's fd is adopted
+    return true;
+  }
+  void OnRemap(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  void OnRemove(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  void OnUnmap(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  void OnUnknown(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  bool queued() const { return queued_; }
+
+ private:
+  void Message(const UffdEvent& ev) {
+    queued_ = queued_ || ev.kind == UffdEvent::Kind::kPagefault;
+    e_->OnMessageLocked(*s_, ev, read_at_);
+  }
+  Engine* e_;
+  Space* s_;
+  Clock::time_point read_at_;
+  bool queued_ = false;
+};
 
 size_t Engine::DrainEvents(Space& s) {
   s.gate.EnterRead();
@@ -19,49 +47,48 @@ size_t Engine::DrainEvents(Space& s) {
 size_t Engine::DrainEventsHeld(Space& s) {
   constexpr size_t kBatch = 64;
   UffdEvent events[kBatch];
-  size_t total = 0;
-  bool queued = false;
   std::lock_guard<std::mutex> lk(s.mu);
-  // Bounded so that a flood of faults cannot keep one caller here forever;
-  // whatever is left keeps the fd readable for the loop thread.
-  for (int round = 0; round < 16 && s.uffd.valid() && !s.dead; ++round) {
-    Result<size_t> n = s.uffd.ReadEvents(events, kBatch);
-    if (!n.ok()) {
-      Fail(n.status().WithContext("reading userfaultfd of space " + std::to_string(s.id)));
-      MarkDeadLocked(s);
-      break;
-    }
-    if (*n == 0) break;
-    total += *n;
-    const size_t before = s.faults.size();
-    ApplyBatchLocked(s, events, *n, Clock::now());
-    queued = queued || s.faults.size() > before;
-    if (*n < kBatch) break;
-  }
-  // Faults are served by the loop thread only. When a filler read them
-  // (draining after EAGAIN), the loop may be asleep in poll on a uffd that
-  // is no longer readable: wake it.
-  if (queued) Notify();
-  return total;
-}
-
-void Engine::ApplyBatchLocked(Space& s, const UffdEvent* events, size_t n, Clock::time_point now) {
-  // Apply the non-cooperative events of the batch before queueing its
-  // faults. The kernel hands out pending faults ahead of pending events,
-  // so a fault read now may be about an address that an event of this
-  // same batch already moved, dropped or unmapped; serving it against the
-  // pre-event map could install source data the program no longer wants.
-  // (The faulting access raced with the event, so either outcome is one
-  // the program must accept; the post-event one is the safe one.)
-  for (size_t i = 0; i < n; ++i) {
-    if (events[i].kind != UffdEvent::Kind::kPagefault) ApplyEventLocked(s, events[i]);
-  }
-  for (size_t i = 0; i < n; ++i) {
-    if (events[i].kind == UffdEvent::Kind::kPagefault && !s.dead) {
-      s.faults.push_back({events[i], now});
-    }
+  if (!s.uffd.valid() || s.dead) return 0;
+  SpaceSink sink(this, &s);
+  // Bounded (sys::DrainUffd's rounds) so that a flood of faults cannot keep
+  // a filler here; whatever is left keeps the fd readable for the loop.
+  Result<size_t> n = sys::DrainUffd(env_, s.uffd.fd(), s.id, &sink, events, kBatch);
+  if (!n.ok()) {
+    Fail(n.status().WithContext("reading userfaultfd of space " + std::to_string(s.id)));
+    MarkDeadLocked(s);
   }
   s.Sync();
+  // Faults are served by the loop thread only. When a filler read them,
+  // the loop may be asleep in poll on a uffd that is no longer readable:
+  // wake it.
+  if (sink.queued()) Notify();
+  return n.ok() ? *n : 0;
+}
+
+void Engine::OnMessageLocked(Space& s, const UffdEvent& e, Clock::time_point read_at) {
+  if (fork_recording_) {
+    // Fork mode: nothing may allocate (restore/fork_guard.h); keep the
+    // message for after the fork. Leave room for one more batch: when the
+    // storage is nearly full the sources are set aside until then (the
+    // kernel keeps what we do not read).
+    fork_events_[fork_count_] = e;
+    fork_event_space_[fork_count_] = &s;
+    ++fork_count_;
+    if (fork_count_ + 64 >= fork_events_.size()) {
+      for (uint32_t id : looped_) loop_->RemoveUffd(id);
+      looped_.clear();
+    }
+    return;
+  }
+  if (e.kind != UffdEvent::Kind::kPagefault) {
+    ApplyEventLocked(s, e);
+    return;
+  }
+  // The loop dispatches a batch's events before its faults (the kernel
+  // hands out pending faults ahead of pending events, so a fault read now
+  // may concern an address an event of the same batch moved, dropped or
+  // unmapped; the post-event answer is the safe one).
+  if (!s.dead) s.faults.push_back({e, read_at});
 }
 
 void Engine::ApplyEventLocked(Space& s, const UffdEvent& e) {

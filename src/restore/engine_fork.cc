@@ -26,6 +26,11 @@ void ForkMode::Release(const std::function<void()>& wake) {
   wake();
 }
 
+void ForkMode::WaitFillerParked() {
+  std::unique_lock<std::mutex> lk(mu_);
+  cv_.wait(lk, [&] { return !filler_running_ || filler_parked_ || shutdown_; });
+}
+
 void ForkMode::ServerParked() {
   {
     std::lock_guard<std::mutex> lk(mu_);

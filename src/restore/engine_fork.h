@@ -7,7 +7,7 @@
 //      +------------ ServerApplied() ------------ kApplying <---------+
 //
 // kRequested/kParked: a fork is about to happen or happening. The filler
-// is parked holding nothing; the server thread only polls and reads
+// is parked holding nothing; then the server thread only polls and reads
 // userfaultfd messages into preallocated storage (glibc holds its malloc
 // locks across fork(2), and fork(2) waits for its FORK message to be read,
 // so nothing may allocate or wait for a thread that allocates). Request()
@@ -52,7 +52,13 @@ class ForkMode {
   // True from a request until the server applied what it read.
   bool active() const { return phase_.load() != Phase::kServing; }
 
-  // Server thread: acknowledges a request (its storage is allocated).
+  // Server thread: waits until the filler is parked (or not running, or
+  // Shutdown): no fill may run while the server reads a message it will
+  // only apply after the fork (a fill validated against the map without it
+  // could land after the zap the message announced).
+  void WaitFillerParked();
+  // Server thread: acknowledges a request (its storage is allocated, the
+  // filler is parked).
   void ServerParked();
   // Server thread: done applying what it read during the fork.
   void ServerApplied();

@@ -14,15 +14,36 @@ using nlohmann::json;
 
 // The counters of RestoreStats that carry over (the latency samples do
 // not: the successor starts its own).
-#define PW_STATS_COUNTERS(X)                                                                       \
-  X(pages_total)                                                                                   \
-  X(demand_faults)                                                                                 \
-  X(other_faults)                                                                                  \
-  X(pages_demand) X(pages_background) X(pages_prefetch) X(prefetch_late_faults) X(zero_pages)      \
-      X(bytes_copied) X(eexist_pages) X(eagain_retries) X(enoent_pages) X(poisoned_pages) X(forks) \
-          X(remaps) X(removes) X(unmaps) X(unknown_events) X(spaces_total) X(prefetch_hit_faults)  \
-              X(prefetch_waste_entries) X(bytes_demand) X(bytes_readahead) X(bytes_prefetch)       \
-                  X(bytes_background) X(pages_readahead)
+// One counter per line (clang-format 14 reflows this macro unstably).
+// clang-format off
+#define PW_STATS_COUNTERS(X) \
+  X(pages_total) \
+  X(demand_faults) \
+  X(other_faults) \
+  X(pages_demand) \
+  X(pages_background) \
+  X(pages_prefetch) \
+  X(prefetch_late_faults) \
+  X(zero_pages) \
+  X(bytes_copied) \
+  X(eexist_pages) \
+  X(eagain_retries) \
+  X(enoent_pages) \
+  X(poisoned_pages) \
+  X(forks) \
+  X(remaps) \
+  X(removes) \
+  X(unmaps) \
+  X(unknown_events) \
+  X(spaces_total) \
+  X(prefetch_hit_faults) \
+  X(prefetch_waste_entries) \
+  X(bytes_demand) \
+  X(bytes_readahead) \
+  X(bytes_prefetch) \
+  X(bytes_background) \
+  X(pages_readahead)
+// clang-format on
 
 json HistogramJson(const LatencyHistogram& h) {
   json counts = json::array();

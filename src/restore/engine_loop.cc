@@ -1,11 +1,8 @@
-// The engine's loop thread: polls every space's userfaultfd (plus the wake
-// eventfd and a watched client socket), reads and applies messages, and
-// serves demand faults itself. Fork mode (engine_fork.h) switches it to a
-// read-only loop that does not allocate.
-//
-// Shaped after one poll/read/dispatch loop (what src/sys/uffd_loop will
-// offer): PollOnce gathers the readable descriptors, DrainEvents reads a
-// space's messages, ServeQueued handles the faults they carried.
+// The engine's loop thread: runs the one userfaultfd loop (sys/uffd_loop.h)
+// over every space's userfaultfd (plus a watched client socket): reads and
+// applies messages holding the space's gate exclusive, and serves demand
+// faults itself before each poll. Fork mode (engine_fork.h) makes it record
+// messages without allocating until the fork returned.
 #include <poll.h>
 
 #include <algorithm>
@@ -31,6 +28,71 @@ int PrivateFdBase() {
 }
 
 }  // namespace
+
+// What the loop calls: messages go to the space being read (whose gate and
+// mutex BeforeRead took), the client socket's state ends the engine, and
+// BeforePoll is the engine's housekeeping between polls.
+class Engine::LoopHandler final : public sys::UffdHandler {
+ public:
+  explicit LoopHandler(Engine* e) : e_(e) {}
+
+  void BeforeRead(uint64_t tag) override {
+    s_ = e_->SpaceById(static_cast<uint32_t>(tag));
+    if (s_ == nullptr) return;
+    s_->gate.EnterRead();
+    s_->mu.lock();
+    read_at_ = Clock::now();
+  }
+  void AfterRead(uint64_t, size_t) override {
+    if (s_ == nullptr) return;
+    s_->Sync();
+    s_->mu.unlock();
+    s_->gate.ExitRead();
+    s_ = nullptr;
+  }
+  void OnPagefault(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  bool OnFork(uint64_t, const UffdEvent& ev) override {
+    Message(ev);  // the child's fd is ours (adopted, or recorded to be)
+    return s_ != nullptr;
+  }
+  void OnRemap(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  void OnRemove(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  void OnUnmap(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  void OnUnknown(uint64_t, const UffdEvent& ev) override { Message(ev); }
+
+  void OnReadError(uint64_t tag, const Status& error) override {
+    SpacePtr s = e_->SpaceById(static_cast<uint32_t>(tag));
+    if (s == nullptr) return;
+    e_->Fail(error.WithContext("space " + std::to_string(tag)));
+    std::lock_guard<std::mutex> lk(s->mu);
+    if (!s->closed.load()) e_->MarkDeadLocked(*s);
+  }
+
+  void OnWatched(int fd, short revents) override {
+    (void)revents;
+    // The client never sends anything after the handshake: data is
+    // discarded; end of stream or an error means it is gone.
+    char buf[256];
+    int got_fd = -1;
+    Result<size_t> got = e_->env_->RecvWithFd(fd, buf, sizeof(buf), &got_fd);
+    if (got_fd >= 0) e_->env_->Close(got_fd).IgnoreError();  // unexpected descriptor: drop it
+    if (!got.ok() || *got == 0) {
+      e_->Finish(Status::PeerGone("the client closed its connection"));
+      e_->loop_->Stop();
+    }
+  }
+
+  bool BeforePoll(Duration*) override { return e_->BeforePoll(); }
+
+ private:
+  void Message(const UffdEvent& ev) {
+    if (s_ != nullptr) e_->OnMessageLocked(*s_, ev, read_at_);
+  }
+
+  Engine* e_;
+  SpacePtr s_;
+  Clock::time_point read_at_;
+};
 
 void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Status>* ready) {
   if (opt_.private_fd_table) {
@@ -72,7 +134,20 @@ void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Statu
     background_on_.store(opt_.fill.background_fill);
   }
   ready->set_value(Status::Ok());  // `setup` and `ready` die with Start()'s frame
-  ServerLoop();
+  LoopHandler handler(this);
+  if (opt_.watch_fd >= 0) {
+    const Status st = loop_->Watch(opt_.watch_fd, POLLIN);
+    if (!st.ok()) {
+      Fail(st);
+      Finish(st);
+    }
+  }
+  const Status ran = finished() ? Status::Ok() : loop_->Run(&handler);
+  if (!ran.ok()) {
+    Fail(ran.WithContext("restore server poll"));
+    Finish(ran);
+  }
+  if (fork_recording_) ApplyRecorded();  // stopped in the middle of a fork
   // Every userfaultfd is closed here, on the thread whose table holds it
   // (unless Export() takes them over).
   bool keep;
@@ -91,24 +166,41 @@ void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Statu
   cv_.notify_all();
 }
 
-void Engine::ServerLoop() {
-  for (;;) {
-    if (stopping()) return;
-    if (fork_.active()) {
-      ForkModeLoop();  // (also finishes a kApplying left by a stop)
+bool Engine::BeforePoll() {
+  if (stopping()) return false;
+  // Register what is new (a root space, children from FORK events) before
+  // anything else: a fork may be requested before the loop's first poll,
+  // and its FORK message is only read from a registered source. Once a
+  // fork was acknowledged nothing may allocate (AddUffd may), but then
+  // nothing new can appear either: children are adopted after the fork.
+  if (!fork_recording_) RegisterNewSpaces();
+  if (!ForkStep()) return true;  // a fork is on: only read (and record)
+  MaybeStartFiller();
+  const std::vector<SpacePtr> spaces = SnapshotSpaces();
+  // Faults read by any drain (ours or the filler's) are served here.
+  ServeQueued(spaces);
+  const bool any_open = CloseFinished(spaces);
+  MaybeReportResident();
+  if (opt_.watch_fd >= 0 && !any_open) {
+    Finish(Status::PeerGone("every process of the client has exited"));
+    return false;
+  }
+  RegisterNewSpaces();  // children adopted by ApplyRecorded or a drain
+  return !stopping();
+}
+
+void Engine::RegisterNewSpaces() {
+  for (const SpacePtr& s : SnapshotSpaces()) {
+    if (std::find(looped_.begin(), looped_.end(), s->id) != looped_.end()) continue;
+    std::lock_guard<std::mutex> lk(s->mu);
+    if (!s->uffd.valid() || s->closed.load()) continue;
+    const Status st = loop_->AddUffd(s->uffd.fd(), s->id);
+    if (!st.ok()) {
+      Fail(st);
+      MarkDeadLocked(*s);
       continue;
     }
-    MaybeStartFiller();
-    const std::vector<SpacePtr> spaces = SnapshotSpaces();
-    // Faults read by any drain (ours or the filler's) are served here.
-    ServeQueued(spaces);
-    const bool any_open = CloseFinished(spaces);
-    MaybeReportResident();
-    if (opt_.watch_fd >= 0 && !any_open) {
-      Finish(Status::PeerGone("every process of the client has exited"));
-      return;
-    }
-    if (!PollOnce(spaces)) return;
+    looped_.push_back(s->id);
   }
 }
 
@@ -152,118 +244,48 @@ bool Engine::CloseFinished(const std::vector<SpacePtr>& spaces) {
   return any_open;
 }
 
-bool Engine::PollOnce(const std::vector<SpacePtr>& spaces) {
-  std::vector<struct pollfd> pfds;
-  std::vector<SpacePtr> polled;
-  pfds.reserve(spaces.size() + 2);
-  pfds.push_back({wake_fd_, POLLIN, 0});
-  if (opt_.watch_fd >= 0) pfds.push_back({opt_.watch_fd, POLLIN, 0});
-  const size_t first_uffd = pfds.size();
-  for (const SpacePtr& s : spaces) {
-    std::lock_guard<std::mutex> lk(s->mu);
-    if (!s->uffd.valid() || s->closed.load()) continue;
-    pfds.push_back({s->uffd.fd(), POLLIN, 0});
-    polled.push_back(s);
-  }
-  Result<int> n = env_->Poll(pfds.data(), pfds.size(), -1);
-  if (!n.ok()) {
-    Fail(n.status().WithContext("restore server poll"));
-    Finish(n.status());
+bool Engine::ForkStep() {
+  constexpr size_t kForkEvents = 4096;
+  if (!fork_.active()) return true;
+  if (fork_.forking()) {
+    if (!fork_recording_) {
+      // Allocate everything now: the forking thread is still in its prepare
+      // handler, waiting for our acknowledgement before glibc takes its
+      // locks. From then until the fork returned the loop only polls and
+      // reads (into its own mapping), and we only record.
+      fork_events_.resize(kForkEvents);
+      fork_event_space_.resize(kForkEvents);
+      fork_count_ = 0;
+      const Status st = loop_->Reserve(loop_->sources() + 2);
+      if (!st.ok()) Fail(st);
+      fork_.WaitFillerParked();  // nothing fills while we hold messages back
+      fork_recording_ = true;
+      fork_.ServerParked();
+    }
     return false;
   }
-  if (pfds[0].revents & POLLIN) {
-    sys::DrainEventfd(wake_fd_);
-  }
-  if (opt_.watch_fd >= 0 && pfds[1].revents != 0) {
-    // The client never sends anything after the handshake: data is
-    // discarded; end of stream or an error means it is gone.
-    char buf[256];
-    int fd = -1;
-    Result<size_t> got = env_->RecvWithFd(opt_.watch_fd, buf, sizeof(buf), &fd);
-    if (fd >= 0) env_->Close(fd).IgnoreError();  // unexpected descriptor: drop it
-    if (!got.ok() || *got == 0) {
-      Finish(Status::PeerGone("the client closed its connection"));
-      return false;
-    }
-  }
-  for (size_t i = 0; i < polled.size(); ++i) {
-    const short re = pfds[first_uffd + i].revents;
-    if (re == 0) continue;
-    Space& s = *polled[i];
-    if (re & (POLLERR | POLLNVAL)) {
-      std::lock_guard<std::mutex> lk(s.mu);
-      if (!s.closed.load()) MarkDeadLocked(s);
-      continue;
-    }
-    DrainEvents(s);
-  }
+  // The fork returned (kApplying): apply what was recorded, in order.
+  if (fork_recording_) ApplyRecorded();
   return true;
 }
 
-void Engine::ForkModeLoop() {
-  constexpr size_t kForkEvents = 4096;
-  // Allocate everything now: the forking thread is still in its prepare
-  // handler, waiting for our acknowledgement before glibc takes its locks.
-  std::vector<SpacePtr> spaces = SnapshotSpaces();
-  fork_pfds_.clear();
-  fork_polled_.clear();
-  fork_pfds_.reserve(spaces.size() + 1);
-  fork_polled_.reserve(spaces.size());
-  fork_pfds_.push_back({wake_fd_, POLLIN, 0});
-  for (const SpacePtr& s : spaces) {
-    std::lock_guard<std::mutex> lk(s->mu);
-    if (!s->uffd.valid()) continue;
-    fork_pfds_.push_back({s->uffd.fd(), POLLIN, 0});
-    fork_polled_.push_back(s);
-  }
-  fork_events_.resize(kForkEvents);
-  fork_event_space_.resize(kForkEvents);
-  size_t count = 0;
-  fork_.ServerParked();
-  // From here until the fork returned: poll, lock, read. Nothing allocates.
-  // (The filler is parked, so the exclusive gate never waits for a fill.)
-  while (fork_.forking() && !stopping()) {
-    Result<int> n = env_->Poll(fork_pfds_.data(), fork_pfds_.size(), -1);
-    if (!n.ok()) break;
-    if (fork_pfds_[0].revents & POLLIN) {
-      sys::DrainEventfd(wake_fd_);
-    }
-    for (size_t i = 0; i < fork_polled_.size(); ++i) {
-      if ((fork_pfds_[i + 1].revents & POLLIN) == 0 || count == kForkEvents) continue;
-      Space& s = *fork_polled_[i];
-      s.gate.EnterRead();
-      {
-        std::lock_guard<std::mutex> lk(s.mu);
-        if (s.uffd.valid()) {
-          Result<size_t> got =
-              s.uffd.ReadEvents(&fork_events_[count], std::min<size_t>(64, kForkEvents - count));
-          if (got.ok()) {  // (an error is handled when normal service resumes)
-            for (size_t k = 0; k < *got; ++k) fork_event_space_[count + k] = &s;
-            count += *got;
-          }
-        }
-      }
-      s.gate.ExitRead();
-    }
-  }
-  // Apply what was read, per space in order (as one batch each).
-  const Clock::time_point now = Clock::now();
-  std::vector<UffdEvent> batch;
-  for (const SpacePtr& sp : fork_polled_) {
-    Space& s = *sp;
-    batch.clear();
-    for (size_t k = 0; k < count; ++k) {
-      if (fork_event_space_[k] == &s) batch.push_back(fork_events_[k]);
-    }
-    if (batch.empty()) continue;
+void Engine::ApplyRecorded() {
+  fork_recording_ = false;
+  for (size_t k = 0; k < fork_count_;) {
+    Space& s = *fork_event_space_[k];
     s.gate.EnterRead();
     {
       std::lock_guard<std::mutex> lk(s.mu);
-      ApplyBatchLocked(s, batch.data(), batch.size(), now);
+      // The run of messages of this space (one batch or more).
+      const Clock::time_point now = Clock::now();
+      for (; k < fork_count_ && fork_event_space_[k] == &s; ++k) {
+        OnMessageLocked(s, fork_events_[k], now);
+      }
+      s.Sync();
     }
     s.gate.ExitRead();
   }
-  fork_polled_.clear();
+  fork_count_ = 0;
   fork_.ServerApplied();
   cv_.notify_all();  // the filler may have work again
 }
