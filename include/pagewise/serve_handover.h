@@ -36,11 +36,13 @@
 #include <memory>
 #include <string>
 
+#include "pagewise/export.h"
 #include "pagewise/restore.h"
 #include "pagewise/serve.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // The control socket of the server listening on `socket_path`.
 std::string HandoverSocketPath(const std::string& socket_path);
@@ -77,6 +79,7 @@ Result<std::unique_ptr<PageServer>> TakeOverPageServer(const std::string& socket
                                                        const ServeOptions& options,
                                                        HandoverReport* report = nullptr);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_SERVE_HANDOVER_H_

@@ -21,10 +21,12 @@
 #include <string>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/serve.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // Server-level figures beside the client reports.
 struct ServeMetricsExtra {
@@ -56,6 +58,7 @@ Result<std::unique_ptr<MetricsEndpoint>> StartServeMetrics(const PageServer* ser
                                                            const std::string& address,
                                                            ServeMetricsExtra extra = {});
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_SERVE_METRICS_H_

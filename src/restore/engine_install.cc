@@ -5,7 +5,7 @@
 #include <cerrno>
 #include <optional>
 
-#include "sys/uapi.h"
+#include "pagewise/probe.h"
 
 namespace pagewise::restore {
 namespace {
@@ -25,7 +25,7 @@ int Installer::EnoentPatience(const Space& s) const {
   // mapping is announced (exit shows as ESRCH instead), so keep waiting for
   // the event (about 5 s of backoff before giving up). Without them, or
   // when the features are unknown (a server's client), give up quickly.
-  const uint64_t both = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP;
+  const uint64_t both = uffd_feature::kEventUnmap | uffd_feature::kEventRemap;
   return (s.uffd.features() & both) == both ? 5000 : 64;
 }
 

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "restore/restore_testing.h"
-#include "sys/uapi.h"
+#include "sys/uapi.h"  // UFFDIO_REGISTER_MODE_MISSING for a hand-built space
 #include "testing/fault_env.h"
 
 namespace pagewise::restore {

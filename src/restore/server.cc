@@ -459,15 +459,6 @@ void PageServerImpl::Import(restore::ServerExport state) {
 
 namespace restore {
 
-Status CheckServeOptions(const PageSource* source, const ServeOptions& options) {
-  if (source == nullptr) return Status::InvalidArgument("page server: no source");
-  PW_RETURN_IF_ERROR(ValidateFillPolicy(options.fill).WithContext("page server"));
-  if (options.handshake_timeout <= Duration::zero()) {
-    return Status::InvalidArgument("page server: ServeOptions::handshake_timeout must be > 0");
-  }
-  return Status::Ok();
-}
-
 Result<std::unique_ptr<PageServer>> StartPageServerOn(const std::string& socket_path,
                                                       std::shared_ptr<const PageSource> source,
                                                       const ServeOptions& options, Env* env,

@@ -31,6 +31,7 @@
 #include "pagewise/serve_handover.h"
 #include "sys/env.h"
 #include "sys/fd_util.h"
+#include "sys/process.h"
 #include "sys/unix_seqpacket.h"
 
 namespace pagewise {
@@ -187,6 +188,15 @@ void restore::ServerExport::CloseAll() {
   }
 }
 
+Status restore::CheckServeOptions(const PageSource* source, const ServeOptions& options) {
+  if (source == nullptr) return Status::InvalidArgument("page server: no source");
+  PW_RETURN_IF_ERROR(ValidateFillPolicy(options.fill).WithContext("page server"));
+  if (options.handshake_timeout <= Duration::zero()) {
+    return Status::InvalidArgument("page server: ServeOptions::handshake_timeout must be > 0");
+  }
+  return Status::Ok();
+}
+
 restore::HandoverPort* restore::HandoverPortOf(PageServer* server) {
   return dynamic_cast<HandoverPort*>(server);  // pagewise's server implements both
 }
@@ -268,7 +278,7 @@ Result<std::unique_ptr<PageServer>> TakeOverPageServer(const std::string& socket
                   "take over: the server at " + control + " belongs to another user");
   }
   Result<pid_t> peer = env->PeerPid(ch.sock());
-  PW_RETURN_IF_ERROR(ch.Send(kHello, json{{"version", kVersion}, {"pid", getpid()}}.dump()));
+  PW_RETURN_IF_ERROR(ch.Send(kHello, json{{"version", kVersion}, {"pid", sys::SelfPid()}}.dump()));
   PW_ASSIGN_OR_RETURN(Message check, ch.Expect(kCheck, kSetupTimeoutMs));
   const json c = json::parse(check.payload, nullptr, false);
   std::string mismatch;
