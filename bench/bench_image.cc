@@ -152,6 +152,7 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
                         return Status::Ok();
                       }));
   const Compression comps[] = {Compression::kNone, Compression::kLz4, Compression::kZstd};
+  double zstd_snapshot_ns = 0;
   for (Compression c : comps) {
     const std::string name(CompressionName(c));
     Progress(opts, "image: snapshot " + name);
@@ -163,6 +164,7 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
                           PW_ASSIGN_OR_RETURN(last, SnapshotFull(regions, path, so));
                           return Status::Ok();
                         }));
+    if (c == Compression::kZstd) zstd_snapshot_ns = ns;
     report->Add({"snapshot", name, GBps(bytes, ns), "GB/s", "write_raw", GBps(bytes, write_ns)});
     report->Add({"snapshot", name, GBps(bytes, ns), "GB/s", "memcpy", GBps(bytes, memcpy_ns)});
     report->Add({"snapshot", name + "_file", last.image.file_bytes / kMiB, "MiB", "raw_size",
@@ -278,6 +280,9 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
     return Status::Internal("bench image: memory differs from the checkpoint after Rewind");
   }
   Progress(opts, "");
+  const double zstd_ratio = zstd_snapshot_ns > 0 ? write_ns / zstd_snapshot_ns : 0;
+  std::fprintf(stderr, "acceptance: snapshot zstd %.3fx write_raw (>= 1.0): %s\n", zstd_ratio,
+               zstd_ratio >= 1.0 ? "PASS" : "FAIL");
   std::fprintf(stderr,
                "acceptance: rewind 1%% = %.3f ms vs fork_reset %.3f ms, full_copy %.3f ms: %s\n",
                rewind_1pct, fork_ms[1], full_ns / 1e6,
