@@ -8,6 +8,9 @@ PKGS=(
   clang libclang-rt-14-dev clang-format
   libgtest-dev libgmock-dev libbenchmark-dev
   libzstd-dev liblz4-dev libxxhash-dev nlohmann-json3-dev libcli11-dev
+  # remote images: HTTP(S) client, SigV4; a real S3 server (Ceph RADOS
+  # Gateway, scripts/rgw.sh) for the tests and `pagewise bench remote`
+  libcurl4-openssl-dev libssl-dev curl ceph-mon ceph-osd radosgw ceph-common
 )
 
 missing=()
