@@ -17,6 +17,8 @@
 # defaults 7480/3300/6789. Parallel jobs must each choose their own; a busy
 # port fails `start` with exit status 75 so that a caller can pick others.
 # Keys: S3_ACCESS_KEY / S3_SECRET_KEY (test keys by default).
+# RGW_OWNER_PID: stop the cluster (and delete DIR) once that process is gone,
+# so that a crashed test leaves nothing running.
 # Needs the Debian packages ceph-mon ceph-osd radosgw ceph-common
 # (scripts/install-deps.sh installs them).
 #
@@ -201,6 +203,15 @@ AWS_SECRET_ACCESS_KEY=$SECRET
 AWS_REGION=us-east-1
 EOF
   cat "$DIR/s3.env"
+  if [ -n "${RGW_OWNER_PID:-}" ]; then
+    # Watchdog: when the owner dies (even by a crash) the cluster goes too.
+    local self
+    self=$(readlink -f "$0")
+    (
+      while kill -0 "$RGW_OWNER_PID" 2>/dev/null && [ -f "$DIR/.pagewise-rgw" ]; do sleep 1; done
+      bash "$self" stop "$DIR"
+    ) </dev/null >/dev/null 2>&1 &
+  fi
 }
 
 stop_all() {

@@ -53,6 +53,11 @@ class Image;
 
 // ---- sources ----------------------------------------------------------------
 
+// Why a read is made, for sources that fetch over a network (remote images):
+// demand reads (a thread is blocked on the page) go ahead of prefetch reads
+// (a recorded working set), which go ahead of background fill.
+enum class ReadPriority { kDemand = 0, kPrefetch = 1, kBackground = 2 };
+
 class PageSource {
  public:
   virtual ~PageSource() = default;
@@ -64,6 +69,23 @@ class PageSource {
   // size() reads as zero). Errors: kIoError/kCorruption from the backing
   // store, naming offset and what to check.
   virtual Status Read(uint64_t offset, void* dst, size_t len) const = 0;
+
+  // Read() on behalf of `priority`. The default ignores the priority;
+  // remote sources schedule their fetches by it.
+  virtual Status ReadWithPriority(uint64_t offset, void* dst, size_t len,
+                                  ReadPriority priority) const {
+    (void)priority;
+    return Read(offset, dst, len);
+  }
+
+  // A hint: the pages at these flat offsets (in this order) will be read
+  // soon at `priority`. A remote source starts fetching what they need, in
+  // parallel; the default does nothing. Never fails (a fetch that fails
+  // here is retried, and reported, by the read that needs it).
+  virtual void WillNeed(const std::vector<uint64_t>& offsets, ReadPriority priority) const {
+    (void)offsets;
+    (void)priority;
+  }
 
   // If the bytes [offset, offset+len) are directly addressable in this
   // process (a mapped file, a buffer) returns a pointer to them, valid for
