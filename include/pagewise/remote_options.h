@@ -50,6 +50,9 @@ struct RemoteOptions {
   std::chrono::nanoseconds timeout{0};
   // Connecting to the endpoint may take this long per attempt.
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(5);
+  // false: fetch every chunk from the store even when the cache has it (and
+  // refresh the cache); VerifyImage does this to check the store's copy.
+  bool cache_reads = true;
 };
 
 }  // namespace pagewise

@@ -2,6 +2,8 @@
 // each page.
 #include "image/chain.h"
 
+#include "remote/remote_image.h"
+
 #include <algorithm>
 #include <atomic>
 #include <set>
@@ -23,8 +25,12 @@ Status VerifyImage(const std::string& path, VerifyError* error, const ProgressFn
                    Env* env) {
   VerifyError unused;
   if (error == nullptr) error = &unused;
+  ImageOpenOptions options;
+  options.env = env;
+  // A remote image is verified from its store, not from the host's cache.
+  options.remote.cache_reads = false;
   Result<std::unique_ptr<image::ChainImage>> img =
-      image::ChainImage::OpenChain(path, {env, false}, error);
+      image::ChainImage::OpenChain(path, options, error);
   if (!img.ok()) return img.status();
   return (*img)->VerifyWithProgress(error, progress);
 }
@@ -48,9 +54,35 @@ std::string ResolveParentPath(const std::string& child_path, const std::string& 
   return child_path.substr(0, slash + 1) + recorded;
 }
 
+namespace {
+
+class LocalFiles final : public LayerResolver {
+ public:
+  explicit LocalFiles(Env* env) : env_(env) {}
+  Result<std::unique_ptr<Layer>> OpenLayer(const std::string& name, uint64_t* bad_at) override {
+    return Layer::Open(env_, name, bad_at);
+  }
+  std::string ParentName(const Layer& child) override {
+    return ResolveParentPath(child.path(), child.index().parent_path);
+  }
+
+ private:
+  Env* env_;
+};
+
+}  // namespace
+
 Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& path,
                                                           const ImageOpenOptions& options,
                                                           VerifyError* where) {
+  if (remote::IsUrl(path)) return remote::OpenRemoteChain(path, options, where);
+  LocalFiles files(options.env != nullptr ? options.env : Env::Default());
+  return OpenChainWith(&files, path, where);
+}
+
+Result<std::unique_ptr<ChainImage>> ChainImage::OpenChainWith(LayerResolver* resolver,
+                                                              const std::string& path,
+                                                              VerifyError* where) {
   VerifyError unused;
   if (where == nullptr) where = &unused;
   // Records the failing layer for callers that report it (VerifyImage).
@@ -61,7 +93,6 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
     where->what = s.message();
     return s;
   };
-  Env* env = options.env != nullptr ? options.env : Env::Default();
   std::unique_ptr<ChainImage> img(new ChainImage());
   img->serial_ = g_next_serial.fetch_add(1);
   std::set<Uuid> seen;
@@ -73,7 +104,7 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
                                        std::to_string(kMaxChainDepth) + " layers (a cycle?)"));
     }
     uint64_t bad_at = 0;
-    Result<std::unique_ptr<Layer>> opened = Layer::Open(env, cur, &bad_at);
+    Result<std::unique_ptr<Layer>> opened = resolver->OpenLayer(cur, &bad_at);
     if (!opened.ok()) {
       if (img->layers_.empty()) return failed(cur, bad_at, opened.status());
       return failed(cur, bad_at,
@@ -106,12 +137,16 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
       return failed(
           cur, 64, Status::Corruption("image " + path + ": the parent chain loops back to " + cur));
     }
-    std::string parent = layer->index().parent_path;
+    const bool has_parent = !layer->index().parent_path.empty();
+    if (has_parent) cur = resolver->ParentName(*layer);
     img->layers_.push_back(std::move(layer));
-    if (parent.empty()) break;
-    cur = ResolveParentPath(cur, parent);
+    if (!has_parent) break;
   }
-  for (const auto& l : img->layers_) img->infos_.push_back(l->Info());
+  for (const auto& l : img->layers_) {
+    img->infos_.push_back(l->Info());
+    img->remote_ = img->remote_ || l->source().remote();
+  }
+  img->last_end_ = std::make_unique<std::atomic<uint64_t>[]>(img->layers_.front()->index().regions.size());
   img->regions_ = img->layers_.front()->index().regions;
   img->Resolve();
 

@@ -33,7 +33,8 @@ thread_local ChunkCache tls_cache;
 
 }  // namespace
 
-Result<const uint8_t*> ChainImage::Chunk(uint32_t layer, uint64_t chunk) const {
+Result<const uint8_t*> ChainImage::Chunk(uint32_t layer, uint64_t chunk,
+                                         ReadPriority priority) const {
   ChunkCache& c = tls_cache;
   CachedChunk* victim = &c.entries[0];
   for (CachedChunk& e : c.entries) {
@@ -44,7 +45,7 @@ Result<const uint8_t*> ChainImage::Chunk(uint32_t layer, uint64_t chunk) const {
     if (e.last_use < victim->last_use) victim = &e;
   }
   victim->serial = 0;  // invalid until the read below succeeds
-  PW_RETURN_IF_ERROR(layers_[layer]->ReadChunk(chunk, &victim->data, &c.scratch));
+  PW_RETURN_IF_ERROR(layers_[layer]->ReadChunk(chunk, &victim->data, &c.scratch, priority));
   victim->serial = serial_;
   victim->layer = layer;
   victim->chunk = chunk;
@@ -82,12 +83,18 @@ size_t ChainImage::FindSegment(uint32_t r, uint64_t p) const {
 }
 
 Status ChainImage::Read(uint32_t region, uint64_t offset, void* dst, size_t len) const {
+  return ReadWithPriority(region, offset, dst, len, ReadPriority::kDemand);
+}
+
+Status ChainImage::ReadWithPriority(uint32_t region, uint64_t offset, void* dst, size_t len,
+                                    ReadPriority priority) const {
   PW_RETURN_IF_ERROR(CheckRange(region, offset, len));
   const uint64_t ps = regions_[region].page_size;
   const auto& segs = resolved_[region];
   uint8_t* out = static_cast<uint8_t*>(dst);
   uint64_t p = offset / ps;
   const uint64_t pend = (offset + len) / ps;
+  if (remote_) HintRange(region, p, pend, priority);
   size_t si = FindSegment(region, p);
   while (p < pend) {
     if (si >= segs.size() || segs[si].first > p) {
@@ -116,7 +123,7 @@ Status ChainImage::Read(uint32_t region, uint64_t offset, void* dst, size_t len)
         uint64_t n = 1;
         // (Same chunk bits: slot + n must not carry into the chunk id.)
         while (p + n < stop && refs[p + n - s.first] == ref + n && RefChunk(ref + n) == chunk) ++n;
-        Result<const uint8_t*> data = Chunk(s.layer, chunk);
+        Result<const uint8_t*> data = Chunk(s.layer, chunk, priority);
         if (!data.ok()) {
           return data.status().WithContext("reading region " + std::to_string(region) + " offset " +
                                            Hex(p * ps));
@@ -199,6 +206,11 @@ Status ChainImage::TopLayerRuns(uint32_t region,
 }
 
 Status ChainImage::ReadFlat(uint64_t offset, void* dst, size_t len) const {
+  return ReadFlatWithPriority(offset, dst, len, ReadPriority::kDemand);
+}
+
+Status ChainImage::ReadFlatWithPriority(uint64_t offset, void* dst, size_t len,
+                                        ReadPriority priority) const {
   if (!flat_ok_) {
     return Status::FailedPrecondition("image " + layers_.front()->path() +
                                       " has no flat view: its regions overlap at their "
@@ -225,11 +237,11 @@ Status ChainImage::ReadFlat(uint64_t offset, void* dst, size_t len) const {
       const uint64_t page_start = in_region - in_region % ps;
       if (in_region % ps == 0 && to - pos >= ps) {
         const uint64_t n = (to - pos) / ps * ps;
-        PW_RETURN_IF_ERROR(Read(r, in_region, out + (pos - offset), n));
+        PW_RETURN_IF_ERROR(ReadWithPriority(r, in_region, out + (pos - offset), n, priority));
         pos += n;
       } else {
         page.resize(ps);
-        PW_RETURN_IF_ERROR(Read(r, page_start, page.data(), ps));
+        PW_RETURN_IF_ERROR(ReadWithPriority(r, page_start, page.data(), ps, priority));
         const uint64_t n = std::min(to - pos, page_start + ps - in_region);
         std::memcpy(out + (pos - offset), page.data() + (in_region - page_start), n);
         pos += n;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <random>
 #include <thread>
 
 namespace pagewise::remote {
@@ -342,6 +343,95 @@ HttpResponse HttpEngine::Perform(HttpRequest req) {
   std::unique_lock<std::mutex> lk(mu);
   cv.wait(lk, [&] { return ready; });
   return out;
+}
+
+bool TransientTransportError(int code) {
+  switch (code) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Status CheckRangeReply(const HttpResponse& r, uint64_t offset, size_t len, const std::string& what,
+                       bool* transient) {
+  *transient = false;
+  if (!r.transport_ok()) {
+    if (r.body_overflow) {
+      return Status::NotSupported(what + ": the server sent more than the " + std::to_string(len) +
+                                  " bytes asked for (it ignores range requests?)");
+    }
+    *transient = TransientTransportError(r.curl_code);
+    return Status::IoError(what + ": " + r.curl_error);
+  }
+  const std::string status = "HTTP " + std::to_string(r.status);
+  if (r.status == 206 || (r.status == 200 && offset == 0)) {
+    if (r.body_len == len) return Status::Ok();
+    if (r.status == 200) {
+      return Status::Corruption(what + ": the file has " + std::to_string(r.body_len) +
+                                " bytes, fewer than needed");
+    }
+    *transient = true;  // cut short
+    return Status::IoError(what + ": short reply (" + std::to_string(r.body_len) + " of " +
+                           std::to_string(len) + " bytes)");
+  }
+  if (r.status == 200) {
+    return Status::NotSupported(what + ": the server ignores range requests (" + status + ")");
+  }
+  if (r.status == 404) return Status::NotFound(what + ": " + status + ": no such file");
+  if (r.status == 401 || r.status == 403) {
+    return Status(Code::kPermissionDenied, 0,
+                  what + ": " + status + ": access denied (an expired presigned URL?)");
+  }
+  if (r.status == 416) {
+    return Status::Corruption(what + ": " + status + ": the file is shorter than its index says");
+  }
+  *transient = r.status >= 500 || r.status == 429 || r.status == 408;
+  return Status::IoError(what + ": " + status);
+}
+
+Result<HttpResponse> PerformWithRetries(
+    HttpEngine* http, const std::function<HttpRequest()>& build,
+    const std::function<Status(const HttpResponse&, bool* transient)>& check, Deadline deadline,
+    const std::string& what, const std::atomic<bool>* cancel) {
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  const Clock::time_point t0 = Clock::now();
+  std::string last;
+  for (int attempt = 0;; ++attempt) {
+    HttpRequest req = build();
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    req.timeout = std::max(std::chrono::milliseconds(1), left);
+    HttpResponse r = http->Perform(std::move(req));
+    bool transient = false;
+    Status s = check(r, &transient);
+    if (s.ok()) return r;
+    if (!transient) return s;
+    last = s.message();
+    const int64_t base = std::min<int64_t>(1000, int64_t{25} << std::min(attempt, 6));
+    const auto pause =
+        std::chrono::milliseconds(base / 2 + static_cast<int64_t>(rng() % (base / 2 + 1)));
+    if (Clock::now() + pause >= deadline || (cancel != nullptr && cancel->load())) {
+      char took[32];
+      snprintf(took, sizeof(took), "%.1f s",
+               std::chrono::duration<double>(Clock::now() - t0).count());
+      return Status::IoError(what + ": timed out after " + std::to_string(attempt + 1) +
+                             " attempt(s) in " + took + "; last error: " + last);
+    }
+    // Sleep in slices so that a cancellation is seen within 10 ms.
+    const Clock::time_point wake = Clock::now() + pause;
+    while (Clock::now() < wake && !(cancel != nullptr && cancel->load())) {
+      std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(10),
+                                                            wake - Clock::now()));
+    }
+  }
 }
 
 uint64_t HttpEngine::requests_started() const { return impl_->started.load(); }

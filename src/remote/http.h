@@ -21,6 +21,7 @@
 #ifndef PAGEWISE_REMOTE_HTTP_H_
 #define PAGEWISE_REMOTE_HTTP_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "pagewise/restore.h"
+#include "pagewise/status.h"
 #include "remote/sigv4.h"
 
 namespace pagewise::remote {
@@ -92,6 +94,32 @@ class HttpEngine {
   explicit HttpEngine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+
+// Runs build() and the engine's Perform until `check` accepts the response
+// or the deadline passes: `check` returns OK to accept, or an error and sets
+// *transient to have it retried (transport failures, 5xx, throttling) after
+// an exponential backoff (25 ms doubling to 1 s, jittered). Each attempt is
+// rebuilt (a fresh signature) and gets the time left as its timeout. When
+// the deadline passes: kIoError "WHAT: timed out after N attempt(s) in T s;
+// last error: ...". `cancel` (may be null) set to true stops the retries.
+Result<HttpResponse> PerformWithRetries(
+    HttpEngine* http, const std::function<HttpRequest()>& build,
+    const std::function<Status(const HttpResponse&, bool* transient)>& check, Deadline deadline,
+    const std::string& what, const std::atomic<bool>* cancel = nullptr);
+
+// True for libcurl results worth retrying (refused, reset, timed out, cut).
+bool TransientTransportError(int curl_code);
+
+// Checks the reply to a plain-HTTP range request for [offset, offset+len)
+// made with a sink of `len` bytes (a PerformWithRetries check): 206 with all
+// the bytes (or 200 with exactly them from offset 0). 404 kNotFound, 403
+// kPermissionDenied, 416 kCorruption (the file is shorter), a server that
+// ignores ranges kNotSupported; 5xx, 429 and transport failures transient.
+Status CheckRangeReply(const HttpResponse& r, uint64_t offset, size_t len, const std::string& what,
+                       bool* transient);
 
 }  // namespace pagewise::remote
 

@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <mutex>
-#include <random>
 #include <thread>
 
 #include "remote/crypto.h"
@@ -37,22 +35,6 @@ std::string DecodeEntities(std::string_view s) {
   return out;
 }
 
-bool TransientCurl(int code) {
-  switch (code) {
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_OPERATION_TIMEDOUT:
-    case CURLE_GOT_NOTHING:
-    case CURLE_SEND_ERROR:
-    case CURLE_RECV_ERROR:
-    case CURLE_PARTIAL_FILE:
-    case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-      return true;
-    default:
-      return false;
-  }
-}
-
 bool TransientHttp(const HttpResponse& r) {
   if (r.status >= 500 || r.status == 429 || r.status == 408) return true;
   if (r.status == 400 || r.status == 503) {
@@ -61,18 +43,6 @@ bool TransientHttp(const HttpResponse& r) {
     return code == "RequestTimeout" || code == "SlowDown";
   }
   return false;
-}
-
-std::chrono::milliseconds Backoff(int attempt) {
-  thread_local std::minstd_rand rng{std::random_device{}()};
-  const int64_t base = std::min<int64_t>(1000, int64_t{25} << std::min(attempt, 6));
-  return std::chrono::milliseconds(base / 2 + static_cast<int64_t>(rng() % (base / 2 + 1)));
-}
-
-std::string Seconds(Clock::duration d) {
-  char buf[32];
-  snprintf(buf, sizeof(buf), "%.1f s", std::chrono::duration<double>(d).count());
-  return buf;
 }
 
 }  // namespace
@@ -187,56 +157,39 @@ Status S3Client::ErrorFor(const Call& call, const HttpResponse& r) const {
   return Status::IoError(where + ": " + detail);
 }
 
-Result<HttpResponse> S3Client::Execute(const Call& call, Deadline deadline) const {
-  const Clock::time_point t0 = Clock::now();
-  std::string last;
-  for (int attempt = 0;; ++attempt) {
-    HttpRequest req = Build(call);
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    req.timeout = std::max(std::chrono::milliseconds(1), left);
-    HttpResponse r = http_->Perform(std::move(req));
-    bool transient = false;
+Result<HttpResponse> S3Client::Execute(const Call& call, Deadline deadline,
+                                       const std::atomic<bool>* cancel) const {
+  const std::string what = "S3 " + std::string(call.what) + " " + Describe(call.bucket, call.key);
+  auto check = [&](const HttpResponse& r, bool* transient) -> Status {
+    *transient = false;
     if (!r.transport_ok()) {
       if (r.body_overflow) {
-        return Status::Corruption("S3 " + std::string(call.what) + " " +
-                                  Describe(call.bucket, call.key) + ": the reply is longer than " +
+        return Status::Corruption(what + ": the reply is longer than " +
                                   std::to_string(call.sink ? call.sink_len : call.max_body) +
                                   " bytes (the object is not what its reference says)");
       }
-      transient = TransientCurl(r.curl_code);
-      last = r.curl_error;
-      if (!transient) {
-        return Status::IoError("S3 " + std::string(call.what) + " " +
-                               Describe(call.bucket, call.key) + ": " + r.curl_error);
-      }
-    } else if (r.status >= 200 && r.status < 300) {
+      *transient = TransientTransportError(r.curl_code);
+      return Status::IoError(what + ": " + r.curl_error +
+                             (*transient ? " (is the S3 server up and reachable?)" : ""));
+    }
+    if (r.status >= 200 && r.status < 300) {
       if (call.sink != nullptr && r.body_len != call.sink_len) {
-        transient = true;  // a short body: the connection was cut
-        last = "short reply (" + std::to_string(r.body_len) + " of " +
-               std::to_string(call.sink_len) + " bytes)";
-      } else {
-        return r;
+        *transient = true;  // a short body: the connection was cut
+        return Status::IoError(what + ": short reply (" + std::to_string(r.body_len) + " of " +
+                               std::to_string(call.sink_len) + " bytes)");
       }
-    } else {
-      transient = TransientHttp(r);
-      if (!transient) return ErrorFor(call, r);
-      last = ErrorFor(call, r).message();
+      return Status::Ok();
     }
-    const auto pause = Backoff(attempt);
-    if (Clock::now() + pause >= deadline) {
-      return Status::IoError("S3 " + std::string(call.what) + " " +
-                             Describe(call.bucket, call.key) + ": timed out after " +
-                             std::to_string(attempt + 1) + " attempt(s) in " +
-                             Seconds(Clock::now() - t0) + "; last error: " + last +
-                             " (is the S3 server up and reachable?)");
-    }
-    std::this_thread::sleep_for(pause);
-  }
+    *transient = TransientHttp(r);
+    return ErrorFor(call, r);
+  };
+  return PerformWithRetries(
+      http_.get(), [&] { return Build(call); }, check, deadline, what, cancel);
 }
 
 Status S3Client::GetRange(const std::string& bucket, const std::string& key, uint64_t offset,
-                          size_t len, uint8_t* dst, ReadPriority priority,
-                          Deadline deadline) const {
+                          size_t len, uint8_t* dst, ReadPriority priority, Deadline deadline,
+                          const std::atomic<bool>* cancel) const {
   Call c;
   c.method = "GET";
   c.what = "GET";
@@ -246,7 +199,7 @@ Status S3Client::GetRange(const std::string& bucket, const std::string& key, uin
   c.sink = dst;
   c.sink_len = len;
   c.priority = priority;
-  PW_ASSIGN_OR_RETURN(HttpResponse r, Execute(c, deadline));
+  PW_ASSIGN_OR_RETURN(HttpResponse r, Execute(c, deadline, cancel));
   (void)r;
   return Status::Ok();
 }

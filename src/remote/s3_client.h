@@ -27,9 +27,6 @@
 
 namespace pagewise::remote {
 
-using Clock = std::chrono::steady_clock;
-using Deadline = Clock::time_point;
-
 class S3Client {
  public:
   S3Client(S3Config config, std::shared_ptr<HttpEngine> http);
@@ -39,8 +36,10 @@ class S3Client {
 
   // GET bytes [offset, offset+len) of the object into dst (len > 0; exactly
   // len bytes must come back). kNotFound for a missing object or bucket.
+  // `cancel` (may be null) set to true stops retrying.
   Status GetRange(const std::string& bucket, const std::string& key, uint64_t offset, size_t len,
-                  uint8_t* dst, ReadPriority priority, Deadline deadline) const;
+                  uint8_t* dst, ReadPriority priority, Deadline deadline,
+                  const std::atomic<bool>* cancel = nullptr) const;
   // GET the whole object (at most max_bytes, else kCorruption naming the size).
   Result<std::vector<uint8_t>> GetObject(const std::string& bucket, const std::string& key,
                                          size_t max_bytes, ReadPriority priority,
@@ -88,7 +87,8 @@ class S3Client {
   };
   // Runs `call` with retries until `deadline`. Returns the final response
   // when it is a 2xx; else the error Status.
-  Result<HttpResponse> Execute(const Call& call, Deadline deadline) const;
+  Result<HttpResponse> Execute(const Call& call, Deadline deadline,
+                               const std::atomic<bool>* cancel = nullptr) const;
   HttpRequest Build(const Call& call) const;
   Status ErrorFor(const Call& call, const HttpResponse& r) const;
 

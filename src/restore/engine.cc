@@ -62,6 +62,8 @@ Engine::Engine(std::shared_ptr<const PageSource> source, EngineOptions options)
   opt_.fault_window_pages = std::clamp<size_t>(opt_.fault_window_pages, 1, 512);
   opt_.background_batch_pages = std::clamp<size_t>(opt_.background_batch_pages, 1, 4096);
   for (uint64_t off : opt_.prefetch) prefetch_set_.insert(off & ~(page_size_ - 1));
+  // A remote source starts fetching the working set now, in parallel.
+  if (!opt_.prefetch.empty()) source_->WillNeed(opt_.prefetch, ReadPriority::kPrefetch);
 }
 
 Engine::~Engine() { Stop(); }

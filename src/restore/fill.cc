@@ -192,7 +192,10 @@ void Engine::FillRun(Space& s, const Run& run, FillKind kind, std::vector<char>*
   for (uint8_t z : zero) all_zero = all_zero && z != 0;
   if (st.ok() && data == nullptr && !all_zero) {
     buf->resize(bytes);
-    st = source_->Read(run.src, buf->data(), bytes);
+    const ReadPriority priority = kind == FillKind::kDemand     ? ReadPriority::kDemand
+                                  : kind == FillKind::kPrefetch ? ReadPriority::kPrefetch
+                                                                : ReadPriority::kBackground;
+    st = source_->ReadWithPriority(run.src, buf->data(), bytes, priority);
     data = buf->data();
   }
   if (st.ok() && opt_.use_zeropage && !source_->can_classify()) {

@@ -1,0 +1,95 @@
+// ChainImage's fetch hints for remote layers: which chunks a read, a
+// sequential read's next stretch, or a working-set trace will need, handed
+// to each layer's ChunkSource so that it fetches them in parallel before
+// the reads block on them one by one. Local layers never get here
+// (remote_ is false).
+#include <algorithm>
+
+#include "image/chain.h"
+
+namespace pagewise::image {
+namespace {
+
+// Pages of read-ahead once reads of a region are sequential: 2 MiB for
+// demand reads (hinted at prefetch priority), 4 MiB for background fill.
+constexpr uint64_t kDemandAheadBytes = 2u << 20;
+constexpr uint64_t kFillAheadBytes = 4u << 20;
+// A read that starts within this many pages of where the last one ended
+// continues a sequential stream.
+constexpr uint64_t kSequentialSlackPages = 64;
+
+// Collects chunk ids per layer, dropping immediate repeats (pages in
+// consecutive slots of one chunk); the source drops the rest.
+struct Wanted {
+  std::vector<std::vector<uint64_t>> ids;  // per layer
+  void Add(uint32_t layer, uint64_t chunk) {
+    auto& v = ids[layer];
+    if (v.empty() || v.back() != chunk) v.push_back(chunk);
+  }
+};
+
+}  // namespace
+
+void ChainImage::HintPages(uint32_t region, uint64_t p, uint64_t pend,
+                           ReadPriority priority) const {
+  Wanted w;
+  w.ids.resize(layers_.size());
+  const auto& segs = resolved_[region];
+  for (size_t si = FindSegment(region, p); si < segs.size() && segs[si].first < pend; ++si) {
+    const Segment& s = segs[si];
+    const Layer& layer = *layers_[s.layer];
+    const Run& run = layer.index().runs[s.run];
+    if (run.kind != RunKind::kData || !layer.source().remote()) continue;
+    const uint64_t* refs = layer.index().refs.data() + run.ref_index + s.skip;
+    const uint64_t from = std::max(p, s.first), to = std::min(pend, s.first + s.count);
+    for (uint64_t q = from; q < to; ++q) w.Add(s.layer, RefChunk(refs[q - s.first]));
+  }
+  for (uint32_t l = 0; l < layers_.size(); ++l) {
+    if (!w.ids[l].empty()) layers_[l]->source().WillRead(w.ids[l].data(), w.ids[l].size(), priority);
+  }
+}
+
+void ChainImage::HintRange(uint32_t region, uint64_t p, uint64_t pend,
+                           ReadPriority priority) const {
+  // The chunks of this read itself, so that a read spanning several chunks
+  // fetches them all at once.
+  if (pend - p > 1) HintPages(region, p, pend, priority);
+  const uint64_t last = last_end_[region].exchange(pend, std::memory_order_relaxed);
+  if (last == 0 || p + kSequentialSlackPages < last || p > last + kSequentialSlackPages) return;
+  const uint64_t ps = regions_[region].page_size;
+  const uint64_t pages = regions_[region].length / ps;
+  const uint64_t ahead =
+      (priority == ReadPriority::kBackground ? kFillAheadBytes : kDemandAheadBytes) / ps;
+  if (pend >= pages) return;
+  HintPages(region, pend, std::min(pages, pend + ahead),
+            priority == ReadPriority::kDemand ? ReadPriority::kPrefetch : priority);
+}
+
+void ChainImage::WillNeedFlat(const std::vector<uint64_t>& offsets, ReadPriority priority) const {
+  if (!remote_ || !flat_ok_) return;
+  Wanted w;
+  w.ids.resize(layers_.size());
+  for (uint64_t off : offsets) {
+    // The region holding `off` (regions sorted by flat_offset, disjoint).
+    auto it = std::upper_bound(flat_order_.begin(), flat_order_.end(), off,
+                               [&](uint64_t o, uint32_t r) { return o < regions_[r].flat_offset; });
+    if (it == flat_order_.begin()) continue;
+    const uint32_t r = *(it - 1);
+    const RegionInfo& reg = regions_[r];
+    if (off - reg.flat_offset >= reg.length) continue;  // in a gap
+    const uint64_t page = (off - reg.flat_offset) / reg.page_size;
+    const auto& segs = resolved_[r];
+    const size_t si = FindSegment(r, page);
+    if (si >= segs.size() || segs[si].first > page) continue;  // absent
+    const Segment& s = segs[si];
+    const Layer& layer = *layers_[s.layer];
+    const Run& run = layer.index().runs[s.run];
+    if (run.kind != RunKind::kData || !layer.source().remote()) continue;
+    w.Add(s.layer, RefChunk(layer.index().refs[run.ref_index + s.skip + (page - s.first)]));
+  }
+  for (uint32_t l = 0; l < layers_.size(); ++l) {
+    if (!w.ids[l].empty()) layers_[l]->source().WillRead(w.ids[l].data(), w.ids[l].size(), priority);
+  }
+}
+
+}  // namespace pagewise::image
