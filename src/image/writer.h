@@ -23,6 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/atomic_file.h"
 #include "image/chain.h"
 #include "image/format.h"
 #include "image/page_table.h"
@@ -47,9 +48,15 @@ struct OpenChunk {
 
 class ImageWriterImpl : public ImageWriter {
  public:
-  // Takes ownership of `fd`, the open temporary file `tmp`.
-  ImageWriterImpl(Env* env, std::string path, std::string tmp, int fd, ImageWriteOptions opts)
-      : env_(env), path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd), opts_(std::move(opts)) {}
+  // Writes through `file` (the temporary file of `path`).
+  ImageWriterImpl(Env* env, std::string path, std::unique_ptr<AtomicFile> file,
+                  ImageWriteOptions opts)
+      : env_(env),
+        path_(std::move(path)),
+        tmp_(file->temp_path()),
+        fd_(file->fd()),
+        file_(std::move(file)),
+        opts_(std::move(opts)) {}
 
   ~ImageWriterImpl() override { Abandon(); }
 
@@ -134,15 +141,10 @@ class ImageWriterImpl : public ImageWriter {
     if (failed_.ok()) failed_ = s;
     return s;
   }
+  // Closes and removes the temporary file (AtomicFile::Abandon).
   void Abandon() {
-    if (fd_ >= 0) {
-      env_->Close(fd_).IgnoreError();  // the file is being discarded
-      fd_ = -1;
-    }
-    if (!tmp_.empty()) {
-      env_->Unlink(tmp_).IgnoreError();  // best effort: a leftover temp is never an image name
-      tmp_.clear();
-    }
+    fd_ = -1;
+    file_.reset();
   }
   // Builds the index and header from the in-memory state. Lock held.
   Status BuildIndex(Index* ix, Header* h);
@@ -151,8 +153,9 @@ class ImageWriterImpl : public ImageWriter {
 
   Env* env_;
   const std::string path_;
-  std::string tmp_;
-  int fd_;
+  const std::string tmp_;  // the temporary file's name, for messages
+  int fd_;                 // file_'s descriptor; -1 once committed or abandoned
+  std::unique_ptr<AtomicFile> file_;
   const ImageWriteOptions opts_;
   std::string parent_recorded_;
   Uuid parent_uuid_{};

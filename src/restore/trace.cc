@@ -1,11 +1,11 @@
 // Working-set trace files: write atomically, read with full checks.
 #include <fcntl.h>
-#include <unistd.h>
 #include <xxhash.h>
 
 #include <cstring>
 #include <string>
 
+#include "base/atomic_file.h"
 #include "pagewise/restore.h"
 
 namespace pagewise {
@@ -53,18 +53,11 @@ Status WriteTrace(const std::string& path, const WorkingSetTrace& trace, Env* en
   }
   Put64(&buf, XXH64(buf.data(), buf.size(), 0));
 
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  PW_ASSIGN_OR_RETURN(int fd, env->Open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644));
-  Status s = WriteFully(env, fd, buf.data(), buf.size(), 0);
-  if (s.ok()) s = env->Fsync(fd);
-  Status c = env->Close(fd);
-  if (s.ok()) s = c;
-  if (s.ok()) s = env->Rename(tmp, path);
-  if (!s.ok()) {
-    env->Unlink(tmp).IgnoreError();  // best effort: the write already failed
-    return s.WithContext("writing trace " + path);
-  }
-  return env->FsyncParentDir(path);
+  AtomicFileOptions fo;
+  fo.env = env;
+  Status s = WriteFileAtomically(path, buf, fo);
+  if (!s.ok()) return s.WithContext("writing trace " + path);
+  return Status::Ok();
 }
 
 Result<WorkingSetTrace> ReadTrace(const std::string& path, Env* env) {
