@@ -36,7 +36,12 @@ CommandRegistration reg(
         }();
         if (!r.ok()) return Fail("pull", r.status());
         if (a->json) {
-          std::cout << nlohmann::json{{"url", a->url}, {"files", r->files}, {"bytes", r->bytes}}
+          std::cout << nlohmann::json{{"url", a->url},
+                                      {"files", r->files},
+                                      {"bytes", r->bytes},
+                                      {"chunks_fetched", r->chunks_fetched},
+                                      {"chunks_cached", r->chunks_cached},
+                                      {"chunks_from_peer", r->chunks_from_peer}}
                            .dump(2)
                     << std::endl;
         } else {

@@ -11,8 +11,14 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
+
+#include "pagewise/image.h"
+#include "testing/test_util.h"
 
 #include "remote/aws_config.h"
 #include "remote/s3_client.h"
@@ -68,6 +74,60 @@ inline std::string NewBucket(const remote::S3Client& c) {
   Status s = c.CreateBucket(name, In(30));
   EXPECT_TRUE(s.ok()) << s.ToString();
   return name;
+}
+
+// Writes `len` bytes at `mem` as an image with one flat region (4 KiB
+// pages; zero pages recorded as zero). With `parent`, only the pages that
+// differ from `parent_mem` go into the new layer. Chunks of `chunk_bytes`.
+inline Status WriteFlatImage(const std::string& path, const char* mem, size_t len,
+                             const std::string& parent = "", const char* parent_mem = nullptr,
+                             uint32_t chunk_bytes = 64 * 1024) {
+  ImageWriteOptions o;
+  o.parent = parent;
+  o.compression = Compression::kLz4;
+  o.chunk_bytes = chunk_bytes;
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> w, ImageWriter::Create(path, o));
+  if (parent.empty()) {
+    RegionInfo r;
+    r.length = len;
+    r.page_size = 4096;
+    r.kind = RegionKind::kFlat;
+    r.name = "flat";
+    PW_RETURN_IF_ERROR(w->AddRegion(r).status());
+  }
+  for (size_t off = 0; off < len; off += 4096) {
+    if (parent_mem != nullptr && std::memcmp(parent_mem + off, mem + off, 4096) == 0) continue;
+    PW_RETURN_IF_ERROR(w->AddPages(0, off, mem + off, 4096));
+  }
+  return w->Commit();
+}
+
+// A per-test chunk cache directory (PAGEWISE_CACHE_DIR) and short timeouts.
+// The previous directory comes back when it goes.
+class CacheDir {
+ public:
+  CacheDir() {
+    if (const char* old = getenv("PAGEWISE_CACHE_DIR")) old_ = old;
+    setenv("PAGEWISE_CACHE_DIR", dir_.path().c_str(), 1);
+    setenv("PAGEWISE_REMOTE_TIMEOUT_MS", "20000", 1);
+  }
+  ~CacheDir() {
+    if (old_.empty()) {
+      unsetenv("PAGEWISE_CACHE_DIR");
+    } else {
+      setenv("PAGEWISE_CACHE_DIR", old_.c_str(), 1);
+    }
+  }
+  const std::string& path() const { return dir_.path(); }
+
+ private:
+  TempDir dir_;
+  std::string old_;
+};
+
+inline std::string ReadWholeFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
 }  // namespace pagewise::testing

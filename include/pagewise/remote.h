@@ -67,6 +67,11 @@ struct PullOptions {
 struct PullStats {
   std::vector<std::string> files;  // written, top layer first
   uint64_t bytes = 0;              // bytes written
+  // Where the chunks came from: the network, the host's chunk cache, or
+  // another pagewise process that was fetching them at the same time.
+  uint64_t chunks_fetched = 0;
+  uint64_t chunks_cached = 0;
+  uint64_t chunks_from_peer = 0;
 };
 
 // Downloads the image at `url` (s3://BUCKET/NAME) as a local chain: the top

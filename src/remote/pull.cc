@@ -1,11 +1,7 @@
 // PullImage: s3://BUCKET/NAME to a local chain, layer files byte for byte.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <atomic>
-#include <cstring>
-#include <random>
 
+#include "base/atomic_file.h"
 #include "image/chain.h"
 #include "pagewise/remote.h"
 #include "remote/manifest.h"
@@ -43,69 +39,49 @@ Status Reparent(const image::Layer& l, const std::string& parent, std::vector<ui
 
 class Puller {
  public:
-  Puller(const PullOptions& opt, Env* env, int threads) : opt_(opt), env_(env), threads_(threads) {}
-  ~Puller() {
-    for (const std::string& t : temps_) env_->Unlink(t).IgnoreError();  // failed pull: no trace
-  }
+  Puller(const PullOptions& opt, int threads) : opt_(opt), threads_(threads) {}
 
-  // Writes layer `l` (bytes of its manifest) to a temporary file beside `dest`.
+  // Writes layer `l` (bytes of its manifest) to a temporary file for `dest`.
   Status WriteLayer(const image::Layer& l, const Manifest& m, const std::string& dest,
                     const std::string& parent) {
     std::vector<uint8_t> header = m.header, index = m.index;
     PW_RETURN_IF_ERROR(Reparent(l, parent, &header, &index));
-    thread_local std::mt19937_64 rng{std::random_device{}()};
-    const size_t slash = dest.rfind('/');
-    const std::string dir = slash == std::string::npos ? "" : dest.substr(0, slash + 1);
-    const std::string tmp =
-        dir + "." + Basename(dest) + ".pagewise-pull-" + std::to_string(getpid()) + "-" +
-        std::to_string(rng() % 1000000000);
-    PW_ASSIGN_OR_RETURN(int fd, env_->Open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-    temps_.push_back(tmp);
-    finals_.push_back(dest);
-    Status s = WriteFully(env_, fd, header.data(), header.size(), 0);
+    PW_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFile> out, AtomicFile::Create(dest));
+    AtomicFile* f = out.get();
+    files_.push_back(std::move(out));
+    PW_RETURN_IF_ERROR(f->Write(header.data(), header.size(), 0));
     const auto& chunks = l.index().chunks;
-    if (s.ok()) {
-      s = ParallelFor(
-          chunks.size(), threads_,
-          [&](size_t id) {
-            thread_local std::vector<uint8_t> buf;
-            const image::ChunkEntry& c = chunks[id];
-            buf.resize(c.stored_length);
-            const std::string what = "image " + l.path() + ": chunk " + std::to_string(id);
-            PW_RETURN_IF_ERROR(
-                l.source().ReadStored(id, c, buf.data(), ReadPriority::kBackground, what));
-            if (image::Checksum64(buf.data(), buf.size()) != c.stored_checksum) {
-              return Status::Corruption(what + ": stored data checksum mismatch");
-            }
-            PW_RETURN_IF_ERROR(
-                WriteFully(env_, fd, buf.data(), buf.size(), static_cast<off_t>(c.file_offset)));
-            done_ += buf.size();
-            return Status::Ok();
-          },
-          [&] {
-            if (opt_.progress) opt_.progress(done_.load(), total_);
-          });
-    }
-    if (s.ok()) {
-      s = WriteFully(env_, fd, index.data(), index.size(),
-                     static_cast<off_t>(l.header().index_offset));
-    }
-    if (s.ok()) s = env_->Fsync(fd);
-    Status cl = env_->Close(fd);
-    if (s.ok()) s = cl;
+    PW_RETURN_IF_ERROR(ParallelFor(
+        chunks.size(), threads_,
+        [&](size_t id) {
+          thread_local std::vector<uint8_t> buf;
+          const image::ChunkEntry& c = chunks[id];
+          buf.resize(c.stored_length);
+          const std::string what = "image " + l.path() + ": chunk " + std::to_string(id);
+          PW_RETURN_IF_ERROR(
+              l.source().ReadStored(id, c, buf.data(), ReadPriority::kBackground, what));
+          if (image::Checksum64(buf.data(), buf.size()) != c.stored_checksum) {
+            return Status::Corruption(what + ": stored data checksum mismatch");
+          }
+          PW_RETURN_IF_ERROR(f->Write(buf.data(), buf.size(), c.file_offset));
+          done_ += buf.size();
+          return Status::Ok();
+        },
+        [&] {
+          if (opt_.progress) opt_.progress(done_.load(), total_);
+        }));
+    PW_RETURN_IF_ERROR(f->Write(index.data(), index.size(), l.header().index_offset));
     stats_.bytes += header.size() + index.size();
-    return s.ok() ? s : s.WithContext("writing " + tmp);
+    return Status::Ok();
   }
 
-  // Renames every temporary file to its final name, base layer first.
+  // Puts every file in place, base layer first (a child never names a
+  // parent that is not there yet).
   Status Publish() {
-    for (size_t i = temps_.size(); i-- > 0;) {
-      PW_RETURN_IF_ERROR(env_->Rename(temps_[i], finals_[i]));
-      temps_[i].clear();
+    for (size_t i = files_.size(); i-- > 0;) {
+      PW_RETURN_IF_ERROR(files_[i]->Commit());
+      stats_.files.insert(stats_.files.begin(), files_[i]->path());
     }
-    temps_.clear();
-    if (!finals_.empty()) PW_RETURN_IF_ERROR(env_->FsyncParentDir(finals_.front()));
-    stats_.files = finals_;
     stats_.bytes += done_.load();
     return Status::Ok();
   }
@@ -115,9 +91,9 @@ class Puller {
 
  private:
   const PullOptions& opt_;
-  Env* env_;
   int threads_;
-  std::vector<std::string> temps_, finals_;
+  // Uncommitted ones are removed when the Puller goes (a failed pull).
+  std::vector<std::unique_ptr<AtomicFile>> files_;
   std::atomic<uint64_t> done_{0};
   uint64_t total_ = 0;
   PullStats stats_;
@@ -147,8 +123,8 @@ Result<PullStats> PullImage(const std::string& url, const std::string& image_pat
     dest.push_back(i == 0 ? image_path : image_path + ".parent-" + std::to_string(i));
     total += layers[i]->header().stat_compressed_bytes;
   }
-  Env* env = Env::Default();
-  remote::Puller p(options, env, store->options().connections);
+  const remote::ChunkStore::Stats before = store->stats();
+  remote::Puller p(options, store->options().connections);
   p.set_total(total);
   for (size_t i = 0; i < layers.size(); ++i) {
     const image::Layer& l = *layers[i];
@@ -167,7 +143,12 @@ Result<PullStats> PullImage(const std::string& url, const std::string& image_pat
   if (check->top_uuid() != chain->top_uuid()) {
     return Status::Internal("pull " + url + ": the written chain is not the pulled one");
   }
-  return p.stats();
+  PullStats stats = p.stats();
+  const remote::ChunkStore::Stats after = store->stats();
+  stats.chunks_fetched = after.fetched - before.fetched;
+  stats.chunks_cached = after.disk_hits - before.disk_hits + after.memory_hits - before.memory_hits;
+  stats.chunks_from_peer = after.waited_for_peer - before.waited_for_peer;
+  return stats;
 }
 
 }  // namespace pagewise
