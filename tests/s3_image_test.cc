@@ -103,7 +103,7 @@ TEST_F(S3ImageTest, ChainRoundTripsByteForByte) {
   const std::vector<char> a = Content(1), b = Changed(a, 2);
   const std::string base = dir_.File("base.img"), top = dir_.File("top.img");
   ASSERT_TRUE(WriteFlatImage(base, a.data(), kLen).ok());
-  ASSERT_TRUE(WriteFlatImage(top, b.data(), kLen, "base.img", a.data()).ok());
+  ASSERT_TRUE(WriteFlatImage(top, b.data(), kLen, base, a.data()).ok());
   nlohmann::json push = Json(Cli({"push", top, Url("vm/top"), "--json"}));
   EXPECT_EQ(push["layers"], 2);
   EXPECT_EQ(push["layers_uploaded"], 2);
@@ -168,7 +168,7 @@ TEST_F(S3ImageTest, SecondPushUploadsNothingAndLayersOnlyTheirChunks) {
   EXPECT_EQ(ChunkKeys().size(), chunks_after_first);
 
   // A layer on top: the base is skipped whole, only the layer's chunks go.
-  ASSERT_TRUE(WriteFlatImage(top, b.data(), kLen, "base.img", a.data()).ok());
+  ASSERT_TRUE(WriteFlatImage(top, b.data(), kLen, base, a.data()).ok());
   nlohmann::json layer = Json(Cli({"push", top, Url("top"), "--json"}));
   EXPECT_EQ(layer["layers_uploaded"], 1);
   Result<std::unique_ptr<Image>> t = Image::Open(top);

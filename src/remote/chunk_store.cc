@@ -138,9 +138,25 @@ Status ChunkStore::Read(const ChunkLocation& loc, uint8_t* dst, ReadPriority pri
     f = it->second;
     stats_.joined++;
     f->cv.wait(lk, [&] { return f->state == State::kDone; });
-    if (!f->result.ok()) return f->result;
-    std::memcpy(dst, f->data->data(), loc.length);
-    return Status::Ok();
+    if (f->result.ok()) {
+      std::memcpy(dst, f->data->data(), loc.length);
+      return Status::Ok();
+    }
+    // A fetch that gave up (an outage it started in) says nothing about
+    // now: fetch again, with a deadline of our own. Missing and damaged
+    // objects stay what they are.
+    if (f->result.code() == Code::kNotFound || f->result.code() == Code::kCorruption ||
+        f->result.code() == Code::kPermissionDenied) {
+      return f->result;
+    }
+    it = flights_.find(loc.cache_key);
+    if (it != flights_.end() && it->second->state == State::kRunning) {
+      f = it->second;  // someone already fetches again: wait for that one
+      f->cv.wait(lk, [&] { return f->state == State::kDone; });
+      if (!f->result.ok()) return f->result;
+      std::memcpy(dst, f->data->data(), loc.length);
+      return Status::Ok();
+    }
   }
   if (it != flights_.end()) {
     f = it->second;  // queued by a hint: fetch it now, on this thread
