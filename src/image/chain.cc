@@ -146,7 +146,9 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChainWith(LayerResolver* res
     img->infos_.push_back(l->Info());
     img->remote_ = img->remote_ || l->source().remote();
   }
-  img->last_end_ = std::make_unique<std::atomic<uint64_t>[]>(img->layers_.front()->index().regions.size());
+  const size_t nregions = img->layers_.front()->index().regions.size();
+  img->last_end_ = std::make_unique<std::atomic<uint64_t>[]>(nregions);
+  img->seq_reads_ = std::make_unique<std::atomic<uint32_t>[]>(nregions);
   img->regions_ = img->layers_.front()->index().regions;
   img->Resolve();
 

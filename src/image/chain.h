@@ -113,7 +113,8 @@ class ChainImage : public Image {
   // Remote layers: hints the chunks that pages [p, pend) of `region` use,
   // plus read-ahead when reads of the region are sequential.
   void HintRange(uint32_t region, uint64_t p, uint64_t pend, ReadPriority priority) const;
-  void HintPages(uint32_t region, uint64_t p, uint64_t pend, ReadPriority priority) const;
+  void HintPages(uint32_t region, uint64_t p, uint64_t pend, ReadPriority priority,
+                 bool skip_first = false) const;
 
   uint64_t serial_ = 0;
   std::vector<std::unique_ptr<Layer>> layers_;  // top first
@@ -126,6 +127,7 @@ class ChainImage : public Image {
   bool remote_ = false;
   // Per region: the page where the last read ended (read-ahead detection).
   std::unique_ptr<std::atomic<uint64_t>[]> last_end_;
+  std::unique_ptr<std::atomic<uint32_t>[]> seq_reads_;  // sequential reads in a row
 };
 
 }  // namespace pagewise::image
