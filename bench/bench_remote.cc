@@ -117,10 +117,10 @@ Result<Measured> RestoreOnce(const RestoreCase& c, size_t len, const std::vector
   PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> img, Image::Open(c.name, oo));
   std::shared_ptr<PageSource> src = ImageSource(std::shared_ptr<const Image>(std::move(img)));
   RestoreOptions ro;
-  ro.prefetch = c.prefetch;
-  ro.record_trace = c.record;
-  ro.background_fill = !c.record;
-  ro.max_latency_samples = 1 << 20;
+  ro.fill.prefetch = c.prefetch;
+  ro.fill.record_trace = c.record;
+  ro.fill.background_fill = !c.record;
+  ro.fill.max_latency_samples = 1 << 20;
   PW_ASSIGN_OR_RETURN(std::unique_ptr<LazyRestore> r, LazyRestore::Start(src, {{0, len, 0}}, ro));
   char* p = r->data(0);
   for (size_t i = 0; i < order.size(); ++i) {
@@ -131,10 +131,10 @@ Result<Measured> RestoreOnce(const RestoreCase& c, size_t len, const std::vector
   Status st = r->Finish();
   m.resident_ms = Ms(NowNs() - t0);
   const RestoreStats stats = r->stats();
-  m.p99_us = stats.fault_latency_p99_us;
+  m.p99_us = static_cast<double>(stats.fault_latency_p99_ns) / 1e3;
   m.trace = r->trace();
   const bool same = st.ok() && std::memcmp(p, expect, len) == 0;
-  munmap(p, len);
+  r.reset();  // unmaps the restored memory
   PW_RETURN_IF_ERROR(st);
   if (!same) {
     return Status::Corruption("bench remote: restored memory differs from the snapshot (" +

@@ -118,8 +118,8 @@ nlohmann::json ResultJson(const Args& a, const CheckOptions& o, const CheckResul
           {"scenario_ops", r.scenario_ops},
           {"region_bytes", r.region_bytes},
           {"threads", o.threads},
-          {"seconds", o.seconds},
-          {"elapsed_seconds", r.elapsed_seconds},
+          {"seconds", a.seconds},
+          {"elapsed_seconds", NsToSeconds(static_cast<int64_t>(r.elapsed_ns))},
           {"inject_loss", a.inject_loss},
           {"lost_examples", r.lost_examples}};
 }
@@ -152,7 +152,7 @@ int Run(const Args& a) {
   {
     CheckOptions o;
     o.threads = a.threads;
-    o.seconds = a.seconds;
+    o.duration = SecondsToDuration(a.seconds);
     o.size = *size;
     Status valid = ValidateCheckOptions(o);
     if (!valid.ok()) return Fail("check", valid);
@@ -168,7 +168,7 @@ int Run(const Args& a) {
       o.backend = backend;
       o.scenario = scenario;
       o.threads = a.threads;
-      o.seconds = a.seconds;
+      o.duration = SecondsToDuration(a.seconds);
       o.size = *size;
       o.seed = a.seed;
       o.inject_loss = a.inject_loss;
@@ -177,7 +177,8 @@ int Run(const Args& a) {
       if (progress) {
         o.progress = [label](const CheckProgress& p) {
           std::fprintf(stderr, "\r\033[K%s  %.1f/%.1f s  rounds %llu  writes %llu", label.c_str(),
-                       p.elapsed_seconds, p.total_seconds,
+                       NsToSeconds(static_cast<int64_t>(p.elapsed_ns)),
+                       NsToSeconds(static_cast<int64_t>(p.total_ns)),
                        static_cast<unsigned long long>(p.rounds),
                        static_cast<unsigned long long>(p.writes));
         };

@@ -68,7 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<uint8_t> buf;
   std::vector<pagewise::Image::SourceRun> runs;
   for (uint32_t r = 0; r < image.regions().size() && r < 64; ++r) {
-    const pagewise::RegionInfo& reg = image.regions()[r];
+    const pagewise::Region& reg = image.regions()[r];
     const uint64_t len = std::min<uint64_t>(reg.length, 64 * uint64_t{reg.page_size});
     buf.resize(len);
     image.ReadWithPriority(r, 0, buf.data(), len, ReadPriority::kBackground).IgnoreError();

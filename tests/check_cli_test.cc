@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "pagewise/probe.h"
+#include "pagewise/region.h"
 #include "pagewise/tracker.h"
 #include "testing/test_util.h"
 

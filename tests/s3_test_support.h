@@ -88,7 +88,7 @@ inline Status WriteFlatImage(const std::string& path, const char* mem, size_t le
   o.chunk_bytes = chunk_bytes;
   PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> w, ImageWriter::Create(path, o));
   if (parent.empty()) {
-    RegionInfo r;
+    Region r;
     r.length = len;
     r.page_size = 4096;
     r.kind = RegionKind::kFlat;

@@ -45,7 +45,7 @@
 // In every scenario a quarter of the region is left never touched before
 // Track() (unpopulated page tables), so first writes to empty ptes count too.
 // The scenario's own mprotect/madvise calls are plain libc calls, like a
-// user program's, not calls through Env.
+// user program's, not calls through pagewise's kernel seam.
 //
 // Thread safety: RunCheck() may be called from any thread; it creates and
 // joins its own threads and collects on the calling thread. With the
@@ -62,8 +62,8 @@
 #include <string_view>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/status.h"
+#include "pagewise/time.h"
 #include "pagewise/tracker.h"
 
 namespace pagewise {
@@ -80,26 +80,25 @@ Result<std::vector<CheckScenario>> ParseScenarios(std::string_view name);
 
 // What the engine reports while it runs (for progress lines).
 struct CheckProgress {
-  double elapsed_seconds = 0;
-  double total_seconds = 0;
+  uint64_t elapsed_ns = 0;
+  uint64_t total_ns = 0;
   uint64_t rounds = 0;
   uint64_t writes = 0;
 };
 
 struct CheckOptions {
   TrackBackend backend = TrackBackend::kAuto;
-  int threads = 8;               // writer threads, 1..254
-  double seconds = 5;            // writing time, > 0
+  int threads = 8;                              // writer threads, 1..254
+  Duration duration = std::chrono::seconds(5);  // writing time, > 0 and at most a day
   uint64_t size = 256ull << 20;  // region bytes (rounded up to pages; to 2 MiB for thp)
   CheckScenario scenario = CheckScenario::kWrites;
-  uint64_t seed = 0;   // 0: derived from the clock
-  Env* env = nullptr;  // for the tracker and mappings; nullptr: Env::Default()
+  uint64_t seed = 0;  // 0: derived from the clock
 
   // Self-test: the collector drops one reported page per collect (never
   // copies it). A correct checker must then report lost_writes > 0.
   bool inject_loss = false;
 
-  // Creates the tracker for the run; unset: Tracker::Create({backend, env}).
+  // Creates the tracker for the run; unset: Tracker::Create({backend}).
   // Tests use it to check the engine against a reference or broken tracker.
   std::function<Result<std::unique_ptr<Tracker>>()> make_tracker;
 
@@ -117,14 +116,14 @@ struct CheckResult {
   uint64_t pages_reported = 0;  // sum of pages over every collect's report
   uint64_t scenario_ops = 0;    // madvise/mprotect/fork/split actions done
   uint64_t region_bytes = 0;
-  double elapsed_seconds = 0;  // wall time of the tracked phase
-  bool ok = false;             // lost_writes == 0 and nothing else failed
+  uint64_t elapsed_ns = 0;  // wall time of the tracked phase
+  bool ok = false;          // lost_writes == 0 and nothing else failed
   // Up to a few lost pages described (offset, which write the source holds
   // and the replica lacks); empty when nothing was lost.
   std::vector<std::string> lost_examples;
 };
 
-// kInvalidArgument naming the bad field (threads, seconds, size), else OK.
+// kInvalidArgument naming the bad field (threads, duration, size), else OK.
 // RunCheck() calls it first; callers may call it to fail early.
 Status ValidateCheckOptions(const CheckOptions& options);
 

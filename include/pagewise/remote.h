@@ -54,7 +54,7 @@ struct PushStats {
 // replaced only if it holds something else. Errors: `url` is not s3://
 // (kInvalidArgument), the bucket does not exist (kNotFound), keys refused
 // (kPermissionDenied), the image is damaged (kCorruption), the endpoint
-// fails past the timeout (kIoError). A failed push leaves NAME as it was;
+// fails past the timeout (kTimeout). A failed push leaves NAME as it was;
 // chunks it uploaded stay (harmless: they are content addressed).
 Result<PushStats> PushImage(const std::string& image, const std::string& url,
                             const PushOptions& options = {});

@@ -28,6 +28,8 @@
 #include <cstdint>
 #include <string>
 
+#include "pagewise/time.h"
+
 namespace pagewise {
 
 struct RemoteOptions {
@@ -47,9 +49,9 @@ struct RemoteOptions {
   int connections = 8;  // parallel HTTP connections (1..64)
   // One object (a chunk, a manifest) may take this long, retries with
   // backoff included; then the read fails. 0: PAGEWISE_REMOTE_TIMEOUT_MS or 30 s.
-  std::chrono::nanoseconds timeout{0};
+  Duration timeout{0};
   // Connecting to the endpoint may take this long per attempt.
-  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(5);
+  Duration connect_timeout = std::chrono::seconds(5);
   // false: fetch every chunk from the store even when the cache has it (and
   // refresh the cache); VerifyImage does this to check the store's copy.
   bool cache_reads = true;

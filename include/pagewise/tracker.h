@@ -146,7 +146,6 @@
 #include <string_view>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/probe.h"
 #include "pagewise/status.h"
 
@@ -179,7 +178,6 @@ struct PageRange {
 
 struct TrackerOptions {
   TrackBackend backend = TrackBackend::kAuto;
-  Env* env = nullptr;  // nullptr: Env::Default()
 };
 
 struct TrackerStats {
@@ -200,6 +198,8 @@ class Tracker {
   static Result<std::unique_ptr<Tracker>> Create(const TrackerOptions& options = {});
 
   virtual ~Tracker() = default;
+  Tracker(const Tracker&) = delete;
+  Tracker& operator=(const Tracker&) = delete;
 
   virtual TrackBackend backend() const = 0;
 
@@ -229,6 +229,9 @@ class Tracker {
 
   // The ranges currently tracked, sorted.
   virtual std::vector<PageRange> tracked() const = 0;
+
+ protected:
+  Tracker() = default;
 };
 
 }  // namespace pagewise

@@ -33,9 +33,9 @@
 #include <string_view>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/output_file.h"
 #include "pagewise/status.h"
+#include "sys/env.h"
 
 namespace pagewise {
 

@@ -49,12 +49,13 @@ class LayerResolver {
 
 class ChainImage : public Image {
  public:
-  // Opens the chain at `path` (a local path, or a URL: s3://, http(s)://,
-  // opened by src/remote). On failure, *where (if not null) names the layer
-  // that failed and the file offset of the bad field (region -1).
-  static Result<std::unique_ptr<ChainImage>> OpenChain(const std::string& path,
-                                                       const ImageOpenOptions& options,
-                                                       VerifyError* where = nullptr);
+  // Opens the chain at `path`: a local path, or a URL (s3://, http(s)://,
+  // opened by src/remote with `remote`). On failure, *where (if not null)
+  // names the layer that failed and the file offset of the bad field
+  // (region -1).
+  static Result<std::unique_ptr<ChainImage>> OpenChain(const std::string& path, Env* env,
+                                                       VerifyError* where = nullptr,
+                                                       const RemoteOptions& remote = {});
   // Opens the chain whose top layer is `name`, its layers found by
   // `resolver`. Checks as OpenChain (identity, regions, loops, depth).
   static Result<std::unique_ptr<ChainImage>> OpenChainWith(LayerResolver* resolver,
@@ -75,7 +76,7 @@ class ChainImage : public Image {
   // The opened layers, top first.
   const std::vector<std::unique_ptr<Layer>>& layer_list() const { return layers_; }
 
-  const std::vector<RegionInfo>& regions() const override { return regions_; }
+  const std::vector<Region>& regions() const override { return regions_; }
   const std::vector<LayerInfo>& layers() const override { return infos_; }
   Status Read(uint32_t region, uint64_t offset, void* dst, size_t len) const override;
   Status Classify(uint32_t region, uint64_t offset, size_t len,
@@ -119,7 +120,7 @@ class ChainImage : public Image {
   uint64_t serial_ = 0;
   std::vector<std::unique_ptr<Layer>> layers_;  // top first
   std::vector<LayerInfo> infos_;
-  std::vector<RegionInfo> regions_;
+  std::vector<Region> regions_;
   std::vector<std::vector<Segment>> resolved_;  // per region
   std::vector<uint32_t> flat_order_;            // regions by flat_offset
   bool flat_ok_ = true;

@@ -16,7 +16,7 @@
 #include <string>
 
 #include "image/format.h"
-#include "pagewise/env.h"
+#include "sys/env.h"
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
 

@@ -14,8 +14,8 @@
 
 #include "image/chunk_source.h"
 #include "image/format.h"
-#include "pagewise/env.h"
 #include "pagewise/image.h"
+#include "sys/env.h"
 
 namespace pagewise::image {
 

@@ -90,14 +90,14 @@ void ChainImage::WillNeedFlat(const std::vector<uint64_t>& offsets, ReadPriority
   Wanted w;
   w.ids.resize(layers_.size());
   for (uint64_t off : offsets) {
-    // The region holding `off` (regions sorted by flat_offset, disjoint).
+    // The region holding `off` (regions sorted by offset, disjoint).
     auto it = std::upper_bound(flat_order_.begin(), flat_order_.end(), off,
-                               [&](uint64_t o, uint32_t r) { return o < regions_[r].flat_offset; });
+                               [&](uint64_t o, uint32_t r) { return o < regions_[r].offset; });
     if (it == flat_order_.begin()) continue;
     const uint32_t r = *(it - 1);
-    const RegionInfo& reg = regions_[r];
-    if (off - reg.flat_offset >= reg.length) continue;  // in a gap
-    const uint64_t page = (off - reg.flat_offset) / reg.page_size;
+    const Region& reg = regions_[r];
+    if (off - reg.offset >= reg.length) continue;  // in a gap
+    const uint64_t page = (off - reg.offset) / reg.page_size;
     const auto& segs = resolved_[r];
     const size_t si = FindSegment(r, page);
     if (si >= segs.size() || segs[si].first > page) continue;  // absent

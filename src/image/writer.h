@@ -70,7 +70,7 @@ class ImageWriterImpl : public ImageWriter {
     return Status::Ok();
   }
 
-  Result<uint32_t> AddRegion(const RegionInfo& region) override {
+  Result<uint32_t> AddRegion(const Region& region) override {
     PW_RETURN_IF_ERROR(ValidateRegion(region));
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_)
@@ -92,7 +92,7 @@ class ImageWriterImpl : public ImageWriter {
                                        " does not exist in the parent (it has " +
                                        std::to_string(parent_regions_.size()) + ")");
       }
-      const RegionInfo& p = parent_regions_[i];
+      const Region& p = parent_regions_[i];
       if (p.address != region.address || p.length != region.length ||
           p.page_size != region.page_size) {
         return Status::InvalidArgument(
@@ -159,14 +159,14 @@ class ImageWriterImpl : public ImageWriter {
   const ImageWriteOptions opts_;
   std::string parent_recorded_;
   Uuid parent_uuid_{};
-  std::vector<RegionInfo> parent_regions_;
+  std::vector<Region> parent_regions_;
 
   mutable std::mutex mu_;
   bool inherit_ = false;
   bool pages_added_ = false;
   bool finished_ = false;
   Status failed_;
-  std::vector<RegionInfo> regions_;
+  std::vector<Region> regions_;
   std::vector<PageTable> tables_;
   std::unordered_map<Hash128, uint64_t, Hash128Hasher> dedup_;
   uint64_t reserved_pages_ = 0;         // pages of the declared regions (dedup_ sizing)

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "image/image_env.h"
 #include "image/writer.h"
 
 namespace pagewise {
@@ -66,7 +67,7 @@ Status ImageWriterImpl::BuildIndex(Index* ix, Header* h) {
     stats_.compressed_bytes += c.stored_length;
   }
   h->page_size = 0;
-  for (const RegionInfo& r : regions_) {
+  for (const Region& r : regions_) {
     if (h->page_size == 0 || r.page_size < h->page_size) h->page_size = r.page_size;
   }
   h->region_count = static_cast<uint32_t>(regions_.size());
@@ -158,7 +159,11 @@ using image::kMaxStringBytes;
 
 Result<std::unique_ptr<ImageWriter>> ImageWriter::Create(const std::string& path,
                                                          const ImageWriteOptions& options) {
-  Env* env = options.env != nullptr ? options.env : Env::Default();
+  return CreateImageWriter(path, options, Env::Default());
+}
+
+Result<std::unique_ptr<ImageWriter>> CreateImageWriter(const std::string& path,
+                                                       const ImageWriteOptions& options, Env* env) {
   if (static_cast<uint8_t>(options.compression) > static_cast<uint8_t>(Compression::kLz4)) {
     return Status::InvalidArgument("unknown compression value");
   }
@@ -184,7 +189,7 @@ Result<std::unique_ptr<ImageWriter>> ImageWriter::Create(const std::string& path
       return Status::InvalidArgument("image " + path +
                                      " cannot be written on top of itself as parent");
     }
-    Result<std::unique_ptr<ChainImage>> p = ChainImage::OpenChain(options.parent, {env, false});
+    Result<std::unique_ptr<ChainImage>> p = ChainImage::OpenChain(options.parent, env);
     if (!p.ok()) return p.status().WithContext("image " + path + ": opening parent");
     parent = std::move(p).value();
     if (options.parent[0] == '/') {

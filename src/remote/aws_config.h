@@ -15,7 +15,7 @@
 #include <map>
 #include <string>
 
-#include "pagewise/env.h"
+#include "sys/env.h"
 #include "pagewise/remote_options.h"
 #include "pagewise/status.h"
 #include "remote/sigv4.h"

@@ -84,7 +84,7 @@ class ChunkStore {
 
   // Copies the loc.length verified bytes of the chunk into dst. Errors name
   // the object and the cause (missing: kNotFound; hash mismatch:
-  // kCorruption; unreachable past the timeout: kIoError "timed out").
+  // kCorruption; unreachable past the timeout: kTimeout).
   Status Read(const ChunkLocation& loc, uint8_t* dst, ReadPriority priority);
   // Starts fetching these chunks (skipping any in memory or in flight;
   // raising the priority of queued ones).

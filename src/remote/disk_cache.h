@@ -32,7 +32,7 @@
 #include <mutex>
 #include <string>
 
-#include "pagewise/env.h"
+#include "sys/env.h"
 #include "pagewise/status.h"
 
 namespace pagewise::remote {

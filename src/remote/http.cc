@@ -422,8 +422,9 @@ Result<HttpResponse> PerformWithRetries(
       char took[32];
       snprintf(took, sizeof(took), "%.1f s",
                std::chrono::duration<double>(Clock::now() - t0).count());
-      return Status::IoError(what + ": timed out after " + std::to_string(attempt + 1) +
-                             " attempt(s) in " + took + "; last error: " + last);
+      return Status(Code::kTimeout, 0,
+                    what + ": timed out after " + std::to_string(attempt + 1) + " attempt(s) in " +
+                        took + "; last error: " + last);
     }
     // Sleep in slices so that a cancellation is seen within 10 ms.
     const Clock::time_point wake = Clock::now() + pause;

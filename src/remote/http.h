@@ -103,7 +103,7 @@ using Deadline = Clock::time_point;
 // *transient to have it retried (transport failures, 5xx, throttling) after
 // an exponential backoff (25 ms doubling to 1 s, jittered). Each attempt is
 // rebuilt (a fresh signature) and gets the time left as its timeout. When
-// the deadline passes: kIoError "WHAT: timed out after N attempt(s) in T s;
+// the deadline passes: kTimeout "WHAT: timed out after N attempt(s) in T s;
 // last error: ...". `cancel` (may be null) set to true stops the retries.
 Result<HttpResponse> PerformWithRetries(
     HttpEngine* http, const std::function<HttpRequest()>& build,

@@ -108,10 +108,8 @@ Result<PullStats> PullImage(const std::string& url, const std::string& image_pat
   if (u.scheme != remote::UrlScheme::kS3) {
     return Status::InvalidArgument("pull reads from s3://BUCKET/NAME, not " + url);
   }
-  ImageOpenOptions oo;
-  oo.remote = options.remote;
   PW_ASSIGN_OR_RETURN(std::unique_ptr<image::ChainImage> chain,
-                      image::ChainImage::OpenChain(url, oo));
+                      image::ChainImage::OpenChain(url, Env::Default(), nullptr, options.remote));
   PW_ASSIGN_OR_RETURN(std::shared_ptr<remote::ChunkStore> store,
                       remote::ChunkStore::Shared(options.remote));
   PW_ASSIGN_OR_RETURN(std::shared_ptr<remote::S3Client> s3,
@@ -137,9 +135,8 @@ Result<PullStats> PullImage(const std::string& url, const std::string& image_pat
   }
   PW_RETURN_IF_ERROR(p.Publish());
   // What was written must open as the chain that was pulled.
-  ImageOpenOptions local;
   PW_ASSIGN_OR_RETURN(std::unique_ptr<image::ChainImage> check,
-                      image::ChainImage::OpenChain(image_path, local));
+                      image::ChainImage::OpenChain(image_path, Env::Default()));
   if (check->top_uuid() != chain->top_uuid()) {
     return Status::Internal("pull " + url + ": the written chain is not the pulled one");
   }

@@ -213,9 +213,8 @@ Result<PushStats> PushImage(const std::string& image_path, const std::string& ur
     return Status::InvalidArgument("push reads a local image; " + image_path +
                                    " is a URL (pull it first)");
   }
-  ImageOpenOptions oo;
   PW_ASSIGN_OR_RETURN(std::unique_ptr<image::ChainImage> chain,
-                      image::ChainImage::OpenChain(image_path, oo));
+                      image::ChainImage::OpenChain(image_path, Env::Default()));
   // Pushing reads local files: the store is only for its connections.
   remote::ChunkStore::Options so = remote::ChunkStore::OptionsFor(options.remote);
   so.cache_dir.clear();

@@ -237,7 +237,7 @@ Result<Manifest> FetchManifest(const S3Client& s3, const std::string& bucket,
 }
 
 Result<std::unique_ptr<image::ChainImage>> OpenRemoteChain(const std::string& url,
-                                                           const ImageOpenOptions& options,
+                                                           const RemoteOptions& options, Env* env,
                                                            VerifyError* where) {
   auto fail = [&](const Status& s) {
     if (where != nullptr) {
@@ -250,10 +250,10 @@ Result<std::unique_ptr<image::ChainImage>> OpenRemoteChain(const std::string& ur
   };
   Result<ObjectUrl> u = ParseObjectUrl(url);
   if (!u.ok()) return fail(u.status());
-  Result<std::shared_ptr<ChunkStore>> store = ChunkStore::Shared(options.remote);
+  Result<std::shared_ptr<ChunkStore>> store = ChunkStore::Shared(options);
   if (!store.ok()) return fail(store.status());
   if (u->scheme == UrlScheme::kS3) {
-    Result<std::shared_ptr<S3Client>> s3 = MakeS3Client(options.remote, *store, options.env);
+    Result<std::shared_ptr<S3Client>> s3 = MakeS3Client(options, *store, env);
     if (!s3.ok()) return fail(s3.status());
     S3Layers layers(*store, *s3);
     return image::ChainImage::OpenChainWith(&layers, url, where);

@@ -23,10 +23,10 @@ namespace pagewise::remote {
 // Opens the image at `url` and its parents. Errors: an unknown scheme or a
 // malformed name (kInvalidArgument), a missing bucket or object (kNotFound),
 // wrong keys (kPermissionDenied), an unreachable endpoint past the timeout
-// (kIoError), a damaged manifest or index (kCorruption, with *where set as
+// (kTimeout), a damaged manifest or index (kCorruption, with *where set as
 // for local images).
 Result<std::unique_ptr<image::ChainImage>> OpenRemoteChain(const std::string& url,
-                                                           const ImageOpenOptions& options,
+                                                           const RemoteOptions& options, Env* env,
                                                            VerifyError* where);
 
 // An S3 client for `options` (endpoint, region, keys resolved from the

@@ -8,8 +8,8 @@
 // fails at once. Errors name the operation, the s3:// object and the
 // endpoint, the HTTP status and S3's error code, and what to check; never a
 // key, a signature or a token. Codes: 403 -> kPermissionDenied, NoSuchBucket
-// and NoSuchKey -> kNotFound, a deadline that passed -> kIoError with "timed
-// out" (kTimeout once the status codes have it), others kIoError.
+// and NoSuchKey -> kNotFound, a deadline that passed -> kTimeout, others
+// kIoError.
 //
 // Thread safety: every method is safe from any number of threads.
 #ifndef PAGEWISE_REMOTE_S3_CLIENT_H_

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "image/layer.h"
-#include "pagewise/env.h"
+#include "sys/env.h"
 #include "pagewise/status.h"
 
 namespace pagewise::remote {

@@ -7,6 +7,7 @@
 
 #include "base/atomic_file.h"
 #include "pagewise/restore.h"
+#include "restore/restore_env.h"
 
 namespace pagewise {
 namespace {
@@ -38,8 +39,11 @@ uint64_t Get64(const char* p) {
 
 }  // namespace
 
+Status WriteTrace(const std::string& path, const WorkingSetTrace& trace) {
+  return WriteTrace(path, trace, Env::Default());
+}
+
 Status WriteTrace(const std::string& path, const WorkingSetTrace& trace, Env* env) {
-  if (env == nullptr) env = Env::Default();
   std::string buf;
   buf.reserve(kHeaderBytes + trace.entries.size() * kEntryBytes + 8);
   buf.append(kMagic, sizeof(kMagic));
@@ -60,12 +64,15 @@ Status WriteTrace(const std::string& path, const WorkingSetTrace& trace, Env* en
   return Status::Ok();
 }
 
+Result<WorkingSetTrace> ReadTrace(const std::string& path) {
+  return ReadTrace(path, Env::Default());
+}
+
 Result<WorkingSetTrace> ReadTrace(const std::string& path, Env* env) {
-  if (env == nullptr) env = Env::Default();
   PW_ASSIGN_OR_RETURN(int fd, env->Open(path, O_RDONLY));
   auto bad = [&](const std::string& why) {
     return Status::Corruption("trace " + path + ": " + why +
-                              "; delete it and record a new one (RestoreOptions::record_trace)");
+                              "; delete it and record a new one (FillPolicy::record_trace)");
   };
   std::string buf;
   Result<uint64_t> size = env->FileSize(fd);

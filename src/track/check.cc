@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "track/check_internal.h"
+#include "track/tracker_env.h"
 
 namespace pagewise {
 namespace {
@@ -249,8 +250,9 @@ Status ValidateCheckOptions(const CheckOptions& o) {
                                    std::to_string(check_internal::kMaxThreads) + ", got " +
                                    std::to_string(o.threads));
   }
-  if (!(o.seconds > 0) || o.seconds > 86400) {
-    return Status::InvalidArgument("check: seconds must be > 0 and at most 86400");
+  if (o.duration <= Duration::zero() || o.duration > std::chrono::hours(24)) {
+    return Status::InvalidArgument("check: duration must be > 0 and at most 24 h, got " +
+                                   std::to_string(o.duration.count()) + " ns");
   }
   if (o.size < (1ull << 20)) {
     return Status::InvalidArgument("check: size must be at least 1 MiB, got " +
@@ -327,7 +329,7 @@ Result<std::vector<CheckScenario>> ParseScenarios(std::string_view name) {
 
 Result<CheckResult> RunCheck(const CheckOptions& options) {
   PW_RETURN_IF_ERROR(ValidateCheckOptions(options));
-  Env* env = options.env != nullptr ? options.env : Env::Default();
+  Env* env = Env::Default();
 
   RunState st;
   st.scenario = options.scenario;
@@ -344,7 +346,7 @@ Result<CheckResult> RunCheck(const CheckOptions& options) {
   if (options.make_tracker) {
     PW_ASSIGN_OR_RETURN(tracker, options.make_tracker());
   } else {
-    PW_ASSIGN_OR_RETURN(tracker, Tracker::Create({options.backend, env}));
+    PW_ASSIGN_OR_RETURN(tracker, CreateTracker({options.backend}, env));
   }
 
   OwnedMapping source, replica_map;
@@ -369,7 +371,7 @@ Result<CheckResult> RunCheck(const CheckOptions& options) {
 
   const uint64_t t0 = MonoNs();
   st.start_ns = t0;
-  st.deadline_ns = t0 + static_cast<uint64_t>(options.seconds * 1e9);
+  st.deadline_ns = t0 + static_cast<uint64_t>(options.duration.count());
   st.writers_running.store(options.threads);
   std::vector<std::thread> threads;
   for (int t = 0; t < options.threads; ++t) threads.emplace_back(Writer, &st, t);
@@ -392,12 +394,12 @@ Result<CheckResult> RunCheck(const CheckOptions& options) {
     if (last) break;
     if (options.progress && MonoNs() >= next_progress) {
       next_progress += 250000000ull;
-      options.progress({static_cast<double>(MonoNs() - t0) / 1e9, options.seconds, result.rounds,
-                        st.writes.load(std::memory_order_relaxed)});
+      options.progress({MonoNs() - t0, static_cast<uint64_t>(options.duration.count()),
+                        result.rounds, st.writes.load(std::memory_order_relaxed)});
     }
   }
   for (std::thread& t : threads) t.join();
-  result.elapsed_seconds = static_cast<double>(MonoNs() - t0) / 1e9;
+  result.elapsed_ns = MonoNs() - t0;
   result.writes = st.writes.load();
   result.scenario_ops = st.scenario_ops.load();
 

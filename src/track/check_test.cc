@@ -138,7 +138,7 @@ CheckOptions Small(CheckScenario scenario) {
   CheckOptions o;
   o.scenario = scenario;
   o.threads = 3;
-  o.seconds = 0.3;
+  o.duration = std::chrono::milliseconds(300);
   o.size = 4ull << 20;
   o.seed = 12345;
   return o;
@@ -182,9 +182,9 @@ TEST(CheckOptionsValidation, RejectsBadValues) {
   o.threads = 0;
   EXPECT_EQ(RunCheck(o).status().code(), Code::kInvalidArgument);
   o.threads = 2;
-  o.seconds = 0;
+  o.duration = Duration::zero();
   EXPECT_EQ(RunCheck(o).status().code(), Code::kInvalidArgument);
-  o.seconds = 0.1;
+  o.duration = std::chrono::milliseconds(100);
   o.size = 4096;
   EXPECT_EQ(RunCheck(o).status().code(), Code::kInvalidArgument);
 }
@@ -246,7 +246,7 @@ TEST(CheckDetectsLoss, NonAtomicReadThenClearTracker) {
   // Losses here come only from writes racing the gap between reading and
   // re-arming; the check must catch them in a short run.
   CheckOptions o = Small(CheckScenario::kWrites);
-  o.seconds = 1;
+  o.duration = std::chrono::seconds(1);
   o.make_tracker = []() -> Result<std::unique_ptr<Tracker>> {
     return std::unique_ptr<Tracker>(std::make_unique<ReadThenClearAllTracker>());
   };
@@ -288,7 +288,7 @@ TEST_P(RealBackends, DroppedRangeIsDetected) {
   CheckOptions o = Small(CheckScenario::kWrites);
   const TrackBackend backend = GetParam();
   o.make_tracker = [backend]() -> Result<std::unique_ptr<Tracker>> {
-    PW_ASSIGN_OR_RETURN(std::unique_ptr<Tracker> inner, Tracker::Create({backend, nullptr}));
+    PW_ASSIGN_OR_RETURN(std::unique_ptr<Tracker> inner, Tracker::Create({backend}));
     return std::unique_ptr<Tracker>(std::make_unique<LossyTracker>(std::move(inner), false));
   };
   Result<CheckResult> r = RunCheck(o);
