@@ -19,7 +19,6 @@
 // byte is compared with the snapshot; a wrong byte fails the benchmark.
 // Restore figures are medians of three rounds, local and s3 alternating.
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -34,6 +33,8 @@
 #include "pagewise/snapshot.h"
 #include "remote/remote_image.h"
 #include "rgw_server.h"
+#include "sys/env.h"
+#include "sys/process.h"
 
 namespace pagewise::bench {
 namespace {
@@ -84,11 +85,13 @@ struct Mapping {
   char* p = nullptr;
   size_t len = 0;
   explicit Mapping(size_t n) : len(n) {
-    void* m = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    p = m == MAP_FAILED ? nullptr : static_cast<char*>(m);
+    Result<void*> m = Env::Default()->Mmap(nullptr, n, PROT_READ | PROT_WRITE,
+                                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    p = m.ok() ? static_cast<char*>(*m) : nullptr;
   }
   ~Mapping() {
-    if (p != nullptr) munmap(p, len);
+    // Anonymous memory of this bench: an unmap error loses nothing.
+    if (p != nullptr) Env::Default()->Munmap(p, len).IgnoreError();
   }
 };
 
@@ -137,8 +140,8 @@ Result<Measured> RestoreOnce(const RestoreCase& c, size_t len, const std::vector
   r.reset();  // unmaps the restored memory
   PW_RETURN_IF_ERROR(st);
   if (!same) {
-    return Status::Corruption("bench remote: restored memory differs from the snapshot (" +
-                              c.name + ")");
+    return Status::Corruption("bench remote: restored memory differs from the snapshot (" + c.name +
+                              ")");
   }
   return m;
 }
@@ -184,8 +187,7 @@ Status SetUpS3(const BenchOptions& opts, S3Side* side) {
   so.cache_dir.clear();
   PW_ASSIGN_OR_RETURN(std::shared_ptr<remote::ChunkStore> store, remote::ChunkStore::Create(so));
   PW_ASSIGN_OR_RETURN(side->s3, remote::MakeS3Client(side->remote, store));
-  side->bucket = "pagewise-bench-" + std::to_string(getpid()) + "-" +
-                 std::to_string(std::random_device{}() % 100000);
+  side->bucket = "pagewise-bench-" + std::to_string(std::random_device{}() % 1000000000);
   return side->s3->CreateBucket(side->bucket, remote::Clock::now() + std::chrono::seconds(60));
 }
 
@@ -197,10 +199,10 @@ Status Snapshots(const std::string& dir, char* mem, size_t len, std::string* bas
   *layer = dir + "/layer.pwimg";
   SnapshotChainOptions co;
   co.snapshot.chunk_bytes = kChunkBytes;
-  PW_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotChain> chain,
-                      SnapshotChain::Create({MakeRegion(mem, len, RegionKind::kAnonymous,
-                                                        PROT_READ | PROT_WRITE, "bench")},
-                                            co));
+  PW_ASSIGN_OR_RETURN(
+      std::unique_ptr<SnapshotChain> chain,
+      SnapshotChain::Create(
+          {MakeRegion(mem, len, RegionKind::kAnonymous, PROT_READ | PROT_WRITE, "bench")}, co));
   PW_RETURN_IF_ERROR(chain->Base(*base).status());
   std::thread writer([&] {
     std::mt19937_64 rng(77);
@@ -221,19 +223,17 @@ Status Snapshots(const std::string& dir, char* mem, size_t len, std::string* bas
 
 Status RunRemoteBench(const BenchOptions& opts, BenchReport* report) {
   const size_t len = std::max<size_t>(
-      256 * kPage, static_cast<size_t>(static_cast<double>(256ull << 20) * opts.scale) / kPage *
-                       kPage);
+      256 * kPage,
+      static_cast<size_t>(static_cast<double>(256ull << 20) * opts.scale) / kPage * kPage);
   const size_t pages = len / kPage;
-  char tmpl[] = "/tmp/pagewise-bench-remote-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) return ErrnoStatus(errno, "mkdtemp for bench remote");
+  PW_ASSIGN_OR_RETURN(const std::string dir, sys::MakeTempDir("/tmp/pagewise-bench-remote-"));
   struct Cleanup {
     std::string dir;
     ~Cleanup() {
       std::error_code ec;
       std::filesystem::remove_all(dir, ec);
     }
-  } cleanup{tmpl};
-  const std::string dir = tmpl;
+  } cleanup{dir};
   S3Side side;
   PW_RETURN_IF_ERROR(SetUpS3(opts, &side));
 
@@ -316,8 +316,8 @@ Status RunRemoteBench(const BenchOptions& opts, BenchReport* report) {
   Report(report, "s3_cold", cold, cold_local, "local_image");
   Report(report, "s3_cold_prefetch", pre, pre_local, "local_image");
   Report(report, "s3_warm", warm, warm_local, "local_image");
-  report->Add({"s3_warm_memory", "working_set_ms", Median(warm_mem.ws), "ms", "s3_warm",
-               Median(warm.ws)});
+  report->Add(
+      {"s3_warm_memory", "working_set_ms", Median(warm_mem.ws), "ms", "s3_warm", Median(warm.ws)});
   return Status::Ok();
 }
 

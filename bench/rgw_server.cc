@@ -2,12 +2,13 @@
 #include "rgw_server.h"
 
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+
+#include "sys/process.h"
 
 namespace pagewise::bench {
 namespace {
@@ -68,24 +69,23 @@ Result<std::unique_ptr<RgwServer>> RgwServer::Start() {
     return Status::NotFound("the S3 test server script " + s->script_ +
                             " is missing (set PAGEWISE_RGW_SCRIPT to scripts/rgw.sh)");
   }
-  char tmpl[] = "/tmp/pagewise-rgw-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) return ErrnoStatus(errno, "mkdtemp for the S3 test server");
-  s->dir_ = tmpl;
+  PW_ASSIGN_OR_RETURN(s->dir_, sys::MakeTempDir("/tmp/pagewise-rgw-"));
   std::mt19937 rng(std::random_device{}());
   Output o;
   for (int attempt = 0; attempt < 8; ++attempt) {
     const int base = 20000 + static_cast<int>(rng() % 13333) * 3;
-    o = Run("RGW_OWNER_PID=" + std::to_string(getpid()) + " RGW_PORT=" + std::to_string(base) +
-            " MON_PORT=" + std::to_string(base + 1) +
-            " MON_V1_PORT=" + std::to_string(base + 2) + " bash " + Quote(s->script_) +
-            " start " + Quote(s->dir_));
+    // $PPID of popen's shell: this process (the watchdog's owner).
+    o = Run("RGW_OWNER_PID=$PPID RGW_PORT=" + std::to_string(base) +
+            " MON_PORT=" + std::to_string(base + 1) + " MON_V1_PORT=" + std::to_string(base + 2) +
+            " bash " + Quote(s->script_) + " start " + Quote(s->dir_));
     if (o.status != 75) break;  // 75: a port was busy; try others
   }
   if (o.status != 0) {
     std::string why = o.text.size() > 4000 ? o.text.substr(o.text.size() - 4000) : o.text;
     return Status::IoError("starting the S3 test server (" + s->script_ +
                            ") failed; are ceph-mon, ceph-osd and radosgw installed "
-                           "(scripts/install-deps.sh)? Output:\n" + why);
+                           "(scripts/install-deps.sh)? Output:\n" +
+                           why);
   }
   s->endpoint_ = Value(o.text, "S3_ENDPOINT");
   s->access_key_ = Value(o.text, "AWS_ACCESS_KEY_ID");

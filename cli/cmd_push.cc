@@ -51,15 +51,14 @@ CommandRegistration reg(
                            .dump(2)
                     << std::endl;
         } else {
-          std::printf("%s -> %s: %llu of %llu layer(s) new, %llu of %llu chunk(s) uploaded, %s "
-                      "sent%s\n",
-                      a->image.c_str(), a->url.c_str(),
-                      static_cast<unsigned long long>(s.layers_uploaded),
-                      static_cast<unsigned long long>(s.layers),
-                      static_cast<unsigned long long>(s.chunks_uploaded),
-                      static_cast<unsigned long long>(s.chunks),
-                      HumanBytes(s.bytes_uploaded()).c_str(),
-                      s.name_updated ? "" : " (already up to date)");
+          std::printf(
+              "%s -> %s: %llu of %llu layer(s) new, %llu of %llu chunk(s) uploaded, %s "
+              "sent%s\n",
+              a->image.c_str(), a->url.c_str(), static_cast<unsigned long long>(s.layers_uploaded),
+              static_cast<unsigned long long>(s.layers),
+              static_cast<unsigned long long>(s.chunks_uploaded),
+              static_cast<unsigned long long>(s.chunks), HumanBytes(s.bytes_uploaded()).c_str(),
+              s.name_updated ? "" : " (already up to date)");
         }
         return 0;
       };

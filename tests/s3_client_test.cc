@@ -32,8 +32,8 @@ TEST(S3ClientTest, PutGetRangeHeadList) {
   const std::vector<uint8_t> data = RandomBytes(200000, 1);
   const std::string hash = remote::HexLower(remote::Sha256(data.data(), data.size()));
   ASSERT_TRUE(c->PutObject(b, "dir/obj one", data.data(), data.size(), hash, In(30)).ok());
-  Result<std::vector<uint8_t>> all = c->GetObject(b, "dir/obj one", 1 << 20,
-                                                  ReadPriority::kDemand, In(30));
+  Result<std::vector<uint8_t>> all =
+      c->GetObject(b, "dir/obj one", 1 << 20, ReadPriority::kDemand, In(30));
   ASSERT_TRUE(all.ok()) << all.status().ToString();
   EXPECT_EQ(*all, data);
   std::vector<uint8_t> part(1000);
@@ -59,8 +59,8 @@ TEST(S3ClientTest, MultipartUploadReassembles) {
   const std::string b = NewBucket(*c);
   const std::vector<uint8_t> data = RandomBytes((11 << 20) + 123, 2);
   ASSERT_TRUE(c->PutObjectMultipart(b, "big", data.data(), data.size(), 5 << 20, In(60)).ok());
-  Result<std::vector<uint8_t>> back = c->GetObject(b, "big", 16 << 20, ReadPriority::kDemand,
-                                                   In(60));
+  Result<std::vector<uint8_t>> back =
+      c->GetObject(b, "big", 16 << 20, ReadPriority::kDemand, In(60));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_TRUE(*back == data);
 }

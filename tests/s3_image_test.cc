@@ -205,8 +205,9 @@ TEST_F(S3ImageTest, DamagedOrMissingChunkInTheBucketIsNamedNeverUsed) {
   ASSERT_TRUE(obj.ok());
   std::vector<uint8_t> bad = *obj;
   bad[bad.size() / 2] ^= 0x5a;
-  ASSERT_TRUE(client_->PutObject(bucket_, keys[0], bad.data(), bad.size(),
-                                 remote::HexLower(remote::Sha256(bad.data(), bad.size())), In(30))
+  ASSERT_TRUE(client_
+                  ->PutObject(bucket_, keys[0], bad.data(), bad.size(),
+                              remote::HexLower(remote::Sha256(bad.data(), bad.size())), In(30))
                   .ok());
   ASSERT_TRUE(client_->DeleteObject(bucket_, keys[1], In(30)).ok());
 
@@ -323,8 +324,9 @@ TEST_F(S3ImageTest, ImageFileReadOverHttpRangesFromAPresignedUrl) {
   ASSERT_TRUE(WriteFlatImage(base, a.data(), kLen).ok());
   const std::string file = ReadWholeFile(base);
   const auto* bytes = reinterpret_cast<const uint8_t*>(file.data());
-  ASSERT_TRUE(client_->PutObject(bucket_, "files/base.img", bytes, file.size(),
-                                 remote::HexLower(remote::Sha256(bytes, file.size())), In(30))
+  ASSERT_TRUE(client_
+                  ->PutObject(bucket_, "files/base.img", bytes, file.size(),
+                              remote::HexLower(remote::Sha256(bytes, file.size())), In(30))
                   .ok());
   remote::SigningInput in;
   in.method = "GET";

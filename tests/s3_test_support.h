@@ -18,11 +18,10 @@
 #include <string>
 
 #include "pagewise/image.h"
-#include "testing/test_util.h"
-
 #include "remote/aws_config.h"
 #include "remote/s3_client.h"
 #include "rgw_server.h"
+#include "testing/test_util.h"
 
 namespace pagewise::testing {
 
@@ -47,10 +46,14 @@ inline remote::EnvLookup RgwEnv(const std::string& secret_override = "") {
   const std::string endpoint = r.endpoint(), id = r.access_key();
   const std::string secret = secret_override.empty() ? r.secret_key() : secret_override;
   return [=](const std::string& name, std::string* v) {
-    if (name == "AWS_ENDPOINT_URL") *v = endpoint;
-    else if (name == "AWS_ACCESS_KEY_ID") *v = id;
-    else if (name == "AWS_SECRET_ACCESS_KEY") *v = secret;
-    else return false;
+    if (name == "AWS_ENDPOINT_URL")
+      *v = endpoint;
+    else if (name == "AWS_ACCESS_KEY_ID")
+      *v = id;
+    else if (name == "AWS_SECRET_ACCESS_KEY")
+      *v = secret;
+    else
+      return false;
     return true;
   };
 }

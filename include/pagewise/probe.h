@@ -16,9 +16,11 @@
 #include <string_view>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // userfaultfd feature bits (UFFD_FEATURE_*), mirrored so that public code
 // needs no kernel header.
@@ -86,6 +88,7 @@ Status RequireUffd(const KernelFeatures& features, uint64_t bits, std::string_vi
 // OK if PAGEMAP_SCAN works; otherwise kNotSupported with the reason.
 Status RequirePagemapScan(const KernelFeatures& features, std::string_view what);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_PROBE_H_

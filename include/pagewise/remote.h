@@ -23,11 +23,13 @@
 #include <string>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/image.h"
 #include "pagewise/remote_options.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 struct PushOptions {
   RemoteOptions remote;
@@ -85,6 +87,7 @@ struct PullStats {
 Result<PullStats> PullImage(const std::string& url, const std::string& image,
                             const PullOptions& options = {});
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_REMOTE_H_

@@ -28,9 +28,11 @@
 #include <cstdint>
 #include <string>
 
+#include "pagewise/export.h"
 #include "pagewise/time.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 struct RemoteOptions {
   std::string endpoint;  // "": from the environment / profile (see above)
@@ -57,6 +59,7 @@ struct RemoteOptions {
   bool cache_reads = true;
 };
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_REMOTE_OPTIONS_H_

@@ -2,13 +2,12 @@
 // each page.
 #include "image/chain.h"
 
-#include "remote/remote_image.h"
-
 #include <algorithm>
 #include <atomic>
 #include <set>
 
 #include "image/image_env.h"
+#include "remote/remote_image.h"
 
 namespace pagewise {
 

@@ -66,8 +66,7 @@ class ChainImage : public Image {
   // fetches by it; a read spanning several chunks fetches them in parallel).
   Status ReadWithPriority(uint32_t region, uint64_t offset, void* dst, size_t len,
                           ReadPriority priority) const;
-  Status ReadFlatWithPriority(uint64_t offset, void* dst, size_t len,
-                              ReadPriority priority) const;
+  Status ReadFlatWithPriority(uint64_t offset, void* dst, size_t len, ReadPriority priority) const;
   // Starts fetching what the pages at these flat offsets need (remote
   // layers; nothing for local files), in this order.
   void WillNeedFlat(const std::vector<uint64_t>& offsets, ReadPriority priority) const;

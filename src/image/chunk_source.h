@@ -16,9 +16,9 @@
 #include <string>
 
 #include "image/format.h"
-#include "sys/env.h"
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
+#include "sys/env.h"
 
 namespace pagewise::image {
 

@@ -78,8 +78,8 @@ Result<std::unique_ptr<Layer>> Layer::FromParts(std::string name, const uint8_t*
   return layer;
 }
 
-Status Layer::Decode(const uint8_t* head, size_t head_len, uint64_t file_size,
-                     const uint8_t* ix, size_t ix_len, uint64_t* bad_at) {
+Status Layer::Decode(const uint8_t* head, size_t head_len, uint64_t file_size, const uint8_t* ix,
+                     size_t ix_len, uint64_t* bad_at) {
   PW_ASSIGN_OR_RETURN(header_, DecodeHeader(head, head_len, file_size, path_, bad_at));
   const Header& h = header_;
   *bad_at = h.index_offset;

@@ -58,7 +58,8 @@ void ChainImage::HintPages(uint32_t region, uint64_t p, uint64_t pend, ReadPrior
     }
   }
   for (uint32_t l = 0; l < layers_.size(); ++l) {
-    if (!w.ids[l].empty()) layers_[l]->source().WillRead(w.ids[l].data(), w.ids[l].size(), priority);
+    if (!w.ids[l].empty())
+      layers_[l]->source().WillRead(w.ids[l].data(), w.ids[l].size(), priority);
   }
 }
 
@@ -108,7 +109,8 @@ void ChainImage::WillNeedFlat(const std::vector<uint64_t>& offsets, ReadPriority
     w.Add(s.layer, RefChunk(layer.index().refs[run.ref_index + s.skip + (page - s.first)]));
   }
   for (uint32_t l = 0; l < layers_.size(); ++l) {
-    if (!w.ids[l].empty()) layers_[l]->source().WillRead(w.ids[l].data(), w.ids[l].size(), priority);
+    if (!w.ids[l].empty())
+      layers_[l]->source().WillRead(w.ids[l].data(), w.ids[l].size(), priority);
   }
 }
 

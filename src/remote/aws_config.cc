@@ -115,8 +115,8 @@ Result<S3Config> ResolveS3Config(const RemoteOptions& options, const EnvLookup& 
   S3Config c;
   const std::string env_profile = Get(env, "AWS_PROFILE");
   const bool named = !options.profile.empty() || !env_profile.empty();
-  c.profile = !options.profile.empty() ? options.profile
-                                       : (!env_profile.empty() ? env_profile : "default");
+  c.profile =
+      !options.profile.empty() ? options.profile : (!env_profile.empty() ? env_profile : "default");
   const std::string home = HomeDir(env);
   std::string cred_path = Get(env, "AWS_SHARED_CREDENTIALS_FILE");
   if (cred_path.empty() && !home.empty()) cred_path = home + "/.aws/credentials";

@@ -15,11 +15,11 @@
 #include <map>
 #include <string>
 
-#include "sys/env.h"
 #include "pagewise/remote_options.h"
 #include "pagewise/status.h"
 #include "remote/sigv4.h"
 #include "remote/url.h"
+#include "sys/env.h"
 
 namespace pagewise::remote {
 
@@ -33,7 +33,7 @@ struct S3Config {
   bool path_style = true;  // bucket in the path; false: BUCKET.host (AWS)
   std::string region;
   std::string profile;
-  Credentials credentials;  // empty: anonymous
+  Credentials credentials;       // empty: anonymous
   std::string credentials_from;  // "environment", "~/.aws/credentials [p]", ... (no secrets)
 };
 

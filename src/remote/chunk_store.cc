@@ -58,7 +58,8 @@ Result<std::shared_ptr<ChunkStore>> ChunkStore::Create(const Options& options) {
   HttpEngine::Options ho;
   ho.connections = options.connections;
   ho.reserved_for_demand = options.connections >= 4 ? 2 : (options.connections >= 2 ? 1 : 0);
-  ho.connect_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(options.connect_timeout);
+  ho.connect_timeout =
+      std::chrono::duration_cast<std::chrono::milliseconds>(options.connect_timeout);
   PW_ASSIGN_OR_RETURN(s->http_, HttpEngine::Create(ho));
   if (!options.cache_dir.empty()) {
     PW_ASSIGN_OR_RETURN(s->disk_, DiskCache::Open(options.cache_dir, options.cache_bytes));

@@ -44,9 +44,9 @@ namespace pagewise::remote {
 
 // Where one chunk's stored bytes are and how to check them.
 struct ChunkLocation {
-  std::string cache_key;   // "s3-<sha256>" or "h-<uuid>-<id>": [A-Za-z0-9-]
-  uint32_t length = 0;     // stored bytes
-  uint64_t checksum = 0;   // XXH3-64 of them (the index's stored_checksum)
+  std::string cache_key;  // "s3-<sha256>" or "h-<uuid>-<id>": [A-Za-z0-9-]
+  uint32_t length = 0;    // stored bytes
+  uint64_t checksum = 0;  // XXH3-64 of them (the index's stored_checksum)
   bool has_sha256 = false;
   Sha256Digest sha256{};
   // An S3 object (s3 != null) or a byte range of an http(s) URL.
@@ -94,7 +94,7 @@ class ChunkStore {
     uint64_t memory_hits = 0;
     uint64_t joined = 0;  // reads that waited for a fetch in flight
     uint64_t disk_hits = 0;
-    uint64_t fetched = 0;        // chunks fetched over the network
+    uint64_t fetched = 0;  // chunks fetched over the network
     uint64_t fetched_bytes = 0;
     uint64_t waited_for_peer = 0;  // fetches another process did for us
     uint64_t damaged_cache = 0;    // cache entries that failed their checksum

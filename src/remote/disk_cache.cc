@@ -169,7 +169,8 @@ Status DiskCache::EvictTo(uint64_t target) {
       total += e.size;
     }
   }
-  std::sort(all.begin(), all.end(), [](const Entry& a, const Entry& b) { return a.mtime < b.mtime; });
+  std::sort(all.begin(), all.end(),
+            [](const Entry& a, const Entry& b) { return a.mtime < b.mtime; });
   for (const Entry& e : all) {
     if (total <= target) break;
     // A reader that opened the entry keeps reading it; later ones refetch.

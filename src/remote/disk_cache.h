@@ -32,8 +32,8 @@
 #include <mutex>
 #include <string>
 
-#include "sys/env.h"
 #include "pagewise/status.h"
+#include "sys/env.h"
 
 namespace pagewise::remote {
 

@@ -40,7 +40,8 @@ size_t OnWrite(char* data, size_t size, size_t n, void* user) {
   if (a->status_seen >= 300) {
     // An error reply (S3's XML) goes to `body` even for a sink request, so
     // that the caller can read the error code; 64 KiB of it is plenty.
-    const size_t keep = std::min(len, (size_t{64} << 10) - std::min(a->resp.body.size(), size_t{64} << 10));
+    const size_t keep =
+        std::min(len, (size_t{64} << 10) - std::min(a->resp.body.size(), size_t{64} << 10));
     a->resp.body.insert(a->resp.body.end(), data, data + keep);
     return len;
   }
@@ -88,7 +89,8 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
     a->resp.content_range.clear();
     a->resp.content_length = -1;
     const size_t sp = line.find(' ');
-    a->status_seen = sp == std::string_view::npos ? 0 : std::strtol(line.data() + sp + 1, nullptr, 10);
+    a->status_seen =
+        sp == std::string_view::npos ? 0 : std::strtol(line.data() + sp + 1, nullptr, 10);
   }
   std::string v = HeaderValue(line, "etag");
   if (!v.empty()) a->resp.etag = v;
@@ -145,7 +147,8 @@ struct HttpEngine::Impl {
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(opt.connect_timeout.count()));
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<int64_t>(1, r.timeout.count())));
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+                     static_cast<long>(std::max<int64_t>(1, r.timeout.count())));
     // A peer that stops sending mid-transfer: abort after 10 s below 1 KiB/s.
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 10L);
@@ -195,13 +198,14 @@ struct HttpEngine::Impl {
       curl_easy_getinfo(a->easy, CURLINFO_RESPONSE_CODE, &code);
       a->resp.status = code;
     } else if (a->resp.curl_error.empty()) {
-      a->resp.curl_error = a->error[0] != '\0' ? a->error : curl_easy_strerror(
-                                                                static_cast<CURLcode>(a->resp.curl_code));
+      a->resp.curl_error = a->error[0] != '\0'
+                               ? a->error
+                               : curl_easy_strerror(static_cast<CURLcode>(a->resp.curl_code));
     }
     sent_bytes += a->sent + (a->p.req.method == "POST" ? a->p.req.body_len : 0);
     if (a->easy != nullptr) idle.push_back(a->easy);
     if (a->headers != nullptr) curl_slist_free_all(a->headers);
-    std::function<void(HttpResponse&&)> done = std::move(a->p.done);
+    std::function<void(HttpResponse &&)> done = std::move(a->p.done);
     HttpResponse resp = std::move(a->resp);
     delete a;
     if (done) done(std::move(resp));
@@ -250,9 +254,8 @@ struct HttpEngine::Impl {
         std::lock_guard<std::mutex> lk(mu);
         if (stop) break;
         // Something to start right away: skip the wait.
-        const bool startable =
-            static_cast<int>(active.size()) < opt.connections &&
-            (!queues[0].empty() || !queues[1].empty() || !queues[2].empty());
+        const bool startable = static_cast<int>(active.size()) < opt.connections &&
+                               (!queues[0].empty() || !queues[1].empty() || !queues[2].empty());
         if (startable) continue;
       }
       curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
@@ -292,7 +295,8 @@ Result<std::shared_ptr<HttpEngine>> HttpEngine::Create(const Options& options) {
   if (impl->multi == nullptr) return Status::Internal("curl_multi_init failed");
   curl_multi_setopt(impl->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
                     static_cast<long>(impl->opt.connections));
-  curl_multi_setopt(impl->multi, CURLMOPT_MAXCONNECTS, static_cast<long>(impl->opt.connections * 2));
+  curl_multi_setopt(impl->multi, CURLMOPT_MAXCONNECTS,
+                    static_cast<long>(impl->opt.connections * 2));
   std::shared_ptr<HttpEngine> engine(new HttpEngine(std::move(impl)));
   Impl* raw = engine->impl_.get();
   raw->thread = std::thread([raw] { raw->Loop(); });
@@ -407,7 +411,8 @@ Result<HttpResponse> PerformWithRetries(
   std::string last;
   for (int attempt = 0;; ++attempt) {
     HttpRequest req = build();
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     req.timeout = std::max(std::chrono::milliseconds(1), left);
     HttpResponse r = http->Perform(std::move(req));
     bool transient = false;
@@ -429,8 +434,8 @@ Result<HttpResponse> PerformWithRetries(
     // Sleep in slices so that a cancellation is seen within 10 ms.
     const Clock::time_point wake = Clock::now() + pause;
     while (Clock::now() < wake && !(cancel != nullptr && cancel->load())) {
-      std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(10),
-                                                            wake - Clock::now()));
+      std::this_thread::sleep_for(
+          std::min<Clock::duration>(std::chrono::milliseconds(10), wake - Clock::now()));
     }
   }
 }

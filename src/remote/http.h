@@ -56,12 +56,12 @@ struct HttpRequest {
 struct HttpResponse {
   long status = 0;  // HTTP status, 0 when no response arrived
   std::vector<uint8_t> body;
-  size_t body_len = 0;  // bytes received (into body or the sink)
+  size_t body_len = 0;         // bytes received (into body or the sink)
   bool body_overflow = false;  // more bytes came than allowed (the transfer was cut)
   std::string etag;
   std::string content_range;  // "bytes 0-9/1234"
   int64_t content_length = -1;
-  int curl_code = 0;  // CURLE_OK (0) when a response arrived
+  int curl_code = 0;       // CURLE_OK (0) when a response arrived
   std::string curl_error;  // curl's description of a transport failure
   bool transport_ok() const { return curl_code == 0; }
 };

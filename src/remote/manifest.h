@@ -34,9 +34,9 @@ inline constexpr char kLayerPrefix[] = "pagewise/layers/";
 struct Manifest {
   image::Uuid uuid{};
   image::Uuid parent_uuid{};
-  uint64_t file_size = 0;           // of the layer's image file
-  std::vector<uint8_t> header;      // header bytes as in the file
-  std::vector<uint8_t> index;       // index bytes as in the file
+  uint64_t file_size = 0;            // of the layer's image file
+  std::vector<uint8_t> header;       // header bytes as in the file
+  std::vector<uint8_t> index;        // index bytes as in the file
   std::vector<Sha256Digest> chunks;  // SHA-256 of each chunk's stored bytes, by chunk id
 };
 

@@ -26,7 +26,10 @@ class Pusher {
  public:
   Pusher(const PushOptions& opt, std::shared_ptr<S3Client> s3, std::string bucket, int connections,
          std::chrono::nanoseconds timeout)
-      : opt_(opt), s3_(std::move(s3)), bucket_(std::move(bucket)), threads_(connections),
+      : opt_(opt),
+        s3_(std::move(s3)),
+        bucket_(std::move(bucket)),
+        threads_(connections),
         timeout_(timeout) {}
 
   Deadline deadline() const {
@@ -40,9 +43,10 @@ class Pusher {
     const std::string what = "image " + l.path() + ": chunk " + std::to_string(id);
     PW_RETURN_IF_ERROR(l.source().ReadStored(id, c, buf->data(), ReadPriority::kBackground, what));
     if (image::Checksum64(buf->data(), buf->size()) != c.stored_checksum) {
-      return Status::Corruption(what + ": stored data checksum mismatch; the image is damaged "
-                                       "(pagewise verify names the pages): nothing was pushed "
-                                       "for this layer");
+      return Status::Corruption(what +
+                                ": stored data checksum mismatch; the image is damaged "
+                                "(pagewise verify names the pages): nothing was pushed "
+                                "for this layer");
     }
     return Status::Ok();
   }
@@ -122,9 +126,8 @@ class Pusher {
       } else if (i == 0) {
         // Layers are immutable (a fresh uuid for every write): the bucket's
         // manifest of this uuid is the one we would write.
-        PW_ASSIGN_OR_RETURN(top_manifest,
-                            s3_->GetObject(bucket_, key, kMaxManifestBytes,
-                                           ReadPriority::kBackground, deadline()));
+        PW_ASSIGN_OR_RETURN(top_manifest, s3_->GetObject(bucket_, key, kMaxManifestBytes,
+                                                         ReadPriority::kBackground, deadline()));
       }
     }
     for (size_t i : todo) {
@@ -172,8 +175,8 @@ class Pusher {
     // NAME last: only now does the image appear (or change) under it.
     bool same = false;
     if (name_size == static_cast<int64_t>(top_manifest.size())) {
-      Result<std::vector<uint8_t>> cur = s3_->GetObject(bucket_, name, kMaxManifestBytes,
-                                                        ReadPriority::kBackground, deadline());
+      Result<std::vector<uint8_t>> cur =
+          s3_->GetObject(bucket_, name, kMaxManifestBytes, ReadPriority::kBackground, deadline());
       same = cur.ok() && *cur == top_manifest;
     }
     if (!same) {

@@ -115,10 +115,10 @@ class S3Layers final : public image::LayerResolver {
     const size_t nchunks = m.chunks.size();
     auto source = std::make_unique<S3Chunks>(store_, s3_, u.bucket, std::move(m.chunks));
     S3Chunks* raw = source.get();
-    PW_ASSIGN_OR_RETURN(std::unique_ptr<image::Layer> layer,
-                        image::Layer::FromParts(name, m.header.data(), m.header.size(), m.file_size,
-                                                m.index.data(), m.index.size(), std::move(source),
-                                                parent, bad_at));
+    PW_ASSIGN_OR_RETURN(
+        std::unique_ptr<image::Layer> layer,
+        image::Layer::FromParts(name, m.header.data(), m.header.size(), m.file_size, m.index.data(),
+                                m.index.size(), std::move(source), parent, bad_at));
     if (layer->header().uuid != m.uuid || layer->header().parent_uuid != m.parent_uuid ||
         layer->index().chunks.size() != nchunks) {
       return Status::Corruption("manifest " + name +
@@ -168,15 +168,15 @@ class HttpLayers final : public image::LayerResolver {
                         : std::strtoull(r.content_range.c_str() + slash + 1, nullptr, 10);
         *transient = false;
         if (file_size == 0 || r.body_len != std::min<uint64_t>(file_size, kHttpHeadBytes)) {
-          return Status::IoError("GET " + name + ": no usable Content-Range (" +
-                                 r.content_range + ")");
+          return Status::IoError("GET " + name + ": no usable Content-Range (" + r.content_range +
+                                 ")");
         }
         return Status::Ok();
       }
       return CheckRangeReply(r, 0, kHttpHeadBytes, "GET " + name, transient);
     };
-    Result<HttpResponse> hr = PerformWithRetries(store_->http().get(), build, check, deadline,
-                                                 "GET " + name);
+    Result<HttpResponse> hr =
+        PerformWithRetries(store_->http().get(), build, check, deadline, "GET " + name);
     if (!hr.ok()) return hr.status();
     head.resize(hr->body_len);
     if (hr->status == 200) file_size = hr->body_len;  // the whole (small) file
@@ -202,10 +202,10 @@ class HttpLayers final : public image::LayerResolver {
     if (!ir.ok()) return ir.status();
     auto source = std::make_unique<HttpChunks>(store_, name);
     HttpChunks* raw = source.get();
-    PW_ASSIGN_OR_RETURN(std::unique_ptr<image::Layer> layer,
-                        image::Layer::FromParts(name, head.data(), head.size(), file_size,
-                                                ix.data(), ix.size(), std::move(source), "",
-                                                bad_at));
+    PW_ASSIGN_OR_RETURN(
+        std::unique_ptr<image::Layer> layer,
+        image::Layer::FromParts(name, head.data(), head.size(), file_size, ix.data(), ix.size(),
+                                std::move(source), "", bad_at));
     raw->set_layer(layer.get());
     return layer;
   }
@@ -230,9 +230,9 @@ Result<std::shared_ptr<S3Client>> MakeS3Client(const RemoteOptions& options,
 
 Result<Manifest> FetchManifest(const S3Client& s3, const std::string& bucket,
                                const std::string& key, std::chrono::nanoseconds timeout) {
-  PW_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
-                      s3.GetObject(bucket, key, kMaxManifestBytes, ReadPriority::kDemand,
-                                   After(timeout)));
+  PW_ASSIGN_OR_RETURN(
+      std::vector<uint8_t> bytes,
+      s3.GetObject(bucket, key, kMaxManifestBytes, ReadPriority::kDemand, After(timeout)));
   return DecodeManifest(bytes.data(), bytes.size(), "s3://" + bucket + "/" + key);
 }
 

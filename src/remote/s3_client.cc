@@ -195,7 +195,8 @@ Status S3Client::GetRange(const std::string& bucket, const std::string& key, uin
   c.what = "GET";
   c.bucket = bucket;
   c.key = key;
-  c.headers = {{"Range", "bytes=" + std::to_string(offset) + "-" + std::to_string(offset + len - 1)}};
+  c.headers = {
+      {"Range", "bytes=" + std::to_string(offset) + "-" + std::to_string(offset + len - 1)}};
   c.sink = dst;
   c.sink_len = len;
   c.priority = priority;
@@ -267,9 +268,8 @@ Status S3Client::PutObjectMultipart(const std::string& bucket, const std::string
   create.query = {{"uploads", ""}};
   create.payload_hash = std::string(kEmptySha256Hex);
   PW_ASSIGN_OR_RETURN(HttpResponse cr, Execute(create, deadline));
-  const std::string upload_id =
-      XmlTag(std::string_view(reinterpret_cast<const char*>(cr.body.data()), cr.body.size()),
-             "UploadId");
+  const std::string upload_id = XmlTag(
+      std::string_view(reinterpret_cast<const char*>(cr.body.data()), cr.body.size()), "UploadId");
   if (upload_id.empty()) {
     return Status::IoError("S3 CreateMultipartUpload " + Describe(bucket, key) +
                            ": the reply has no UploadId");

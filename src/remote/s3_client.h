@@ -54,9 +54,8 @@ class S3Client {
   // Multipart upload of `len` bytes in parts of part_size (>= 5 MiB except
   // the last): create, upload the parts (in parallel), complete; aborts the
   // upload on any failure.
-  Status PutObjectMultipart(const std::string& bucket, const std::string& key,
-                            const uint8_t* data, size_t len, size_t part_size,
-                            Deadline deadline) const;
+  Status PutObjectMultipart(const std::string& bucket, const std::string& key, const uint8_t* data,
+                            size_t len, size_t part_size, Deadline deadline) const;
   // Every key under `prefix` (ListObjectsV2, 1000 a page), at most
   // max_pages pages; *complete says whether the listing ended.
   Result<std::vector<std::string>> ListKeys(const std::string& bucket, const std::string& prefix,

@@ -133,10 +133,9 @@ Signed SignV4(const SigningInput& in, const Credentials& creds) {
                           ch.headers + "\n" + ch.signed_headers + "\n" + in.payload_hash;
   out.string_to_sign = StringToSign(in, out.canonical_request);
   out.signature = SignatureOf(in, creds, out.string_to_sign);
-  out.headers.emplace_back("Authorization", "AWS4-HMAC-SHA256 Credential=" + creds.access_key_id +
-                                                "/" + Scope(in) +
-                                                ", SignedHeaders=" + ch.signed_headers +
-                                                ", Signature=" + out.signature);
+  out.headers.emplace_back(
+      "Authorization", "AWS4-HMAC-SHA256 Credential=" + creds.access_key_id + "/" + Scope(in) +
+                           ", SignedHeaders=" + ch.signed_headers + ", Signature=" + out.signature);
   return out;
 }
 

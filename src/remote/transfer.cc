@@ -40,7 +40,8 @@ Status ReadLayerBytes(Env* env, const std::string& path, const image::Header& h,
   header->resize(h.header_size);
   index->resize(h.index_length);
   Status s = ReadFully(env, fd, header->data(), header->size(), 0);
-  if (s.ok()) s = ReadFully(env, fd, index->data(), index->size(), static_cast<off_t>(h.index_offset));
+  if (s.ok())
+    s = ReadFully(env, fd, index->data(), index->size(), static_cast<off_t>(h.index_offset));
   env->Close(fd).IgnoreError();  // read-only
   if (!s.ok()) return s.WithContext("reading image " + path);
   // The file must still be the one that was opened and checked.

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "image/layer.h"
-#include "sys/env.h"
 #include "pagewise/status.h"
+#include "sys/env.h"
 
 namespace pagewise::remote {
 

@@ -9,8 +9,8 @@ namespace {
 bool ValidBucket(std::string_view b) {
   if (b.size() < 3 || b.size() > 63) return false;
   for (char c : b) {
-    if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) ||
-          c == '.' || c == '-')) {
+    if (!(std::islower(static_cast<unsigned char>(c)) ||
+          std::isdigit(static_cast<unsigned char>(c)) || c == '.' || c == '-')) {
       return false;
     }
   }
@@ -57,8 +57,7 @@ Result<ObjectUrl> ParseObjectUrl(std::string_view url) {
                                      "a-z, 0-9, '.' and '-')");
     }
     if (slash == std::string_view::npos || slash + 1 >= rest.size()) {
-      return Status::InvalidArgument("'" + u.text +
-                                     "' names no object: write s3://BUCKET/NAME");
+      return Status::InvalidArgument("'" + u.text + "' names no object: write s3://BUCKET/NAME");
     }
     u.key = std::string(rest.substr(slash + 1));
     if (u.key.back() == '/' || u.key.size() > 1024) {

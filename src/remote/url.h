@@ -41,8 +41,8 @@ Result<ObjectUrl> ParseObjectUrl(std::string_view url);
 // An S3 endpoint ("https://s3.eu-west-1.amazonaws.com", "http://127.0.0.1:7480").
 struct Endpoint {
   bool https = true;
-  std::string host;  // with ":port" when given
-  std::string base;  // "http://host:port" (no trailing slash)
+  std::string host;    // with ":port" when given
+  std::string base;    // "http://host:port" (no trailing slash)
   bool local = false;  // 127.0.0.0/8, ::1 or localhost
 };
 // Errors: kInvalidArgument for anything but http(s)://HOST[:PORT][/].

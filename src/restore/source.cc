@@ -105,8 +105,7 @@ class BufferSource final : public PageSource {
 class ImageFlatSource final : public PageSource {
  public:
   explicit ImageFlatSource(std::shared_ptr<const Image> image)
-      : image_(std::move(image)),
-        chain_(dynamic_cast<const image::ChainImage*>(image_.get())) {
+      : image_(std::move(image)), chain_(dynamic_cast<const image::ChainImage*>(image_.get())) {
     const auto& regions = image_->regions();
     for (uint32_t i = 0; i < regions.size(); ++i) {
       spans_.push_back({regions[i].offset, regions[i].length, i});

@@ -61,7 +61,7 @@ Status TouchFd(int fd) {
 }
 
 Result<bool> TryLockRange(int fd, uint64_t offset, uint64_t len) {
-  struct flock fl{};
+  struct flock fl {};
   fl.l_type = F_WRLCK;
   fl.l_whence = SEEK_SET;
   fl.l_start = static_cast<off_t>(offset);
@@ -72,7 +72,7 @@ Result<bool> TryLockRange(int fd, uint64_t offset, uint64_t len) {
 }
 
 Status UnlockRange(int fd, uint64_t offset, uint64_t len) {
-  struct flock fl{};
+  struct flock fl {};
   fl.l_type = F_UNLCK;
   fl.l_whence = SEEK_SET;
   fl.l_start = static_cast<off_t>(offset);

@@ -22,7 +22,7 @@
 #include "pagewise/probe.h"
 #include "pagewise/tracker.h"
 #include "sys/pagemap.h"
-#include "sys/uapi.h"
+#include "sys/uapi.h"  // a broken tracker built on the raw uffd-wp registration
 #include "sys/userfaultfd.h"
 
 namespace pagewise {
