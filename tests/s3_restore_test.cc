@@ -53,7 +53,9 @@ class S3RestoreTest : public ::testing::Test {
                                      const RestoreOptions& o) {
     auto r = LazyRestore::Start(std::move(src), {{0, len, 0}}, o);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
-    return r.ok() ? std::move(*r) : nullptr;
+    if (!r.ok()) return nullptr;
+    (*r)->Release();  // the tests unmap (parts of) the memory themselves
+    return std::move(*r);
   }
   size_t Bad(const char* mem, const PatternBuffer& buf, size_t lo, size_t hi, size_t drop_lo = 0,
              size_t drop_hi = 0) {
@@ -91,9 +93,9 @@ TEST_F(S3RestoreTest, ForkedChildIsServedFromTheBucketAndBothDiverge) {
   ASSERT_NE(src, nullptr);
   for (int rep = 0; rep < 2; ++rep) {
     RestoreOptions o;
-    o.background_fill = rep == 1;
+    o.fill.background_fill = rep == 1;
     o.release_when_resident = false;
-    o.background_batch_pages = 8;
+    o.fill.background_batch_pages = 8;
     auto r = Start(src, buf.size(), o);
     ASSERT_NE(r, nullptr);
     char* mem = r->data(0);
@@ -137,9 +139,9 @@ TEST_F(S3RestoreTest, MremapCarriesContentAndDontneedReadsZeros) {
   ASSERT_NE(src, nullptr);
   for (int rep = 0; rep < 2; ++rep) {
     RestoreOptions o;
-    o.background_fill = rep == 1;
+    o.fill.background_fill = rep == 1;
     o.release_when_resident = false;
-    o.fault_window_pages = 4;
+    o.fill.fault_window_pages = 4;
     auto r = Start(src, buf.size(), o);
     ASSERT_NE(r, nullptr);
     char* mem = r->data(0);
@@ -157,7 +159,7 @@ TEST_F(S3RestoreTest, MremapCarriesContentAndDontneedReadsZeros) {
     bad += Bad(mem, buf, 0, 100, 8, 24);
     bad += Bad(mem, buf, 164, buf.pages(), 300, 400);
     EXPECT_EQ(bad, 0u) << "rep " << rep;
-    ASSERT_TRUE(r->WaitResident(kFailureTimeoutMs).ok());
+    ASSERT_TRUE(r->WaitResident(std::chrono::milliseconds(kFailureTimeoutMs)).ok());
     bad = Bad(mem, buf, 0, 100, 8, 24) + Bad(mem, buf, 164, buf.pages(), 300, 400);
     EXPECT_EQ(bad, 0u) << "rep " << rep << " after resident";
     ASSERT_TRUE(r->Finish().ok());
@@ -174,7 +176,7 @@ TEST_F(S3RestoreTest, MunmapDuringRestoreStopsFillingThatRange) {
   auto src = Pushed(buf, "unmap");
   ASSERT_NE(src, nullptr);
   RestoreOptions o;
-  o.background_fill = false;  // nothing fills before the munmap but faults
+  o.fill.background_fill = false;  // nothing fills before the munmap but faults
   auto r = Start(src, buf.size(), o);
   ASSERT_NE(r, nullptr);
   char* mem = r->data(0);
@@ -201,8 +203,8 @@ TEST_F(S3RestoreTest, MissingChunkMakesItsPagesSigbusNeverZeros) {
   ASSERT_TRUE(client_->DeleteObject(bucket_, (*keys)[0], In(30)).ok());
   const std::string gone = (*keys)[0];
   RestoreOptions o;
-  o.background_fill = false;
-  o.fault_window_pages = 1;
+  o.fill.background_fill = false;
+  o.fill.fault_window_pages = 1;
   auto r = Start(src, buf.size(), o);
   ASSERT_NE(r, nullptr);
   char* mem = r->data(0);
@@ -234,8 +236,8 @@ TEST_F(S3RestoreTest, OutageMidRestoreSigbusesThenRestoresWorkAgain) {
   auto src = Pushed(buf, "outage", 16 * 1024);
   ASSERT_NE(src, nullptr);
   RestoreOptions o;
-  o.background_fill = false;
-  o.fault_window_pages = 1;
+  o.fill.background_fill = false;
+  o.fill.fault_window_pages = 1;
   auto r = Start(src, buf.size(), o);
   ASSERT_NE(r, nullptr);
   char* mem = r->data(0);
@@ -365,9 +367,10 @@ struct Server {
 char* Restore(const std::string& sock, size_t len, std::unique_ptr<LazyClient>* client) {
   void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) return nullptr;
-  GuestRegion g;
-  g.base_host_virt_addr = reinterpret_cast<uint64_t>(m);
-  g.size = len;
+  Region g;
+  g.address = reinterpret_cast<uint64_t>(m);
+  g.length = len;
+  g.page_size = Ps();
   Result<std::unique_ptr<LazyClient>> c = LazyClient::Connect(sock, {g});
   EXPECT_TRUE(c.ok()) << c.status().ToString();
   if (c.ok()) *client = std::move(*c);
