@@ -67,6 +67,11 @@ struct ImageWriteOptions {
   // checksumming and reading): 4 KiB .. 16 MiB. Smaller chunks make random
   // single-page reads cheaper; larger ones compress better.
   uint32_t chunk_bytes = 64 * 1024;
+  // Threads that test, hash, compress and write pages, the one calling
+  // AddPages included: 0 = one per online CPU (at most 8), 1 = only the
+  // calling thread. Helper threads start with the first AddPages and take
+  // that thread's scheduling priority.
+  int threads = 0;
 };
 
 struct ImageStats {
@@ -108,10 +113,12 @@ class ImageWriter {
   // twice keeps the later content. Zero pages are detected and stored as
   // zero. The bytes are copied before AddPages returns (then `data` may
   // change), in batches: a page that changes during the call is stored as
-  // one consistent copy. When a data chunk fills up, the calling thread
-  // compresses and writes it (tens to hundreds of microseconds); the mutex
-  // is not held meanwhile. Errors from the file system (ENOSPC, EIO) are
-  // returned as is; the writer is then failed and Commit() refuses.
+  // one consistent copy. Testing, hashing, compressing and writing happen
+  // on the writer's helper threads (ImageWriteOptions::threads) after the
+  // copy; AddPages waits only for a free staging buffer. Errors from the
+  // file system (ENOSPC, EIO) are returned as is, by this call or - when
+  // they happen on a helper after it returned - by a later call or
+  // Commit(); the writer is then failed and Commit() refuses.
   virtual Status AddPages(uint32_t region, uint64_t offset, const void* data, size_t len) = 0;
 
   // Records pages as zero in this layer (overriding any parent content):

@@ -3,7 +3,6 @@
 #include "image/chain.h"
 
 #include <algorithm>
-#include <atomic>
 #include <set>
 
 #include "image/image_env.h"
@@ -46,9 +45,6 @@ Status VerifyImage(const std::string& path, VerifyError* error, const ProgressFn
 
 namespace image {
 namespace {
-
-// Serial numbers key the per-thread chunk cache; never reused, never 0.
-std::atomic<uint64_t> g_next_serial{1};
 
 bool SameRegionShape(const Region& a, const Region& b) {
   return a.address == b.address && a.length == b.length && a.page_size == b.page_size;
@@ -103,7 +99,6 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChainWith(LayerResolver* res
     return s;
   };
   std::unique_ptr<ChainImage> img(new ChainImage());
-  img->serial_ = g_next_serial.fetch_add(1);
   std::set<Uuid> seen;
   std::string cur = path;
   while (true) {

@@ -4,9 +4,9 @@
 // segments built once at Open by overlaying each layer's runs on those of
 // the layers below it.
 //
-// Reads decompress whole chunks; each thread caches its last decompressed
-// chunk (keyed by a never-reused image serial number, layer and chunk), so
-// sequential reads decompress each chunk once.
+// Reads decompress whole chunks into the image's ChunkCache, shared by
+// every thread reading the image, so that each chunk is decompressed once
+// however many readers (threads, restores, page-server clients) need it.
 //
 // Thread safety: immutable after Open; all const methods are safe from any
 // number of threads.
@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "image/chunk_cache.h"
 #include "image/format.h"
 #include "image/layer.h"
 #include "pagewise/image.h"
@@ -107,16 +108,17 @@ class ChainImage : public Image {
   Status CheckRange(uint32_t region, uint64_t offset, uint64_t len) const;
   // Index of the first segment of region `r` that ends after page `p`.
   size_t FindSegment(uint32_t r, uint64_t p) const;
-  // The decompressed chunk `chunk` of layer `layer`, via the thread's cache.
-  Result<const uint8_t*> Chunk(uint32_t layer, uint64_t chunk,
-                               ReadPriority priority = ReadPriority::kDemand) const;
+  // The decompressed chunk `chunk` of layer `layer`, via the shared cache;
+  // `priority` orders a remote layer's fetch.
+  Result<ChunkCache::Data> Chunk(uint32_t layer, uint64_t chunk,
+                                 ReadPriority priority = ReadPriority::kDemand) const;
   // Remote layers: hints the chunks that pages [p, pend) of `region` use,
   // plus read-ahead when reads of the region are sequential.
   void HintRange(uint32_t region, uint64_t p, uint64_t pend, ReadPriority priority) const;
   void HintPages(uint32_t region, uint64_t p, uint64_t pend, ReadPriority priority,
                  bool skip_first = false) const;
 
-  uint64_t serial_ = 0;
+  std::unique_ptr<ChunkCache> cache_ = std::make_unique<ChunkCache>();
   std::vector<std::unique_ptr<Layer>> layers_;  // top first
   std::vector<LayerInfo> infos_;
   std::vector<Region> regions_;
