@@ -51,6 +51,7 @@ struct BenchOptions {
   double scale = 1.0;     // multiplies the default region size (tests use < 1)
   bool quiet = false;     // no progress lines
   std::string svg_dir;    // non-empty: also write plots (histograms, timelines) here
+  std::string endpoint;   // bench remote: an S3 endpoint to use instead of its own server
 };
 
 using BenchFn = std::function<Status(const BenchOptions&, BenchReport*)>;

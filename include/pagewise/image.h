@@ -39,6 +39,7 @@
 
 #include "pagewise/export.h"
 #include "pagewise/region.h"
+#include "pagewise/remote_options.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
@@ -159,6 +160,9 @@ struct ImageOpenOptions {
   // Verify every data chunk's checksum at Open (slow for big images).
   // Chunks are always verified when read, whatever this says.
   bool verify_data = false;
+  // For images named by URL (s3://BUCKET/NAME, http(s)://...): endpoint,
+  // keys, cache (pagewise/remote_options.h).
+  RemoteOptions remote;
 };
 
 // A verification failure points here.
@@ -172,7 +176,11 @@ struct VerifyError {
 class Image {
  public:
   // Opens `path` and its parent chain (parents resolved relative to the
-  // child's directory when relative). Header and index checksums of every
+  // child's directory when relative). `path` may also be a URL: an image
+  // pushed to S3 (s3://BUCKET/NAME, see pagewise/remote.h) or an image file
+  // served over http(s):// (read with range requests); their chunks are
+  // fetched on demand through the host's chunk cache. Any other SCHEME://
+  // is kInvalidArgument. Header and index checksums of every
   // layer are checked; a bad one is kCorruption naming layer and offset.
   // Unsupported versions are refused (kNotSupported naming both versions).
   // A parent that is not the image the child was written against (replaced

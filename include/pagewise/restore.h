@@ -98,6 +98,15 @@ class PageSource {
     return Read(offset, dst, len);
   }
 
+  // A hint: the pages at these flat offsets (in this order) will be read
+  // soon at `priority`. A remote source starts fetching what they need, in
+  // parallel; the default does nothing. Never fails (a fetch that fails
+  // here is retried, and reported, by the read that needs it).
+  virtual void WillNeed(const std::vector<uint64_t>& offsets, ReadPriority priority) const {
+    (void)offsets;
+    (void)priority;
+  }
+
   // If the bytes [offset, offset+len) are directly addressable in this
   // process (a mapped file, a buffer) returns a pointer to them, valid for
   // the source's lifetime; nullptr when the caller must Read(). Never

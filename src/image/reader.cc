@@ -13,9 +13,10 @@ thread_local std::vector<uint8_t> tls_stored;
 
 }  // namespace
 
-Result<ChunkCache::Data> ChainImage::Chunk(uint32_t layer, uint64_t chunk) const {
+Result<ChunkCache::Data> ChainImage::Chunk(uint32_t layer, uint64_t chunk,
+                                           ReadPriority priority) const {
   return cache_->Get(layer, chunk, [&](std::vector<uint8_t>* raw) {
-    return layers_[layer]->ReadChunk(chunk, raw, &tls_stored);
+    return layers_[layer]->ReadChunk(chunk, raw, &tls_stored, priority);
   });
 }
 
@@ -49,12 +50,18 @@ size_t ChainImage::FindSegment(uint32_t r, uint64_t p) const {
 }
 
 Status ChainImage::Read(uint32_t region, uint64_t offset, void* dst, size_t len) const {
+  return ReadWithPriority(region, offset, dst, len, ReadPriority::kDemand);
+}
+
+Status ChainImage::ReadWithPriority(uint32_t region, uint64_t offset, void* dst, size_t len,
+                                    ReadPriority priority) const {
   PW_RETURN_IF_ERROR(CheckRange(region, offset, len));
   const uint64_t ps = regions_[region].page_size;
   const auto& segs = resolved_[region];
   uint8_t* out = static_cast<uint8_t*>(dst);
   uint64_t p = offset / ps;
   const uint64_t pend = (offset + len) / ps;
+  if (remote_) HintRange(region, p, pend, priority);
   size_t si = FindSegment(region, p);
   while (p < pend) {
     if (si >= segs.size() || segs[si].first > p) {
@@ -83,7 +90,7 @@ Status ChainImage::Read(uint32_t region, uint64_t offset, void* dst, size_t len)
         uint64_t n = 1;
         // (Same chunk bits: slot + n must not carry into the chunk id.)
         while (p + n < stop && refs[p + n - s.first] == ref + n && RefChunk(ref + n) == chunk) ++n;
-        Result<ChunkCache::Data> data = Chunk(s.layer, chunk);
+        Result<ChunkCache::Data> data = Chunk(s.layer, chunk, priority);
         if (!data.ok()) {
           return data.status().WithContext("reading region " + std::to_string(region) + " offset " +
                                            Hex(p * ps));
@@ -166,6 +173,11 @@ Status ChainImage::TopLayerRuns(uint32_t region,
 }
 
 Status ChainImage::ReadFlat(uint64_t offset, void* dst, size_t len) const {
+  return ReadFlatWithPriority(offset, dst, len, ReadPriority::kDemand);
+}
+
+Status ChainImage::ReadFlatWithPriority(uint64_t offset, void* dst, size_t len,
+                                        ReadPriority priority) const {
   if (!flat_ok_) {
     return Status::FailedPrecondition("image " + layers_.front()->path() +
                                       " has no flat view: its regions overlap at their "
@@ -192,11 +204,11 @@ Status ChainImage::ReadFlat(uint64_t offset, void* dst, size_t len) const {
       const uint64_t page_start = in_region - in_region % ps;
       if (in_region % ps == 0 && to - pos >= ps) {
         const uint64_t n = (to - pos) / ps * ps;
-        PW_RETURN_IF_ERROR(Read(r, in_region, out + (pos - offset), n));
+        PW_RETURN_IF_ERROR(ReadWithPriority(r, in_region, out + (pos - offset), n, priority));
         pos += n;
       } else {
         page.resize(ps);
-        PW_RETURN_IF_ERROR(Read(r, page_start, page.data(), ps));
+        PW_RETURN_IF_ERROR(ReadWithPriority(r, page_start, page.data(), ps, priority));
         const uint64_t n = std::min(to - pos, page_start + ps - in_region);
         std::memcpy(out + (pos - offset), page.data() + (in_region - page_start), n);
         pos += n;
