@@ -62,18 +62,21 @@
 // Backends (see DescribeBackends for what this kernel offers):
 //   uffd-wp-async  userfaultfd WP_ASYNC + PAGEMAP_SCAN WP_MATCHING. Atomic,
 //                  fastest; the default where available. Needs Linux 6.7.
-//                  Memory: anonymous private, memfd/shmem, hugetlbfs.
+//                  Memory: anonymous private, memfd/shmem, hugetlbfs (2 MiB
+//                  and 1 GiB pages, private or shared; tracked, reported
+//                  and re-armed in whole huge pages).
 //   uffd-wp        synchronous userfaultfd write-protect faults served by a
 //                  tracker thread that records the page and unprotects it.
 //                  Atomic. Writers pay a round trip to the thread on the
-//                  first write after each collect. Same memory kinds. The
+//                  first write after each collect. Memory: anonymous
+//                  private and memfd/shmem (hugetlbfs: kNotSupported). The
 //                  program must not track the stack of a thread that calls
 //                  Collect(), nor memory its fault hook writes (internal
 //                  UffdWpTracker, src/track/uffd_wp_tracker.h); Track()
 //                  refuses the tracker's own thread stack and bitmaps.
 //   mprotect       PROT_READ + a SIGSEGV handler that records the page and
 //                  gives it the program's protection back. Works without
-//                  userfaultfd, on any mapping. Chains to the SIGSEGV handler
+//                  userfaultfd, on any mapping but hugetlbfs. Chains to the SIGSEGV handler
 //                  installed before the tracker was created (SA_SIGINFO or
 //                  plain; SIG_DFL/SIG_IGN: default action) for faults outside
 //                  tracked pages and for writes to pages the program itself
@@ -204,7 +207,8 @@ class Tracker {
   virtual TrackBackend backend() const = 0;
 
   // Starts tracking [addr, addr+len). Preconditions: addr and len are page
-  // aligned (huge-page aligned for hugetlbfs), len > 0, the range is mapped
+  // aligned (huge-page aligned for hugetlbfs: kInvalidArgument naming the
+  // huge page size otherwise), len > 0, the range is mapped
   // (anonymous private, memfd/shmem shared, or THP-backed anonymous) and
   // overlaps no range this tracker already tracks. Errors: kInvalidArgument
   // for unaligned/empty/unmapped ranges, kAlreadyExists for an overlap,

@@ -125,6 +125,8 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
     PW_RETURN_IF_ERROR(CheckNoOverlap(TrackedLocked(), start, end));
     PW_RETURN_IF_ERROR(CheckOwnMemory(start, end));
     PW_ASSIGN_OR_RETURN(std::vector<Vma> vmas, CoveringVmas(env_, start, end, "Track"));
+    PW_RETURN_IF_ERROR(
+        TrackPageSize(env_, vmas, start, end, /*hugetlb_ok=*/false, "uffd-wp").status());
     auto range = std::make_unique<Range>();
     range->start = start;
     range->end = end;

@@ -72,6 +72,8 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
     std::lock_guard<std::mutex> lock(mu_);
     PW_RETURN_IF_ERROR(CheckNoOverlap(ranges_, start, end));
     PW_ASSIGN_OR_RETURN(std::vector<Vma> vmas, CoveringVmas(env_, start, end, "Track"));
+    PW_RETURN_IF_ERROR(
+        TrackPageSize(env_, vmas, start, end, /*hugetlb_ok=*/true, "uffd-wp-async").status());
     Status s = uffd_.Register(start, len, UFFDIO_REGISTER_MODE_WP);
     if (!s.ok()) return RegisterError(s, start, end, vmas, "uffd-wp-async");
     // Write-protect everything: with WP_UNPOPULATED this also installs
