@@ -158,7 +158,7 @@ Status ImportHalfZero(const BenchOptions& opts, size_t bytes, size_t page, const
   Buffer hz(bytes);
   if (hz.p == nullptr) return ErrnoStatus(errno, "mmap half-zero buffer");
   FillMix(hz.p, bytes / page, page, 11, /*half_zero=*/true);
-  RegionInfo r = MakeRegion(hz.p, bytes, RegionKind::kFlat, PROT_READ | PROT_WRITE, "flat");
+  Region r = MakeRegion(hz.p, bytes, RegionKind::kFlat, PROT_READ | PROT_WRITE, "flat");
   SnapshotOptions so;
   so.compression = Compression::kNone;
   PW_ASSIGN_OR_RETURN(SnapshotStats st, SnapshotFull({r}, dir.path + "/flat.img", so));
@@ -194,7 +194,7 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
   FillMix(mem.p, pages, page, 7, /*half_zero=*/false);
   std::memcpy(ref.p, mem.p, bytes);
   WarmUp(scratch.p, bytes);
-  const std::vector<RegionInfo> regions = {MakeRegion(mem.p, bytes)};
+  const std::vector<Region> regions = {MakeRegion(mem.p, bytes)};
 
   // ---- snapshot ----------------------------------------------------------
   const std::string raw = dir.path + "/raw.bin";
@@ -321,7 +321,7 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
     for (int it = 0; it <= iters; ++it) {
       apply(levels[li].sets[it], it + 1);
       PW_ASSIGN_OR_RETURN(RewindStats rs, cp->Rewind());
-      if (it > 0) ns.push_back(static_cast<double>(rs.nanos));
+      if (it > 0) ns.push_back(static_cast<double>(rs.elapsed_ns));
       restored = rs.pages_restored;
     }
     const double ms = Median(ns) / 1e6;

@@ -125,7 +125,7 @@ uint64_t DistinctPages(const Shared& sh, int win) {
 }
 
 // Writes the image of the caller's view of the heap (the fork child).
-Status WriteImage(const std::string& path, const RegionInfo& region, const char* heap) {
+Status WriteImage(const std::string& path, const Region& region, const char* heap) {
   PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> w, ImageWriter::Create(path));
   PW_ASSIGN_OR_RETURN(uint32_t r, w->AddRegion(region));
   const size_t step = 1 << 20;
@@ -167,7 +167,7 @@ double MaxOf(const std::vector<Window>& ws, double Window::*field) {
   return m;
 }
 
-Result<Window> LiveRound(Shared* sh, const BenchOptions& opts, const RegionInfo& region,
+Result<Window> LiveRound(Shared* sh, const BenchOptions& opts, const Region& region,
                          const std::string& path, int round) {
   LiveSnapshotOptions lo;
   lo.progress_every_pages = 4096;
@@ -192,7 +192,7 @@ Result<Window> LiveRound(Shared* sh, const BenchOptions& opts, const RegionInfo&
   return w;
 }
 
-Result<Window> ForkRound(Shared* sh, const BenchOptions& opts, const RegionInfo& region,
+Result<Window> ForkRound(Shared* sh, const BenchOptions& opts, const Region& region,
                          const std::string& path, int round) {
   Progress(opts, "bench live: round " + std::to_string(round + 1) + " fork snapshot");
   sh->window = ForkWindow(round);
@@ -269,7 +269,7 @@ Status Run(const BenchOptions& opts, BenchReport* report) {
     }
   } cleanup{dir, mem, len};
 
-  RegionInfo region;
+  Region region;
   region.address = reinterpret_cast<uint64_t>(sh.heap);
   region.length = len;
   region.page_size = static_cast<uint32_t>(sh.page);

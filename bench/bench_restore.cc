@@ -22,11 +22,11 @@
 #include <vector>
 
 #include "bench.h"
-#include "pagewise/env.h"
 #include "pagewise/image.h"
-#include "pagewise/raw_copy.h"
 #include "pagewise/restore.h"
+#include "restore/copy_baseline.h"
 #include "svg.h"
+#include "sys/env.h"
 
 namespace pagewise::bench {
 namespace {
@@ -69,7 +69,7 @@ Status WriteFiles(const std::string& dir, const char* mem, size_t len, std::stri
   ImageWriteOptions wo;
   wo.compression = Compression::kLz4;
   PW_ASSIGN_OR_RETURN(auto writer, ImageWriter::Create(*image, wo));
-  RegionInfo region;
+  Region region;
   region.length = len;
   region.page_size = static_cast<uint32_t>(kPage);
   region.prot = PROT_READ | PROT_WRITE;
@@ -144,7 +144,8 @@ Result<Run> RunLazy(const std::shared_ptr<PageSource>& source, size_t len,
         RestoreStats s = restore->stats();
         series.x.push_back(static_cast<double>(NowNs() - t0) / 1e6);
         series.y.push_back(static_cast<double>(s.pages_demand + s.pages_background + s.zero_pages));
-        if (restore->WaitResident(1).ok()) break;  // also paces the sampling at ~1 ms
+        // Also paces the sampling at ~1 ms.
+        if (restore->WaitResident(std::chrono::milliseconds(1)).ok()) break;
       }
     });
   }
@@ -166,11 +167,9 @@ Result<Run> RunLazy(const std::shared_ptr<PageSource>& source, size_t len,
   if (std::memcmp(p, expect, len) != 0) {
     size_t off = 0;
     while (off < len && p[off] == expect[off]) ++off;
-    munmap(p, len);
     return Status::Corruption("lazily restored memory differs from the image at byte " +
                               std::to_string(off) + " (" + source->Describe() + ")");
   }
-  munmap(p, len);
   if (sample_timeline) run.timeline.push_back(std::move(series));
   return run;
 }
@@ -234,7 +233,7 @@ Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
   PW_ASSIGN_OR_RETURN(std::shared_ptr<PageSource> memfile, OpenMemFileSource(raw_path));
 
   RestoreOptions base;
-  base.max_latency_samples = 1 << 20;
+  base.fill.max_latency_samples = 1 << 20;
   // Warm-up: one full restore (and discard it) so that fresh mappings reuse
   // warm host memory in every measured run.
   Progress(opts, "restore: warm-up");
@@ -267,8 +266,8 @@ Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
       Progress(opts, "restore: fill round " + std::to_string(round + 1) + "/" +
                          std::to_string(kFillRounds) + " (raw UFFDIO_COPY, image, flat file)");
       auto raw = [&]() -> Status {
-        PW_ASSIGN_OR_RETURN(RawCopyTiming t, TimeRawUffdCopy(content.p, len, 64));
-        raw_g.push_back(static_cast<double>(t.bytes) / t.seconds / 1e9);
+        PW_ASSIGN_OR_RETURN(UffdCopyTiming t, TimeUffdCopyBaseline(content.p, len, 64));
+        raw_g.push_back(static_cast<double>(t.bytes) / static_cast<double>(t.copy_ns));
         return Status::Ok();
       };
       auto image = [&]() -> Status {  // background fill from the image, nothing touching
@@ -334,10 +333,12 @@ Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
     report->Add({subject, "pattern_ms", lazy.pattern_ms, "ms", "mmap_private", mmap_pattern});
     report->Add({subject, "pattern_ms", lazy.pattern_ms, "ms", "eager_read", eager_pattern});
     report->Add({subject, "resident_ms", lazy.resident_ms, "ms", "eager_read", eager_resident});
-    report->Add({subject, "fault_p50_us", lazy.stats.fault_latency_p50_us, "us", "raw_copy_page_us",
-                 raw_page_us});
-    report->Add({subject, "fault_p99_us", lazy.stats.fault_latency_p99_us, "us", "raw_copy_page_us",
-                 raw_page_us});
+    report->Add({subject, "fault_p50_us",
+                 static_cast<double>(lazy.stats.fault_latency_p50_ns) / 1e3, "us",
+                 "raw_copy_page_us", raw_page_us});
+    report->Add({subject, "fault_p99_us",
+                 static_cast<double>(lazy.stats.fault_latency_p99_ns) / 1e3, "us",
+                 "raw_copy_page_us", raw_page_us});
     report->Add({subject, "demand_faults", static_cast<double>(lazy.stats.demand_faults), "faults",
                  "pages_touched", static_cast<double>(order.size())});
     std::vector<double> lat;
@@ -350,11 +351,11 @@ Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
       // page the program touches is in the trace. Then replay the same
       // pattern with that trace as the prefetch list.
       RestoreOptions rec = base;
-      rec.record_trace = true;
-      rec.background_fill = false;
+      rec.fill.record_trace = true;
+      rec.fill.background_fill = false;
       PW_ASSIGN_OR_RETURN(Run recorded, RunLazy(source, len, order, rec, content.p, false));
       RestoreOptions p = base;
-      for (const TraceEntry& e : recorded.trace.entries) p.prefetch.push_back(e.offset);
+      for (const TraceEntry& e : recorded.trace.entries) p.fill.prefetch.push_back(e.offset);
       PW_ASSIGN_OR_RETURN(Run pre, RunLazy(source, len, order, p, content.p, false));
       report->Add({"prefetch", "demand_faults", static_cast<double>(pre.stats.demand_faults),
                    "faults", "no_prefetch", static_cast<double>(lazy.stats.demand_faults)});

@@ -9,7 +9,7 @@
 //                   one byte each) written since the last collect, N in
 //                   0, 1, 10, 100; median of several reps. Two rows each:
 //                   baseline raw_ioctl: one bare PAGEMAP_SCAN written +
-//                   WP_MATCHING pass (RawWriteScanner) over the same state;
+//                   WP_MATCHING pass (WriteScanBaseline) over the same state;
 //                   for uffd-wp-async on the tracked region itself, for the
 //                   other backends on a separate region armed for async
 //                   write-protect and written identically, right after;
@@ -33,8 +33,8 @@
 
 #include "bench.h"
 #include "pagewise/probe.h"
-#include "pagewise/raw_scan.h"
 #include "pagewise/tracker.h"
+#include "sys/scan_baseline.h"
 
 namespace pagewise::bench {
 namespace {
@@ -51,12 +51,12 @@ constexpr Fraction kFractions[] = {{"collect_0pct", 0.0, 7},
 constexpr int kFirstWriteReps = 3;
 
 // A warmed anonymous region, unmapped on destruction.
-class Region {
+class TrackedMapping {
  public:
-  Region() = default;
-  Region(const Region&) = delete;
-  Region& operator=(const Region&) = delete;
-  ~Region() {
+  TrackedMapping() = default;
+  TrackedMapping(const TrackedMapping&) = delete;
+  TrackedMapping& operator=(const TrackedMapping&) = delete;
+  ~TrackedMapping() {
     if (p_ != nullptr) munmap(p_, len_);
   }
   Status Map(size_t len) {
@@ -130,7 +130,7 @@ Status VerifyCovered(const char* base, const std::vector<uint32_t>& written,
 // The naive peer: remembers a hash per page; a pass rehashes everything.
 class HashPeer {
  public:
-  explicit HashPeer(const Region& r) : base_(r.data()), hashes_(r.pages()) { Pass(); }
+  explicit HashPeer(const TrackedMapping& r) : base_(r.data()), hashes_(r.pages()) { Pass(); }
   // Returns how many pages changed since the previous pass.
   size_t Pass() {
     const size_t page = PageSize();
@@ -160,7 +160,7 @@ Result<double> TimedCollect(Tracker* t, std::vector<PageRange>* ranges) {
   return ms;
 }
 
-Result<double> TimedRawScan(RawWriteScanner* scanner, const Region& r,
+Result<double> TimedRawScan(WriteScanBaseline* scanner, const TrackedMapping& r,
                             std::vector<PageRange>* ranges) {
   ranges->clear();
   const uint64_t t0 = NowNs();
@@ -174,9 +174,9 @@ Result<double> TimedRawScan(RawWriteScanner* scanner, const Region& r,
 // uffd-wp-async: the same page sets, written the same way.
 Status RawBaselineSeparate(size_t len, const std::vector<std::vector<uint32_t>>& sets,
                            std::vector<double>* raw_ms) {
-  Region r;
+  TrackedMapping r;
   PW_RETURN_IF_ERROR(r.Map(len));
-  PW_ASSIGN_OR_RETURN(std::unique_ptr<RawWriteScanner> scanner, RawWriteScanner::Open());
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<WriteScanBaseline> scanner, WriteScanBaseline::Open());
   PW_RETURN_IF_ERROR(scanner->Arm(r.data(), r.size()));
   std::vector<PageRange> ranges;
   for (size_t f = 0; f < sets.size(); ++f) {
@@ -199,14 +199,14 @@ Status BenchBackend(TrackBackend backend, size_t len, const BenchOptions& opts,
   std::vector<std::vector<uint32_t>> sets;
   std::vector<double> collect_ms, raw_ms, hash_ms;
   {
-    Region r;
+    TrackedMapping r;
     PW_RETURN_IF_ERROR(r.Map(len));
     const size_t npages = r.pages();
-    PW_ASSIGN_OR_RETURN(std::unique_ptr<Tracker> tracker, Tracker::Create({backend, nullptr}));
+    PW_ASSIGN_OR_RETURN(std::unique_ptr<Tracker> tracker, Tracker::Create({backend}));
     PW_RETURN_IF_ERROR(tracker->Track(r.data(), r.size()));
-    std::unique_ptr<RawWriteScanner> scanner;
+    std::unique_ptr<WriteScanBaseline> scanner;
     if (async) {
-      PW_ASSIGN_OR_RETURN(scanner, RawWriteScanner::Open());
+      PW_ASSIGN_OR_RETURN(scanner, WriteScanBaseline::Open());
     }
     std::vector<PageRange> ranges;
     std::vector<uint32_t> all = RandomPages(npages, 1.0, 1);

@@ -118,14 +118,14 @@ int RunClient(const std::string& socket, uint64_t size, uint64_t ws_seed) {
   void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return Fail("demo client", ErrnoStatus(errno, "mmap"));
   madvise(mem, size, MADV_NOHUGEPAGE);
-  GuestRegion region;
-  region.base_host_virt_addr = reinterpret_cast<uint64_t>(mem);
-  region.size = size;
+  Region region;
+  region.address = reinterpret_cast<uint64_t>(mem);
+  region.length = size;
   region.offset = 0;
   region.page_size = kPage;
   auto t0 = std::chrono::steady_clock::now();
   LazyClientOptions lo;
-  lo.wait_ready_ms = 10000;  // a server without a prefetch list answers at once
+  lo.wait_ready = std::chrono::seconds(10);  // a server without a prefetch list answers at once
   Result<std::unique_ptr<LazyClient>> client = LazyClient::Connect(socket, {region}, lo);
   if (!client.ok()) return Fail("demo client", client.status());
   const char* p = static_cast<const char*>(mem);
@@ -183,7 +183,7 @@ Result<ClientRun> RestoreInNewProcess(const std::string& image_path, const std::
     return Status::Internal("the restoring client process failed (status " +
                             std::to_string(wstatus) + "); see its message above");
   }
-  PW_RETURN_IF_ERROR(server->WaitClientsDone(1, 30000));
+  PW_RETURN_IF_ERROR(server->WaitClientsDone(1, std::chrono::seconds(30)));
   ClientRun run;
   if (std::sscanf(text.c_str(), "%" SCNx64 " %lf %lf %d", &run.digest, &run.ws_ms, &run.total_ms,
                   &run.ready) != 4) {
@@ -207,7 +207,7 @@ Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep
   CheckOptions co;
   co.backend = TrackBackend::kAuto;
   co.threads = 4;
-  co.seconds = 1;
+  co.duration = std::chrono::seconds(1);
   co.size = 32 << 20;
   PW_ASSIGN_OR_RETURN(CheckResult check, RunCheck(co));
   std::printf("   guarantee check (%s, %d threads, 1 s): %" PRIu64 " writes, %" PRIu64
@@ -243,7 +243,7 @@ Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep
         }
     }
   }
-  std::vector<RegionInfo> regions = {
+  std::vector<Region> regions = {
       MakeRegion(heap, size, RegionKind::kAnonymous, PROT_READ | PROT_WRITE, "heap")};
   PW_ASSIGN_OR_RETURN(std::unique_ptr<Tracker> tracker, Tracker::Create({TrackBackend::kUffdWp}));
   PW_RETURN_IF_ERROR(tracker->Track(heap, size));
@@ -313,11 +313,11 @@ Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep
     return n;
   };
   ServeOptions record;
-  record.record_trace = true;
+  record.fill.record_trace = true;
   WorkingSetTrace cold_trace, warm_trace;
   PW_ASSIGN_OR_RETURN(ClientRun cold, RestoreInNewProcess(head, socket, size, record, &cold_trace));
   ServeOptions replay = record;
-  const size_t cold_ws = ws_pages(cold_trace, cold.ws_ms, &replay.prefetch);
+  const size_t cold_ws = ws_pages(cold_trace, cold.ws_ms, &replay.fill.prefetch);
   PW_ASSIGN_OR_RETURN(ClientRun warm, RestoreInNewProcess(head, socket, size, replay, &warm_trace));
   const size_t warm_ws = ws_pages(warm_trace, warm.ws_ms, nullptr);
   const bool match = cold.digest == want && warm.digest == want;

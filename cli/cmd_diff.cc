@@ -96,7 +96,7 @@ Status Diff(const std::string& pa, const std::string& pb, DiffResult* d) {
   for (uint32_t r = 0; r < std::max(ra.size(), rb.size()); ++r) {
     if (r >= ra.size() || r >= rb.size() || ra[r].length != rb[r].length ||
         ra[r].page_size != rb[r].page_size) {
-      const RegionInfo& g = r < ra.size() ? ra[r] : rb[r];
+      const Region& g = r < ra.size() ? ra[r] : rb[r];
       const uint64_t len =
           std::max(r < ra.size() ? ra[r].length : 0, r < rb.size() ? rb[r].length : 0);
       AddRange(d, r, 0, len, g.page_size);

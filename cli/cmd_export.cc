@@ -87,7 +87,7 @@ Status ExportTo(const Image& img, int fd, const ExportArgs& a, const std::string
   ProgressLine progress("export " + a.image);
   std::vector<char> buf;
   for (uint32_t r = 0; r < runs.size(); ++r) {
-    const uint64_t base = img.regions()[r].flat_offset;
+    const uint64_t base = img.regions()[r].offset;
     for (const auto& run : runs[r]) {
       if (run.kind != PageSourceKind::kData) continue;
       PW_RETURN_IF_ERROR(

@@ -73,14 +73,14 @@ Status Import(const ImportArgs& a, ImageStats* stats) {
   opt.compression = comp;
   opt.level = a.level;
   PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> w, ImageWriter::Create(a.image, opt));
-  RegionInfo r;
+  Region r;
   r.length = size;
   r.page_size = a.page_size;
   r.prot = 3;  // PROT_READ | PROT_WRITE: guest memory
   r.kind = RegionKind::kFlat;
   const size_t slash = a.raw.rfind('/');
   r.name = slash == std::string::npos ? a.raw : a.raw.substr(slash + 1);
-  r.flat_offset = 0;
+  r.offset = 0;
   {
     Result<uint32_t> idx = w->AddRegion(r);
     if (!idx.ok()) return idx.status();

@@ -18,7 +18,7 @@ struct RegionCounts {
 };
 
 Status CountRegion(const Image& img, uint32_t r, RegionCounts* c) {
-  const RegionInfo& reg = img.regions()[r];
+  const Region& reg = img.regions()[r];
   std::vector<Image::SourceRun> runs;
   PW_RETURN_IF_ERROR(img.ClassifyRuns(r, 0, reg.length, &runs));
   for (const Image::SourceRun& run : runs) {
@@ -62,7 +62,7 @@ CommandRegistration reg(
                               {"stats", StatsJson(l.stats)}});
           }
           for (uint32_t r = 0; r < counts.size(); ++r) {
-            const RegionInfo& g = img.regions()[r];
+            const Region& g = img.regions()[r];
             regions.push_back({{"index", r},
                                {"name", g.name},
                                {"address", g.address},
@@ -70,7 +70,7 @@ CommandRegistration reg(
                                {"page_size", g.page_size},
                                {"prot", g.prot},
                                {"kind", RegionKindName(g.kind)},
-                               {"flat_offset", g.flat_offset},
+                               {"flat_offset", g.offset},
                                {"data_pages", counts[r].data},
                                {"zero_pages", counts[r].zero},
                                {"absent_pages", counts[r].absent},
@@ -104,10 +104,11 @@ CommandRegistration reg(
                     "address", "length", "page", "prot", "kind", "flat_offset", "data", "zero",
                     "absent", "name");
         for (uint32_t r = 0; r < counts.size(); ++r) {
-          const RegionInfo& g = img.regions()[r];
-          std::printf("%-4u %-18s %-12s %-6u %-4u %-9s %-12s %-10llu %-10llu %-10llu %s\n", r,
-                      HexAddr(g.address).c_str(), HumanBytes(g.length).c_str(), g.page_size, g.prot,
-                      std::string(RegionKindName(g.kind)).c_str(), HexAddr(g.flat_offset).c_str(),
+          const Region& g = img.regions()[r];
+          std::printf("%-4u %-18s %-12s %-6llu %-4u %-9s %-12s %-10llu %-10llu %-10llu %s\n", r,
+                      HexAddr(g.address).c_str(), HumanBytes(g.length).c_str(),
+                      static_cast<unsigned long long>(g.page_size), g.prot,
+                      std::string(RegionKindName(g.kind)).c_str(), HexAddr(g.offset).c_str(),
                       static_cast<unsigned long long>(counts[r].data),
                       static_cast<unsigned long long>(counts[r].zero),
                       static_cast<unsigned long long>(counts[r].absent), g.name.c_str());

@@ -107,7 +107,7 @@ int RunDemo(const DemoOptions& o) {
   const size_t huge = 2 << 20;
   const size_t len = (o.size_mib << 20) / huge * huge;
   if (len == 0) return Fail(cmd, Status::InvalidArgument("--size-mib must be at least 2"));
-  RegionInfo region;
+  Region region;
   region.page_size = static_cast<uint32_t>(PageSize());
   region.prot = PROT_READ | PROT_WRITE;
   region.name = "demo-heap";

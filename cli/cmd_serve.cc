@@ -52,17 +52,17 @@ nlohmann::json StatsJson(const ClientReport& c) {
           {"bytes_copied", s.bytes_copied},
           {"removes", s.removes},
           {"forks", s.forks},
-          {"first_fault_seconds", s.first_fault_seconds},
-          {"resident_seconds", s.resident_seconds},
-          {"fault_latency_p50_us", s.fault_latency_p50_us},
-          {"fault_latency_p99_us", s.fault_latency_p99_us}};
+          {"first_fault_seconds", NsToSeconds(s.first_fault_ns)},
+          {"resident_seconds", NsToSeconds(s.resident_ns)},
+          {"fault_latency_p50_us", static_cast<double>(s.fault_latency_p50_ns) / 1e3},
+          {"fault_latency_p99_us", static_cast<double>(s.fault_latency_p99_ns) / 1e3}};
 }
 
 void PrintClient(const ClientReport& c) {
   const RestoreStats& s = c.stats;
   if (c.active) {
     uint64_t bytes = 0;
-    for (const GuestRegion& r : c.regions) bytes += r.size;
+    for (const Region& r : c.regions) bytes += r.length;
     std::fprintf(stderr,
                  "pagewise serve: client %llu (pid %d) connected: %zu region(s), %.1f MiB\n",
                  static_cast<unsigned long long>(c.id), static_cast<int>(c.pid), c.regions.size(),
@@ -81,8 +81,9 @@ void PrintClient(const ClientReport& c) {
       static_cast<unsigned long long>(s.pages_background),
       static_cast<unsigned long long>(s.pages_prefetch),
       static_cast<unsigned long long>(s.zero_pages),
-      s.resident_seconds < 0 ? "never" : (std::to_string(s.resident_seconds) + " s").c_str(),
-      s.fault_latency_p50_us, s.fault_latency_p99_us);
+      s.resident_ns < 0 ? "never" : (std::to_string(NsToSeconds(s.resident_ns)) + " s").c_str(),
+      static_cast<double>(s.fault_latency_p50_ns) / 1e3,
+      static_cast<double>(s.fault_latency_p99_ns) / 1e3);
 }
 
 int RunServe(const ServeArgs& a) {
@@ -94,11 +95,11 @@ int RunServe(const ServeArgs& a) {
   if (!source.ok()) return Fail("serve", source.status());
 
   ServeOptions o;
-  o.fault_window_pages = a.window;
-  o.background_batch_pages = a.batch;
-  o.background_fill = !a.no_background;
+  o.fill.fault_window_pages = a.window;
+  o.fill.background_batch_pages = a.batch;
+  o.fill.background_fill = !a.no_background;
   o.send_ready = !a.no_ready;
-  o.record_trace = !a.record.empty();
+  o.fill.record_trace = !a.record.empty();
   if (!a.prefetch.empty()) {
     Result<WorkingSetTrace> t = ReadTrace(a.prefetch);
     if (!t.ok()) return Fail("serve", t.status());
@@ -109,7 +110,7 @@ int RunServe(const ServeArgs& a) {
                    a.prefetch.c_str(), static_cast<unsigned long long>(t->source_size),
                    static_cast<unsigned long long>((*source)->size()));
     }
-    for (const TraceEntry& e : t->entries) o.prefetch.push_back(e.offset);
+    for (const TraceEntry& e : t->entries) o.fill.prefetch.push_back(e.offset);
   }
 
   // Signals are taken synchronously by this thread: block them before any

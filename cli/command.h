@@ -11,11 +11,14 @@
 #define PAGEWISE_CLI_COMMAND_H_
 
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "pagewise/status.h"
+#include "pagewise/time.h"
 
 namespace pagewise::cli {
 
@@ -43,6 +46,18 @@ int Fail(const std::string& cmd, const Status& status);
 
 // True when stderr is a terminal (progress output is shown only then).
 bool StderrIsTerminal();
+
+// A --seconds style option as a Duration: NaN, zero and negative values give
+// zero (the API's validation then names the option), values beyond a year
+// give a year.
+inline Duration SecondsToDuration(double seconds) {
+  if (!(seconds > 0)) return Duration::zero();
+  if (seconds > 365.0 * 86400) seconds = 365.0 * 86400;
+  return std::chrono::duration_cast<Duration>(std::chrono::duration<double>(seconds));
+}
+
+// Nanoseconds as seconds, for printing (-1 stays -1: "never").
+inline double NsToSeconds(int64_t ns) { return ns < 0 ? -1.0 : static_cast<double>(ns) / 1e9; }
 
 }  // namespace pagewise::cli
 

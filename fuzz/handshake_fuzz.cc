@@ -21,16 +21,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string_view bytes(reinterpret_cast<const char*>(data + 1), size - 1);
   if ((data[0] & 1) == 0) {
-    pagewise::Result<std::vector<pagewise::GuestRegion>> r = pagewise::ParseHandshake(bytes);
+    pagewise::Result<std::vector<pagewise::Region>> r = pagewise::ParseHandshake(bytes);
     if (r.ok()) {
-      pagewise::Result<std::vector<pagewise::GuestRegion>> again =
+      pagewise::Result<std::vector<pagewise::Region>> again =
           pagewise::ParseHandshake(pagewise::HandshakeJson(*r));
       if (!again.ok() || again->size() != r->size()) std::abort();
       for (size_t i = 0; i < r->size(); ++i) {
         const auto& a = (*r)[i];
         const auto& b = (*again)[i];
-        if (a.base_host_virt_addr != b.base_host_virt_addr || a.size != b.size ||
-            a.offset != b.offset || a.page_size != b.page_size) {
+        if (a.address != b.address || a.length != b.length || a.offset != b.offset ||
+            a.page_size != b.page_size) {
           std::abort();
         }
       }

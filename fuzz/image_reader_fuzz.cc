@@ -36,7 +36,7 @@ using pagewise::Compression;
 using pagewise::Image;
 using pagewise::ImageWriteOptions;
 using pagewise::ImageWriter;
-using pagewise::RegionInfo;
+using pagewise::Region;
 namespace img = pagewise::image;
 
 std::string g_dir;
@@ -117,7 +117,7 @@ void Exercise(const std::string& path) {
   std::vector<std::pair<uint64_t, uint64_t>> top;
   const size_t nregions = std::min<size_t>(image.regions().size(), 64);
   for (uint32_t r = 0; r < nregions; ++r) {
-    const RegionInfo& reg = image.regions()[r];
+    const Region& reg = image.regions()[r];
     const uint64_t ps = reg.page_size;
     const uint64_t len = std::min<uint64_t>(reg.length, std::max<uint64_t>(ps, 256 << 10));
     buf.resize(len);
@@ -167,12 +167,12 @@ void WriteSeeds(const std::string& out_dir) {
     auto w = ImageWriter::Create(p, opt);
     Must(w.ok());
     for (int r = 0; r < 2; ++r) {
-      RegionInfo reg;
+      Region reg;
       reg.address = 0x10000u * (r + 1);
       reg.length = 16 * 512;
       reg.page_size = 512;
       reg.name = r ? "b" : "a";
-      reg.flat_offset = r * 16 * 512;
+      reg.offset = r * 16 * 512;
       Must((*w)->AddRegion(reg).ok());
       for (int i = 0; i < 16; i += 1 + r) {
         fill(i % 5 + 1);

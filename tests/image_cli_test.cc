@@ -223,10 +223,10 @@ TEST(ImageCli, VerifyRejectsDamageNamingLayerRegionAndOffset) {
 // Builds a chain of three layers through the library.
 void MakeChain(const TempDir& dir) {
   std::vector<char> mem(32 * kPs, 0);
-  RegionInfo r;
+  Region r;
   r.address = 0x7000000;
   r.length = mem.size();
-  r.flat_offset = 0;
+  r.offset = 0;
   for (int k = 0; k < 3; ++k) {
     ImageWriteOptions opt;
     if (k > 0) opt.parent = dir.File("l" + std::to_string(k - 1) + ".img");

@@ -74,7 +74,7 @@ bool ApplyLayer(int k, std::vector<char>* mem, ImageWriter* w, int fd) {
     auto w = ImageWriter::Create(dir + "/" + Name(k), opt);
     if (!w.ok()) _exit(2);
     if (k == 0) {
-      RegionInfo r;
+      Region r;
       r.address = 0x40000000;
       r.length = kPages * kPs;
       r.page_size = kPs;

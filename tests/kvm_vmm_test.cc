@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <random>
 #include <string>
@@ -36,7 +37,7 @@ using testing::PatternBuffer;
 using testing::Ps;
 using testing::VmmClient;
 
-constexpr int kFailureTimeoutMs = 120000;  // failure detector only
+constexpr Duration kFailureTimeout = std::chrono::minutes(2);  // failure detector only
 
 // The source file mapped read-only, for the guest to compare against.
 class ReadOnlyFile {
@@ -75,7 +76,7 @@ std::string StartServer(const PatternBuffer& file, Served* s) {
   Result<std::shared_ptr<PageSource>> src = OpenMemFileSource(s->mem_path);
   if (!src.ok()) return src.status().ToString();
   ServeOptions so;
-  so.background_fill = false;
+  so.fill.background_fill = false;
   Result<std::unique_ptr<PageServer>> server = PageServer::Start(s->sock, *src, so);
   if (!server.ok()) return server.status().ToString();
   s->server = std::move(server).value();
@@ -188,7 +189,7 @@ TEST(KvmVmm, GuestWritesAfterARestoreAreAllTracked) {
   // restore's registration goes away, then track the same memory.
   c.CloseUffd();
   close(c.sock());
-  ASSERT_TRUE(s.server->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  ASSERT_TRUE(s.server->WaitClientsDone(1, kFailureTimeout).ok());
   TrackGuestWrites(g->get(), c.mem(0), file.size(), Ps());
 }
 

@@ -34,6 +34,7 @@ extern "C" {  // glibc 2.36's header lacks the C++ guard
 #include "pagewise/restore.h"
 #include "pagewise/serve.h"
 #include "restore/restore_testing.h"
+#include "sys/env.h"
 #include "testing/test_util.h"
 
 namespace pagewise {
@@ -42,7 +43,8 @@ namespace {
 using testing::PatternBuffer;
 using testing::Ps;
 
-constexpr int kFailureTimeoutMs = 120000;            // failure detectors only
+constexpr int kFailureTimeoutMs = 120000;  // failure detectors only
+constexpr Duration kFailureTimeout = std::chrono::milliseconds(kFailureTimeoutMs);
 constexpr uint64_t kFeatureEventRemove = 1ULL << 3;  // UFFD_FEATURE_EVENT_REMOVE
 constexpr uint64_t kRegisterMissing = 1ULL << 0;     // UFFDIO_REGISTER_MODE_MISSING
 
@@ -217,7 +219,7 @@ TEST(ServeFirecracker, FlatMemoryFileIsServedExactly) {
   PatternBuffer file(512, 101);
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
-  so.background_fill = false;  // every page the client reads is a demand fault
+  so.fill.background_fill = false;  // every page the client reads is a demand fault
   auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
 
@@ -230,7 +232,7 @@ TEST(ServeFirecracker, FlatMemoryFileIsServedExactly) {
   for (size_t i = 10; i < 30; ++i) EXPECT_TRUE(testing::AllZero(c.mem[1] + i * Ps(), Ps()));
   c.Close();
 
-  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeout).ok());
   const std::vector<ClientReport> clients = (*server)->clients();
   ASSERT_EQ(clients.size(), 1u);
   EXPECT_EQ(clients[0].pid, getpid());
@@ -252,11 +254,11 @@ TEST(ServeFirecracker, ImageIsServedAsItsFlatFile) {
     auto w = ImageWriter::Create(image_path);
     ASSERT_TRUE(w.ok()) << w.status().ToString();
     for (auto [first, count] : {std::pair<size_t, size_t>{0, 128}, {192, 192}}) {
-      RegionInfo r;
+      Region r;
       r.length = count * Ps();
       r.page_size = static_cast<uint32_t>(Ps());
       r.kind = RegionKind::kFlat;
-      r.flat_offset = first * Ps();
+      r.offset = first * Ps();
       r.name = "guest@" + std::to_string(first);
       auto idx = (*w)->AddRegion(r);
       ASSERT_TRUE(idx.ok());
@@ -269,7 +271,7 @@ TEST(ServeFirecracker, ImageIsServedAsItsFlatFile) {
   ASSERT_EQ((*source)->size(), file.size());
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
-  so.background_batch_pages = 16;
+  so.fill.background_batch_pages = 16;
   auto server = PageServer::Start(sock, *source, so);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
 
@@ -282,7 +284,7 @@ TEST(ServeFirecracker, ImageIsServedAsItsFlatFile) {
   }
   EXPECT_EQ(bad, 0u);
   c.Close();
-  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeout).ok());
   const RestoreStats st = (*server)->clients()[0].stats;
   // Zero pages come from the image's classification (UFFDIO_ZEROPAGE).
   EXPECT_GE(st.zero_pages, 64u);
@@ -321,7 +323,7 @@ TEST(ServeFirecracker, SeveralClientsAtOnce) {
   PatternBuffer file(1024, 103);
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
-  so.background_batch_pages = 16;
+  so.fill.background_batch_pages = 16;
   auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok()) << server.status().ToString();
   constexpr int kClients = 4;
@@ -341,7 +343,7 @@ TEST(ServeFirecracker, SeveralClientsAtOnce) {
   for (int k = 0; k < kClients; ++k) ASSERT_EQ(write(go[1], "g", 1), 1);
   close(go[1]);
   for (pid_t pid : pids) EXPECT_EQ(WaitExit(pid), 0);
-  ASSERT_TRUE((*server)->WaitClientsDone(kClients, kFailureTimeoutMs).ok());
+  ASSERT_TRUE((*server)->WaitClientsDone(kClients, kFailureTimeout).ok());
   std::vector<pid_t> seen;
   for (const ClientReport& c : (*server)->clients()) {
     seen.push_back(c.pid);
@@ -357,7 +359,7 @@ TEST(ServeFirecracker, ClientKilledMidRestoreIsDroppedAlone) {
   PatternBuffer file(512, 104);
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
-  so.background_fill = false;  // the victim is surely mid-restore
+  so.fill.background_fill = false;  // the victim is surely mid-restore
   auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok());
 
@@ -389,7 +391,7 @@ TEST(ServeFirecracker, ClientKilledMidRestoreIsDroppedAlone) {
   EXPECT_EQ(WaitExit(victim), 128 + SIGKILL);
 
   // The victim is cleaned up; the survivor is still served.
-  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeout).ok());
   std::vector<ClientReport> clients = (*server)->clients();
   ASSERT_EQ(clients.size(), 2u);
   EXPECT_TRUE(clients[0].active);
@@ -398,7 +400,7 @@ TEST(ServeFirecracker, ClientKilledMidRestoreIsDroppedAlone) {
   EXPECT_EQ(clients[1].status.code(), Code::kPeerGone);
   EXPECT_EQ(survivor.Mismatches(file, 0), 0u);
   survivor.Close();
-  ASSERT_TRUE((*server)->WaitClientsDone(2, kFailureTimeoutMs).ok());
+  ASSERT_TRUE((*server)->WaitClientsDone(2, kFailureTimeout).ok());
 }
 
 TEST(ServeFirecracker, MalformedHandshakesAreRefused) {
@@ -543,7 +545,7 @@ TEST(ServeFirecracker, LazyClientGetsSigbusNotZerosWhenTheServerIsKilled) {
     }
     server.Kill(SIGKILL);
     server.Reap();
-    ASSERT_TRUE((*client)->WaitServerLost(kFailureTimeoutMs).ok());
+    ASSERT_TRUE((*client)->WaitServerLost(kFailureTimeout).ok());
     EXPECT_EQ((*client)->status().code(), Code::kPeerGone);
     EXPECT_EQ(lost_calls.load(), 1);
     if (rep == 1) {
@@ -579,7 +581,7 @@ TEST(ServeFirecracker, LazyClientPopulateMakesEverythingResident) {
   PatternBuffer file(256, 109);
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
-  so.background_fill = false;
+  so.fill.background_fill = false;
   auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok());
   void* m = mmap(nullptr, file.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -591,7 +593,7 @@ TEST(ServeFirecracker, LazyClientPopulateMakesEverythingResident) {
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     ASSERT_TRUE((*client)->Populate().ok());
   }  // disconnects: the server drops us and closes its copy
-  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeout).ok());
   // Everything was resident before the disconnect: nothing reads as zero.
   size_t bad = 0;
   for (size_t i = 0; i < file.pages(); ++i) bad += !file.Matches(guest + i * Ps(), i);
@@ -608,7 +610,7 @@ std::vector<bool> Resident(const char* p, size_t pages) {
   return out;
 }
 
-// With wait_ready_ms, Connect returns only after the server installed the
+// With wait_ready, Connect returns only after the server installed the
 // prefetch list: those pages are resident before the program touches
 // anything, and touching them takes no demand fault. Pages outside the
 // list (no background fill) are not resident until touched.
@@ -617,9 +619,9 @@ TEST(ServeFirecracker, LazyClientWaitsForTheReadyByteWithItsWorkingSetResident) 
   PatternBuffer file(1024, 113);
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
-  so.background_fill = false;
-  for (uint64_t p = 100; p < 300; ++p) so.prefetch.push_back(p * Ps());
-  for (uint64_t p = 700; p < 710; ++p) so.prefetch.push_back(p * Ps());
+  so.fill.background_fill = false;
+  for (uint64_t p = 100; p < 300; ++p) so.fill.prefetch.push_back(p * Ps());
+  for (uint64_t p = 700; p < 710; ++p) so.fill.prefetch.push_back(p * Ps());
   auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok());
   void* m = mmap(nullptr, file.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -627,7 +629,7 @@ TEST(ServeFirecracker, LazyClientWaitsForTheReadyByteWithItsWorkingSetResident) 
   char* guest = static_cast<char*>(m);
   {
     LazyClientOptions lo;
-    lo.wait_ready_ms = kFailureTimeoutMs;
+    lo.wait_ready = kFailureTimeout;
     auto client =
         LazyClient::Connect(sock, {{reinterpret_cast<uint64_t>(guest), file.size(), 0, Ps()}}, lo);
     ASSERT_TRUE(client.ok()) << client.status().ToString();
@@ -651,7 +653,7 @@ TEST(ServeFirecracker, LazyClientWaitsForTheReadyByteWithItsWorkingSetResident) 
     EXPECT_GE(c[0].stats.demand_faults, 1u);
     ASSERT_TRUE((*client)->Populate().ok());
   }
-  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeout).ok());
   munmap(guest, file.size());
 }
 
@@ -669,14 +671,14 @@ TEST(ServeFirecracker, LazyClientReadyAtOnceAndRefusalIsAnError) {
   ASSERT_NE(m, MAP_FAILED);
   const uint64_t a = reinterpret_cast<uint64_t>(m);
   LazyClientOptions lo;
-  lo.wait_ready_ms = kFailureTimeoutMs;
+  lo.wait_ready = kFailureTimeout;
   {
     auto client = LazyClient::Connect(sock, {{a, file.size(), 0, Ps()}}, lo);
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     EXPECT_TRUE((*client)->ready());
     ASSERT_TRUE((*client)->Populate().ok());
   }
-  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeout).ok());
   munmap(m, len);
   m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(m, MAP_FAILED);
@@ -693,7 +695,7 @@ TEST(ServeFirecracker, ForkedChildOfAClientIsServedToo) {
   PatternBuffer file(384, 110);
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
-  so.background_fill = false;  // the child's pages are still missing at fork time
+  so.fill.background_fill = false;  // the child's pages are still missing at fork time
   auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok());
   void* m = mmap(nullptr, file.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -717,7 +719,7 @@ TEST(ServeFirecracker, ForkedChildOfAClientIsServedToo) {
     for (size_t i = 0; i < file.pages(); ++i) bad += !file.Matches(guest + i * Ps(), i);
     EXPECT_EQ(bad, 0u);
   }
-  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeoutMs).ok());
+  ASSERT_TRUE((*server)->WaitClientsDone(1, kFailureTimeout).ok());
   const RestoreStats st = (*server)->clients()[0].stats;
   EXPECT_EQ(st.forks, 1u);
   EXPECT_EQ(st.spaces_total, 2u);
@@ -731,7 +733,7 @@ TEST(ServeFirecracker, ClientFillingPagesItselfRacesTheServerHarmlessly) {
   PatternBuffer file(1024, 111);
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
-  so.background_batch_pages = 8;
+  so.fill.background_batch_pages = 8;
   auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok());
   for (int rep = 0; rep < 3; ++rep) {
@@ -753,7 +755,7 @@ TEST(ServeFirecracker, ClientFillingPagesItselfRacesTheServerHarmlessly) {
     // Before this process maps and registers memory again (the next rep
     // may get the same addresses), the server must have dropped this
     // client: see "Reusing addresses" in serve.h.
-    ASSERT_TRUE((*server)->WaitClientsDone(rep + 1, kFailureTimeoutMs).ok());
+    ASSERT_TRUE((*server)->WaitClientsDone(rep + 1, kFailureTimeout).ok());
   }
   for (const ClientReport& r : (*server)->clients()) {
     EXPECT_EQ(r.status.code(), Code::kPeerGone) << r.status.ToString();
@@ -813,7 +815,7 @@ TEST(ServeFirecracker, SilentClientDelaysNobodyAndIsDroppedAfterTheHandshakeTime
   PatternBuffer file(128, 113);
   const std::string sock = dir.File("uffd.sock");
   ServeOptions so;
-  so.handshake_timeout_ms = 2000;
+  so.handshake_timeout = std::chrono::seconds(2);
   auto server = ServeMemFile(dir, file, sock, so);
   ASSERT_TRUE(server.ok());
   Result<int> silent = Env::Default()->UnixConnect(sock);
@@ -830,7 +832,7 @@ TEST(ServeFirecracker, SilentClientDelaysNobodyAndIsDroppedAfterTheHandshakeTime
   EXPECT_EQ(read(*silent, &ch, 1), 0);
   close(*silent);
   EXPECT_EQ((*server)->refused(), 1u);
-  EXPECT_EQ((*server)->last_refusal().code(), Code::kRetry);
+  EXPECT_EQ((*server)->last_refusal().code(), Code::kTimeout);
   c.Close();
 }
 

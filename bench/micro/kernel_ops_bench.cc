@@ -14,7 +14,7 @@
 #include <random>
 #include <vector>
 
-#include "pagewise/env.h"
+#include "sys/env.h"
 #include "sys/pagemap.h"
 #include "sys/uapi.h"
 #include "sys/userfaultfd.h"

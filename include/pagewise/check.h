@@ -42,10 +42,24 @@
 //             on the program's behalf: read(2) from a pipe into tracked
 //             memory (a write by copy_to_user, not by a user store). A read
 //             that fails (EFAULT) fails the run: the program would break.
-// In every scenario a quarter of the region is left never touched before
-// Track() (unpopulated page tables), so first writes to empty ptes count too.
+//   hugetlb   hugetlbfs memory (2 MiB pages, MAP_HUGETLB; the size rounded
+//             up to huge pages), + every 2 ms MADV_DONTNEED of a random
+//             whole huge page in the hot window (a balloon's drop: it reads
+//             zero and must be reported). Needs free huge pages in the pool
+//             (kNotSupported saying how to add them otherwise) and a
+//             backend that tracks hugetlbfs (uffd-wp-async).
+//   kvm       anonymous memory (4 KiB pages) that writer 0 writes from a
+//             KVM guest: a vCPU running CPL3 code stores the stamps, so the
+//             writes reach memory through KVM's fault path (get_user_pages
+//             on the vCPU's behalf) while the other writers store from the
+//             CPU. Needs /dev/kvm (kNotSupported saying how to get it) and
+//             a userfaultfd backend (KVM's stores into PROT_READ pages fail
+//             instead of faulting, so the mprotect backend cannot track it).
+// In every scenario a quarter of the region (of its huge pages, for thp and
+// hugetlb) is left never touched before Track() (unpopulated page tables),
+// so first writes to empty ptes count too.
 // The scenario's own mprotect/madvise calls are plain libc calls, like a
-// user program's, not calls through Env.
+// user program's, not calls through pagewise's kernel seam.
 //
 // Thread safety: RunCheck() may be called from any thread; it creates and
 // joins its own threads and collects on the calling thread. With the
@@ -62,16 +76,32 @@
 #include <string_view>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/status.h"
+#include "pagewise/time.h"
 #include "pagewise/tracker.h"
 
 namespace pagewise {
 
-enum class CheckScenario { kWrites, kDontneed, kMprotect, kFork, kThp, kShmem, kSyscall };
+enum class CheckScenario {
+  kWrites,
+  kDontneed,
+  kMprotect,
+  kFork,
+  kThp,
+  kShmem,
+  kSyscall,
+  kHugetlb,
+  kKvm
+};
 
-// "writes", "dontneed", "mprotect", "fork", "thp", "shmem", "syscall".
+// "writes", "dontneed", "mprotect", "fork", "thp", "shmem", "syscall",
+// "hugetlb", "kvm".
 std::string_view ScenarioName(CheckScenario scenario);
+// OK if `backend` (a concrete one) can track `scenario`'s memory at all;
+// kNotSupported with the reason if it never can (hugetlb: only
+// uffd-wp-async tracks hugetlbfs; kvm: the mprotect backend cannot see
+// KVM's writes). Says nothing about this machine (see RunCheck).
+Status CheckApplies(TrackBackend backend, CheckScenario scenario);
 // Every scenario, in the order `all` runs them.
 std::vector<CheckScenario> AllScenarios();
 // Parses one scenario name, or "all" (every scenario). Unknown names get
@@ -80,26 +110,25 @@ Result<std::vector<CheckScenario>> ParseScenarios(std::string_view name);
 
 // What the engine reports while it runs (for progress lines).
 struct CheckProgress {
-  double elapsed_seconds = 0;
-  double total_seconds = 0;
+  uint64_t elapsed_ns = 0;
+  uint64_t total_ns = 0;
   uint64_t rounds = 0;
   uint64_t writes = 0;
 };
 
 struct CheckOptions {
   TrackBackend backend = TrackBackend::kAuto;
-  int threads = 8;               // writer threads, 1..254
-  double seconds = 5;            // writing time, > 0
+  int threads = 8;                              // writer threads, 1..254
+  Duration duration = std::chrono::seconds(5);  // writing time, > 0 and at most a day
   uint64_t size = 256ull << 20;  // region bytes (rounded up to pages; to 2 MiB for thp)
   CheckScenario scenario = CheckScenario::kWrites;
-  uint64_t seed = 0;   // 0: derived from the clock
-  Env* env = nullptr;  // for the tracker and mappings; nullptr: Env::Default()
+  uint64_t seed = 0;  // 0: derived from the clock
 
   // Self-test: the collector drops one reported page per collect (never
   // copies it). A correct checker must then report lost_writes > 0.
   bool inject_loss = false;
 
-  // Creates the tracker for the run; unset: Tracker::Create({backend, env}).
+  // Creates the tracker for the run; unset: Tracker::Create({backend}).
   // Tests use it to check the engine against a reference or broken tracker.
   std::function<Result<std::unique_ptr<Tracker>>()> make_tracker;
 
@@ -117,14 +146,14 @@ struct CheckResult {
   uint64_t pages_reported = 0;  // sum of pages over every collect's report
   uint64_t scenario_ops = 0;    // madvise/mprotect/fork/split actions done
   uint64_t region_bytes = 0;
-  double elapsed_seconds = 0;  // wall time of the tracked phase
-  bool ok = false;             // lost_writes == 0 and nothing else failed
+  uint64_t elapsed_ns = 0;  // wall time of the tracked phase
+  bool ok = false;          // lost_writes == 0 and nothing else failed
   // Up to a few lost pages described (offset, which write the source holds
   // and the replica lacks); empty when nothing was lost.
   std::vector<std::string> lost_examples;
 };
 
-// kInvalidArgument naming the bad field (threads, seconds, size), else OK.
+// kInvalidArgument naming the bad field (threads, duration, size), else OK.
 // RunCheck() calls it first; callers may call it to fail early.
 Status ValidateCheckOptions(const CheckOptions& options);
 

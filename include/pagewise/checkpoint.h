@@ -27,7 +27,6 @@
 #include <memory>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/image.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
@@ -39,14 +38,13 @@ struct CheckpointOptions {
   // Ask PAGEMAP_SCAN which pages of kAnonymous regions are unpopulated so
   // that Create does not read (and populate) them.
   bool skip_unpopulated = true;
-  Env* env = nullptr;  // nullptr: Env::Default()
 };
 
 struct RewindStats {
   uint64_t pages_restored = 0;  // pages reported written and put back
   uint64_t pages_copied = 0;    // ... of which copied from the saved copy
   uint64_t pages_zeroed = 0;    // ... of which zero at the checkpoint
-  uint64_t nanos = 0;           // wall time of the Rewind call
+  uint64_t elapsed_ns = 0;      // wall time of the Rewind call
 };
 
 struct CheckpointStats {
@@ -68,12 +66,12 @@ class Checkpoint {
   // regions, the Tracker's errors (kNotSupported for untrackable memory),
   // kResourceExhausted when the saved copy cannot be mapped. On error
   // nothing stays tracked or allocated.
-  static Result<std::unique_ptr<Checkpoint>> Create(const std::vector<RegionInfo>& regions,
+  static Result<std::unique_ptr<Checkpoint>> Create(const std::vector<Region>& regions,
                                                     const CheckpointOptions& options = {});
 
   // Stops tracking and frees the saved copy. The regions keep their
   // current contents.
-  ~Checkpoint();
+  virtual ~Checkpoint() = default;
   Checkpoint(const Checkpoint&) = delete;
   Checkpoint& operator=(const Checkpoint&) = delete;
 
@@ -84,32 +82,20 @@ class Checkpoint {
   // still put back, and the regions may then hold a mix of old and new
   // pages: call Rewind() again (it picks up what was missed) before using
   // them.
-  Result<RewindStats> Rewind();
+  virtual Result<RewindStats> Rewind() = 0;
 
   // Makes the current contents the checkpoint: copies the pages written
   // since the last Rewind/Update into the saved copy. Returns the number of
   // pages taken. Precondition: writers quiesced. Errors as Rewind; after an
   // error the saved state is a mix: call Update() again before Rewind().
-  Result<uint64_t> Update();
+  virtual Result<uint64_t> Update() = 0;
 
-  CheckpointStats stats() const { return stats_; }
-  TrackBackend backend() const;
-  const std::vector<RegionInfo>& regions() const { return regions_; }
+  virtual CheckpointStats stats() const = 0;
+  virtual TrackBackend backend() const = 0;
+  virtual const std::vector<Region>& regions() const = 0;
 
- private:
-  struct Saved;
-  Checkpoint();
-  Status Apply(const std::vector<PageRange>& written, bool restore, RewindStats* stats);
-
-  std::vector<RegionInfo> regions_;
-  std::vector<std::unique_ptr<Saved>> saved_;  // one per region, same order
-  std::unique_ptr<Tracker> tracker_;
-  Env* env_ = nullptr;
-  CheckpointStats stats_;
-  // Pages the tracker reported (and re-armed) that a failed Rewind/Update
-  // did not finish: fed into the next call.
-  std::vector<PageRange> pending_;
-  bool broken_update_ = false;
+ protected:
+  Checkpoint() = default;
 };
 
 }  // namespace pagewise

@@ -1,7 +1,7 @@
 // Page images: pagewise's on-disk format for memory, and its reader/writer.
 //
-// An image file holds regions (address, length, page size, protection, kind,
-// name, flat_offset), an index of page runs, and page data where all-zero
+// An image file holds regions (pagewise::Region: address, length, flat
+// offset, page size, protection, kind, name), an index of page runs, and page data where all-zero
 // pages take no space, identical pages are stored once (content hash), and
 // data chunks may be compressed (zstd or lz4). Checksums cover the header,
 // the index and every data chunk. An image may name a parent: it is then an
@@ -12,7 +12,7 @@
 // Regions across a chain are matched by index: every layer of a chain lists
 // the same regions (same address and length) in the same order.
 //
-// The flat view: each region also has a flat_offset, its position in a flat
+// The flat view: each region's `offset` is its position in a flat
 // memory file (Firecracker's guest-memory snapshot layout). ReadFlat() serves
 // an image as if it were that flat file.
 //
@@ -37,7 +37,7 @@
 #include <utility>
 #include <vector>
 
-#include "pagewise/env.h"
+#include "pagewise/region.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
@@ -51,29 +51,15 @@ Result<Compression> ParseCompression(std::string_view name);
 // Called from the thread running the operation.
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
-enum class RegionKind : uint32_t {
-  kAnonymous = 0,  // private anonymous memory
-  kShared = 1,     // memfd / shmem, MAP_SHARED
-  kFile = 2,       // file-backed mapping
-  kFlat = 3,       // imported from a flat memory file
-};
-
-struct RegionInfo {
-  uint64_t address = 0;       // virtual address when captured (0 if none)
-  uint64_t length = 0;        // bytes, a multiple of page_size
-  uint32_t page_size = 4096;  // a power of two, 512 .. 16 MiB
-  uint32_t prot = 0;          // PROT_* bits
-  RegionKind kind = RegionKind::kAnonymous;
-  std::string name;
-  uint64_t flat_offset = 0;  // byte offset of this region in the flat view
-};
+// Image regions are pagewise::Region (pagewise/region.h): address when
+// captured (0 if none), length, offset in the flat view (at most 2^62),
+// page_size (a power of two, 512 .. 16 MiB), prot, kind and name.
 
 struct ImageWriteOptions {
   Compression compression = Compression::kZstd;
   int level = 1;       // compressor level (zstd: 1..19; lz4: ignored)
   std::string parent;  // parent image path; empty: a full (base) image
   bool dedup = true;   // store identical pages once
-  Env* env = nullptr;  // nullptr: Env::Default()
   // Target uncompressed size of a data chunk (the unit of compression,
   // checksumming and reading): 4 KiB .. 16 MiB. Smaller chunks make random
   // single-page reads cheaper; larger ones compress better.
@@ -102,6 +88,8 @@ class ImageWriter {
 
   // Abandons an uncommitted image: the temporary file is removed.
   virtual ~ImageWriter() = default;
+  ImageWriter(const ImageWriter&) = delete;
+  ImageWriter& operator=(const ImageWriter&) = delete;
 
   // Declares a region; returns its index. For a layer with a parent, the
   // regions must match the parent's (kInvalidArgument otherwise): the
@@ -110,7 +98,7 @@ class ImageWriter {
   // Commit requires all of them. AddRegion after pages were added to the
   // inherited regions is kFailedPrecondition. Bad page size or length:
   // kInvalidArgument (page sizes above 16 MiB: kNotSupported).
-  virtual Result<uint32_t> AddRegion(const RegionInfo& region) = 0;
+  virtual Result<uint32_t> AddRegion(const Region& region) = 0;
 
   // Records pages [offset, offset+len) of `region` (offset and len page
   // aligned, inside the region) with the bytes at `data`. A page recorded
@@ -138,6 +126,9 @@ class ImageWriter {
   // Running totals while writing; exact (and equal to what readers see in
   // LayerInfo::stats) after a successful Commit. Any thread.
   virtual ImageStats stats() const = 0;
+
+ protected:
+  ImageWriter() = default;
 };
 
 // Where a page of an opened chain comes from.
@@ -156,7 +147,6 @@ struct LayerInfo {
 };
 
 struct ImageOpenOptions {
-  Env* env = nullptr;  // nullptr: Env::Default()
   // Verify every data chunk's checksum at Open (slow for big images).
   // Chunks are always verified when read, whatever this says.
   bool verify_data = false;
@@ -184,8 +174,10 @@ class Image {
                                              const ImageOpenOptions& options = {});
 
   virtual ~Image() = default;
+  Image(const Image&) = delete;
+  Image& operator=(const Image&) = delete;
 
-  virtual const std::vector<RegionInfo>& regions() const = 0;
+  virtual const std::vector<Region>& regions() const = 0;
   // Layers from top (the opened file) to base.
   virtual const std::vector<LayerInfo>& layers() const = 0;
 
@@ -216,7 +208,7 @@ class Image {
                               std::vector<std::pair<uint64_t, uint64_t>>* runs) const = 0;
 
   // The flat view: bytes [offset, offset+len) of the flat memory file this
-  // image represents (regions at their flat_offset; gaps read as zero).
+  // image represents (regions at their offset; gaps read as zero).
   virtual uint64_t flat_size() const = 0;
   virtual Status ReadFlat(uint64_t offset, void* dst, size_t len) const = 0;
 
@@ -226,6 +218,9 @@ class Image {
   virtual Status Verify(VerifyError* error = nullptr) const = 0;
   // Verify, calling `progress` (may be empty) with data bytes checked so far.
   virtual Status VerifyWithProgress(VerifyError* error, const ProgressFn& progress) const = 0;
+
+ protected:
+  Image() = default;
 };
 
 // Opens the chain at `path` and verifies all of it (Image::Open's header and
@@ -233,9 +228,9 @@ class Image {
 // (optional) names the first bad layer; region is -1 with a file offset for
 // header/index damage or a missing/replaced parent, else region and offset
 // of the first page using the damaged data. `progress` (may be empty) gets
-// data bytes checked. env: nullptr for Env::Default().
+// data bytes checked.
 Status VerifyImage(const std::string& path, VerifyError* error = nullptr,
-                   const ProgressFn& progress = nullptr, Env* env = nullptr);
+                   const ProgressFn& progress = nullptr);
 
 // Writes the chain at `in` as one base image at `out` (no parent): same
 // regions, each page's resolved content; pages recorded as zero anywhere in

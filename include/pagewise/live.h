@@ -64,7 +64,6 @@
 #include <string>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/image.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
@@ -81,10 +80,8 @@ using LiveProgressFn = std::function<void(const LiveProgress&)>;
 
 struct LiveSnapshotOptions {
   // Image settings. `image.parent` must be empty (a live snapshot is a full
-  // image). `image.env` nullptr: use `env` below.
+  // image).
   ImageWriteOptions image;
-  // Kernel calls (userfaultfd, PAGEMAP_SCAN). nullptr: Env::Default().
-  Env* env = nullptr;
   // Tracker mode: a tracker created with TrackBackend::kUffdWp that tracks
   // every region. Not owned; must outlive the snapshot. nullptr: the
   // snapshot registers its own userfaultfd.
@@ -145,7 +142,7 @@ class LiveSnapshot {
  public:
   // Starts a live snapshot of `regions` into an image at `path` and returns
   // once T has passed (every page protected, or the tracker collected).
-  // RegionInfo fields: address/length page aligned, page_size the system
+  // Region fields: address/length page aligned, page_size the system
   // page size (hugetlbfs is not supported), kind kAnonymous (private
   // anonymous, THP or not) or kShared (memfd/shmem); regions must not
   // overlap. They become the image's regions in this order.
@@ -154,11 +151,13 @@ class LiveSnapshot {
   // creating the image or registering the ranges. On error nothing is left
   // registered or protected and no file is left behind.
   static Result<std::unique_ptr<LiveSnapshot>> Start(const std::string& path,
-                                                     const std::vector<RegionInfo>& regions,
+                                                     const std::vector<Region>& regions,
                                                      const LiveSnapshotOptions& options = {});
 
   // Cancels an unfinished snapshot (as Cancel()) and waits for its threads.
   virtual ~LiveSnapshot() = default;
+  LiveSnapshot(const LiveSnapshot&) = delete;
+  LiveSnapshot& operator=(const LiveSnapshot&) = delete;
 
   // Blocks until the snapshot finished; returns OK once the image is
   // committed at `path`, else the error (the image is then absent and all
@@ -174,11 +173,14 @@ class LiveSnapshot {
   virtual LiveProgress progress() const = 0;
   // Current counters; final once Wait() returned.
   virtual LiveSnapshotStats stats() const = 0;
+
+ protected:
+  LiveSnapshot() = default;
 };
 
 // Start() + Wait(): takes a live snapshot and returns its statistics.
 Result<LiveSnapshotStats> TakeLiveSnapshot(const std::string& path,
-                                           const std::vector<RegionInfo>& regions,
+                                           const std::vector<Region>& regions,
                                            const LiveSnapshotOptions& options = {});
 
 }  // namespace pagewise

@@ -16,7 +16,6 @@
 #include <string_view>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
@@ -123,11 +122,11 @@ struct KernelFeatures {
   bool Supports(MemoryCapability c) const;
 };
 
-// Probes the kernel through `env`. Never fails: unavailable features are
-// recorded with a reason.
-KernelFeatures ProbeKernel(Env* env);
+// Probes the kernel now (a few system calls; no caching). Never fails:
+// unavailable features are recorded with a reason.
+KernelFeatures ProbeKernel();
 
-// The process-wide probe, run once through Env::Default().
+// The process-wide probe, run once.
 const KernelFeatures& Features();
 
 // OK if `features` has all `bits` of userfaultfd; otherwise kNotSupported

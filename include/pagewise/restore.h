@@ -5,11 +5,16 @@
 // file layout): a size and reads of [offset, offset+len), plus an optional
 // zero classification so that zero pages are installed with
 // UFFDIO_ZEROPAGE instead of being copied. Sources: a flat memory file
-// (mmap or pread through Env), a caller-owned buffer, and an Image (its
-// flat view, with Classify() for zero pages).
+// (mmap or pread), a caller-owned buffer, and an Image (its flat view, with
+// Classify() for zero pages). A source may also tell reads by priority
+// (ReadWithPriority): a demand fault waits for its read, a background fill
+// does not; remote sources use that to order their fetches.
 //
-// LazyRestore maps regions (fresh anonymous mappings, or private anonymous
-// mappings the caller gives by address), registers them with a userfaultfd
+// LazyRestore maps regions (pagewise::Region: address 0 for fresh
+// anonymous mappings, or the address of a private anonymous mapping the
+// caller gives; `offset` is the region's place in the source's flat view),
+// registers them with a userfaultfd
+
 // in MISSING mode with EVENT_FORK|EVENT_REMAP|EVENT_REMOVE|EVENT_UNMAP, and
 // serves faults from the source: a fault at page p fills the contiguous run
 // of not-yet-filled pages around p inside an aligned window; a background
@@ -30,6 +35,16 @@
 // Limits: 4 KiB pages of private anonymous memory only (no hugetlbfs, no
 // shmem/memfd destinations; THP-enabled ranges are filled 4 KiB at a time).
 //
+// How pages are installed is a FillPolicy (fault window, background
+// batches, zero pages, prefetch list, trace recording), the same struct for
+// an in-process LazyRestore and for every client of a PageServer
+// (pagewise/serve.h); ValidateFillPolicy() refuses values out of range
+// instead of clamping them.
+//
+// Ownership: LazyRestore owns the memory it mapped (regions given with
+// address 0) and unmaps it when destroyed, as RestoredMemory does for an
+// eager restore; Release() hands it to the caller instead.
+//
 // Thread safety: PageSource implementations are immutable after creation;
 // every const method is safe from any number of threads. LazyRestore's
 // methods are safe from any thread; only its destruction must not race
@@ -44,14 +59,20 @@
 #include <string>
 #include <vector>
 
-#include "pagewise/env.h"
+#include "pagewise/region.h"
 #include "pagewise/status.h"
+#include "pagewise/time.h"
 
 namespace pagewise {
 
 class Image;
 
 // ---- sources ----------------------------------------------------------------
+
+// Why a source is read: a demand fault (a thread of the program is blocked
+// until the read returns), the prefetch list (the program may be waiting
+// for the working set), or the background filler (nobody waits).
+enum class ReadPriority { kDemand, kPrefetch, kBackground };
 
 class PageSource {
  public:
@@ -64,6 +85,16 @@ class PageSource {
   // size() reads as zero). Errors: kIoError/kCorruption from the backing
   // store, naming offset and what to check.
   virtual Status Read(uint64_t offset, void* dst, size_t len) const = 0;
+
+  // Read(), told why the bytes are wanted. The restore engine calls this;
+  // a source whose reads queue behind each other (remote object storage, a
+  // page server over TCP) overrides it to serve kDemand first. Same
+  // contract and errors as Read(); the default simply calls Read().
+  virtual Status ReadWithPriority(uint64_t offset, void* dst, size_t len,
+                                  ReadPriority priority) const {
+    (void)priority;
+    return Read(offset, dst, len);
+  }
 
   // If the bytes [offset, offset+len) are directly addressable in this
   // process (a mapped file, a buffer) returns a pointer to them, valid for
@@ -96,8 +127,7 @@ enum class MemFileAccess { kMmap, kPread };
 // not shrink while in use: a read past its new end would raise SIGBUS);
 // kPread reads it with pread. Errors: the file cannot be opened or mapped.
 Result<std::shared_ptr<PageSource>> OpenMemFileSource(const std::string& path,
-                                                      MemFileAccess access = MemFileAccess::kMmap,
-                                                      Env* env = nullptr);
+                                                      MemFileAccess access = MemFileAccess::kMmap);
 
 // A source over caller-owned bytes [data, data+size); the bytes must stay
 // valid and unchanged while the source is used.
@@ -108,7 +138,7 @@ std::shared_ptr<PageSource> MemorySource(const void* data, uint64_t size);
 std::shared_ptr<PageSource> ImageSource(std::shared_ptr<const Image> image);
 // Image::Open(path) (checks header and index checksums of every layer),
 // then ImageSource. Errors are Image::Open's.
-Result<std::shared_ptr<PageSource>> OpenImageSource(const std::string& path, Env* env = nullptr);
+Result<std::shared_ptr<PageSource>> OpenImageSource(const std::string& path);
 
 // ---- working-set traces ------------------------------------------------------
 
@@ -132,27 +162,53 @@ std::string TracePathFor(const std::string& source_path);
 // of the directory). Format (little-endian): "PWTRACE1", u32 version (1),
 // u32 page_size, u64 source_size, u64 count, count x {u64 offset, u64
 // time_ns}, u64 XXH64 (seed 0) of everything before it.
-Status WriteTrace(const std::string& path, const WorkingSetTrace& trace, Env* env = nullptr);
+Status WriteTrace(const std::string& path, const WorkingSetTrace& trace);
 
 // Reads and checks a trace: kNotFound if missing, kCorruption (naming the
 // file and the reason) on a bad magic, version, size or checksum.
-Result<WorkingSetTrace> ReadTrace(const std::string& path, Env* env = nullptr);
+Result<WorkingSetTrace> ReadTrace(const std::string& path);
+
+// ---- fill policy -------------------------------------------------------------
+
+// How a restore installs pages: shared by LazyRestore (RestoreOptions::fill)
+// and every client of a PageServer (ServeOptions::fill).
+struct FillPolicy {
+  // Aligned window of pages filled around a fault (its not yet filled
+  // pages around the faulting one): 1..512.
+  size_t fault_window_pages = 16;
+  // Pages per background fill: 1..4096.
+  size_t background_batch_pages = 64;
+  bool background_fill = true;  // false: only faults (and the prefetch list) install pages
+  bool use_zeropage = true;     // zero pages via UFFDIO_ZEROPAGE
+  // Pages to install first (flat offsets, in order), e.g. from ReadTrace().
+  std::vector<uint64_t> prefetch;
+  // With a prefetch list: LazyRestore::Start() returns only once those
+  // pages are installed, in large batches (the working set is in place
+  // before the program resumes, as REAP does). false: they are installed
+  // first by the background filler while the program already runs (fewer
+  // faults saved, earlier first access). A PageServer never blocks a
+  // client's handshake: its clients wait for kReadyByte instead.
+  bool wait_for_prefetch = true;
+  // Keep the demand-fault trace: every page a demand fault installs (a
+  // PageServer records its FIRST client's). For a complete working set
+  // record with background_fill = false (LazyRestore::Finish() turns the
+  // filler on afterwards): otherwise pages the filler installed before the
+  // program reached them never fault and are missing from the trace.
+  bool record_trace = false;
+  // Demand-fault latency samples kept in RestoreStats (the first ones):
+  // 0..16777216.
+  size_t max_latency_samples = 1 << 16;
+};
+
+// OK, or kInvalidArgument naming the first field out of its range and the
+// range. LazyRestore::Start and PageServer::Start call it; values are
+// never clamped.
+Status ValidateFillPolicy(const FillPolicy& policy);
 
 // ---- lazy restore ------------------------------------------------------------
 
-struct RestoreRegion {
-  uint64_t source_offset = 0;  // offset of the region in the source's flat view
-  uint64_t length = 0;         // bytes, a multiple of the page size
-  // 0: LazyRestore maps fresh anonymous memory (the caller owns it afterwards
-  // and may munmap it after the restore is resident or destroyed).
-  // Otherwise the start of an existing private anonymous read/write mapping
-  // of `length` bytes; pages already present there are kept as they are
-  // (the fill sees EEXIST and leaves them).
-  uint64_t address = 0;
-};
-
 // Counters and timings of a restore (or of one server client). Times are
-// seconds since the restore started; -1 when the event has not happened.
+// nanoseconds since the restore started; -1 when the event has not happened.
 struct RestoreStats {
   uint64_t pages_total = 0;    // pages of the regions as registered
   uint64_t demand_faults = 0;  // faults that needed source data
@@ -172,43 +228,24 @@ struct RestoreStats {
   uint64_t enoent_pages = 0;    // pages whose mapping vanished (ENOENT)
   uint64_t poisoned_pages = 0;  // pages poisoned because the source failed
   uint64_t forks = 0, remaps = 0, removes = 0, unmaps = 0, unknown_events = 0;
-  uint64_t spaces_total = 0;        // address spaces served (1 + forked children)
-  uint64_t spaces_live = 0;         // of those, still served
-  double first_fault_seconds = -1;  // time to first access (first demand fault)
-  double resident_seconds = -1;     // time until fully resident
-  double fill_seconds = 0;          // time spent reading the source and filling
+  uint64_t spaces_total = 0;    // address spaces served (1 + forked children)
+  uint64_t spaces_live = 0;     // of those, still served
+  int64_t first_fault_ns = -1;  // time to first access (first demand fault)
+  int64_t resident_ns = -1;     // time until fully resident
+  uint64_t fill_ns = 0;         // time spent reading the source and filling
   // Demand fault latency (message read -> page installed), nanoseconds; at
-  // most RestoreOptions::max_latency_samples samples (the first ones).
+  // most FillPolicy::max_latency_samples samples (the first ones).
   std::vector<uint32_t> fault_latency_ns;
-  double fault_latency_p50_us = 0;
-  double fault_latency_p99_us = 0;
+  uint64_t fault_latency_p50_ns = 0;
+  uint64_t fault_latency_p99_ns = 0;
 };
 
 struct RestoreOptions {
-  Env* env = nullptr;                  // nullptr: Env::Default()
-  size_t fault_window_pages = 16;      // aligned window filled around a fault (1..512)
-  size_t background_batch_pages = 64;  // pages per background fill (1..4096)
-  bool background_fill = true;         // false: only faults install pages
-  bool use_zeropage = true;            // zero pages via UFFDIO_ZEROPAGE
-  // Pages to install first (flat offsets, in order), e.g. from ReadTrace().
-  std::vector<uint64_t> prefetch;
-  // With a prefetch list: Start() returns only once those pages are
-  // installed, in large batches (the working set is in place before the
-  // program resumes, as REAP does). false: they are installed first by the
-  // background filler while the program already runs (fewer faults saved,
-  // earlier first access).
-  bool wait_for_prefetch = true;
-  // Keep the demand-fault trace (trace()): every page a demand fault
-  // installs. For a complete working set record with background_fill =
-  // false (Finish() turns the filler on afterwards): otherwise pages the
-  // filler installed before the program reached them never fault and are
-  // missing from the trace.
-  bool record_trace = false;
+  FillPolicy fill;
   // When every page is resident: close the userfaultfd (the kernel then
   // unregisters the ranges; everything is in place, so nothing changes for
   // the program) and stop serving. Keep true unless you need the events.
   bool release_when_resident = true;
-  size_t max_latency_samples = 1 << 16;
   // Called once, on an internal thread, when every page is resident (or the
   // restore failed: stats say so). Must not block or destroy the restore.
   std::function<void(const Status&, const RestoreStats&)> on_resident;
@@ -217,36 +254,52 @@ struct RestoreOptions {
 class LazyRestore {
  public:
   // Maps (or adopts) the regions, registers them, and starts serving.
-  // On return the regions may be used at once. Errors: invalid regions
-  // (unaligned, outside the source: kInvalidArgument), userfaultfd missing
-  // or lacking the EVENT_* features (kNotSupported / kPermissionDenied),
-  // mapping or registration failures. On error nothing stays mapped or
-  // registered (mappings the caller gave are left as they were).
+  // Each Region gives address (0: map fresh anonymous memory), length and
+  // offset (in the source's flat view), all page aligned; the other fields
+  // are ignored. On return the regions may be used at once. Errors: a bad
+  // fill policy or invalid regions (unaligned, outside the source:
+  // kInvalidArgument), userfaultfd missing or lacking the EVENT_* features
+  // (kNotSupported / kPermissionDenied), mapping or registration failures.
+  // On error nothing stays mapped or registered (mappings the caller gave
+  // are left as they were).
   static Result<std::unique_ptr<LazyRestore>> Start(std::shared_ptr<const PageSource> source,
-                                                    std::vector<RestoreRegion> regions,
+                                                    std::vector<Region> regions,
                                                     const RestoreOptions& options = {});
 
-  // Finish()es (so no page is ever left to read as zero), then stops.
-  // Memory LazyRestore mapped is NOT unmapped: the caller owns it.
+  // Finish()es (so no page is ever left to read as zero), then stops, then
+  // unmaps the memory LazyRestore mapped (regions given with address 0)
+  // unless Release() was called. Mappings the caller gave stay.
   virtual ~LazyRestore() = default;
+  LazyRestore(const LazyRestore&) = delete;
+  LazyRestore& operator=(const LazyRestore&) = delete;
 
   // The regions with their addresses (fresh mappings filled in).
-  virtual const std::vector<RestoreRegion>& regions() const = 0;
+  virtual const std::vector<Region>& regions() const = 0;
   virtual char* data(size_t region) const = 0;
 
+  // Hands the mappings LazyRestore made to the caller, who then owns them
+  // (munmap them once the restore is resident or destroyed): destruction
+  // no longer unmaps them. Serving goes on. Idempotent.
+  virtual void Release() = 0;
+
   // Waits until every page of every served address space (the program and
-  // any forked children) is resident. OK when resident; kRetry when
-  // timeout_ms (>= 0) expired first; the restore's error if it failed.
-  virtual Status WaitResident(int timeout_ms = -1) = 0;
+  // any forked children) is resident. OK when resident; kTimeout when
+  // `timeout` expired first; the restore's error if it failed.
+  virtual Status WaitResident(Duration timeout = kNoTimeout) = 0;
   virtual bool resident() const = 0;
 
-  // WaitResident(-1), then stops serving (closing the userfaultfds).
-  // Returns the first error the restore met (OK if none). Idempotent.
+  // WaitResident(kNoTimeout), then stops serving (closing the
+  // userfaultfds). Returns the first error the restore met (OK if none).
+  // Idempotent.
   virtual Status Finish() = 0;
 
   virtual RestoreStats stats() const = 0;
-  // The demand faults recorded so far (record_trace), for WriteTrace().
+  // The demand faults recorded so far (FillPolicy::record_trace), for
+  // WriteTrace().
   virtual WorkingSetTrace trace() const = 0;
+
+ protected:
+  LazyRestore() = default;
 };
 
 }  // namespace pagewise

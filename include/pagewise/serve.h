@@ -13,7 +13,7 @@
 // Ready byte (an extension; clients may ignore it): once a client's
 // prefetch list is installed (at once when there is none), the server
 // writes one byte, kReadyByte, to that client's socket. A client that
-// waits for it (LazyClientOptions::wait_ready_ms) resumes with its working
+// waits for it (LazyClientOptions::wait_ready) resumes with its working
 // set already resident instead of racing the prefetch with demand faults.
 // Firecracker never reads the socket after the handshake, so the byte just
 // stays in the socket buffer.
@@ -46,6 +46,11 @@
 // that uses LazyClient (which makes everything resident before it
 // disconnects) is not exposed.
 //
+// Regions: the handshake's objects are pagewise::Region values (address =
+// base_host_virt_addr, length = size, offset, page_size); the other Region
+// fields are not part of the protocol. A PageServer installs pages by the
+// same FillPolicy as an in-process LazyRestore (ServeOptions::fill).
+//
 // Thread safety: PageServer and LazyClient methods are safe from any thread
 // (not their destruction). Callbacks run on internal threads and must not
 // destroy the object that called them.
@@ -61,48 +66,45 @@
 #include <string_view>
 #include <vector>
 
-#include "pagewise/env.h"
+#include "pagewise/region.h"
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
+#include "pagewise/time.h"
 
 namespace pagewise {
 
 // The byte a PageServer writes to a client once its prefetch list is in.
 inline constexpr char kReadyByte = 'R';
 
-// One element of the handshake's JSON array.
-struct GuestRegion {
-  uint64_t base_host_virt_addr = 0;  // where the client mapped the region
-  uint64_t size = 0;                 // bytes
-  uint64_t offset = 0;               // byte offset in the flat memory file
-  uint64_t page_size = 4096;         // bytes ("page_size" or "page_size_kib")
-};
-
-// Parses a handshake body. Errors (kInvalidArgument) name the element and
-// field that is missing or malformed.
-Result<std::vector<GuestRegion>> ParseHandshake(std::string_view body);
-// The handshake body for `regions` (with "page_size").
-std::string HandshakeJson(const std::vector<GuestRegion>& regions);
+// Parses a handshake body: one Region per element of the JSON array, with
+// address (base_host_virt_addr: where the client mapped the region),
+// length (size, bytes), offset (byte offset in the flat memory file) and
+// page_size ("page_size" or "page_size_kib", bytes). Errors
+// (kInvalidArgument) name the element and field that is missing or
+// malformed.
+Result<std::vector<Region>> ParseHandshake(std::string_view body);
+// The handshake body for `regions` (address, length, offset, page_size;
+// written with "page_size").
+std::string HandshakeJson(const std::vector<Region>& regions);
 
 struct ClientReport {
   uint64_t id = 0;  // 0, 1, 2... in connection order
   pid_t pid = 0;    // SO_PEERCRED
-  std::vector<GuestRegion> regions;
+  std::vector<Region> regions;
   bool active = false;  // still being served
   Status status;        // why serving ended (kPeerGone: the client went away)
   RestoreStats stats;
 };
 
 struct ServeOptions {
-  Env* env = nullptr;  // nullptr: Env::Default()
-  size_t fault_window_pages = 16;
-  size_t background_batch_pages = 64;
-  bool background_fill = true;  // false: pages are served only on fault
-  bool use_zeropage = true;
-  std::vector<uint64_t> prefetch;    // flat offsets installed first, per client
-  bool record_trace = false;         // record the FIRST client's demand faults
-  int handshake_timeout_ms = 10000;  // a client must send its message within this
-  bool send_ready = true;            // write kReadyByte once prefetch is in (above)
+  // How each client's pages are installed (fill.prefetch: flat offsets
+  // installed first, for every client; fill.record_trace records the FIRST
+  // client's demand faults; fill.wait_for_prefetch does not apply: clients
+  // wait for kReadyByte).
+  FillPolicy fill;
+  // A client must send its handshake message within this (> 0).
+  Duration handshake_timeout = std::chrono::seconds(10);
+  bool send_ready = true;  // write kReadyByte once prefetch is in (above)
   // Called on an internal thread when a client connects (active) and when
   // it is dropped (inactive, with its final stats and status).
   std::function<void(const ClientReport&)> on_client;
@@ -111,13 +113,16 @@ struct ServeOptions {
 class PageServer {
  public:
   // Listens on `socket_path` (an existing socket file there is replaced)
-  // and starts accepting. Errors: the socket cannot be created.
+  // and starts accepting. Errors: a bad fill policy or handshake timeout
+  // (kInvalidArgument), the socket cannot be created.
   static Result<std::unique_ptr<PageServer>> Start(const std::string& socket_path,
                                                    std::shared_ptr<const PageSource> source,
                                                    const ServeOptions& options = {});
 
   // Stop()s.
   virtual ~PageServer() = default;
+  PageServer(const PageServer&) = delete;
+  PageServer& operator=(const PageServer&) = delete;
 
   // Stops accepting, stops serving every client (closing our copies of
   // their userfaultfds and their sockets) and removes the socket file.
@@ -127,17 +132,20 @@ class PageServer {
   virtual const std::string& socket_path() const = 0;
   virtual std::vector<ClientReport> clients() const = 0;
 
-  // Waits until at least `count` clients have been dropped. OK, or kRetry
-  // after timeout_ms (< 0: no limit).
-  virtual Status WaitClientsDone(size_t count, int timeout_ms) = 0;
+  // Waits until at least `count` clients have been dropped. OK, or
+  // kTimeout once `timeout` expired (kNoTimeout: no limit).
+  virtual Status WaitClientsDone(size_t count, Duration timeout) = 0;
 
   // Handshakes refused so far (malformed body, no descriptor, unsupported
   // page size, regions beyond the source), with the last reason.
   virtual uint64_t refused() const = 0;
   virtual Status last_refusal() const = 0;
 
-  // The first client's demand-fault trace (record_trace).
+  // The first client's demand-fault trace (fill.record_trace).
   virtual WorkingSetTrace trace() const = 0;
+
+ protected:
+  PageServer() = default;
 };
 
 enum class ServerLossPolicy {
@@ -150,15 +158,14 @@ enum class ServerLossPolicy {
 };
 
 struct LazyClientOptions {
-  Env* env = nullptr;
   ServerLossPolicy on_loss = ServerLossPolicy::kPoison;
   // > 0: Connect() waits up to this long for the server's kReadyByte (sent
   // once the server's prefetch list for us is installed), so the caller
   // resumes with its working set resident. A server that closes the
   // connection instead (it refused the handshake) makes Connect() fail
   // with kPeerGone. On timeout Connect() returns normally and ready() is
-  // false: pages still arrive on demand. 0: do not wait.
-  int wait_ready_ms = 0;
+  // false: pages still arrive on demand. Zero (or negative): do not wait.
+  Duration wait_ready = Duration::zero();
   // Called once, on the watchdog thread, when the server is found gone.
   std::function<void(const Status&)> on_server_lost;
 };
@@ -167,30 +174,37 @@ class LazyClient {
  public:
   // Creates a userfaultfd (EVENT_REMOVE required; FORK, REMAP and UNMAP
   // asked for when offered), registers `regions` (the caller's private
-  // anonymous mappings, page aligned) in MISSING mode, connects to
+  // anonymous mappings, page aligned; address, length, offset and
+  // page_size are sent) in MISSING mode, connects to
   // `socket_path`, sends the handshake and starts the watchdog. From then
   // on the regions fill from the server as they are touched.
   static Result<std::unique_ptr<LazyClient>> Connect(const std::string& socket_path,
-                                                     const std::vector<GuestRegion>& regions,
+                                                     const std::vector<Region>& regions,
                                                      const LazyClientOptions& options = {});
 
   // If the server is still connected, first makes every region resident
   // (Populate) so that disconnecting cannot expose zero pages; then stops
   // the watchdog and closes the socket and our userfaultfd.
   virtual ~LazyClient() = default;
+  LazyClient(const LazyClient&) = delete;
+  LazyClient& operator=(const LazyClient&) = delete;
 
   // OK while the server is connected; kPeerGone once it is gone.
   virtual Status status() const = 0;
   // Waits until the server is seen gone and that was handled (on_server_lost
-  // called, every missing page poisoned): OK then, kRetry after timeout_ms.
-  virtual Status WaitServerLost(int timeout_ms) = 0;
+  // called, every missing page poisoned): OK then, kTimeout once `timeout`
+  // expired (kNoTimeout: no limit).
+  virtual Status WaitServerLost(Duration timeout) = 0;
   // Faults every page of the regions in (MADV_POPULATE_READ), so that all
   // of them are resident. Fails (kPeerGone) if the server goes away first.
   virtual Status Populate() = 0;
   // Pages poisoned after the server was lost.
   virtual uint64_t poisoned_pages() const = 0;
-  // Connect() saw the server's kReadyByte (only with wait_ready_ms > 0).
+  // Connect() saw the server's kReadyByte (only with wait_ready > 0).
   virtual bool ready() const = 0;
+
+ protected:
+  LazyClient() = default;
 };
 
 }  // namespace pagewise

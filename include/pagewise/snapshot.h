@@ -1,7 +1,7 @@
 // Snapshots of this process's memory into page images, and eager restore.
 //
-// A snapshot captures regions of the calling process (RegionInfo: address,
-// length, kind, prot, name) into an image file (pagewise/image.h):
+// A snapshot captures regions of the calling process (pagewise::Region:
+// address, length, kind, prot, name) into an image file (pagewise/image.h):
 //   - SnapshotFull() writes every page of the regions: a base image.
 //   - SnapshotIncremental() writes a layer on top of a parent image holding
 //     ONLY the pages a Tracker reported written since the parent; pages that
@@ -37,7 +37,6 @@
 #include <string>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/image.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
@@ -46,10 +45,10 @@ namespace pagewise {
 
 // ---- describing regions ------------------------------------------------------
 
-// A RegionInfo for [addr, addr+len) of this process. No system call; the
+// A Region for [addr, addr+len) of this process. No system call; the
 // arguments are checked by the snapshot functions, not here.
-RegionInfo MakeRegion(const void* addr, size_t len, RegionKind kind = RegionKind::kAnonymous,
-                      uint32_t prot = PROT_READ | PROT_WRITE, std::string name = {});
+Region MakeRegion(const void* addr, size_t len, RegionKind kind = RegionKind::kAnonymous,
+                  uint32_t prot = PROT_READ | PROT_WRITE, std::string name = {});
 
 // One line of /proc/self/maps.
 struct MappingInfo {
@@ -62,10 +61,9 @@ struct MappingInfo {
   std::string path;  // file, "[heap]", "/memfd:name (deleted)", or empty
 };
 
-// Reads and parses /proc/self/maps through `env` (nullptr: Env::Default()).
-// Errors: kIoError if the file cannot be read, kInternal on a line that does
-// not parse (the message quotes it).
-Result<std::vector<MappingInfo>> ReadSelfMaps(Env* env = nullptr);
+// Reads and parses /proc/self/maps. Errors: kIoError if the file cannot be
+// read, kInternal on a line that does not parse (the message quotes it).
+Result<std::vector<MappingInfo>> ReadSelfMaps();
 
 // Describes [addr, addr+len) from /proc/self/maps: kind from the first
 // mapping (private without a file: kAnonymous; shared memfd/shmem/dev-zero:
@@ -74,8 +72,7 @@ Result<std::vector<MappingInfo>> ReadSelfMaps(Env* env = nullptr);
 // name the mapping's path unless `name` is given. Errors: kInvalidArgument
 // for an unaligned or empty range, kNotFound when part of the range is not
 // mapped (the message names the first hole).
-Result<RegionInfo> RegionFromMaps(const void* addr, size_t len, std::string name = {},
-                                  Env* env = nullptr);
+Result<Region> RegionFromMaps(const void* addr, size_t len, std::string name = {});
 
 // ---- snapshots ---------------------------------------------------------------
 
@@ -98,26 +95,24 @@ struct SnapshotOptions {
   // swapped); the writer still stores them as zero. Falls back to reading
   // every page where PAGEMAP_SCAN is missing.
   bool skip_unpopulated = true;
-  Env* env = nullptr;  // nullptr: Env::Default()
 };
 
 struct SnapshotStats {
   ImageStats image;                // the committed image's own statistics
   uint64_t pages_read = 0;         // pages copied from memory into the writer
   uint64_t pages_unpopulated = 0;  // pages recorded (or left) zero without reading
-  uint64_t nanos = 0;              // wall time of the whole call
+  uint64_t elapsed_ns = 0;         // wall time of the whole call
 };
 
 // Writes every page of `regions` to a new base image at `out_path`.
 // Preconditions: regions are page aligned, non-empty, non-overlapping,
 // mapped readable in this process, page_size == PageSize(). If every region
-// has flat_offset 0 and there are several, they get consecutive flat
+// has offset 0 and there are several, they get consecutive flat
 // offsets in the given order (the same rule SnapshotIncremental applies).
 // Errors: kInvalidArgument for bad regions; I/O errors from the writer
 // (kNoSpace, kIoError...). On any error nothing exists at `out_path` (an
 // earlier file there is left untouched).
-Result<SnapshotStats> SnapshotFull(const std::vector<RegionInfo>& regions,
-                                   const std::string& out_path,
+Result<SnapshotStats> SnapshotFull(const std::vector<Region>& regions, const std::string& out_path,
                                    const SnapshotOptions& options = {});
 
 // Writes a layer at `out_path` on top of `parent_path` holding exactly the
@@ -130,13 +125,13 @@ Result<SnapshotStats> SnapshotFull(const std::vector<RegionInfo>& regions,
 // kInvalidArgument when a range is unaligned or the regions differ from
 // the parent's. On error nothing exists at `out_path`.
 Result<SnapshotStats> SnapshotIncremental(const std::vector<PageRange>& written,
-                                          const std::vector<RegionInfo>& regions,
+                                          const std::vector<Region>& regions,
                                           const std::string& parent_path,
                                           const std::string& out_path,
                                           const SnapshotOptions& options = {});
 
 struct SnapshotChainOptions {
-  TrackerOptions tracker;    // backend choice; its env defaults to snapshot.env
+  TrackerOptions tracker;    // backend choice
   SnapshotOptions snapshot;  // used for the base and every layer
 };
 
@@ -149,11 +144,11 @@ class SnapshotChain {
   // Starts tracking every region (see Tracker::Track for what memory can be
   // tracked). Errors from Tracker::Create/Track; on error nothing stays
   // tracked. The regions must stay mapped while the chain lives.
-  static Result<std::unique_ptr<SnapshotChain>> Create(const std::vector<RegionInfo>& regions,
+  static Result<std::unique_ptr<SnapshotChain>> Create(const std::vector<Region>& regions,
                                                        const SnapshotChainOptions& options = {});
 
   // Stops tracking (the tracker is destroyed). Images written stay.
-  ~SnapshotChain();
+  virtual ~SnapshotChain() = default;
   SnapshotChain(const SnapshotChain&) = delete;
   SnapshotChain& operator=(const SnapshotChain&) = delete;
 
@@ -161,7 +156,7 @@ class SnapshotChain {
   // far), then writes a full image of the regions to `path`. A write racing
   // the capture is reported again by the next Layer(). On error there is
   // no base: Layer() fails until a Base() succeeds.
-  Result<SnapshotStats> Base(const std::string& path);
+  virtual Result<SnapshotStats> Base(const std::string& path) = 0;
 
   // Collects the pages written since the previous image and writes them as
   // a layer at `path` whose parent is the previous image. On error (Collect
@@ -169,24 +164,18 @@ class SnapshotChain {
   // Layer(): nothing written is lost, and the chain's head is unchanged.
   // Errors: kFailedPrecondition without a base; otherwise as
   // SnapshotIncremental and Tracker::Collect.
-  Result<SnapshotStats> Layer(const std::string& path);
+  virtual Result<SnapshotStats> Layer(const std::string& path) = 0;
 
   // Path of the newest image ("" before the first Base()).
-  const std::string& head() const { return head_; }
+  virtual const std::string& head() const = 0;
   // Layers written on top of the current base.
-  int layers() const { return layers_; }
-  const std::vector<RegionInfo>& regions() const { return regions_; }
-  Tracker* tracker() const { return tracker_.get(); }
+  virtual int layers() const = 0;
+  virtual const std::vector<Region>& regions() const = 0;
+  // The chain's tracker (owned by the chain).
+  virtual Tracker* tracker() const = 0;
 
- private:
+ protected:
   SnapshotChain() = default;
-
-  std::vector<RegionInfo> regions_;
-  SnapshotChainOptions options_;
-  std::unique_ptr<Tracker> tracker_;
-  std::vector<PageRange> pending_;  // collected but not yet in a committed layer
-  std::string head_;
-  int layers_ = 0;
 };
 
 // ---- eager restore -----------------------------------------------------------
@@ -223,12 +212,11 @@ struct EagerRestoreOptions {
   // Give new mappings the region's prot after filling them (prot 0 is taken
   // as "not recorded": the mapping stays PROT_READ|PROT_WRITE).
   bool apply_prot = true;
-  int threads = 1;     // reader threads (>= 1)
-  Env* env = nullptr;  // nullptr: Env::Default()
+  int threads = 1;  // reader threads (>= 1)
 };
 
 struct RestoredRegion {
-  RegionInfo info;       // as recorded in the image
+  Region info;           // as recorded in the image
   char* data = nullptr;  // where the region's bytes now are
   bool owned = false;    // unmapped by ~RestoredMemory unless released
 };
@@ -237,28 +225,26 @@ struct EagerRestoreStats {
   uint64_t data_pages = 0;  // pages read from the chain
   uint64_t zero_pages = 0;  // pages recorded as zero or absent
   uint64_t bytes_read = 0;  // data_pages * page size
-  uint64_t nanos = 0;
+  uint64_t elapsed_ns = 0;  // wall time of the RestoreEager call
 };
 
 // The regions of a successful RestoreEager. Destruction unmaps the owned
-// mappings (RestorePlacement says which are owned).
+// mappings (RestorePlacement says which are owned). Made only by
+// RestoreEager.
 class RestoredMemory {
  public:
-  RestoredMemory(std::vector<RestoredRegion> regions, EagerRestoreStats stats, Env* env)
-      : regions_(std::move(regions)), stats_(stats), env_(env) {}
-  ~RestoredMemory();
+  virtual ~RestoredMemory() = default;
   RestoredMemory(const RestoredMemory&) = delete;
   RestoredMemory& operator=(const RestoredMemory&) = delete;
 
-  const std::vector<RestoredRegion>& regions() const { return regions_; }
-  const EagerRestoreStats& stats() const { return stats_; }
-  // Hands every mapping to the caller (who must munmap the owned ones).
-  std::vector<RestoredRegion> Release();
+  virtual const std::vector<RestoredRegion>& regions() const = 0;
+  virtual const EagerRestoreStats& stats() const = 0;
+  // Hands every mapping to the caller (who must munmap the owned ones);
+  // regions() is empty afterwards and destruction unmaps nothing.
+  virtual std::vector<RestoredRegion> Release() = 0;
 
- private:
-  std::vector<RestoredRegion> regions_;
-  EagerRestoreStats stats_;
-  Env* env_;
+ protected:
+  RestoredMemory() = default;
 };
 
 // Restores the chain whose top layer is `path` (or an already opened

@@ -33,6 +33,7 @@ enum class Code {
   kPeerGone,            // ESRCH/EPIPE/ECONNRESET: the other process is gone
   kFailedPrecondition,  // the object is in the wrong state for the call
   kInternal,            // a pagewise bug: please report it
+  kTimeout,             // a wait's time limit expired first (ETIMEDOUT); not kRetry
 };
 
 // Returns a stable lower-case name for `code` ("invalid_argument", ...).
@@ -60,6 +61,7 @@ class [[nodiscard]] Status {
   static Status PeerGone(std::string msg) { return {Code::kPeerGone, 0, std::move(msg)}; }
   static Status Internal(std::string msg) { return {Code::kInternal, 0, std::move(msg)}; }
   static Status IoError(std::string msg) { return {Code::kIoError, 0, std::move(msg)}; }
+  static Status Timeout(std::string msg) { return {Code::kTimeout, 0, std::move(msg)}; }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

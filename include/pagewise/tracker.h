@@ -149,7 +149,6 @@
 #include <string_view>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/probe.h"
 #include "pagewise/status.h"
 
@@ -182,7 +181,6 @@ struct PageRange {
 
 struct TrackerOptions {
   TrackBackend backend = TrackBackend::kAuto;
-  Env* env = nullptr;  // nullptr: Env::Default()
 };
 
 struct TrackerStats {
@@ -203,6 +201,8 @@ class Tracker {
   static Result<std::unique_ptr<Tracker>> Create(const TrackerOptions& options = {});
 
   virtual ~Tracker() = default;
+  Tracker(const Tracker&) = delete;
+  Tracker& operator=(const Tracker&) = delete;
 
   virtual TrackBackend backend() const = 0;
 
@@ -233,6 +233,9 @@ class Tracker {
 
   // The ranges currently tracked, sorted.
   virtual std::vector<PageRange> tracked() const = 0;
+
+ protected:
+  Tracker() = default;
 };
 
 }  // namespace pagewise

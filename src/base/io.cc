@@ -1,7 +1,7 @@
 // WriteFully / ReadFully: loops over Env::Pwrite / Env::Pread.
 #include <string>
 
-#include "pagewise/env.h"
+#include "sys/env.h"
 
 namespace pagewise {
 

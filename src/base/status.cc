@@ -37,6 +37,8 @@ std::string_view CodeName(Code code) {
       return "failed_precondition";
     case Code::kInternal:
       return "internal";
+    case Code::kTimeout:
+      return "timeout";
   }
   return "unknown";
 }
@@ -108,6 +110,9 @@ Status ErrnoStatus(int err, std::string_view what, std::string_view hint) {
     case ECONNREFUSED:
     case ENOTCONN:
       code = Code::kPeerGone;
+      break;
+    case ETIMEDOUT:
+      code = Code::kTimeout;
       break;
     default:
       code = Code::kIoError;

@@ -6,12 +6,19 @@
 #include <atomic>
 #include <set>
 
+#include "image/image_env.h"
+
 namespace pagewise {
 
 Result<std::unique_ptr<Image>> Image::Open(const std::string& path,
                                            const ImageOpenOptions& options) {
+  return OpenImage(path, options, Env::Default());
+}
+
+Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const ImageOpenOptions& options,
+                                         Env* env) {
   PW_ASSIGN_OR_RETURN(std::unique_ptr<image::ChainImage> img,
-                      image::ChainImage::OpenChain(path, options));
+                      image::ChainImage::OpenChain(path, env));
   if (options.verify_data) {
     VerifyError err;
     PW_RETURN_IF_ERROR(img->Verify(&err));
@@ -19,12 +26,15 @@ Result<std::unique_ptr<Image>> Image::Open(const std::string& path,
   return std::unique_ptr<Image>(std::move(img));
 }
 
+Status VerifyImage(const std::string& path, VerifyError* error, const ProgressFn& progress) {
+  return VerifyImage(path, error, progress, Env::Default());
+}
+
 Status VerifyImage(const std::string& path, VerifyError* error, const ProgressFn& progress,
                    Env* env) {
   VerifyError unused;
   if (error == nullptr) error = &unused;
-  Result<std::unique_ptr<image::ChainImage>> img =
-      image::ChainImage::OpenChain(path, {env, false}, error);
+  Result<std::unique_ptr<image::ChainImage>> img = image::ChainImage::OpenChain(path, env, error);
   if (!img.ok()) return img.status();
   return (*img)->VerifyWithProgress(error, progress);
 }
@@ -35,7 +45,7 @@ namespace {
 // Serial numbers key the per-thread chunk cache; never reused, never 0.
 std::atomic<uint64_t> g_next_serial{1};
 
-bool SameRegionShape(const RegionInfo& a, const RegionInfo& b) {
+bool SameRegionShape(const Region& a, const Region& b) {
   return a.address == b.address && a.length == b.length && a.page_size == b.page_size;
 }
 
@@ -48,8 +58,7 @@ std::string ResolveParentPath(const std::string& child_path, const std::string& 
   return child_path.substr(0, slash + 1) + recorded;
 }
 
-Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& path,
-                                                          const ImageOpenOptions& options,
+Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& path, Env* env,
                                                           VerifyError* where) {
   VerifyError unused;
   if (where == nullptr) where = &unused;
@@ -61,7 +70,6 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
     where->what = s.message();
     return s;
   };
-  Env* env = options.env != nullptr ? options.env : Env::Default();
   std::unique_ptr<ChainImage> img(new ChainImage());
   img->serial_ = g_next_serial.fetch_add(1);
   std::set<Uuid> seen;
@@ -120,12 +128,12 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
   img->flat_order_.resize(regs.size());
   for (uint32_t i = 0; i < regs.size(); ++i) img->flat_order_[i] = i;
   std::sort(img->flat_order_.begin(), img->flat_order_.end(),
-            [&](uint32_t a, uint32_t b) { return regs[a].flat_offset < regs[b].flat_offset; });
+            [&](uint32_t a, uint32_t b) { return regs[a].offset < regs[b].offset; });
   uint64_t end = 0;
   for (uint32_t r : img->flat_order_) {
     if (regs[r].length == 0) continue;
-    if (regs[r].flat_offset < end) img->flat_ok_ = false;
-    end = std::max(end, regs[r].flat_offset + regs[r].length);  // each < 2^62: no overflow
+    if (regs[r].offset < end) img->flat_ok_ = false;
+    end = std::max(end, regs[r].offset + regs[r].length);  // each < 2^62: no overflow
   }
   img->flat_size_ = end;
   return img;

@@ -37,11 +37,10 @@ class ChainImage : public Image {
  public:
   // Opens the chain at `path`. On failure, *where (if not null) names the
   // layer that failed and the file offset of the bad field (region -1).
-  static Result<std::unique_ptr<ChainImage>> OpenChain(const std::string& path,
-                                                       const ImageOpenOptions& options,
+  static Result<std::unique_ptr<ChainImage>> OpenChain(const std::string& path, Env* env,
                                                        VerifyError* where = nullptr);
 
-  const std::vector<RegionInfo>& regions() const override { return regions_; }
+  const std::vector<Region>& regions() const override { return regions_; }
   const std::vector<LayerInfo>& layers() const override { return infos_; }
   Status Read(uint32_t region, uint64_t offset, void* dst, size_t len) const override;
   Status Classify(uint32_t region, uint64_t offset, size_t len,
@@ -79,7 +78,7 @@ class ChainImage : public Image {
   uint64_t serial_ = 0;
   std::vector<std::unique_ptr<Layer>> layers_;  // top first
   std::vector<LayerInfo> infos_;
-  std::vector<RegionInfo> regions_;
+  std::vector<Region> regions_;
   std::vector<std::vector<Segment>> resolved_;  // per region
   std::vector<uint32_t> flat_order_;            // regions by flat_offset
   bool flat_ok_ = true;

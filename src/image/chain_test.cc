@@ -22,8 +22,8 @@ using testing::TempDir;
 constexpr uint32_t kPs = 4096;
 constexpr size_t kPages = 192;
 
-RegionInfo Reg(uint64_t addr, size_t pages) {
-  RegionInfo r;
+Region Reg(uint64_t addr, size_t pages) {
+  Region r;
   r.address = addr;
   r.length = pages * kPs;
   r.page_size = kPs;

@@ -71,12 +71,12 @@ class Corruption : public ::testing::Test {
       std::memset(mem.data() + i * kPs + kPs / 2, static_cast<int>(i), kPs / 2);
     }
     for (int r = 0; r < 3; ++r) {
-      RegionInfo reg;
+      Region reg;
       reg.address = 0x10000 * (r + 1);
       reg.length = kPages * kPs;
       reg.page_size = kPs;
       reg.name = "region" + std::to_string(r);
-      reg.flat_offset = r * kPages * kPs;
+      reg.offset = r * kPages * kPs;
       ASSERT_TRUE((*w)->AddRegion(reg).ok());
       ASSERT_TRUE((*w)->AddPages(r, 0, mem.data(), mem.size()).ok());
     }

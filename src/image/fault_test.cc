@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "image/image_env.h"
 #include "pagewise/image.h"
 #include "testing/fault_env.h"
 #include "testing/test_util.h"
@@ -36,11 +37,10 @@ std::vector<char> Content(uint64_t seed) {
 // eight calls. Returns the first error.
 Status WriteImage(Env* env, const std::string& path, uint64_t seed) {
   ImageWriteOptions opt;
-  opt.env = env;
   opt.chunk_bytes = 8 * kPs;  // 8 pages a chunk: many writes
   opt.compression = seed % 2 ? Compression::kLz4 : Compression::kNone;
-  PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> w, ImageWriter::Create(path, opt));
-  RegionInfo r;
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> w, CreateImageWriter(path, opt, env));
+  Region r;
   r.length = kPages * kPs;
   r.page_size = kPs;
   r.name = "m";
@@ -148,12 +148,11 @@ TEST(ImageFaults, FailedWriterRefusesFurtherPagesAndCommit) {
   TempDir dir;
   FaultEnv env;
   ImageWriteOptions opt;
-  opt.env = &env;
   opt.chunk_bytes = 4096;
   opt.compression = Compression::kNone;
-  auto w = ImageWriter::Create(dir.File("img"), opt);
+  auto w = CreateImageWriter(dir.File("img"), opt, &env);
   ASSERT_TRUE(w.ok());
-  RegionInfo r;
+  Region r;
   r.length = 4 * kPs;
   ASSERT_TRUE((*w)->AddRegion(r).ok());
   std::vector<char> page(kPs);

@@ -2,18 +2,24 @@
 #include <algorithm>
 #include <vector>
 
+#include "image/image_env.h"
 #include "pagewise/image.h"
 
 namespace pagewise {
 
 Status FlattenImage(const std::string& in, const std::string& out, const ImageWriteOptions& options,
                     const ProgressFn& progress) {
+  return FlattenImage(in, out, options, progress, Env::Default());
+}
+
+Status FlattenImage(const std::string& in, const std::string& out, const ImageWriteOptions& options,
+                    const ProgressFn& progress, Env* env) {
   if (!options.parent.empty()) {
     return Status::InvalidArgument(
         "FlattenImage writes a base image: options.parent must be empty");
   }
-  PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> src, Image::Open(in, {options.env, false}));
-  PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> w, ImageWriter::Create(out, options));
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> src, OpenImage(in, ImageOpenOptions{}, env));
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> w, CreateImageWriter(out, options, env));
   // Where every region's pages come from; progress counts recorded bytes.
   const size_t nregions = src->regions().size();
   std::vector<std::vector<Image::SourceRun>> all_runs(nregions);
@@ -24,14 +30,14 @@ Status FlattenImage(const std::string& in, const std::string& out, const ImageWr
       if (run.kind != PageSourceKind::kAbsent) total += run.length;
     }
   }
-  for (const RegionInfo& r : src->regions()) {
+  for (const Region& r : src->regions()) {
     Result<uint32_t> added = w->AddRegion(r);
     if (!added.ok()) return added.status();
   }
   std::vector<uint8_t> buf;
   constexpr uint64_t kBatch = 8 << 20;
   for (uint32_t ri = 0; ri < nregions; ++ri) {
-    const RegionInfo& r = src->regions()[ri];
+    const Region& r = src->regions()[ri];
     const uint64_t batch = std::max<uint64_t>(r.page_size, kBatch / r.page_size * r.page_size);
     for (const Image::SourceRun& run : all_runs[ri]) {
       for (uint64_t off = run.offset; off < run.offset + run.length; off += batch) {

@@ -268,7 +268,7 @@ Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_si
   return h;
 }
 
-Status ValidateRegion(const RegionInfo& r) {
+Status ValidateRegion(const Region& r) {
   if (!IsPow2(r.page_size) || r.page_size < kMinPageSize) {
     return Status::InvalidArgument("region '" + r.name + "': page size " +
                                    std::to_string(r.page_size) + " is not a power of two >= 512");
@@ -286,8 +286,8 @@ Status ValidateRegion(const RegionInfo& r) {
   if (r.name.size() > kMaxStringBytes) {
     return Status::InvalidArgument("region name longer than 4096 bytes");
   }
-  if (r.flat_offset > (uint64_t{1} << 62) || r.length > (uint64_t{1} << 62)) {
-    return Status::InvalidArgument("region '" + r.name + "': flat_offset/length beyond 2^62");
+  if (r.offset > (uint64_t{1} << 62) || r.length > (uint64_t{1} << 62)) {
+    return Status::InvalidArgument("region '" + r.name + "': offset/length beyond 2^62");
   }
   return Status::Ok();
 }

@@ -99,7 +99,7 @@ struct Run {
 // The decoded index of one layer.
 struct Index {
   std::string parent_path;
-  std::vector<RegionInfo> regions;
+  std::vector<Region> regions;
   std::vector<ChunkEntry> chunks;
   std::vector<Run> runs;       // sorted by (region, first_page), disjoint
   std::vector<uint64_t> refs;  // data-run refs, in run order
@@ -155,8 +155,8 @@ std::vector<uint8_t> EncodeIndex(const Index& index);
 Result<Index> DecodeIndex(const uint8_t* buf, size_t len, const Header& h, const std::string& where,
                           uint64_t* bad_at = nullptr);
 
-// Validates a RegionInfo for writing (page size, alignment).
-Status ValidateRegion(const RegionInfo& r);
+// Validates a Region for writing (page size, alignment).
+Status ValidateRegion(const Region& r);
 
 }  // namespace pagewise::image
 

@@ -92,10 +92,10 @@ Status DecodeRegions(Reader& r, const Header& h, Index* ix) {
   for (uint32_t i = 0; i < h.region_count; ++i) {
     const uint64_t at = r.file_offset();
     if (!r.Need(kRegionFixedBytes)) return r.Bad("region " + std::to_string(i) + " truncated");
-    RegionInfo reg;
+    Region reg;
     reg.address = r.U64();
     reg.length = r.U64();
-    reg.flat_offset = r.U64();
+    reg.offset = r.U64();
     reg.page_size = r.U32();
     reg.prot = r.U32();
     uint32_t kind = r.U32();
@@ -105,7 +105,7 @@ Status DecodeRegions(Reader& r, const Header& h, Index* ix) {
           "region " + std::to_string(i) + ": bad page size " + std::to_string(reg.page_size), at);
     }
     if (reg.length % reg.page_size != 0 || reg.length > (uint64_t{1} << 62) ||
-        reg.flat_offset > (uint64_t{1} << 62)) {
+        reg.offset > (uint64_t{1} << 62)) {
       return r.Bad("region " + std::to_string(i) + ": bad length/flat offset", at);
     }
     if (kind > static_cast<uint32_t>(RegionKind::kFlat)) {
@@ -205,7 +205,7 @@ Status DecodeRuns(Reader& r, const Header& h, Index* ix) {
       return r.Bad(name + ": bad region, kind or count", at);
     }
     run.kind = static_cast<RunKind>(kind);
-    const RegionInfo& reg = ix->regions[run.region];
+    const Region& reg = ix->regions[run.region];
     const uint64_t region_pages = reg.length / reg.page_size;
     if (run.first_page > region_pages || run.count > region_pages - run.first_page) {
       return r.Bad(name + ": pages beyond the end of region " + std::to_string(run.region), at);
@@ -251,10 +251,10 @@ std::vector<uint8_t> EncodeIndex(const Index& ix) {
   w.U32(static_cast<uint32_t>(ix.parent_path.size()));
   w.U64(0);
   w.Bytes(ix.parent_path.data(), ix.parent_path.size());
-  for (const RegionInfo& r : ix.regions) {
+  for (const Region& r : ix.regions) {
     w.U64(r.address);
     w.U64(r.length);
-    w.U64(r.flat_offset);
+    w.U64(r.offset);
     w.U32(r.page_size);
     w.U32(r.prot);
     w.U32(static_cast<uint32_t>(r.kind));

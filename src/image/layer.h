@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "image/format.h"
-#include "pagewise/env.h"
 #include "pagewise/image.h"
+#include "sys/env.h"
 
 namespace pagewise::image {
 

@@ -58,7 +58,7 @@ Status ChainImage::CheckRange(uint32_t region, uint64_t offset, uint64_t len) co
                                    layers_.front()->path() + " has " +
                                    std::to_string(regions_.size()) + ")");
   }
-  const RegionInfo& r = regions_[region];
+  const Region& r = regions_[region];
   if (offset % r.page_size != 0 || len % r.page_size != 0) {
     return Status::InvalidArgument("range [" + Hex(offset) + ", +" + Hex(len) + ") of region " +
                                    std::to_string(region) + " is not aligned to its page size " +
@@ -213,8 +213,8 @@ Status ChainImage::ReadFlat(uint64_t offset, void* dst, size_t len) const {
   std::vector<uint8_t> page;
   const uint64_t end = offset + len;
   for (uint32_t r : flat_order_) {
-    const RegionInfo& reg = regions_[r];
-    const uint64_t rs = reg.flat_offset, re = reg.flat_offset + reg.length;
+    const Region& reg = regions_[r];
+    const uint64_t rs = reg.offset, re = reg.offset + reg.length;
     const uint64_t from = std::max(offset, rs), to = std::min(end, re);
     if (from >= to) continue;
     const uint64_t ps = reg.page_size;

@@ -40,15 +40,15 @@ std::vector<char> Pattern(size_t pages, uint64_t seed) {
   return v;
 }
 
-RegionInfo Region(uint64_t addr, uint64_t len, uint64_t flat, const std::string& name) {
-  RegionInfo r;
+Region TestRegion(uint64_t addr, uint64_t len, uint64_t flat, const std::string& name) {
+  Region r;
   r.address = addr;
   r.length = len;
   r.page_size = kPs;
   r.prot = 3;
   r.kind = RegionKind::kAnonymous;
   r.name = name;
-  r.flat_offset = flat;
+  r.offset = flat;
   return r;
 }
 
@@ -63,8 +63,8 @@ TEST_P(RoundTrip, MemoryToImageToMemoryIsByteIdentical) {
   {
     auto w = ImageWriter::Create(path, opt);
     ASSERT_TRUE(w.ok()) << w.status().ToString();
-    ASSERT_EQ(*(*w)->AddRegion(Region(0x10000, r0.size(), 0, "heap")), 0u);
-    ASSERT_EQ(*(*w)->AddRegion(Region(0x900000, r1.size(), r0.size(), "stack")), 1u);
+    ASSERT_EQ(*(*w)->AddRegion(TestRegion(0x10000, r0.size(), 0, "heap")), 0u);
+    ASSERT_EQ(*(*w)->AddRegion(TestRegion(0x900000, r1.size(), r0.size(), "stack")), 1u);
     // Out of order and in pieces.
     ASSERT_TRUE((*w)->AddPages(0, 100 * kPs, r0.data() + 100 * kPs, 200 * kPs).ok());
     ASSERT_TRUE((*w)->AddPages(1, 0, r1.data(), r1.size()).ok());
@@ -118,7 +118,7 @@ TEST(ImageStore, ZeroAndDuplicatePagesTakeNoDataSpace) {
     opt.dedup = dedup;
     auto w = ImageWriter::Create(path, opt);
     ASSERT_TRUE(w.ok());
-    ASSERT_TRUE((*w)->AddRegion(Region(0, mem.size(), 0, "m")).ok());
+    ASSERT_TRUE((*w)->AddRegion(TestRegion(0, mem.size(), 0, "m")).ok());
     ASSERT_TRUE((*w)->AddPages(0, 0, mem.data(), mem.size()).ok());
     ASSERT_TRUE((*w)->Commit().ok());
     ImageStats st = (*w)->stats();
@@ -150,7 +150,7 @@ TEST(ImageStore, ZeroAndDuplicatePagesTakeNoDataSpace) {
   auto w = ImageWriter::Create(dir.File("z.img"), opt);
   ASSERT_TRUE(w.ok());
   std::vector<char> zeros(4096 * kPs, 0);
-  ASSERT_TRUE((*w)->AddRegion(Region(0, zeros.size(), 0, "z")).ok());
+  ASSERT_TRUE((*w)->AddRegion(TestRegion(0, zeros.size(), 0, "z")).ok());
   ASSERT_TRUE((*w)->AddPages(0, 0, zeros.data(), zeros.size()).ok());
   ASSERT_TRUE((*w)->Commit().ok());
   EXPECT_EQ((*w)->stats().stored_pages, 0u);
@@ -168,11 +168,11 @@ TEST(ImageStore, CompressionShrinksCompressibleData) {
     const std::string path = dir.File(std::string(CompressionName(c)));
     auto w = ImageWriter::Create(path, opt);
     ASSERT_TRUE(w.ok());
-    ASSERT_TRUE((*w)->AddRegion(Region(0, mem.size(), 0, "m")).ok());
+    ASSERT_TRUE((*w)->AddRegion(TestRegion(0, mem.size(), 0, "m")).ok());
     ASSERT_TRUE((*w)->AddPages(0, 0, mem.data(), mem.size()).ok());
     ASSERT_TRUE((*w)->Commit().ok());
     EXPECT_LT((*w)->stats().compressed_bytes * 4, (*w)->stats().raw_bytes) << CompressionName(c);
-    auto img = Image::Open(path, {nullptr, /*verify_data=*/true});
+    auto img = Image::Open(path, {/*verify_data=*/true});
     ASSERT_TRUE(img.ok()) << img.status().ToString();
     std::vector<char> back(mem.size());
     ASSERT_TRUE((*img)->Read(0, 0, back.data(), back.size()).ok());
@@ -189,7 +189,7 @@ TEST(ImageStore, ConcurrentAddPagesFromSeveralThreads) {
   opt.chunk_bytes = 8192;  // many chunk hand-offs
   auto w = ImageWriter::Create(dir.File("c.img"), opt);
   ASSERT_TRUE(w.ok());
-  ASSERT_TRUE((*w)->AddRegion(Region(0, mem.size(), 0, "m")).ok());
+  ASSERT_TRUE((*w)->AddRegion(TestRegion(0, mem.size(), 0, "m")).ok());
   std::vector<std::thread> threads;
   std::vector<Status> results(4);
   for (int t = 0; t < 4; ++t) {
@@ -236,7 +236,7 @@ TEST(ImageStore, UncommittedWriterLeavesNothing) {
     auto w = ImageWriter::Create(dir.File("x.img"));
     ASSERT_TRUE(w.ok());
     std::vector<char> page(kPs, 5);
-    ASSERT_TRUE((*w)->AddRegion(Region(0, kPs, 0, "m")).ok());
+    ASSERT_TRUE((*w)->AddRegion(TestRegion(0, kPs, 0, "m")).ok());
     ASSERT_TRUE((*w)->AddPages(0, 0, page.data(), kPs).ok());
   }
   size_t files = 0;
@@ -251,12 +251,12 @@ TEST(ImageStore, RejectsBadArguments) {
   TempDir dir;
   auto w = ImageWriter::Create(dir.File("x.img"));
   ASSERT_TRUE(w.ok());
-  RegionInfo bad = Region(0, 3 * kPs + 1, 0, "m");
+  Region bad = TestRegion(0, 3 * kPs + 1, 0, "m");
   EXPECT_EQ((*w)->AddRegion(bad).status().code(), Code::kInvalidArgument);
-  bad = Region(0, 3 * kPs, 0, "m");
+  bad = TestRegion(0, 3 * kPs, 0, "m");
   bad.page_size = 3000;
   EXPECT_EQ((*w)->AddRegion(bad).status().code(), Code::kInvalidArgument);
-  ASSERT_TRUE((*w)->AddRegion(Region(0, 4 * kPs, 0, "m")).ok());
+  ASSERT_TRUE((*w)->AddRegion(TestRegion(0, 4 * kPs, 0, "m")).ok());
   std::vector<char> page(kPs, 1);
   EXPECT_EQ((*w)->AddPages(1, 0, page.data(), kPs).code(), Code::kInvalidArgument);
   EXPECT_EQ((*w)->AddPages(0, 100, page.data(), kPs).code(), Code::kInvalidArgument);
@@ -278,8 +278,8 @@ TEST(ImageStore, OverlappingFlatOffsetsHaveNoFlatView) {
   TempDir dir;
   auto w = ImageWriter::Create(dir.File("x.img"));
   ASSERT_TRUE(w.ok());
-  ASSERT_TRUE((*w)->AddRegion(Region(0x1000, 4 * kPs, 0, "a")).ok());
-  ASSERT_TRUE((*w)->AddRegion(Region(0x9000, 4 * kPs, 0, "b")).ok());
+  ASSERT_TRUE((*w)->AddRegion(TestRegion(0x1000, 4 * kPs, 0, "a")).ok());
+  ASSERT_TRUE((*w)->AddRegion(TestRegion(0x9000, 4 * kPs, 0, "b")).ok());
   ASSERT_TRUE((*w)->Commit().ok());
   auto img = Image::Open(dir.File("x.img"));
   ASSERT_TRUE(img.ok());

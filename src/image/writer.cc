@@ -34,7 +34,7 @@ Status ImageWriterImpl::CheckAdd(uint32_t region, uint64_t offset, size_t len,
                                    " was not declared (" + std::to_string(regions_.size()) +
                                    " regions)");
   }
-  const RegionInfo& r = regions_[region];
+  const Region& r = regions_[region];
   if (offset % r.page_size != 0 || len % r.page_size != 0 || offset > r.length ||
       len > r.length - offset) {
     return Status::InvalidArgument("image " + path_ + ": pages [" + Hex(offset) + ", +" + Hex(len) +

@@ -23,6 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/atomic_file.h"
 #include "image/chain.h"
 #include "image/format.h"
 #include "image/page_table.h"
@@ -47,9 +48,15 @@ struct OpenChunk {
 
 class ImageWriterImpl : public ImageWriter {
  public:
-  // Takes ownership of `fd`, the open temporary file `tmp`.
-  ImageWriterImpl(Env* env, std::string path, std::string tmp, int fd, ImageWriteOptions opts)
-      : env_(env), path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd), opts_(std::move(opts)) {}
+  // Writes through `file` (the temporary file of `path`).
+  ImageWriterImpl(Env* env, std::string path, std::unique_ptr<AtomicFile> file,
+                  ImageWriteOptions opts)
+      : env_(env),
+        path_(std::move(path)),
+        tmp_(file->temp_path()),
+        fd_(file->fd()),
+        file_(std::move(file)),
+        opts_(std::move(opts)) {}
 
   ~ImageWriterImpl() override { Abandon(); }
 
@@ -63,7 +70,7 @@ class ImageWriterImpl : public ImageWriter {
     return Status::Ok();
   }
 
-  Result<uint32_t> AddRegion(const RegionInfo& region) override {
+  Result<uint32_t> AddRegion(const Region& region) override {
     PW_RETURN_IF_ERROR(ValidateRegion(region));
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_)
@@ -85,7 +92,7 @@ class ImageWriterImpl : public ImageWriter {
                                        " does not exist in the parent (it has " +
                                        std::to_string(parent_regions_.size()) + ")");
       }
-      const RegionInfo& p = parent_regions_[i];
+      const Region& p = parent_regions_[i];
       if (p.address != region.address || p.length != region.length ||
           p.page_size != region.page_size) {
         return Status::InvalidArgument(
@@ -134,15 +141,10 @@ class ImageWriterImpl : public ImageWriter {
     if (failed_.ok()) failed_ = s;
     return s;
   }
+  // Closes and removes the temporary file (AtomicFile::Abandon).
   void Abandon() {
-    if (fd_ >= 0) {
-      env_->Close(fd_).IgnoreError();  // the file is being discarded
-      fd_ = -1;
-    }
-    if (!tmp_.empty()) {
-      env_->Unlink(tmp_).IgnoreError();  // best effort: a leftover temp is never an image name
-      tmp_.clear();
-    }
+    fd_ = -1;
+    file_.reset();
   }
   // Builds the index and header from the in-memory state. Lock held.
   Status BuildIndex(Index* ix, Header* h);
@@ -151,19 +153,20 @@ class ImageWriterImpl : public ImageWriter {
 
   Env* env_;
   const std::string path_;
-  std::string tmp_;
-  int fd_;
+  const std::string tmp_;  // the temporary file's name, for messages
+  int fd_;                 // file_'s descriptor; -1 once committed or abandoned
+  std::unique_ptr<AtomicFile> file_;
   const ImageWriteOptions opts_;
   std::string parent_recorded_;
   Uuid parent_uuid_{};
-  std::vector<RegionInfo> parent_regions_;
+  std::vector<Region> parent_regions_;
 
   mutable std::mutex mu_;
   bool inherit_ = false;
   bool pages_added_ = false;
   bool finished_ = false;
   Status failed_;
-  std::vector<RegionInfo> regions_;
+  std::vector<Region> regions_;
   std::vector<PageTable> tables_;
   std::unordered_map<Hash128, uint64_t, Hash128Hasher> dedup_;
   uint64_t reserved_pages_ = 0;         // pages of the declared regions (dedup_ sizing)

@@ -1,12 +1,10 @@
 // ImageWriter: Commit (last chunks, index, header last, fsync, rename,
 // directory fsync) and Create (temporary file beside the target, parent).
-#include <fcntl.h>
-#include <unistd.h>
 #include <zstd.h>
 
-#include <cstring>
 #include <filesystem>
 
+#include "image/image_env.h"
 #include "image/writer.h"
 
 namespace pagewise {
@@ -69,7 +67,7 @@ Status ImageWriterImpl::BuildIndex(Index* ix, Header* h) {
     stats_.compressed_bytes += c.stored_length;
   }
   h->page_size = 0;
-  for (const RegionInfo& r : regions_) {
+  for (const Region& r : regions_) {
     if (h->page_size == 0 || r.page_size < h->page_size) h->page_size = r.page_size;
   }
   h->region_count = static_cast<uint32_t>(regions_.size());
@@ -142,20 +140,12 @@ Status ImageWriterImpl::Finish(std::vector<OpenChunk> rest) {
                         static_cast<off_t>(h.index_offset));
   // The header goes last: until it is written the file has no magic.
   if (s.ok()) s = WriteFully(env_, fd_, header_bytes.data(), header_bytes.size(), 0);
-  if (s.ok()) s = env_->Fsync(fd_);
   if (!s.ok()) return s.WithContext(ctx);
-  const int fd = fd_;
   fd_ = -1;
-  s = env_->Close(fd);
-  if (s.ok()) s = env_->Rename(tmp_, path_);
-  if (!s.ok()) return s.WithContext(ctx);
-  tmp_.clear();  // it is the final image now
-  s = env_->FsyncParentDir(path_);
-  if (!s.ok()) {
-    return s.WithContext("image " + path_ +
-                         " is complete but its directory could not be synced; it may not "
-                         "survive a power loss");
-  }
+  // fsync, rename, directory fsync; the only error after which the image
+  // is in place is the directory fsync, and the message says so.
+  s = file_->Commit();
+  if (!s.ok()) return s.WithContext("image " + path_);
   return Status::Ok();
 }
 
@@ -163,16 +153,17 @@ Status ImageWriterImpl::Finish(std::vector<OpenChunk> rest) {
 
 using image::AbsoluteNormal;
 using image::ChainImage;
-using image::Hex;
 using image::ImageWriterImpl;
 using image::kMaxChunkRawBytes;
 using image::kMaxStringBytes;
-using image::NewUuid;
-using image::Uuid;
 
 Result<std::unique_ptr<ImageWriter>> ImageWriter::Create(const std::string& path,
                                                          const ImageWriteOptions& options) {
-  Env* env = options.env != nullptr ? options.env : Env::Default();
+  return CreateImageWriter(path, options, Env::Default());
+}
+
+Result<std::unique_ptr<ImageWriter>> CreateImageWriter(const std::string& path,
+                                                       const ImageWriteOptions& options, Env* env) {
   if (static_cast<uint8_t>(options.compression) > static_cast<uint8_t>(Compression::kLz4)) {
     return Status::InvalidArgument("unknown compression value");
   }
@@ -189,10 +180,6 @@ Result<std::unique_ptr<ImageWriter>> ImageWriter::Create(const std::string& path
   if (path.empty() || path.back() == '/') {
     return Status::InvalidArgument("image path '" + path + "' does not name a file");
   }
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
-  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-
   std::unique_ptr<ChainImage> parent;
   std::string recorded;
   if (!options.parent.empty()) {
@@ -202,7 +189,7 @@ Result<std::unique_ptr<ImageWriter>> ImageWriter::Create(const std::string& path
       return Status::InvalidArgument("image " + path +
                                      " cannot be written on top of itself as parent");
     }
-    Result<std::unique_ptr<ChainImage>> p = ChainImage::OpenChain(options.parent, {env, false});
+    Result<std::unique_ptr<ChainImage>> p = ChainImage::OpenChain(options.parent, env);
     if (!p.ok()) return p.status().WithContext("image " + path + ": opening parent");
     parent = std::move(p).value();
     if (options.parent[0] == '/') {
@@ -217,18 +204,15 @@ Result<std::unique_ptr<ImageWriter>> ImageWriter::Create(const std::string& path
       return Status::InvalidArgument("parent path longer than 4096 bytes");
     }
   }
-  const Uuid rnd = NewUuid();
-  uint64_t suffix;
-  std::memcpy(&suffix, rnd.data(), 8);
-  const std::string tmp =
-      dir + "." + base + ".tmp-" + std::to_string(getpid()) + "-" + Hex(suffix).substr(2);
-  Result<int> fd = env->Open(tmp, O_RDWR | O_CREAT | O_EXCL, 0644);
-  if (!fd.ok()) {
-    return fd.status().WithContext("image " + path +
-                                   ": creating its temporary file (is the directory there "
-                                   "and writable?)");
+  AtomicFileOptions fo;
+  fo.env = env;
+  if (parent) {
+    // A layer must not replace any layer of its own parent chain.
+    for (const LayerInfo& l : parent->layers()) fo.inputs.push_back(l.path);
   }
-  auto w = std::make_unique<ImageWriterImpl>(env, path, tmp, *fd, options);
+  Result<std::unique_ptr<AtomicFile>> file = AtomicFile::Create(path, fo);
+  if (!file.ok()) return file.status().WithContext("image " + path);
+  auto w = std::make_unique<ImageWriterImpl>(env, path, std::move(file).value(), options);
   if (parent) PW_RETURN_IF_ERROR(w->SetParent(recorded, *parent));
   return std::unique_ptr<ImageWriter>(std::move(w));
 }

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <string>
 
-#include "pagewise/env.h"
+#include "sys/env.h"
 
 // The guest's routines: position-independent user-mode x86-64 code, copied
 // into the system slot. Each takes its arguments in registers (see the
@@ -18,12 +18,12 @@
 // trailing jump only matters if a routine were resumed after its exit.
 extern "C" const char pagewise_guest_code_start[], pagewise_guest_code_end[];
 extern "C" const char pagewise_guest_compare[], pagewise_guest_sum[], pagewise_guest_write_list[],
-    pagewise_guest_touch[];
+    pagewise_guest_write_pairs[], pagewise_guest_touch[];
 asm(R"(
   .pushsection .rodata.pagewise_guest, "a"
   .globl pagewise_guest_code_start, pagewise_guest_code_end
   .globl pagewise_guest_compare, pagewise_guest_sum, pagewise_guest_write_list
-  .globl pagewise_guest_touch
+  .globl pagewise_guest_touch, pagewise_guest_write_pairs
 pagewise_guest_code_start:
 
 # compare: rdi = a, rsi = b, rdx = len. rax = first differing offset or -1,
@@ -68,6 +68,25 @@ pagewise_guest_write_list:
   jae 2f
   mov (%rdi,%rcx,8), %r8
   mov %rdx, (%r8)
+  inc %rcx
+  jmp 1b
+2:
+  mov %rcx, %rax
+  mov $0x10, %dx
+  out %al, %dx
+  jmp 2b
+
+# write_pairs: rdi = table of {address, value}, rsi = count.
+pagewise_guest_write_pairs:
+  xor %ecx, %ecx
+1:
+  cmp %rsi, %rcx
+  jae 2f
+  mov %rcx, %rax
+  shl $4, %rax
+  mov (%rdi,%rax), %r8
+  mov 8(%rdi,%rax), %r9
+  mov %r9, (%r8)
   inc %rcx
   jmp 1b
 2:
@@ -287,6 +306,22 @@ Status Guest::WriteList(const std::vector<uint64_t>& guest_addrs, uint64_t value
     PW_ASSIGN_OR_RETURN(sys::VcpuRegs out,
                         RunRoutine("write_list", Offset(pagewise_guest_write_list), in));
     if (out.rax != n) return Status::Internal("guest write_list stopped early");
+  }
+  return Status::Ok();
+}
+
+Status Guest::WritePairs(const std::vector<Store>& stores) {
+  static_assert(sizeof(Store) == 16, "the guest reads {address, value} pairs");
+  const size_t capacity = (system_len_ - kTable) / sizeof(Store);
+  for (size_t at = 0; at < stores.size(); at += capacity) {
+    const size_t n = std::min(capacity, stores.size() - at);
+    std::memcpy(system_ + kTable, stores.data() + at, n * sizeof(Store));
+    sys::VcpuRegs in;
+    in.rdi = kTable;
+    in.rsi = n;
+    PW_ASSIGN_OR_RETURN(sys::VcpuRegs out,
+                        RunRoutine("write_pairs", Offset(pagewise_guest_write_pairs), in));
+    if (out.rax != n) return Status::Internal("guest write_pairs stopped early");
   }
   return Status::Ok();
 }

@@ -21,7 +21,8 @@
 // Routines (each one KVM_RUN): Compare (qword by qword: the first offset
 // where two guest ranges differ, e.g. restored memory against a reference
 // copy of the source mapped read-only), Sum, WriteList (one qword store
-// per listed address) and Touch (one load or store per stride).
+// per listed address), WritePairs (a listed value to each listed address)
+// and Touch (one load or store per stride).
 //
 // Failure: a guest exception (triple fault), an access outside every slot
 // (MMIO exit) or a KVM_RUN error is an error naming the routine, RIP and
@@ -87,6 +88,12 @@ class Guest {
   Result<uint64_t> Sum(uint64_t guest_a, uint64_t len);
   // Stores `value` at each guest physical address (8-byte aligned).
   Status WriteList(const std::vector<uint64_t>& guest_addrs, uint64_t value);
+  // Stores pairs[i].value at pairs[i].guest_addr, in order (8-byte aligned).
+  struct Store {
+    uint64_t guest_addr;
+    uint64_t value;
+  };
+  Status WritePairs(const std::vector<Store>& stores);
   // One 8-byte load (write = false) or store of `value` every `stride`
   // bytes of [a, a+len).
   Status Touch(uint64_t guest_a, uint64_t len, uint64_t stride, bool write, uint64_t value = 0);

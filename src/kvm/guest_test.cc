@@ -75,6 +75,14 @@ TEST(GuestTest, SumAndWritesReachHostMemory) {
     std::memcpy(&v, m.page(p) + 16, 8);
     EXPECT_EQ(v == 0xABCDEF, p % 3 == 0) << "page " << p;
   }
+  std::vector<Guest::Store> stores;
+  for (size_t p = 1; p < len / kPage; p += 5) stores.push_back({s->guest_phys + p * kPage + 24, p});
+  ASSERT_TRUE((*g)->WritePairs(stores).ok());
+  for (size_t p = 1; p < len / kPage; p += 5) {
+    uint64_t v;
+    std::memcpy(&v, m.page(p) + 24, 8);
+    EXPECT_EQ(v, p);
+  }
   ASSERT_TRUE((*g)->Touch(s->guest_phys, len, kPage, /*write=*/true, 5).ok());
   for (size_t p = 0; p < len / kPage; ++p) {
     uint64_t v;

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <random>
 
+#include "live/live_env.h"
 #include "live/live_test_harness.h"
 #include "pagewise/live.h"
 #include "testing/fault_env.h"
@@ -32,8 +33,8 @@ using testing::WriterPool;
 constexpr size_t kMiB = 1 << 20;
 const size_t kPage = static_cast<size_t>(getpagesize());
 
-RegionInfo Region(const Mapping& m, RegionKind kind) {
-  RegionInfo r;
+Region TestRegion(const Mapping& m, RegionKind kind) {
+  Region r;
   r.address = m.addr();
   r.length = m.size();
   r.page_size = static_cast<uint32_t>(kPage);
@@ -64,11 +65,12 @@ Status SnapshotWithWriters(const Mapping& m, RegionKind kind, const std::string&
   writers.Start();
   writers.WaitForBatches(8);
   LiveSnapshotOptions o;
-  o.image.env = image_env;
   o.image.chunk_bytes = 16 * 1024;  // many chunk writes: many points to fail at
-  o.env = env;
   o.fault_queue_pages = 16;
-  Result<std::unique_ptr<LiveSnapshot>> snap = LiveSnapshot::Start(path, {Region(m, kind)}, o);
+  if (env == nullptr) env = Env::Default();
+  if (image_env == nullptr) image_env = env;
+  Result<std::unique_ptr<LiveSnapshot>> snap =
+      StartLiveSnapshot(path, {TestRegion(m, kind)}, o, env, image_env);
   Status s = snap.ok() ? (*snap)->Wait() : snap.status();
   // Joining proves that no writer stayed blocked on a protected page.
   writers.WaitForBatches(writers.writes() / 32 + 4);
@@ -171,11 +173,10 @@ TEST(LiveSnapshotFailure, UserfaultfdErrorsReleaseWriters) {
     wa.WaitForBatches(4);
     wb.WaitForBatches(4);
     LiveSnapshotOptions o;
-    o.env = &fenv;
-    o.image.env = Env::Default();
-    Result<std::unique_ptr<LiveSnapshot>> snap = LiveSnapshot::Start(
-        dir.File("u.pwi"), {Region(a, RegionKind::kAnonymous), Region(b, RegionKind::kAnonymous)},
-        o);
+    Result<std::unique_ptr<LiveSnapshot>> snap = StartLiveSnapshot(
+        dir.File("u.pwi"),
+        {TestRegion(a, RegionKind::kAnonymous), TestRegion(b, RegionKind::kAnonymous)}, o, &fenv,
+        Env::Default());
     Status s = snap.ok() ? (*snap)->Wait() : snap.status();
     wa.Stop();
     wb.Stop();

@@ -1,13 +1,12 @@
 // Base mode of the live snapshot: our own userfaultfd in write-protect mode,
 // the fault-handler thread, and lifting all protection at the end.
-#include <sys/eventfd.h>
-
 #include <memory>
 #include <string>
 
 #include "live/live_snapshot_impl.h"
 #include "pagewise/probe.h"
 #include "sys/uapi.h"
+#include "sys/uffd_loop.h"
 
 namespace pagewise::live {
 
@@ -54,11 +53,22 @@ Status LiveSnapshotImpl::BeginBase() {
     }
   }
   if (s.ok()) {
-    Result<int> efd = env_->EventfdCreate(0, EFD_NONBLOCK);
-    if (!efd.ok()) {
-      s = efd.status().WithContext("live snapshot: creating the stop eventfd");
+    // drain_on_stop: at the end, faults already queued are still served, so
+    // no writer stays blocked on a message nobody reads.
+    sys::UffdLoop::Options lo;
+    lo.batch = kEventBatch;
+    lo.capacity = 1;
+    lo.drain_on_stop = true;
+    Result<std::unique_ptr<sys::UffdLoop>> loop = sys::UffdLoop::Create(env_, lo);
+    if (loop.ok()) {
+      loop_ = std::move(loop).value();
+      s = loop_->AddUffd(uffd_.fd(), 0);
     } else {
-      stop_fd_ = *efd;
+      s = loop.status();
+    }
+    if (!s.ok()) {
+      s = s.WithContext("live snapshot: creating the fault thread's event loop");
+    } else {
       fault_thread_ = std::thread([this] { FaultMain(); });
       // Wait until the thread runs and has its malloc arena: creating one
       // maps memory, which would wait behind the write-protect ioctl below
@@ -95,23 +105,18 @@ void LiveSnapshotImpl::FaultMain() {
     fault_thread_ready_ = true;
   }
   ready_cv_.notify_all();
-  UffdEvent events[kEventBatch];
-  for (;;) {
-    Result<bool> readable = uffd_.WaitReadable(stop_fd_, -1);
-    if (!readable.ok()) {
-      core_->Fail(readable.status().WithContext("waiting for write-protect faults"));
-      return;
+  // Only write-protect faults are enabled on this userfaultfd.
+  struct Handler final : sys::UffdHandler {
+    LiveSnapshotImpl* self;
+    explicit Handler(LiveSnapshotImpl* s) : self(s) {}
+    void OnPagefault(uint64_t, const UffdEvent& e) override { self->ServeFault(e.address); }
+    void OnReadError(uint64_t, const Status& error) override {
+      self->core_->Fail(error.WithContext("reading write-protect faults"));
+      self->loop_->Stop();
     }
-    if (!*readable) return;  // the stop eventfd fired and no fault is pending
-    Result<size_t> n = uffd_.ReadEvents(events, kEventBatch);
-    if (!n.ok()) {
-      core_->Fail(n.status().WithContext("reading write-protect faults"));
-      return;
-    }
-    for (size_t i = 0; i < *n; ++i) {
-      if (events[i].kind == UffdEvent::Kind::kPagefault) ServeFault(events[i].address);
-    }
-  }
+  } handler(this);
+  Status s = loop_->Run(&handler);
+  if (!s.ok()) core_->Fail(s.WithContext("waiting for write-protect faults"));
 }
 
 void LiveSnapshotImpl::ServeFault(uint64_t addr) {
@@ -171,15 +176,10 @@ void LiveSnapshotImpl::LiftAll(bool failed, std::string* problems) {
     }
   };
   if (fault_thread_.joinable()) {
-    // A plain eventfd write to our own eventfd: it cannot fail while the fd
-    // is open (the counter is far from overflow).
-    if (eventfd_write(stop_fd_, 1) != 0) note(ErrnoStatus(errno, "eventfd_write(stop)"));
+    loop_->Stop();  // the thread serves the faults already queued, then returns
     fault_thread_.join();
   }
-  if (stop_fd_ >= 0) {
-    env_->Close(stop_fd_).IgnoreError();  // nothing to do if close fails
-    stop_fd_ = -1;
-  }
+  loop_.reset();
   if (uffd_.valid()) {
     for (const LiveRegion* r : registered_) {
       // After a failure some pages are still protected and writers may be

@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <utility>
 
+#include "image/image_env.h"
 #include "live/copy_user.h"
+#include "live/live_env.h"
 #include "live/live_snapshot_impl.h"
 
 namespace pagewise {
@@ -37,10 +39,10 @@ void ForEachRun(const uint64_t* bits, uint64_t n,
 
 namespace {
 
-Status ValidateRegions(const std::vector<RegionInfo>& regions, size_t page_size) {
+Status ValidateRegions(const std::vector<Region>& regions, size_t page_size) {
   if (regions.empty()) return Status::InvalidArgument("live snapshot: no regions given");
   for (size_t i = 0; i < regions.size(); ++i) {
-    const RegionInfo& r = regions[i];
+    const Region& r = regions[i];
     const std::string where = "live snapshot: region " + std::to_string(i) + " '" + r.name + "'";
     if (r.page_size != page_size) {
       return Status::NotSupported(where + " has page_size " + std::to_string(r.page_size) +
@@ -64,9 +66,8 @@ Status ValidateRegions(const std::vector<RegionInfo>& regions, size_t page_size)
 
 }  // namespace
 
-LiveSnapshotImpl::LiveSnapshotImpl(const LiveSnapshotOptions& options) : opts_(options) {
-  env_ = options.env != nullptr ? options.env : Env::Default();
-  if (opts_.image.env == nullptr) opts_.image.env = env_;
+LiveSnapshotImpl::LiveSnapshotImpl(const LiveSnapshotOptions& options, Env* env, Env* image_env)
+    : opts_(options), env_(env), image_env_(image_env) {
   page_size_ = PageSize();
 }
 
@@ -77,7 +78,7 @@ LiveSnapshotImpl::~LiveSnapshotImpl() {
   // Begin() failed after starting the fault thread: LiftAll() joined it.
 }
 
-Status LiveSnapshotImpl::Begin(const std::string& path, const std::vector<RegionInfo>& regions) {
+Status LiveSnapshotImpl::Begin(const std::string& path, const std::vector<Region>& regions) {
   start_ns_ = NowNs();
   path_ = path;
   PW_RETURN_IF_ERROR(ValidateRegions(regions, page_size_));
@@ -108,8 +109,8 @@ Status LiveSnapshotImpl::Begin(const std::string& path, const std::vector<Region
   }
   AssignWords(&sorted);
 
-  PW_ASSIGN_OR_RETURN(writer_, ImageWriter::Create(path, opts_.image));
-  for (const RegionInfo& r : regions) {
+  PW_ASSIGN_OR_RETURN(writer_, CreateImageWriter(path, opts_.image, image_env_));
+  for (const Region& r : regions) {
     Result<uint32_t> idx = writer_->AddRegion(r);
     if (!idx.ok())
       return idx.status().WithContext("live snapshot: declaring region '" + r.name + "'");
@@ -322,16 +323,23 @@ void LiveSnapshotImpl::Finish(Status s) {
 }  // namespace live
 
 Result<std::unique_ptr<LiveSnapshot>> LiveSnapshot::Start(const std::string& path,
-                                                          const std::vector<RegionInfo>& regions,
+                                                          const std::vector<Region>& regions,
                                                           const LiveSnapshotOptions& options) {
-  auto snap = std::make_unique<live::LiveSnapshotImpl>(options);
+  return StartLiveSnapshot(path, regions, options, Env::Default(), Env::Default());
+}
+
+Result<std::unique_ptr<LiveSnapshot>> StartLiveSnapshot(const std::string& path,
+                                                        const std::vector<Region>& regions,
+                                                        const LiveSnapshotOptions& options,
+                                                        Env* env, Env* image_env) {
+  auto snap = std::make_unique<live::LiveSnapshotImpl>(options, env, image_env);
   Status s = snap->Begin(path, regions);
   if (!s.ok()) return s;
   return std::unique_ptr<LiveSnapshot>(std::move(snap));
 }
 
 Result<LiveSnapshotStats> TakeLiveSnapshot(const std::string& path,
-                                           const std::vector<RegionInfo>& regions,
+                                           const std::vector<Region>& regions,
                                            const LiveSnapshotOptions& options) {
   PW_ASSIGN_OR_RETURN(std::unique_ptr<LiveSnapshot> snap,
                       LiveSnapshot::Start(path, regions, options));

@@ -25,6 +25,7 @@
 #include "live/live_core.h"
 #include "pagewise/image.h"
 #include "pagewise/live.h"
+#include "sys/uffd_loop.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise {
@@ -43,13 +44,14 @@ void ForEachRun(const uint64_t* bits, uint64_t n,
 
 class LiveSnapshotImpl final : public LiveSnapshot {
  public:
-  explicit LiveSnapshotImpl(const LiveSnapshotOptions& options);
+  // `env`: userfaultfd and scheduling calls; `image_env`: the image's file I/O.
+  LiveSnapshotImpl(const LiveSnapshotOptions& options, Env* env, Env* image_env);
   ~LiveSnapshotImpl() override;
 
   // Everything up to T, then starts the saver. On error, nothing is left
   // registered or protected; the caller destroys the object (which removes
   // the temporary image).
-  Status Begin(const std::string& path, const std::vector<RegionInfo>& regions);
+  Status Begin(const std::string& path, const std::vector<Region>& regions);
 
   Status Wait() override;
   void Cancel() override;
@@ -83,7 +85,8 @@ class LiveSnapshotImpl final : public LiveSnapshot {
   void Finish(Status s);
 
   LiveSnapshotOptions opts_;
-  Env* env_ = nullptr;
+  Env* const env_;
+  Env* const image_env_;
   size_t page_size_ = 4096;
   std::string path_;
   bool any_shared_ = false;
@@ -100,7 +103,7 @@ class LiveSnapshotImpl final : public LiveSnapshot {
   // Base mode.
   sys::Userfaultfd uffd_;
   std::vector<const LiveRegion*> registered_;
-  int stop_fd_ = -1;
+  std::unique_ptr<sys::UffdLoop> loop_;  // base mode: the fault thread's loop
   std::thread fault_thread_;
   std::mutex ready_mu_;
   std::condition_variable ready_cv_;

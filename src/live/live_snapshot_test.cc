@@ -34,8 +34,8 @@ using testing::WriterPool;
 constexpr size_t kMiB = 1 << 20;
 const size_t kPage = static_cast<size_t>(getpagesize());
 
-RegionInfo Region(const Mapping& m, MemKind kind, std::string name) {
-  RegionInfo r;
+Region TestRegion(const Mapping& m, MemKind kind, std::string name) {
+  Region r;
   r.address = m.addr();
   r.length = m.size();
   r.page_size = static_cast<uint32_t>(kPage);
@@ -115,7 +115,7 @@ TEST_P(LiveConsistency, ImageEqualsMemoryAtStartWhileWritersRun) {
     LiveSnapshotOptions o;
     o.image.chunk_bytes = 4096;
     Result<std::unique_ptr<LiveSnapshot>> snap =
-        LiveSnapshot::Start(path, {Region(m, kind, "r")}, o);
+        LiveSnapshot::Start(path, {TestRegion(m, kind, "r")}, o);
     std::memcpy(ref.data(), m.data(), len);
     writers.Resume();
     ASSERT_TRUE(snap.ok()) << snap.status().ToString();
@@ -168,9 +168,9 @@ TEST(LiveSnapshot, SeveralRegionsOfEveryKindInOneImage) {
   for (WriterPool* w : pools) w->Start();
   for (WriterPool* w : pools) w->WaitForBatches(8);
   // Region order in the image differs from address order on purpose.
-  std::vector<RegionInfo> regions = {Region(thp, MemKind::kThp, "thp"),
-                                     Region(anon, MemKind::kAnonPrivate, "anon"),
-                                     Region(shm, MemKind::kMemfdShared, "shm")};
+  std::vector<Region> regions = {TestRegion(thp, MemKind::kThp, "thp"),
+                                 TestRegion(anon, MemKind::kAnonPrivate, "anon"),
+                                 TestRegion(shm, MemKind::kMemfdShared, "shm")};
   const Mapping* maps[] = {&thp, &anon, &shm};
   std::vector<std::vector<char>> ref(3);
   const std::string path = dir.File("multi.pwi");
@@ -222,7 +222,7 @@ TEST(LiveSnapshot, FaultPathSavesEachPageBeforeItsFirstWrite) {
   };
   const std::string path = dir.File("fault.pwi");
   Result<std::unique_ptr<LiveSnapshot>> snap =
-      LiveSnapshot::Start(path, {Region(m, MemKind::kAnonPrivate, "m")}, o);
+      LiveSnapshot::Start(path, {TestRegion(m, MemKind::kAnonPrivate, "m")}, o);
   ASSERT_TRUE(snap.ok()) << snap.status().ToString();
   saver_held.Wait();
   for (size_t i = 0; i < pages; ++i) std::memset(m.page(i), 0xA5, 64);
@@ -264,7 +264,7 @@ TEST(LiveSnapshot, FullFaultQueueIsDrainedByTheFaultPath) {
   };
   const std::string path = dir.File("bounded.pwi");
   Result<std::unique_ptr<LiveSnapshot>> snap =
-      LiveSnapshot::Start(path, {Region(m, MemKind::kAnonPrivate, "m")}, o);
+      LiveSnapshot::Start(path, {TestRegion(m, MemKind::kAnonPrivate, "m")}, o);
   ASSERT_TRUE(snap.ok()) << snap.status().ToString();
   saver_held.Wait();
   std::thread writer([&] {
@@ -304,7 +304,7 @@ TEST(LiveSnapshot, FaultAroundSavesTheGroupOfTheFaultingPage) {
   };
   const std::string path = dir.File("around.pwi");
   Result<std::unique_ptr<LiveSnapshot>> snap =
-      LiveSnapshot::Start(path, {Region(m, MemKind::kAnonPrivate, "m")}, o);
+      LiveSnapshot::Start(path, {TestRegion(m, MemKind::kAnonPrivate, "m")}, o);
   ASSERT_TRUE(snap.ok()) << snap.status().ToString();
   saver_held.Wait();
   const size_t group = 9;  // pages [576, 640)
@@ -331,7 +331,7 @@ TEST(LiveSnapshot, ProgressReachesTotalAndEndsWithDone) {
   o.progress_every_pages = 256;
   o.progress = [&](const LiveProgress& p) { seen.push_back(p); };
   Result<LiveSnapshotStats> st =
-      TakeLiveSnapshot(dir.File("p.pwi"), {Region(m, MemKind::kAnonPrivate, "m")}, o);
+      TakeLiveSnapshot(dir.File("p.pwi"), {TestRegion(m, MemKind::kAnonPrivate, "m")}, o);
   ASSERT_TRUE(st.ok()) << st.status().ToString();
   ASSERT_GE(seen.size(), 2u);
   for (size_t i = 1; i < seen.size(); ++i) EXPECT_LE(seen[i - 1].pages_saved, seen[i].pages_saved);
@@ -363,7 +363,7 @@ TEST(LiveSnapshot, SaverThreadRunsAtItsNiceValue) {
       seen.push_back(errno == 0 ? v : -100);
     };
     Result<LiveSnapshotStats> st = TakeLiveSnapshot(dir.File("n" + std::to_string(nice) + ".pwi"),
-                                                    {Region(m, MemKind::kAnonPrivate, "m")}, o);
+                                                    {TestRegion(m, MemKind::kAnonPrivate, "m")}, o);
     ASSERT_TRUE(st.ok()) << st.status().ToString();
     ASSERT_FALSE(seen.empty());
     // Threads inherit the caller's value; the saver adds its increment.
@@ -389,7 +389,7 @@ TEST(LiveSnapshot, CancelLiftsProtectionAndLeavesNoImage) {
     }
   };
   Result<std::unique_ptr<LiveSnapshot>> snap =
-      LiveSnapshot::Start(dir.File("c.pwi"), {Region(m, MemKind::kMemfdShared, "m")}, o);
+      LiveSnapshot::Start(dir.File("c.pwi"), {TestRegion(m, MemKind::kMemfdShared, "m")}, o);
   ASSERT_TRUE(snap.ok()) << snap.status().ToString();
   saver_held.Wait();
   EXPECT_GT(WriteProtectedPages(m.addr(), m.size()), 0u);
@@ -407,24 +407,24 @@ TEST(LiveSnapshot, CancelLiftsProtectionAndLeavesNoImage) {
 TEST(LiveSnapshot, RejectsBadArgumentsAndLeavesNothing) {
   TempDir dir;
   Mapping m(4 * kMiB, MemKind::kAnonPrivate);
-  RegionInfo good = Region(m, MemKind::kAnonPrivate, "m");
-  auto start = [&](std::vector<RegionInfo> rs, LiveSnapshotOptions o = {}) {
+  Region good = TestRegion(m, MemKind::kAnonPrivate, "m");
+  auto start = [&](std::vector<Region> rs, LiveSnapshotOptions o = {}) {
     return LiveSnapshot::Start(dir.File("bad.pwi"), rs, o).status();
   };
   EXPECT_EQ(start({}).code(), Code::kInvalidArgument);
-  RegionInfo unaligned = good;
+  Region unaligned = good;
   unaligned.address += 1;
   EXPECT_EQ(start({unaligned}).code(), Code::kInvalidArgument);
-  RegionInfo half = good;
+  Region half = good;
   half.length = kMiB;
-  RegionInfo overlap = good;
+  Region overlap = good;
   overlap.address += kMiB / 2;
   overlap.length = kMiB;
   EXPECT_EQ(start({half, overlap}).code(), Code::kInvalidArgument);
-  RegionInfo file = good;
+  Region file = good;
   file.kind = RegionKind::kFile;
   EXPECT_EQ(start({file}).code(), Code::kNotSupported);
-  RegionInfo huge = good;
+  Region huge = good;
   huge.page_size = 2 * kMiB;
   EXPECT_EQ(start({huge}).code(), Code::kNotSupported);
   LiveSnapshotOptions with_parent;
@@ -441,7 +441,7 @@ TEST(LiveSnapshot, RejectsBadArgumentsAndLeavesNothing) {
   void* fmap = mmap(nullptr, kMiB, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   close(fd);
   ASSERT_NE(fmap, MAP_FAILED);
-  RegionInfo filemap = good;
+  Region filemap = good;
   filemap.address = reinterpret_cast<uint64_t>(fmap);
   filemap.length = kMiB;
   filemap.name = "file";

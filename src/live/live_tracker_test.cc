@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "live/live_env.h"
 #include "live/live_test_harness.h"
 #include "pagewise/image.h"
 #include "pagewise/live.h"
@@ -30,8 +31,8 @@ using testing::WriterPool;
 constexpr size_t kMiB = 1 << 20;
 const size_t kPage = static_cast<size_t>(getpagesize());
 
-RegionInfo Region(const Mapping& m, MemKind kind) {
-  RegionInfo r;
+Region TestRegion(const Mapping& m, MemKind kind) {
+  Region r;
   r.address = m.addr();
   r.length = m.size();
   r.page_size = static_cast<uint32_t>(kPage);
@@ -78,7 +79,8 @@ TEST_P(LiveTracker, LiveBaseAndFirstLayerRestoreToTheLaterInstant) {
     o.image.chunk_bytes = 4096;
     std::vector<char> at_t(len), later(len);
     writers.Pause();
-    Result<std::unique_ptr<LiveSnapshot>> snap = LiveSnapshot::Start(base, {Region(m, kind)}, o);
+    Result<std::unique_ptr<LiveSnapshot>> snap =
+        LiveSnapshot::Start(base, {TestRegion(m, kind)}, o);
     std::memcpy(at_t.data(), m.data(), len);
     writers.Resume();
     ASSERT_TRUE(snap.ok()) << snap.status().ToString();
@@ -160,7 +162,8 @@ TEST_P(LiveTracker, ChainIsExactWhenWritersRunThroughT) {
     LiveSnapshotOptions o;
     o.tracker = tracker.get();
     o.image.chunk_bytes = 4096;
-    Result<std::unique_ptr<LiveSnapshot>> snap = LiveSnapshot::Start(base, {Region(m, kind)}, o);
+    Result<std::unique_ptr<LiveSnapshot>> snap =
+        LiveSnapshot::Start(base, {TestRegion(m, kind)}, o);
     ASSERT_TRUE(snap.ok()) << snap.status().ToString();
     ASSERT_TRUE((*snap)->Wait().ok());
     writers.WaitForBatches(writers.writes() / 32 + 4);
@@ -202,7 +205,8 @@ TEST(LiveTrackerErrors, WrongBackendOrUntrackedRegionIsRefused) {
   ASSERT_TRUE((*async)->Track(m.data(), m.size()).ok());
   LiveSnapshotOptions o;
   o.tracker = async->get();
-  Status s = LiveSnapshot::Start(dir.File("a.pwi"), {Region(m, MemKind::kAnonPrivate)}, o).status();
+  Status s =
+      LiveSnapshot::Start(dir.File("a.pwi"), {TestRegion(m, MemKind::kAnonPrivate)}, o).status();
   EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
   EXPECT_NE(s.message().find("uffd-wp"), std::string::npos) << s.message();
   ASSERT_TRUE((*async)->Untrack(m.data(), m.size()).ok());
@@ -211,7 +215,7 @@ TEST(LiveTrackerErrors, WrongBackendOrUntrackedRegionIsRefused) {
   ASSERT_NE(t, nullptr);
   ASSERT_TRUE(t->Track(m.data(), m.size() / 2).ok());
   o.tracker = t.get();
-  s = LiveSnapshot::Start(dir.File("b.pwi"), {Region(m, MemKind::kAnonPrivate)}, o).status();
+  s = LiveSnapshot::Start(dir.File("b.pwi"), {TestRegion(m, MemKind::kAnonPrivate)}, o).status();
   EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
   EXPECT_NE(s.message().find("not (entirely) tracked"), std::string::npos) << s.message();
   EXPECT_EQ(t->tracked().size(), 1u);
@@ -236,11 +240,10 @@ TEST(LiveTrackerErrors, ImageFailureRemovesTheHookAndKeepsTracking) {
   writers.WaitForBatches(8);
   LiveSnapshotOptions o;
   o.tracker = tracker.get();
-  o.image.env = &fenv;
   o.image.chunk_bytes = 4096;
   o.fault_queue_pages = 8;
-  Result<std::unique_ptr<LiveSnapshot>> snap =
-      LiveSnapshot::Start(dir.File("t.pwi"), {Region(m, MemKind::kAnonPrivate)}, o);
+  Result<std::unique_ptr<LiveSnapshot>> snap = StartLiveSnapshot(
+      dir.File("t.pwi"), {TestRegion(m, MemKind::kAnonPrivate)}, o, Env::Default(), &fenv);
   ASSERT_TRUE(snap.ok()) << snap.status().ToString();
   Status s = (*snap)->Wait();
   writers.WaitForBatches(writers.writes() / 32 + 8);

@@ -10,7 +10,6 @@
 // outlive even this object: a poisoned pte raises SIGBUS whether or not the
 // range is still registered), and poisons whatever faults afterwards.
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 
 #include <atomic>
@@ -20,14 +19,18 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
 
+#include "base/clock.h"
 #include "pagewise/probe.h"
 #include "pagewise/serve.h"
+#include "restore/restore_env.h"
 #include "sys/uapi.h"
+#include "sys/uffd_loop.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise {
@@ -35,13 +38,12 @@ namespace {
 
 class LazyClientImpl final : public LazyClient {
  public:
-  LazyClientImpl(Env* env, sys::Userfaultfd uffd, int sock, int stop_fd,
-                 std::vector<GuestRegion> regions, LazyClientOptions opt, bool can_poison,
-                 bool ready)
+  LazyClientImpl(Env* env, sys::Userfaultfd uffd, int sock, std::unique_ptr<sys::UffdLoop> loop,
+                 std::vector<Region> regions, LazyClientOptions opt, bool can_poison, bool ready)
       : env_(env),
         uffd_(std::move(uffd)),
         sock_(sock),
-        stop_fd_(stop_fd),
+        loop_(std::move(loop)),
         regions_(std::move(regions)),
         opt_(std::move(opt)),
         can_poison_(can_poison),
@@ -51,11 +53,9 @@ class LazyClientImpl final : public LazyClient {
 
   ~LazyClientImpl() override {
     if (status().ok()) Populate().IgnoreError();  // best effort: see serve.h
-    eventfd_write(stop_fd_, 1);
+    loop_->Stop();
     watchdog_.join();
-    // Teardown: nothing to act on if these fail.
-    env_->Close(sock_).IgnoreError();
-    env_->Close(stop_fd_).IgnoreError();
+    env_->Close(sock_).IgnoreError();  // teardown: nothing to act on if this fails
   }
 
   Status status() const override {
@@ -63,21 +63,18 @@ class LazyClientImpl final : public LazyClient {
     return status_;
   }
 
-  Status WaitServerLost(int timeout_ms) override {
+  Status WaitServerLost(Duration timeout) override {
     std::unique_lock<std::mutex> lk(mu_);
     auto lost = [&] { return loss_handled_; };
-    if (timeout_ms < 0) {
-      cv_.wait(lk, lost);
-    } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), lost)) {
-      return Status(Code::kRetry, 0, "the page server is still connected");
+    if (!WaitFor(cv_, lk, timeout, lost)) {
+      return Status::Timeout("the page server is still connected after " + DurationText(timeout));
     }
     return Status::Ok();
   }
 
   Status Populate() override {
-    for (const GuestRegion& r : regions_) {
-      Status s =
-          env_->Madvise(reinterpret_cast<void*>(r.base_host_virt_addr), r.size, MADV_POPULATE_READ);
+    for (const Region& r : regions_) {
+      Status s = env_->Madvise(reinterpret_cast<void*>(r.address), r.length, MADV_POPULATE_READ);
       if (!s.ok()) {
         Status lost = status();
         return lost.ok() ? s.WithContext("populating guest memory") : lost;
@@ -90,21 +87,52 @@ class LazyClientImpl final : public LazyClient {
   bool ready() const override { return ready_; }
 
  private:
-  void Watch() {
-    // Phase 1: the server is there. It writes at most kReadyByte (ignored
-    // here), so readable with no bytes means end of stream: it is gone.
-    for (;;) {
-      struct pollfd fds[2] = {{sock_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-      Result<int> n = env_->Poll(fds, 2, -1);
-      if (!n.ok() || (fds[1].revents & POLLIN)) return;
-      if (fds[0].revents == 0) continue;
+  // Phase 1 (the server is there): the loop watches the socket. The server
+  // writes at most kReadyByte (ignored here), so readable with no bytes
+  // means end of stream: it is gone.
+  struct SocketWatch final : sys::UffdHandler {
+    LazyClientImpl* self;
+    bool gone = false;
+    explicit SocketWatch(LazyClientImpl* c) : self(c) {}
+    void OnWatched(int fd, short) override {
       char buf[64];
-      int fd = -1;
-      Result<size_t> got = env_->RecvWithFd(sock_, buf, sizeof(buf), &fd);
-      if (fd >= 0) env_->Close(fd).IgnoreError();  // not part of the protocol
-      if (got.ok() && *got > 0) continue;          // unexpected bytes: ignore
-      break;
+      int passed = -1;
+      Result<size_t> got = self->env_->RecvWithFd(fd, buf, sizeof(buf), &passed);
+      if (passed >= 0) self->env_->Close(passed).IgnoreError();  // not part of the protocol
+      if (got.ok() && *got > 0) return;                          // unexpected bytes: ignore
+      gone = true;
     }
+    bool BeforePoll(Duration*) override { return !gone; }
+  };
+
+  // Phase 2 (we are the userfaultfd's reader): source 0 is our userfaultfd,
+  // source k the k-th child forked after the loss.
+  struct Poisoner final : sys::UffdHandler {
+    LazyClientImpl* self;
+    explicit Poisoner(LazyClientImpl* c) : self(c) {}
+    void OnPagefault(uint64_t tag, const UffdEvent& e) override {
+      self->PoisonFault(self->Source(tag), e.address);
+    }
+    bool OnFork(uint64_t, const UffdEvent& e) override {
+      self->AdoptChild(e.fork_fd);
+      return true;
+    }
+    // REMOVE/REMAP/UNMAP: reading them let the program go on; nothing to do.
+    bool BeforePoll(Duration* timeout) override {
+      // Faults that met EAGAIN (an event was pending) are retried once the
+      // events are read; poll briefly meanwhile.
+      self->retry_.clear();
+      self->retry_.swap(self->pending_);
+      for (uint64_t page : self->retry_) self->PoisonFault(self->uffd_, page);
+      if (!self->pending_.empty()) *timeout = std::chrono::milliseconds(1);
+      return true;
+    }
+  };
+
+  void Watch() {
+    SocketWatch watch(this);
+    if (!loop_->Watch(sock_).ok() || !loop_->Run(&watch).ok() || !watch.gone) return;
+    loop_->Unwatch(sock_);
     const Status lost = Status::PeerGone(
         "the page server went away (its socket reached end of stream); pages it had not "
         "served yet are poisoned and raise SIGBUS when touched");
@@ -120,18 +148,28 @@ class LazyClientImpl final : public LazyClient {
                    can_poison_ ? "" : " (UFFDIO_POISON is not available)");
       std::abort();
     }
-    // Phase 2: we are the userfaultfd's reader now.
-    for (const GuestRegion& r : regions_) Seal(uffd_, r.base_host_virt_addr, r.size);
+    for (const Region& r : regions_) Seal(0, r.address, r.length);
     {
       std::lock_guard<std::mutex> lk(mu_);
       loss_handled_ = true;
     }
     cv_.notify_all();
-    Serve();
+    // Children are registered as they are adopted: reserve room for some
+    // now, so that the loop rarely grows later.
+    if (!loop_->Reserve(16).ok() || !loop_->AddUffd(uffd_.fd(), 0).ok()) return;
+    Poisoner poisoner(this);
+    while (!loop_->stopping()) {
+      if (!loop_->Run(&poisoner).ok()) return;  // poll failed: nobody left to serve
+    }
   }
 
-  // Poisons every missing page of [start, start+len).
-  void Seal(const sys::Userfaultfd& uffd, uint64_t start, uint64_t len) {
+  const sys::Userfaultfd& Source(uint64_t tag) const {
+    return tag == 0 ? uffd_ : children_[tag - 1];
+  }
+
+  // Poisons every missing page of [start, start+len) of source `tag`.
+  void Seal(uint64_t tag, uint64_t start, uint64_t len) {
+    const sys::Userfaultfd& uffd = Source(tag);
     const uint64_t ps = PageSize();
     uint64_t a = start;
     const uint64_t end = start + len;
@@ -146,7 +184,7 @@ class LazyClientImpl final : public LazyClient {
           a += ps;
           break;
         case EAGAIN:  // partial progress, or an event is pending: read it
-          if (r.bytes == 0) DrainOnce(uffd);
+          if (r.bytes == 0) DrainOnce(tag);
           break;
         default:  // ESRCH (we are exiting) or worse: stop
           return;
@@ -154,81 +192,49 @@ class LazyClientImpl final : public LazyClient {
     }
   }
 
-  void DrainOnce(const sys::Userfaultfd& uffd) {
+  // Reads (and handles) what is pending on source `tag` while sealing it.
+  void DrainOnce(uint64_t tag) {
+    Poisoner poisoner(this);
     UffdEvent events[32];
-    Result<size_t> n = uffd.ReadEvents(events, 32);
-    if (!n.ok()) return;
-    for (size_t i = 0; i < *n; ++i) Handle(uffd, events[i]);
+    // A failed read leaves the messages queued: the loop reads them later.
+    sys::DrainUffd(env_, Source(tag).fd(), tag, &poisoner, events, 32, 1).status().IgnoreError();
   }
 
-  void Handle(const sys::Userfaultfd& uffd, const UffdEvent& e) {
+  void PoisonFault(const sys::Userfaultfd& uffd, uint64_t address) {
     const uint64_t ps = PageSize();
-    switch (e.kind) {
-      case UffdEvent::Kind::kPagefault: {
-        const uint64_t page = e.address & ~(ps - 1);
-        const FillResult r = uffd.Poison(page, ps);
-        if (r.ok()) {
-          poisoned_++;
-        } else if (r.error == EEXIST || r.error == ENOENT) {
-          uffd.Wake(page, ps).IgnoreError();  // resolved or unmapped: let it retry
-        } else if (r.error == EAGAIN) {       // an event is pending: retry after reading it
-          pending_.push_back(page);
-        }
-        break;
-      }
-      case UffdEvent::Kind::kFork: {
-        // A child forked after the loss: it has no server either.
-        sys::Userfaultfd child = sys::Userfaultfd::Adopt(e.fork_fd, uffd_.features(), env_);
-        for (const GuestRegion& r : regions_) Seal(child, r.base_host_virt_addr, r.size);
-        children_.push_back(std::move(child));
-        break;
-      }
-      default:  // REMOVE/REMAP/UNMAP: reading them let the program go on
-        break;
+    const uint64_t page = address & ~(ps - 1);
+    const FillResult r = uffd.Poison(page, ps);
+    if (r.ok()) {
+      poisoned_++;
+    } else if (r.error == EEXIST || r.error == ENOENT) {
+      uffd.Wake(page, ps).IgnoreError();  // resolved or unmapped: let it retry
+    } else if (r.error == EAGAIN) {       // an event is pending: retry after reading it
+      pending_.push_back(page);
     }
   }
 
-  void Serve() {
-    // One vector, reused: it grows only right after a FORK message was read
-    // (the fork has returned then), so this loop does not allocate while a
-    // fork of this process may be waiting for us to read its message
-    // (glibc holds its malloc locks across fork; see restore/fork_guard.h).
-    std::vector<struct pollfd> fds;
-    fds.reserve(16);
-    for (;;) {
-      fds.clear();
-      fds.push_back({stop_fd_, POLLIN, 0});
-      fds.push_back({uffd_.fd(), POLLIN, 0});
-      for (const auto& c : children_) fds.push_back({c.fd(), POLLIN, 0});
-      Result<int> n = env_->Poll(fds.data(), fds.size(), pending_.empty() ? -1 : 1);
-      if (!n.ok() || (fds[0].revents & POLLIN)) return;
-      if (fds[1].revents & POLLIN) DrainOnce(uffd_);
-      for (size_t i = 0; i < children_.size(); ++i) {
-        if (fds[2 + i].revents & POLLIN) DrainOnce(children_[i]);
-      }
-      retry_.clear();
-      retry_.swap(pending_);
-      for (uint64_t page : retry_) {
-        UffdEvent e;
-        e.kind = UffdEvent::Kind::kPagefault;
-        e.address = page;
-        Handle(uffd_, e);
-      }
-    }
+  // A child forked after the loss: it has no server either.
+  void AdoptChild(int fd) {
+    children_.push_back(sys::Userfaultfd::Adopt(fd, uffd_.features(), env_));
+    const uint64_t tag = children_.size();
+    for (const Region& r : regions_) Seal(tag, r.address, r.length);
+    // (Only the loop thread calls this. A failure to grow leaves the child
+    // sealed but unserved: its faults on sealed pages raise SIGBUS anyway.)
+    loop_->AddUffd(children_.back().fd(), tag).IgnoreError();
   }
 
   Env* env_;
   sys::Userfaultfd uffd_;
   int sock_;
-  int stop_fd_;
-  const std::vector<GuestRegion> regions_;
+  std::unique_ptr<sys::UffdLoop> loop_;  // the watchdog's
+  const std::vector<Region> regions_;
   const LazyClientOptions opt_;
   const bool can_poison_;
   const bool ready_;  // Connect() saw kReadyByte
   std::thread watchdog_;
-  std::vector<sys::Userfaultfd> children_;  // watchdog thread only
-  std::vector<uint64_t> pending_;           // watchdog thread only
-  std::vector<uint64_t> retry_;             // watchdog thread only
+  std::deque<sys::Userfaultfd> children_;  // watchdog thread only (stable addresses)
+  std::vector<uint64_t> pending_;          // watchdog thread only
+  std::vector<uint64_t> retry_;            // watchdog thread only
   std::atomic<uint64_t> poisoned_{0};
 
   mutable std::mutex mu_;
@@ -237,17 +243,16 @@ class LazyClientImpl final : public LazyClient {
   bool loss_handled_ = false;  // guarded by mu_: callback run, pages sealed
 };
 
-// Waits up to timeout_ms for kReadyByte on `sock` (before the watchdog
+// Waits up to `timeout` for kReadyByte on `sock` (before the watchdog
 // exists, so nothing else reads it). *ready: it came. End of stream: the
 // server dropped us right after the handshake (refused it, or died).
-Status WaitReady(Env* env, int sock, int timeout_ms, bool* ready) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+Status WaitReady(Env* env, int sock, Duration timeout, bool* ready) {
+  const auto deadline = DeadlineAfter(timeout);
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return Status::Ok();  // not ready: pages come on demand
+    const Duration left = deadline - std::chrono::steady_clock::now();
+    if (left <= Duration::zero()) return Status::Ok();  // not ready: pages come on demand
     struct pollfd pfd = {sock, POLLIN, 0};
-    PW_ASSIGN_OR_RETURN(int n, env->Poll(&pfd, 1, static_cast<int>(left.count())));
+    PW_ASSIGN_OR_RETURN(int n, env->Poll(&pfd, 1, PollTimeoutMs(left)));
     if (n == 0 || pfd.revents == 0) continue;  // timed out (checked above) or spurious
     char buf[16];
     int fd = -1;
@@ -269,9 +274,14 @@ Status WaitReady(Env* env, int sock, int timeout_ms, bool* ready) {
 }  // namespace
 
 Result<std::unique_ptr<LazyClient>> LazyClient::Connect(const std::string& socket_path,
-                                                        const std::vector<GuestRegion>& regions,
+                                                        const std::vector<Region>& regions,
                                                         const LazyClientOptions& options) {
-  Env* env = options.env ? options.env : Env::Default();
+  return ConnectLazyClient(socket_path, regions, options, Env::Default());
+}
+
+Result<std::unique_ptr<LazyClient>> ConnectLazyClient(const std::string& socket_path,
+                                                      const std::vector<Region>& regions,
+                                                      const LazyClientOptions& options, Env* env) {
   if (regions.empty()) return Status::InvalidArgument("lazy client: no regions");
   sys::Userfaultfd::Options uo;
   uo.required_features = uffd_feature::kEventRemove;
@@ -281,9 +291,9 @@ Result<std::unique_ptr<LazyClient>> LazyClient::Connect(const std::string& socke
   PW_ASSIGN_OR_RETURN(sys::Userfaultfd uffd, sys::Userfaultfd::Open(uo));
   bool can_poison = true;
   for (size_t i = 0; i < regions.size(); ++i) {
-    const GuestRegion& r = regions[i];
+    const Region& r = regions[i];
     uint64_t ioctls = 0;
-    Status s = uffd.Register(r.base_host_virt_addr, r.size, UFFDIO_REGISTER_MODE_MISSING, &ioctls);
+    Status s = uffd.Register(r.address, r.length, UFFDIO_REGISTER_MODE_MISSING, &ioctls);
     if (!s.ok()) {
       return s.WithContext("lazy client: registering region " + std::to_string(i) +
                            " (guest memory must be private anonymous, page aligned)");
@@ -303,20 +313,20 @@ Result<std::unique_ptr<LazyClient>> LazyClient::Connect(const std::string& socke
     return sent.status().WithContext("lazy client: sending the handshake to " + socket_path);
   }
   bool ready = false;
-  if (options.wait_ready_ms > 0) {
-    Status w = WaitReady(env, sock, options.wait_ready_ms, &ready);
+  if (options.wait_ready > Duration::zero()) {
+    Status w = WaitReady(env, sock, options.wait_ready, &ready);
     if (!w.ok()) {
       env->Close(sock).IgnoreError();  // already failing
       return w.WithContext("lazy client: waiting for the page server at " + socket_path);
     }
   }
-  Result<int> stop = env->EventfdCreate(0, EFD_NONBLOCK);
-  if (!stop.ok()) {
+  Result<std::unique_ptr<sys::UffdLoop>> loop = sys::UffdLoop::Create(env);
+  if (!loop.ok()) {
     env->Close(sock).IgnoreError();  // already failing
-    return stop.status().WithContext("lazy client: creating the watchdog's eventfd");
+    return loop.status().WithContext("lazy client: creating the watchdog's event loop");
   }
   return std::unique_ptr<LazyClient>(std::make_unique<LazyClientImpl>(
-      env, std::move(uffd), sock, *stop, regions, options, can_poison, ready));
+      env, std::move(uffd), sock, std::move(loop).value(), regions, options, can_poison, ready));
 }
 
 }  // namespace pagewise

@@ -14,6 +14,8 @@
 #include <memory>
 #include <utility>
 
+#include "base/clock.h"
+
 namespace pagewise::restore {
 namespace {
 
@@ -59,9 +61,7 @@ Engine::Engine(std::shared_ptr<const PageSource> source, EngineOptions options)
     : source_(std::move(source)), opt_(std::move(options)) {
   env_ = opt_.env ? opt_.env : Env::Default();
   page_size_ = PageSize();
-  opt_.fault_window_pages = std::clamp<size_t>(opt_.fault_window_pages, 1, 512);
-  opt_.background_batch_pages = std::clamp<size_t>(opt_.background_batch_pages, 1, 4096);
-  for (uint64_t off : opt_.prefetch) prefetch_set_.insert(off & ~(page_size_ - 1));
+  for (uint64_t off : opt_.fill.prefetch) prefetch_set_.insert(off & ~(page_size_ - 1));
 }
 
 Engine::~Engine() { Stop(); }
@@ -146,8 +146,8 @@ void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Statu
     started_ = true;
     // A prefetch list is installed even without background fill: it was
     // asked for explicitly. PlanLocked stops after it unless background_on_.
-    want_filler_ = opt_.background_fill || !opt_.prefetch.empty();
-    background_on_.store(opt_.background_fill);
+    want_filler_ = opt_.fill.background_fill || !opt_.fill.prefetch.empty();
+    background_on_.store(opt_.fill.background_fill);
   }
   ready->set_value(Status::Ok());  // `setup` and `ready` die with Start()'s frame
   ServerLoop();
@@ -319,7 +319,8 @@ void Engine::MaybeReportResident() {
   }
   {
     std::lock_guard<std::mutex> lk(stats_mu_);
-    stats_.resident_seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    stats_.resident_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start_).count();
   }
   cv_.notify_all();
   if (opt_.on_resident) opt_.on_resident(st, Stats());
@@ -448,7 +449,7 @@ void Engine::FillerLoop() {
           cv_.notify_all();
         }
       }
-      if (first && !opt_.prefetch.empty() && opt_.on_prefetched) opt_.on_prefetched();
+      if (first && !opt_.fill.prefetch.empty() && opt_.on_prefetched) opt_.on_prefetched();
     }
     MaybeReportResident();
     if (!did) {
@@ -459,36 +460,30 @@ void Engine::FillerLoop() {
   }
 }
 
-Status Engine::WaitResident(int timeout_ms) {
+Status Engine::WaitResident(Duration timeout) {
   if (forked_copy_.load()) {
     return Status::FailedPrecondition(
         "this is a forked copy of a restore: it is served by the parent's restore");
   }
   std::unique_lock<std::mutex> lk(mu_);
   auto done = [&] { return resident_ || finished_ || stopping_; };
-  if (timeout_ms < 0) {
-    cv_.wait(lk, done);
-  } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {
-    return Status(Code::kRetry, 0,
-                  "restore not yet resident after " + std::to_string(timeout_ms) +
-                      " ms; wait again or check stats() for progress");
+  if (!WaitFor(cv_, lk, timeout, done)) {
+    return Status::Timeout("restore not yet resident after " + DurationText(timeout) +
+                           "; wait again or check stats() for progress");
   }
   if (resident_) return status_;
   if (!status_.ok()) return status_;
   return Status::FailedPrecondition("restore stopped before every page was resident");
 }
 
-Status Engine::WaitPrefetched(int timeout_ms) {
+Status Engine::WaitPrefetched(Duration timeout) {
   std::unique_lock<std::mutex> lk(mu_);
   auto done = [&] {
-    return opt_.prefetch.empty() || !want_filler_ || prefetch_done_ || resident_ || finished_ ||
-           stopping_;
+    return opt_.fill.prefetch.empty() || !want_filler_ || prefetch_done_ || resident_ ||
+           finished_ || stopping_;
   };
-  if (timeout_ms < 0) {
-    cv_.wait(lk, done);
-  } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {
-    return Status(Code::kRetry, 0,
-                  "prefetch not yet installed after " + std::to_string(timeout_ms) + " ms");
+  if (!WaitFor(cv_, lk, timeout, done)) {
+    return Status::Timeout("prefetch not yet installed after " + DurationText(timeout));
   }
   return status_;
 }
@@ -527,10 +522,10 @@ RestoreStats Engine::Stats() const {
       const size_t k =
           std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
       std::nth_element(v.begin(), v.begin() + static_cast<ptrdiff_t>(k), v.end());
-      return static_cast<double>(v[k]) / 1000.0;
+      return static_cast<uint64_t>(v[k]);
     };
-    out.fault_latency_p50_us = pct(0.50);
-    out.fault_latency_p99_us = pct(0.99);
+    out.fault_latency_p50_ns = pct(0.50);
+    out.fault_latency_p99_ns = pct(0.99);
   }
   return out;
 }

@@ -69,27 +69,24 @@
 #include <unordered_set>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
+#include "pagewise/time.h"
 #include "restore/fork_guard.h"
 #include "restore/space_map.h"
+#include "sys/env.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise::restore {
 
 struct EngineOptions {
   Env* env = nullptr;
-  size_t fault_window_pages = 16;
-  size_t background_batch_pages = 64;
-  bool background_fill = true;
-  bool use_zeropage = true;
+  // Validated by the caller (ValidateFillPolicy). wait_for_prefetch is the
+  // caller's business (WaitPrefetched).
+  FillPolicy fill;
   // Close a space's userfaultfd once all its pages are in place (in-process
   // restore). A page server keeps serving until the client goes away.
   bool release_when_resident = false;
-  std::vector<uint64_t> prefetch;  // flat offsets, installed first
-  bool record_trace = false;
-  size_t max_latency_samples = 1 << 16;
   // Run the engine's threads with their own fd table (see above). The
   // userfaultfds must then be created by the setup function given to Start().
   bool private_fd_table = false;
@@ -103,7 +100,7 @@ struct EngineOptions {
   std::function<void(const Status&)> on_finished;
   // Called once, on the filler thread with no locks held, when the
   // prefetch list is installed (pages the program had already faulted in
-  // count as installed). Only when `prefetch` is not empty.
+  // count as installed). Only when `fill.prefetch` is not empty.
   std::function<void()> on_prefetched;
 };
 
@@ -137,11 +134,11 @@ class Engine final : public ForkAware {
   void Stop();
 
   // See LazyRestore::WaitResident.
-  Status WaitResident(int timeout_ms);
+  Status WaitResident(Duration timeout);
   // Waits until the prefetch list has been installed (or there is nothing to
-  // prefetch, no filler, or the restore ended). OK, or kRetry after
-  // timeout_ms (< 0: no limit).
-  Status WaitPrefetched(int timeout_ms);
+  // prefetch, no filler, or the restore ended). OK, or kTimeout after
+  // `timeout` (kNoTimeout: no limit).
+  Status WaitPrefetched(Duration timeout);
   bool resident() const;
   // True once the server loop ended by itself (client gone).
   bool finished() const;

@@ -184,7 +184,7 @@ void Engine::FillRun(Space& s, const Run& run, FillKind kind, std::vector<char>*
   const Clock::time_point t0 = Clock::now();
   std::vector<uint8_t> zero(run.pages, 0);
   Status st;
-  if (opt_.use_zeropage && source_->can_classify()) {
+  if (opt_.fill.use_zeropage && source_->can_classify()) {
     st = source_->ClassifyZero(run.src, run.pages, ps, &zero);
   }
   const char* data = static_cast<const char*>(source_->Direct(run.src, bytes));
@@ -192,10 +192,13 @@ void Engine::FillRun(Space& s, const Run& run, FillKind kind, std::vector<char>*
   for (uint8_t z : zero) all_zero = all_zero && z != 0;
   if (st.ok() && data == nullptr && !all_zero) {
     buf->resize(bytes);
-    st = source_->Read(run.src, buf->data(), bytes);
+    const ReadPriority priority = kind == FillKind::kDemand     ? ReadPriority::kDemand
+                                  : kind == FillKind::kPrefetch ? ReadPriority::kPrefetch
+                                                                : ReadPriority::kBackground;
+    st = source_->ReadWithPriority(run.src, buf->data(), bytes, priority);
     data = buf->data();
   }
-  if (st.ok() && opt_.use_zeropage && !source_->can_classify()) {
+  if (st.ok() && opt_.fill.use_zeropage && !source_->can_classify()) {
     for (size_t i = 0; i < run.pages; ++i) zero[i] = IsZeroPage(data + i * ps, ps) ? 1 : 0;
   }
   std::unique_lock<std::mutex> lock(s.mu);
@@ -215,7 +218,8 @@ void Engine::FillRun(Space& s, const Run& run, FillKind kind, std::vector<char>*
   InstallLocked(s, lock, run, data, zero, kind);
   lock.unlock();
   std::lock_guard<std::mutex> lk(stats_mu_);
-  stats_.fill_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+  stats_.fill_ns += static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
 }
 
 bool Engine::ZeroOrWakeLocked(Space& s, std::unique_lock<std::mutex>& lock, uint64_t page) {
@@ -293,7 +297,7 @@ void Engine::ServeFault(Space& s, const QueuedFault& f) {
     if (s.closed.load() || !s.uffd.valid()) return;
     const SpaceMap::Lookup l = s.map.Find(page);
     if (l.found && l.state == PageState::kUnfilled) {
-      const Run run = s.map.RunAround(page, opt_.fault_window_pages);
+      const Run run = s.map.RunAround(page, opt_.fill.fault_window_pages);
       lock.unlock();
       if (!counted) {
         counted = true;
@@ -301,9 +305,9 @@ void Engine::ServeFault(Space& s, const QueuedFault& f) {
             std::chrono::duration_cast<std::chrono::nanoseconds>(f.read_at - start_).count());
         std::lock_guard<std::mutex> lk(stats_mu_);
         stats_.demand_faults++;
-        if (stats_.first_fault_seconds < 0) stats_.first_fault_seconds = t_ns / 1e9;
+        if (stats_.first_fault_ns < 0) stats_.first_fault_ns = static_cast<int64_t>(t_ns);
         if (prefetch_set_.count(l.src)) stats_.prefetch_late_faults++;
-        if (opt_.record_trace) {
+        if (opt_.fill.record_trace) {
           // The whole window this fault installs, faulting page first: a
           // replay must bring in what the program got, not one page per window.
           if (traced_.insert(l.src).second) trace_.push_back({l.src, t_ns});
@@ -325,7 +329,7 @@ void Engine::ServeFault(Space& s, const QueuedFault& f) {
       const uint64_t ns = static_cast<uint64_t>(
           std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - f.read_at).count());
       std::lock_guard<std::mutex> lk(stats_mu_);
-      if (stats_.fault_latency_ns.size() < opt_.max_latency_samples) {
+      if (stats_.fault_latency_ns.size() < opt_.fill.max_latency_samples) {
         stats_.fault_latency_ns.push_back(
             static_cast<uint32_t>(std::min<uint64_t>(ns, UINT32_MAX)));
       }
@@ -361,13 +365,14 @@ void Engine::ServeFault(Space& s, const QueuedFault& f) {
 
 std::vector<Run> Engine::PlanLocked(Space& s, FillKind* kind) {
   const size_t ps = page_size_;
-  const size_t budget = opt_.background_batch_pages;
+  const size_t budget = opt_.fill.background_batch_pages;
   std::vector<Run> runs;
   // 1. The recorded working set, in trace order, in large batches.
-  if (s.prefetch_pos < opt_.prefetch.size()) {
+  if (s.prefetch_pos < opt_.fill.prefetch.size()) {
     std::vector<uint64_t> addrs;
-    while (s.prefetch_pos < opt_.prefetch.size() && addrs.size() < budget) {
-      s.map.UnfilledAt(opt_.prefetch[s.prefetch_pos++] & ~static_cast<uint64_t>(ps - 1), &addrs);
+    while (s.prefetch_pos < opt_.fill.prefetch.size() && addrs.size() < budget) {
+      s.map.UnfilledAt(opt_.fill.prefetch[s.prefetch_pos++] & ~static_cast<uint64_t>(ps - 1),
+                       &addrs);
     }
     std::sort(addrs.begin(), addrs.end());
     addrs.erase(std::unique(addrs.begin(), addrs.end()), addrs.end());

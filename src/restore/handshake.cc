@@ -23,22 +23,22 @@ Status Field(const nlohmann::json& obj, size_t index, const char* name, uint64_t
 
 }  // namespace
 
-Result<std::vector<GuestRegion>> ParseHandshake(std::string_view body) {
+Result<std::vector<Region>> ParseHandshake(std::string_view body) {
   nlohmann::json doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) {
     return Status::InvalidArgument("handshake body is not valid JSON (" +
                                    std::to_string(body.size()) + " bytes)");
   }
   if (!doc.is_array()) return Status::InvalidArgument("handshake body must be a JSON array");
-  std::vector<GuestRegion> out;
+  std::vector<Region> out;
   for (size_t i = 0; i < doc.size(); ++i) {
     const nlohmann::json& obj = doc[i];
     if (!obj.is_object()) {
       return Status::InvalidArgument("handshake region " + std::to_string(i) + " is not an object");
     }
-    GuestRegion r;
-    PW_RETURN_IF_ERROR(Field(obj, i, "base_host_virt_addr", &r.base_host_virt_addr));
-    PW_RETURN_IF_ERROR(Field(obj, i, "size", &r.size));
+    Region r;
+    PW_RETURN_IF_ERROR(Field(obj, i, "base_host_virt_addr", &r.address));
+    PW_RETURN_IF_ERROR(Field(obj, i, "size", &r.length));
     PW_RETURN_IF_ERROR(Field(obj, i, "offset", &r.offset));
     // Newer Firecracker sends "page_size"; older sends "page_size_kib",
     // which despite its name holds bytes.
@@ -53,11 +53,11 @@ Result<std::vector<GuestRegion>> ParseHandshake(std::string_view body) {
   return out;
 }
 
-std::string HandshakeJson(const std::vector<GuestRegion>& regions) {
+std::string HandshakeJson(const std::vector<Region>& regions) {
   nlohmann::json doc = nlohmann::json::array();
-  for (const GuestRegion& r : regions) {
-    doc.push_back({{"base_host_virt_addr", r.base_host_virt_addr},
-                   {"size", r.size},
+  for (const Region& r : regions) {
+    doc.push_back({{"base_host_virt_addr", r.address},
+                   {"size", r.length},
                    {"offset", r.offset},
                    {"page_size", r.page_size}});
   }

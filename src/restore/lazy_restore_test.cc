@@ -35,31 +35,30 @@ TEST(LazyRestore, RestoresBufferContentAndBecomesResident) {
   RestoreOptions o;
   o.on_resident = [&](const Status& s, const RestoreStats& st) {
     EXPECT_TRUE(s.ok());
-    EXPECT_GE(st.resident_seconds, 0);
+    EXPECT_GE(st.resident_ns, 0);
     resident_calls++;
   };
   auto r = LazyRestore::Start(MemorySource(buf.data(), buf.size()), {{0, buf.size(), 0}}, o);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(CountMismatches((*r)->data(0), buf, 0, buf.pages()), 0u);
-  ASSERT_TRUE((*r)->WaitResident(60000).ok());
+  ASSERT_TRUE((*r)->WaitResident(std::chrono::seconds(60)).ok());
   EXPECT_TRUE((*r)->resident());
   RestoreStats st = (*r)->stats();
   EXPECT_EQ(st.pages_total, 300u);
   EXPECT_EQ(st.pages_demand + st.pages_background + st.eexist_pages, 300u);
   EXPECT_EQ(st.zero_pages, 60u);  // every 5th page is zero
   EXPECT_EQ(st.bytes_copied, 240u * Ps());
-  EXPECT_GE(st.resident_seconds, 0);
+  EXPECT_GE(st.resident_ns, 0);
   ASSERT_TRUE((*r)->Finish().ok());
   EXPECT_EQ(resident_calls.load(), 1);
   EXPECT_EQ(CountMismatches((*r)->data(0), buf, 0, buf.pages()), 0u);
-  munmap((*r)->data(0), buf.size());
 }
 
 TEST(LazyRestore, DemandFaultFillsOneAlignedWindow) {
   PatternBuffer buf(256, 2);
   RestoreOptions o;
-  o.background_fill = false;
-  o.fault_window_pages = 16;
+  o.fill.background_fill = false;
+  o.fill.fault_window_pages = 16;
   auto r = LazyRestore::Start(MemorySource(buf.data(), buf.size()), {{0, buf.size(), 0}}, o);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   char* mem = (*r)->data(0);
@@ -81,12 +80,11 @@ TEST(LazyRestore, DemandFaultFillsOneAlignedWindow) {
   EXPECT_EQ(st.demand_faults, 2u);
   EXPECT_EQ(st.pages_demand, 32u);  // two windows of 16
   EXPECT_EQ(st.pages_background, 256u - 32u);
-  EXPECT_GE(st.first_fault_seconds, 0);
+  EXPECT_GE(st.first_fault_ns, 0);
   EXPECT_EQ(st.fault_latency_ns.size(), 2u);
-  EXPECT_GT(st.fault_latency_p50_us, 0);
-  EXPECT_GE(st.fault_latency_p99_us, st.fault_latency_p50_us);
+  EXPECT_GT(st.fault_latency_p50_ns, 0u);
+  EXPECT_GE(st.fault_latency_p99_ns, st.fault_latency_p50_ns);
   EXPECT_EQ(CountMismatches(mem, buf, 0, buf.pages()), 0u);
-  munmap(mem, buf.size());
 }
 
 TEST(LazyRestore, RestoresFromMemFileBothAccessModes) {
@@ -99,13 +97,11 @@ TEST(LazyRestore, RestoresFromMemFileBothAccessModes) {
     ASSERT_TRUE(src.ok()) << src.status().ToString();
     EXPECT_EQ((*src)->size(), buf.size());
     // Two regions at different source offsets.
-    auto r = LazyRestore::Start(*src, {{0, 50 * Ps(), 0}, {120 * Ps(), 80 * Ps(), 0}});
+    auto r = LazyRestore::Start(*src, {{0, 50 * Ps(), 0}, {0, 80 * Ps(), 120 * Ps()}});
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     EXPECT_EQ(CountMismatches((*r)->data(1), buf, 120, 80), 0u);
     EXPECT_EQ(CountMismatches((*r)->data(0), buf, 0, 50), 0u);
     ASSERT_TRUE((*r)->Finish().ok());
-    munmap((*r)->data(0), 50 * Ps());
-    munmap((*r)->data(1), 80 * Ps());
   }
   EXPECT_FALSE(OpenMemFileSource(dir.File("missing")).ok());
 }
@@ -132,7 +128,6 @@ TEST(LazyRestore, ImageSourceUsesClassificationForZeroPages) {
   RestoreStats st = (*r)->stats();
   EXPECT_EQ(st.zero_pages, zero_pages);
   EXPECT_EQ(st.bytes_copied, (100 - zero_pages) * Ps());
-  munmap(mem, 100 * Ps());
 }
 
 TEST(LazyRestore, PagesAlreadyPresentAreKeptAndCountedAsEexist) {
@@ -144,9 +139,9 @@ TEST(LazyRestore, PagesAlreadyPresentAreKeptAndCountedAsEexist) {
     const size_t own[] = {3, 40, 200, 201};  // 3 is a zero page in the source
     for (size_t i : own) testing::FillPage(mem + i * Ps(), 99, i);
     RestoreOptions o;
-    o.background_fill = rep != 0;  // rep 0: only faults (and Finish) fill
+    o.fill.background_fill = rep != 0;  // rep 0: only faults (and Finish) fill
     auto r = LazyRestore::Start(MemorySource(buf.data(), buf.size()),
-                                {{0, buf.size(), reinterpret_cast<uint64_t>(mem)}}, o);
+                                {{reinterpret_cast<uint64_t>(mem), buf.size(), 0}}, o);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     EXPECT_EQ((*r)->data(0), mem);
     size_t bad = 0;
@@ -185,8 +180,8 @@ TEST(LazyRestore, UnreadableSourcePagesRaiseSigbusNeverZeros) {
   PatternBuffer buf(64, 6);
   auto src = std::make_shared<FailingSource>(&buf, 20, 22);
   RestoreOptions o;
-  o.fault_window_pages = 1;
-  o.background_fill = false;
+  o.fill.fault_window_pages = 1;
+  o.fill.background_fill = false;
   auto r = LazyRestore::Start(src, {{0, buf.size(), 0}}, o);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   char* mem = (*r)->data(0);
@@ -209,7 +204,6 @@ TEST(LazyRestore, UnreadableSourcePagesRaiseSigbusNeverZeros) {
   after.join();
   EXPECT_TRUE(bus20);
   EXPECT_EQ(CountMismatches(mem + 22 * Ps(), buf, 22, 42), 0u);
-  munmap(mem, buf.size());
 }
 
 TEST(LazyRestore, RecordsTraceAndPrefetchesItFirst) {
@@ -219,15 +213,14 @@ TEST(LazyRestore, RecordsTraceAndPrefetchesItFirst) {
   WorkingSetTrace trace;
   {
     RestoreOptions o;
-    o.background_fill = false;
-    o.fault_window_pages = 1;
-    o.record_trace = true;
+    o.fill.background_fill = false;
+    o.fill.fault_window_pages = 1;
+    o.fill.record_trace = true;
     auto r = LazyRestore::Start(MemorySource(buf.data(), buf.size()), {{0, buf.size(), 0}}, o);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     for (size_t p : order) EXPECT_TRUE(buf.Matches((*r)->data(0) + p * Ps(), p));
     trace = (*r)->trace();
     ASSERT_TRUE((*r)->Finish().ok());
-    munmap((*r)->data(0), buf.size());
   }
   ASSERT_EQ(trace.entries.size(), 5u);
   const size_t want[] = {450, 3, 477, 412, 490};
@@ -240,18 +233,17 @@ TEST(LazyRestore, RecordsTraceAndPrefetchesItFirst) {
   Result<WorkingSetTrace> loaded = ReadTrace(path);
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
   RestoreOptions o;
-  for (const TraceEntry& e : loaded->entries) o.prefetch.push_back(e.offset);
-  o.background_batch_pages = 8;
+  for (const TraceEntry& e : loaded->entries) o.fill.prefetch.push_back(e.offset);
+  o.fill.background_batch_pages = 8;
   auto r = LazyRestore::Start(MemorySource(buf.data(), buf.size()), {{0, buf.size(), 0}}, o);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
-  ASSERT_TRUE((*r)->WaitResident(60000).ok());
+  ASSERT_TRUE((*r)->WaitResident(std::chrono::seconds(60)).ok());
   // The trace's pages sit near the end: had the address-order fill got to
   // them first they would not count as prefetched.
   EXPECT_EQ((*r)->stats().pages_prefetch, 5u);
   EXPECT_EQ(CountMismatches((*r)->data(0), buf, 0, buf.pages()), 0u);
   EXPECT_EQ((*r)->stats().demand_faults, 0u);
   ASSERT_TRUE((*r)->Finish().ok());
-  munmap((*r)->data(0), buf.size());
 }
 
 TEST(LazyRestore, RejectsBadRegions) {
@@ -259,9 +251,88 @@ TEST(LazyRestore, RejectsBadRegions) {
   auto src = MemorySource(buf.data(), buf.size());
   EXPECT_EQ(LazyRestore::Start(src, {}).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(LazyRestore::Start(src, {{0, 100, 0}}).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(LazyRestore::Start(src, {{8 * Ps(), 16 * Ps(), 0}}).status().code(),
+  EXPECT_EQ(LazyRestore::Start(src, {{0, 16 * Ps(), 8 * Ps()}}).status().code(),
             Code::kInvalidArgument);
   EXPECT_EQ(LazyRestore::Start(nullptr, {{0, Ps(), 0}}).status().code(), Code::kInvalidArgument);
+}
+
+TEST(LazyRestore, RejectsFillPolicyOutOfRangeInsteadOfClamping) {
+  PatternBuffer buf(16, 8);
+  auto src = MemorySource(buf.data(), buf.size());
+  struct Case {
+    const char* field;
+    void (*set)(FillPolicy*);
+  } cases[] = {
+      {"fault_window_pages", [](FillPolicy* f) { f->fault_window_pages = 0; }},
+      {"fault_window_pages", [](FillPolicy* f) { f->fault_window_pages = 513; }},
+      {"background_batch_pages", [](FillPolicy* f) { f->background_batch_pages = 0; }},
+      {"background_batch_pages", [](FillPolicy* f) { f->background_batch_pages = 4097; }},
+      {"max_latency_samples", [](FillPolicy* f) { f->max_latency_samples = (1u << 24) + 1; }},
+  };
+  for (const Case& c : cases) {
+    RestoreOptions o;
+    c.set(&o.fill);
+    const Status v = ValidateFillPolicy(o.fill);
+    EXPECT_EQ(v.code(), Code::kInvalidArgument) << c.field;
+    EXPECT_NE(v.message().find(c.field), std::string::npos) << v.ToString();
+    EXPECT_NE(v.message().find("["), std::string::npos) << "names the range: " << v.ToString();
+    auto r = LazyRestore::Start(src, {{0, buf.size(), 0}}, o);
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << c.field;
+  }
+  FillPolicy edges;
+  edges.fault_window_pages = 512;
+  edges.background_batch_pages = 1;
+  EXPECT_TRUE(ValidateFillPolicy(edges).ok());
+}
+
+TEST(LazyRestore, WaitResidentTimesOutWithKTimeout) {
+  PatternBuffer buf(64, 9);
+  RestoreOptions o;
+  o.fill.background_fill = false;  // nothing touches the memory: never resident
+  auto r = LazyRestore::Start(MemorySource(buf.data(), buf.size()), {{0, buf.size(), 0}}, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const Status w = (*r)->WaitResident(std::chrono::milliseconds(5));
+  EXPECT_EQ(w.code(), Code::kTimeout) << w.ToString();
+  EXPECT_EQ((*r)->WaitResident(Duration::zero()).code(), Code::kTimeout);
+  ASSERT_TRUE((*r)->Finish().ok());  // turns the filler on
+  EXPECT_TRUE((*r)->WaitResident(Duration::zero()).ok());
+}
+
+// mincore() fails with ENOMEM on a range that is not mapped.
+bool Mapped(const void* p, size_t len) {
+  std::vector<unsigned char> vec(len / Ps());
+  return mincore(const_cast<void*>(p), len, vec.data()) == 0;
+}
+
+TEST(LazyRestore, OwnsTheMemoryItMappedUnlessReleased) {
+  PatternBuffer buf(32, 10);
+  void* given =
+      mmap(nullptr, buf.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(given, MAP_FAILED);
+  char* fresh = nullptr;
+  {
+    auto r = LazyRestore::Start(
+        MemorySource(buf.data(), buf.size()),
+        {{0, buf.size(), 0}, {reinterpret_cast<uint64_t>(given), buf.size(), 0}});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    fresh = (*r)->data(0);
+    EXPECT_EQ(CountMismatches(fresh, buf, 0, buf.pages()), 0u);
+  }
+  EXPECT_FALSE(Mapped(fresh, buf.size())) << "a fresh mapping is the restore's: unmapped";
+  EXPECT_TRUE(Mapped(given, buf.size())) << "a mapping the caller gave stays the caller's";
+  EXPECT_EQ(CountMismatches(static_cast<char*>(given), buf, 0, buf.pages()), 0u);
+  munmap(given, buf.size());
+
+  char* kept = nullptr;
+  {
+    auto r = LazyRestore::Start(MemorySource(buf.data(), buf.size()), {{0, buf.size(), 0}});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    (*r)->Release();
+    kept = (*r)->data(0);
+  }
+  ASSERT_TRUE(Mapped(kept, buf.size())) << "Release() hands the mapping to the caller";
+  EXPECT_EQ(CountMismatches(kept, buf, 0, buf.pages()), 0u);  // resident before it stopped
+  munmap(kept, buf.size());
 }
 
 }  // namespace

@@ -35,8 +35,8 @@ TEST(PrefetchTest, RecordedWorkingSetReplaysWithoutDemandFaults) {
   auto source = MemorySource(data.data(), data.size());
 
   RestoreOptions rec;
-  rec.record_trace = true;
-  rec.background_fill = false;  // every access faults: the trace is complete
+  rec.fill.record_trace = true;
+  rec.fill.background_fill = false;  // every access faults: the trace is complete
   auto first = LazyRestore::Start(source, {{0, data.size(), 0}}, rec);
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   TouchWorkingSet((*first)->data(0));
@@ -44,14 +44,13 @@ TEST(PrefetchTest, RecordedWorkingSetReplaysWithoutDemandFaults) {
   WorkingSetTrace trace = (*first)->trace();
   ASSERT_TRUE((*first)->Finish().ok());
   EXPECT_EQ(std::memcmp((*first)->data(0), data.data(), data.size()), 0);
-  munmap((*first)->data(0), data.size());
   ASSERT_GT(faults_without, 0u);
   // Every touched page is in the trace (whole fault windows are recorded).
   ASSERT_GE(trace.entries.size(), 48u);
 
   RestoreOptions replay;
-  replay.background_fill = false;  // only the prefetch list may install pages early
-  for (const TraceEntry& e : trace.entries) replay.prefetch.push_back(e.offset);
+  replay.fill.background_fill = false;  // only the prefetch list may install pages early
+  for (const TraceEntry& e : trace.entries) replay.fill.prefetch.push_back(e.offset);
   auto second = LazyRestore::Start(source, {{0, data.size(), 0}}, replay);
   ASSERT_TRUE(second.ok()) << second.status().ToString();
   TouchWorkingSet((*second)->data(0));
@@ -59,7 +58,6 @@ TEST(PrefetchTest, RecordedWorkingSetReplaysWithoutDemandFaults) {
   EXPECT_GE((*second)->stats().pages_prefetch, 48u);
   ASSERT_TRUE((*second)->Finish().ok());
   EXPECT_EQ(std::memcmp((*second)->data(0), data.data(), data.size()), 0);
-  munmap((*second)->data(0), data.size());
 }
 
 }  // namespace

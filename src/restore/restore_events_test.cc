@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "pagewise/restore.h"
+#include "restore/restore_env.h"
 #include "restore/restore_testing.h"
 #include "testing/fault_env.h"
 #include "testing/test_util.h"
@@ -29,6 +30,7 @@ using testing::PatternBuffer;
 using testing::Ps;
 
 constexpr int kFailureTimeoutMs = 120000;  // only ever a failure detector
+constexpr Duration kFailureTimeout = std::chrono::milliseconds(kFailureTimeoutMs);
 
 // Expected content of page i after the program dropped [drop_lo, drop_hi).
 bool PageOk(const char* p, const PatternBuffer& buf, size_t i, size_t drop_lo, size_t drop_hi) {
@@ -36,8 +38,9 @@ bool PageOk(const char* p, const PatternBuffer& buf, size_t i, size_t drop_lo, s
   return buf.Matches(p, i);
 }
 
-std::unique_ptr<LazyRestore> StartOrDie(const PatternBuffer& buf, const RestoreOptions& o) {
-  auto r = LazyRestore::Start(MemorySource(buf.data(), buf.size()), {{0, buf.size(), 0}}, o);
+std::unique_ptr<LazyRestore> StartOrDie(const PatternBuffer& buf, const RestoreOptions& o,
+                                        Env* env = Env::Default()) {
+  auto r = StartLazyRestore(MemorySource(buf.data(), buf.size()), {{0, buf.size(), 0}}, o, env);
   EXPECT_TRUE(r.ok()) << r.status().ToString();
   return r.ok() ? std::move(*r) : nullptr;
 }
@@ -74,9 +77,9 @@ TEST(RestoreEvents, ForkServesChildIdenticalContentThenBothDiverge) {
     // Even reps: only faults fill, so the fork surely happens mid-restore.
     // Odd reps: the filler races the fork; the userfaultfd is kept after
     // residency so that the fork is still reported if the filler won.
-    o.background_fill = rep % 2 == 1;
+    o.fill.background_fill = rep % 2 == 1;
     o.release_when_resident = false;
-    o.background_batch_pages = 8;
+    o.fill.background_batch_pages = 8;
     auto r = StartOrDie(buf, o);
     ASSERT_NE(r, nullptr);
     char* mem = r->data(0);
@@ -112,7 +115,6 @@ TEST(RestoreEvents, ForkServesChildIdenticalContentThenBothDiverge) {
     EXPECT_GE(st.forks, 1u);
     EXPECT_GE(st.spaces_total, 2u);
     EXPECT_GE(st.removes, 1u);
-    munmap(mem, buf.size());
   }
 }
 
@@ -120,11 +122,12 @@ TEST(RestoreEvents, MremapOfPartlyRestoredRangeCarriesContent) {
   PatternBuffer buf(128, 22);
   for (int rep = 0; rep < 3; ++rep) {
     RestoreOptions o;
-    o.background_fill = rep == 2;
+    o.fill.background_fill = rep == 2;
     o.release_when_resident = false;  // the REMAP is reported even if the filler won
-    o.fault_window_pages = 4;
+    o.fill.fault_window_pages = 4;
     auto r = StartOrDie(buf, o);
     ASSERT_NE(r, nullptr);
+    r->Release();  // this test moves and unmaps the memory itself
     char* mem = r->data(0);
     ASSERT_TRUE(buf.Matches(mem + 10 * Ps(), 10));  // pages 8..11 filled
     // Move pages [8, 40) (4 filled, 28 not) over a placeholder.
@@ -170,9 +173,9 @@ TEST(RestoreEvents, DontneedDuringRestoreReadsZerosNeverSourceData) {
     RestoreOptions o;
     // Even reps: nothing but faults fills before Finish(), so unfilled pages
     // are dropped for sure. Odd reps: the filler races the madvise calls.
-    o.background_fill = rep % 2 == 1;
+    o.fill.background_fill = rep % 2 == 1;
     o.release_when_resident = false;
-    o.background_batch_pages = 16;
+    o.fill.background_batch_pages = 16;
     auto r = StartOrDie(buf, o);
     ASSERT_NE(r, nullptr);
     char* mem = r->data(0);
@@ -190,7 +193,7 @@ TEST(RestoreEvents, DontneedDuringRestoreReadsZerosNeverSourceData) {
       return bad;
     };
     EXPECT_EQ(check(), 0u) << "rep " << rep;
-    ASSERT_TRUE(r->WaitResident(kFailureTimeoutMs).ok());
+    ASSERT_TRUE(r->WaitResident(kFailureTimeout).ok());
     EXPECT_EQ(check(), 0u) << "rep " << rep << " after resident";
     // A dropped page is ordinary memory again.
     testing::FillPage(mem + 750 * Ps(), 5, 750);
@@ -198,7 +201,6 @@ TEST(RestoreEvents, DontneedDuringRestoreReadsZerosNeverSourceData) {
     ASSERT_TRUE(r->Finish().ok());
     EXPECT_EQ(check(), 1u) << "only page 750, which we wrote, differs";
     EXPECT_GE(r->stats().removes, 2u);
-    munmap(mem, buf.size());
   }
 }
 
@@ -240,14 +242,15 @@ TEST(RestoreEvents, MunmapDuringRestoreStopsFillingThatRange) {
   for (int rep = 0; rep < 4; ++rep) {
     PatternBuffer buf(1024, 40 + rep);
     RestoreOptions o;
-    o.background_fill = rep % 2 == 0;
-    o.background_batch_pages = 16;
+    o.fill.background_fill = rep % 2 == 0;
+    o.fill.background_batch_pages = 16;
     // Pages from 600 on wait for the gate: the restore cannot be complete
     // (and its userfaultfd released) before the munmap.
     auto gated = std::make_shared<GatedSource>(buf, 600 * Ps());
     auto started = LazyRestore::Start(gated, {{0, buf.size(), 0}}, o);
     ASSERT_TRUE(started.ok()) << started.status().ToString();
     std::unique_ptr<LazyRestore> r = std::move(*started);
+    r->Release();  // this test unmaps the memory itself
     char* mem = r->data(0);
     ASSERT_TRUE(buf.Matches(mem + 300 * Ps(), 300));
     ASSERT_EQ(munmap(mem + 256 * Ps(), 256 * Ps()), 0);
@@ -291,8 +294,8 @@ TEST(RestoreEvents, ManyThreadsFaultingOnTheSamePages) {
   PatternBuffer buf(1024, 50);
   for (int rep = 0; rep < 4; ++rep) {
     RestoreOptions o;
-    o.background_fill = rep % 2 == 1;
-    o.fault_window_pages = rep < 2 ? 1 : 32;
+    o.fill.background_fill = rep % 2 == 1;
+    o.fill.fault_window_pages = rep < 2 ? 1 : 32;
     auto r = StartOrDie(buf, o);
     ASSERT_NE(r, nullptr);
     std::atomic<size_t> bad{0};
@@ -302,7 +305,6 @@ TEST(RestoreEvents, ManyThreadsFaultingOnTheSamePages) {
     const RestoreStats st = r->stats();
     EXPECT_EQ(st.pages_demand + st.pages_background, 1024u);
     EXPECT_EQ(st.eexist_pages, 0u) << "a page was installed twice";
-    munmap(r->data(0), buf.size());
   }
 }
 
@@ -315,10 +317,9 @@ TEST(RestoreEvents, EagainWithPartialCopiesRetriesOnlyTheRemainder) {
     env.Inject(testing::Op::kUffdZeropage,
                {.error = EAGAIN, .partial_bytes = 0, .skip = 2, .count = 10});
     RestoreOptions o;
-    o.env = &env;
-    o.background_fill = rep != 0;
-    o.background_batch_pages = 32;
-    auto r = StartOrDie(buf, o);
+    o.fill.background_fill = rep != 0;
+    o.fill.background_batch_pages = 32;
+    auto r = StartOrDie(buf, o, &env);
     ASSERT_NE(r, nullptr);
     std::atomic<size_t> bad{0};
     ReadAllFromThreads(r->data(0), buf, 3, &bad);
@@ -330,7 +331,6 @@ TEST(RestoreEvents, EagainWithPartialCopiesRetriesOnlyTheRemainder) {
     // Retrying more than the remainder would have hit pages already copied.
     EXPECT_EQ(st.eexist_pages, 0u);
     EXPECT_EQ(st.bytes_copied + st.zero_pages * Ps(), buf.size());
-    munmap(r->data(0), buf.size());
   }
 }
 
@@ -350,10 +350,9 @@ TEST(RestoreEvents, ReorderedAndDuplicatedMessagesKeepContentExact) {
       }
     });
     RestoreOptions o;
-    o.env = &env;
-    o.background_batch_pages = 8;
-    o.fault_window_pages = 2;
-    auto r = StartOrDie(buf, o);
+    o.fill.background_batch_pages = 8;
+    o.fill.fault_window_pages = 2;
+    auto r = StartOrDie(buf, o, &env);
     ASSERT_NE(r, nullptr);
     char* mem = r->data(0);
     std::atomic<size_t> bad{0};
@@ -378,7 +377,6 @@ TEST(RestoreEvents, ReorderedAndDuplicatedMessagesKeepContentExact) {
     ASSERT_TRUE(r->Finish().ok());
     for (size_t i = 200; i < 240; ++i) bad += !testing::AllZero(mem + i * Ps(), Ps());
     EXPECT_EQ(bad.load(), 0u);
-    munmap(mem, buf.size());
   }
 }
 
@@ -386,7 +384,7 @@ TEST(RestoreEvents, ChildThatExecsOrExitsIsDroppedAndTheRestoreCompletes) {
   PatternBuffer buf(256, 80);
   for (int rep = 0; rep < 4; ++rep) {
     RestoreOptions o;
-    o.background_fill = false;  // the children's spaces are far from complete
+    o.fill.background_fill = false;  // the children's spaces are far from complete
     o.release_when_resident = false;
     auto r = StartOrDie(buf, o);
     ASSERT_NE(r, nullptr);
@@ -414,7 +412,6 @@ TEST(RestoreEvents, ChildThatExecsOrExitsIsDroppedAndTheRestoreCompletes) {
     size_t bad = 0;
     for (size_t i = 0; i < buf.pages(); ++i) bad += !buf.Matches(mem + i * Ps(), i);
     EXPECT_EQ(bad, 0u);
-    munmap(mem, buf.size());
   }
 }
 
@@ -424,8 +421,8 @@ TEST(RestoreEvents, ManyForksWhileFillingAndFaultingNeverHang) {
   // (restore/fork_guard.h). Fork often while both engine threads are busy.
   PatternBuffer buf(2048, 90);
   RestoreOptions o;
-  o.background_batch_pages = 4;
-  o.fault_window_pages = 2;
+  o.fill.background_batch_pages = 4;
+  o.fill.fault_window_pages = 2;
   o.release_when_resident = false;
   auto r = StartOrDie(buf, o);
   ASSERT_NE(r, nullptr);
@@ -459,7 +456,6 @@ TEST(RestoreEvents, ManyForksWhileFillingAndFaultingNeverHang) {
   EXPECT_EQ(bad.load(), 0u);
   ASSERT_TRUE(r->Finish().ok());
   EXPECT_EQ(r->stats().forks, 24u);
-  munmap(mem, buf.size());
 }
 
 }  // namespace

@@ -125,26 +125,26 @@ class FakeImage final : public Image {
   FakeImage(const PatternBuffer* buf, std::vector<std::pair<uint64_t, uint64_t>> spans)
       : buf_(buf) {
     for (auto& [off, len] : spans) {
-      RegionInfo r;
+      Region r;
       r.address = 0x10000000 + off;
       r.length = len;
       r.kind = RegionKind::kFlat;
-      r.flat_offset = off;
+      r.offset = off;
       regions_.push_back(r);
     }
     layers_.push_back(LayerInfo{"fake.img", "", {}, Compression::kNone, 1});
   }
-  const std::vector<RegionInfo>& regions() const override { return regions_; }
+  const std::vector<Region>& regions() const override { return regions_; }
   const std::vector<LayerInfo>& layers() const override { return layers_; }
   Status Read(uint32_t region, uint64_t offset, void* dst, size_t len) const override {
-    std::memcpy(dst, buf_->data() + regions_[region].flat_offset + offset, len);
+    std::memcpy(dst, buf_->data() + regions_[region].offset + offset, len);
     return Status::Ok();
   }
   Status Classify(uint32_t region, uint64_t offset, size_t len,
                   std::vector<PageSourceKind>* out) const override {
     out->clear();
     for (uint64_t o = offset; o < offset + len; o += Ps()) {
-      const char* p = buf_->data() + regions_[region].flat_offset + o;
+      const char* p = buf_->data() + regions_[region].offset + o;
       out->push_back(AllZero(p, Ps()) ? PageSourceKind::kZero : PageSourceKind::kData);
     }
     return Status::Ok();
@@ -170,9 +170,9 @@ class FakeImage final : public Image {
   Status ReadFlat(uint64_t offset, void* dst, size_t len) const override {
     // Only bytes inside regions come from the buffer; gaps read as zero.
     std::memset(dst, 0, len);
-    for (const RegionInfo& r : regions_) {
-      const uint64_t lo = std::max(offset, r.flat_offset);
-      const uint64_t hi = std::min(offset + len, r.flat_offset + r.length);
+    for (const Region& r : regions_) {
+      const uint64_t lo = std::max(offset, r.offset);
+      const uint64_t hi = std::min(offset + len, r.offset + r.length);
       if (lo < hi) std::memcpy(static_cast<char*>(dst) + (lo - offset), buf_->data() + lo, hi - lo);
     }
     return Status::Ok();
@@ -182,7 +182,7 @@ class FakeImage final : public Image {
 
  private:
   const PatternBuffer* buf_;
-  std::vector<RegionInfo> regions_;
+  std::vector<Region> regions_;
   std::vector<LayerInfo> layers_;
 };
 

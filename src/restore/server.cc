@@ -12,8 +12,10 @@
 #include <thread>
 #include <utility>
 
+#include "base/clock.h"
 #include "pagewise/serve.h"
 #include "restore/engine.h"
+#include "restore/restore_env.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise {
@@ -87,15 +89,12 @@ class PageServerImpl final : public PageServer {
     return out;
   }
 
-  Status WaitClientsDone(size_t count, int timeout_ms) override {
+  Status WaitClientsDone(size_t count, Duration timeout) override {
     std::unique_lock<std::mutex> lk(mu_);
     auto done = [&] { return dropped_ >= count; };
-    if (timeout_ms < 0) {
-      cv_.wait(lk, done);
-    } else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done)) {
-      return Status(Code::kRetry, 0,
-                    std::to_string(dropped_) + " of " + std::to_string(count) +
-                        " clients done after " + std::to_string(timeout_ms) + " ms");
+    if (!WaitFor(cv_, lk, timeout, done)) {
+      return Status::Timeout(std::to_string(dropped_) + " of " + std::to_string(count) +
+                             " clients done after " + DurationText(timeout));
     }
     return Status::Ok();
   }
@@ -117,7 +116,7 @@ class PageServerImpl final : public PageServer {
 
  private:
   // Handshakes are read from all connections at once (none can hold up
-  // another), each within handshake_timeout_ms.
+  // another), each within handshake_timeout.
   void AcceptLoop() {
     std::vector<struct pollfd> fds;
     for (;;) {
@@ -152,9 +151,8 @@ class PageServerImpl final : public PageServer {
         if (fds[2 + i].revents != 0) {
           st = ReadSome(&p, &done);
         } else if (std::chrono::steady_clock::now() >= p.deadline) {
-          st = Status(Code::kRetry, 0,
-                      "not received within " + std::to_string(opt_.handshake_timeout_ms) +
-                          " ms (expected one message: the userfaultfd and a JSON body)");
+          st = Status::Timeout("not received within " + DurationText(opt_.handshake_timeout) +
+                               " (expected one message: the userfaultfd and a JSON body)");
         }
         if (!st.ok()) {
           Refuse(p.sock, p.uffd, st.WithContext("handshake"));
@@ -168,9 +166,7 @@ class PageServerImpl final : public PageServer {
       if (fds[0].revents & POLLIN) {
         Result<int> sock = env_->Accept(listen_fd_);
         if (sock.ok()) {
-          pending_.push_back({*sock, -1, std::string(),
-                              std::chrono::steady_clock::now() +
-                                  std::chrono::milliseconds(opt_.handshake_timeout_ms)});
+          pending_.push_back({*sock, -1, std::string(), DeadlineAfter(opt_.handshake_timeout)});
         }
       }
     }
@@ -260,12 +256,12 @@ class PageServerImpl final : public PageServer {
                     Status::InvalidArgument("handshake carried no descriptor (send the "
                                             "userfaultfd with SCM_RIGHTS)"));
     }
-    Result<std::vector<GuestRegion>> regions = ParseHandshake(body);
+    Result<std::vector<Region>> regions = ParseHandshake(body);
     if (!regions.ok()) return Refuse(sock, uffd, regions.status());
     std::vector<restore::SpaceRegion> space;
     const uint64_t ps = PageSize();
     for (size_t i = 0; i < regions->size(); ++i) {
-      const GuestRegion& g = (*regions)[i];
+      const Region& g = (*regions)[i];
       const std::string where = "handshake region " + std::to_string(i);
       if (g.page_size != ps) {
         return Refuse(sock, uffd,
@@ -273,15 +269,15 @@ class PageServerImpl final : public PageServer {
                                            " (hugetlbfs-backed guest memory) is not supported; "
                                            "back guest memory with 4 KiB pages"));
       }
-      if (g.size == 0 || g.size % ps || g.offset % ps || g.base_host_virt_addr % ps) {
+      if (g.length == 0 || g.length % ps || g.offset % ps || g.address % ps) {
         return Refuse(sock, uffd, Status::InvalidArgument(where + ": not page aligned"));
       }
-      if (g.offset > source_->size() || g.size > source_->size() - g.offset) {
+      if (g.offset > source_->size() || g.length > source_->size() - g.offset) {
         return Refuse(sock, uffd,
                       Status::InvalidArgument(where + " lies beyond the memory file (" +
                                               source_->Describe() + ")"));
       }
-      space.push_back({g.base_host_virt_addr, g.size, g.offset});
+      space.push_back({g.address, g.length, g.offset});
     }
     Result<pid_t> pid = env_->PeerPid(sock);
 
@@ -292,16 +288,12 @@ class PageServerImpl final : public PageServer {
     client->report.active = true;
     restore::EngineOptions eo;
     eo.env = env_;
-    eo.fault_window_pages = opt_.fault_window_pages;
-    eo.background_batch_pages = opt_.background_batch_pages;
-    eo.background_fill = opt_.background_fill;
-    eo.use_zeropage = opt_.use_zeropage;
-    eo.prefetch = opt_.prefetch;
+    eo.fill = opt_.fill;
     eo.watch_fd = sock;
     // The client did UFFDIO_API itself: its features are unknown here. Any
     // event it enabled is handled as it is read.
     eo.on_finished = [this](const Status&) { eventfd_write(wake_fd_, 1); };
-    if (opt_.send_ready && !eo.prefetch.empty()) {
+    if (opt_.send_ready && !eo.fill.prefetch.empty()) {
       // On the engine's filler thread. Drop() stops the engine (joining
       // that thread) before it closes `sock`, so the descriptor is ours.
       eo.on_prefetched = [this, sock] { SendReady(sock); };
@@ -309,7 +301,7 @@ class PageServerImpl final : public PageServer {
     {
       std::lock_guard<std::mutex> lk(mu_);
       client->report.id = next_id_++;
-      eo.record_trace = opt_.record_trace && client->report.id == 0;
+      eo.fill.record_trace = opt_.fill.record_trace && client->report.id == 0;
     }
     client->engine = std::make_unique<restore::Engine>(source_, std::move(eo));
     client->engine->AddSpace(sys::Userfaultfd::Adopt(uffd, 0, env_), space);
@@ -318,7 +310,7 @@ class PageServerImpl final : public PageServer {
       client->engine.reset();  // closes the userfaultfd
       return Refuse(sock, -1, st.WithContext("starting the client's server"));
     }
-    if (opt_.send_ready && opt_.prefetch.empty()) SendReady(sock);
+    if (opt_.send_ready && opt_.fill.prefetch.empty()) SendReady(sock);
     ClientReport report;
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -361,8 +353,17 @@ class PageServerImpl final : public PageServer {
 Result<std::unique_ptr<PageServer>> PageServer::Start(const std::string& socket_path,
                                                       std::shared_ptr<const PageSource> source,
                                                       const ServeOptions& options) {
+  return StartPageServer(socket_path, std::move(source), options, Env::Default());
+}
+
+Result<std::unique_ptr<PageServer>> StartPageServer(const std::string& socket_path,
+                                                    std::shared_ptr<const PageSource> source,
+                                                    const ServeOptions& options, Env* env) {
   if (source == nullptr) return Status::InvalidArgument("page server: no source");
-  Env* env = options.env ? options.env : Env::Default();
+  PW_RETURN_IF_ERROR(ValidateFillPolicy(options.fill).WithContext("page server"));
+  if (options.handshake_timeout <= Duration::zero()) {
+    return Status::InvalidArgument("page server: ServeOptions::handshake_timeout must be > 0");
+  }
   PW_ASSIGN_OR_RETURN(int wake, env->EventfdCreate(0, EFD_NONBLOCK));
   Result<int> listen_fd = env->UnixListen(socket_path, 64);
   if (!listen_fd.ok()) {

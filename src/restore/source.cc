@@ -8,8 +8,10 @@
 #include <string>
 #include <utility>
 
+#include "image/image_env.h"
 #include "pagewise/image.h"
 #include "pagewise/restore.h"
+#include "restore/restore_env.h"
 
 namespace pagewise {
 namespace {
@@ -104,7 +106,7 @@ class ImageFlatSource final : public PageSource {
   explicit ImageFlatSource(std::shared_ptr<const Image> image) : image_(std::move(image)) {
     const auto& regions = image_->regions();
     for (uint32_t i = 0; i < regions.size(); ++i) {
-      spans_.push_back({regions[i].flat_offset, regions[i].length, i});
+      spans_.push_back({regions[i].offset, regions[i].length, i});
     }
     std::sort(spans_.begin(), spans_.end(),
               [](const Span& a, const Span& b) { return a.flat < b.flat; });
@@ -174,9 +176,13 @@ Status PageSource::ClassifyZero(uint64_t offset, size_t npages, size_t page_size
   return Status::Ok();
 }
 
+Result<std::shared_ptr<PageSource>> OpenMemFileSource(const std::string& path,
+                                                      MemFileAccess access) {
+  return OpenMemFileSource(path, access, Env::Default());
+}
+
 Result<std::shared_ptr<PageSource>> OpenMemFileSource(const std::string& path, MemFileAccess access,
                                                       Env* env) {
-  if (env == nullptr) env = Env::Default();
   PW_ASSIGN_OR_RETURN(int fd, env->Open(path, O_RDONLY));
   Result<uint64_t> size = env->FileSize(fd);
   if (!size.ok()) {
@@ -203,10 +209,12 @@ std::shared_ptr<PageSource> ImageSource(std::shared_ptr<const Image> image) {
   return std::make_shared<ImageFlatSource>(std::move(image));
 }
 
+Result<std::shared_ptr<PageSource>> OpenImageSource(const std::string& path) {
+  return OpenImageSource(path, Env::Default());
+}
+
 Result<std::shared_ptr<PageSource>> OpenImageSource(const std::string& path, Env* env) {
-  ImageOpenOptions o;
-  o.env = env;
-  PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> image, Image::Open(path, o));
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> image, OpenImage(path, ImageOpenOptions{}, env));
   return ImageSource(std::shared_ptr<const Image>(std::move(image)));
 }
 

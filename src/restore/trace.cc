@@ -1,12 +1,13 @@
 // Working-set trace files: write atomically, read with full checks.
 #include <fcntl.h>
-#include <unistd.h>
 #include <xxhash.h>
 
 #include <cstring>
 #include <string>
 
+#include "base/atomic_file.h"
 #include "pagewise/restore.h"
+#include "restore/restore_env.h"
 
 namespace pagewise {
 namespace {
@@ -38,8 +39,11 @@ uint64_t Get64(const char* p) {
 
 }  // namespace
 
+Status WriteTrace(const std::string& path, const WorkingSetTrace& trace) {
+  return WriteTrace(path, trace, Env::Default());
+}
+
 Status WriteTrace(const std::string& path, const WorkingSetTrace& trace, Env* env) {
-  if (env == nullptr) env = Env::Default();
   std::string buf;
   buf.reserve(kHeaderBytes + trace.entries.size() * kEntryBytes + 8);
   buf.append(kMagic, sizeof(kMagic));
@@ -53,26 +57,22 @@ Status WriteTrace(const std::string& path, const WorkingSetTrace& trace, Env* en
   }
   Put64(&buf, XXH64(buf.data(), buf.size(), 0));
 
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  PW_ASSIGN_OR_RETURN(int fd, env->Open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644));
-  Status s = WriteFully(env, fd, buf.data(), buf.size(), 0);
-  if (s.ok()) s = env->Fsync(fd);
-  Status c = env->Close(fd);
-  if (s.ok()) s = c;
-  if (s.ok()) s = env->Rename(tmp, path);
-  if (!s.ok()) {
-    env->Unlink(tmp).IgnoreError();  // best effort: the write already failed
-    return s.WithContext("writing trace " + path);
-  }
-  return env->FsyncParentDir(path);
+  AtomicFileOptions fo;
+  fo.env = env;
+  Status s = WriteFileAtomically(path, buf, fo);
+  if (!s.ok()) return s.WithContext("writing trace " + path);
+  return Status::Ok();
+}
+
+Result<WorkingSetTrace> ReadTrace(const std::string& path) {
+  return ReadTrace(path, Env::Default());
 }
 
 Result<WorkingSetTrace> ReadTrace(const std::string& path, Env* env) {
-  if (env == nullptr) env = Env::Default();
   PW_ASSIGN_OR_RETURN(int fd, env->Open(path, O_RDONLY));
   auto bad = [&](const std::string& why) {
     return Status::Corruption("trace " + path + ": " + why +
-                              "; delete it and record a new one (RestoreOptions::record_trace)");
+                              "; delete it and record a new one (FillPolicy::record_trace)");
   };
   std::string buf;
   Result<uint64_t> size = env->FileSize(fd);

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "pagewise/restore.h"
+#include "restore/restore_env.h"
 #include "testing/fault_env.h"
 #include "testing/test_util.h"
 

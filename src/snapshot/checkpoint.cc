@@ -10,8 +10,11 @@
 #include <vector>
 
 #include "snapshot/internal.h"
+#include "snapshot/snapshot_env.h"
+#include "track/tracker_env.h"
 
 namespace pagewise {
+namespace {
 
 using snapshot_internal::Coalesce;
 using snapshot_internal::Intersect;
@@ -20,8 +23,8 @@ using snapshot_internal::Piece;
 
 // The saved contents of one region: an anonymous mapping holding the
 // non-zero pages, and a bit per page saying which pages those are.
-struct Checkpoint::Saved {
-  RegionInfo info;
+struct Saved {
+  Region info;
   char* copy = nullptr;
   std::vector<uint64_t> nonzero;
   Env* env = nullptr;
@@ -40,30 +43,63 @@ struct Checkpoint::Saved {
   char* live() const { return reinterpret_cast<char*>(info.address); }
 };
 
-Checkpoint::Checkpoint() = default;
+class CheckpointImpl final : public Checkpoint {
+ public:
+  explicit CheckpointImpl(Env* env) : env_(env) {}
+  ~CheckpointImpl() override {
+    tracker_.reset();  // stop tracking before the saved copy goes
+    saved_.clear();
+  }
 
-Checkpoint::~Checkpoint() {
-  tracker_.reset();  // stop tracking before the saved copy goes
-  saved_.clear();
+  Result<RewindStats> Rewind() override;
+  Result<uint64_t> Update() override;
+  CheckpointStats stats() const override { return stats_; }
+  TrackBackend backend() const override { return tracker_->backend(); }
+  const std::vector<Region>& regions() const override { return regions_; }
+
+  // Create's work: saves the regions and starts tracking them.
+  Status Init(const std::vector<Region>& regions, const CheckpointOptions& options);
+
+ private:
+  Status Apply(const std::vector<PageRange>& written, bool restore, RewindStats* stats);
+
+  Env* const env_;
+  std::vector<Region> regions_;
+  std::vector<std::unique_ptr<Saved>> saved_;  // one per region, same order
+  std::unique_ptr<Tracker> tracker_;
+  CheckpointStats stats_;
+  // Pages the tracker reported (and re-armed) that a failed Rewind/Update
+  // did not finish: fed into the next call.
+  std::vector<PageRange> pending_;
+  bool broken_update_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Checkpoint>> Checkpoint::Create(const std::vector<Region>& regions,
+                                                       const CheckpointOptions& options) {
+  return CreateCheckpoint(regions, options, Env::Default());
 }
 
-TrackBackend Checkpoint::backend() const { return tracker_->backend(); }
-
-Result<std::unique_ptr<Checkpoint>> Checkpoint::Create(const std::vector<RegionInfo>& regions,
-                                                       const CheckpointOptions& options) {
+Result<std::unique_ptr<Checkpoint>> CreateCheckpoint(const std::vector<Region>& regions,
+                                                     const CheckpointOptions& options, Env* env) {
   PW_RETURN_IF_ERROR(snapshot_internal::ValidateRegions(regions, "Checkpoint"));
-  Env* env = options.env != nullptr ? options.env : Env::Default();
+  auto cp = std::make_unique<CheckpointImpl>(env);
+  PW_RETURN_IF_ERROR(cp->Init(regions, options));
+  return std::unique_ptr<Checkpoint>(std::move(cp));
+}
+
+Status CheckpointImpl::Init(const std::vector<Region>& regions, const CheckpointOptions& options) {
+  Env* const env = env_;
   const uint64_t page = PageSize();
-  std::unique_ptr<Checkpoint> cp(new Checkpoint());
-  cp->env_ = env;
-  cp->regions_ = regions;
+  regions_ = regions;
 
   // Which pages hold data, asked before tracking starts (a tracker's
   // markers on empty ptes would make them look populated).
   std::vector<std::vector<PageRange>> populated(regions.size());
   std::optional<snapshot_internal::PresenceScanner> scanner;
   for (size_t k = 0; k < regions.size(); ++k) {
-    const RegionInfo& r = regions[k];
+    const Region& r = regions[k];
     if (options.skip_unpopulated && r.kind == RegionKind::kAnonymous) {
       if (!scanner) scanner = snapshot_internal::PresenceScanner::Open(env);
       PW_RETURN_IF_ERROR(scanner->Populated(r.address, r.address + r.length, &populated[k]));
@@ -74,17 +110,16 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Create(const std::vector<RegionI
 
   TrackerOptions to;
   to.backend = options.backend;
-  to.env = env;
-  PW_ASSIGN_OR_RETURN(cp->tracker_, Tracker::Create(to));
+  PW_ASSIGN_OR_RETURN(tracker_, CreateTracker(to, env));
   // Track before saving: with writers quiesced nothing changes in between,
   // and from here on every write is reported.
-  for (const RegionInfo& r : regions) {
-    Status s = cp->tracker_->Track(reinterpret_cast<void*>(r.address), r.length);
+  for (const Region& r : regions) {
+    Status s = tracker_->Track(reinterpret_cast<void*>(r.address), r.length);
     if (!s.ok()) return s.WithContext("Checkpoint: tracking region '" + r.name + "'");
   }
 
   for (size_t k = 0; k < regions.size(); ++k) {
-    const RegionInfo& r = regions[k];
+    const Region& r = regions[k];
     auto saved = std::make_unique<Saved>();
     saved->info = r;
     saved->env = env;
@@ -105,17 +140,18 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Create(const std::vector<RegionI
         const uint64_t i = (a - r.address) / page;
         std::memcpy(saved->copy + i * page, src, page);
         saved->set(i, true);
-        ++cp->stats_.saved_pages;
+        ++stats_.saved_pages;
       }
     }
-    cp->stats_.region_pages += pages;
-    cp->saved_.push_back(std::move(saved));
+    stats_.region_pages += pages;
+    saved_.push_back(std::move(saved));
   }
-  return cp;
+  return Status::Ok();
 }
 
 // Restore (rewind) or save (update) the pages of `written`.
-Status Checkpoint::Apply(const std::vector<PageRange>& written, bool restore, RewindStats* stats) {
+Status CheckpointImpl::Apply(const std::vector<PageRange>& written, bool restore,
+                             RewindStats* stats) {
   const uint64_t page = PageSize();
   const std::vector<Piece> pieces = Intersect(Coalesce(written), regions_);
   for (const Piece& p : pieces) {
@@ -170,7 +206,7 @@ Status Checkpoint::Apply(const std::vector<PageRange>& written, bool restore, Re
   return Status::Ok();
 }
 
-Result<RewindStats> Checkpoint::Rewind() {
+Result<RewindStats> CheckpointImpl::Rewind() {
   if (broken_update_) {
     return Status::FailedPrecondition(
         "Checkpoint::Rewind: the last Update() failed half way, so the saved state is a mix; "
@@ -203,14 +239,14 @@ Result<RewindStats> Checkpoint::Rewind() {
         "Checkpoint::Rewind: pages were put back but re-arming the tracker "
         "failed; call Rewind() again");
   }
-  st.nanos = snapshot_internal::NowNs() - t0;
+  st.elapsed_ns = snapshot_internal::NowNs() - t0;
   ++stats_.rewinds;
   stats_.last_rewind = st;
   stats_.total_pages_restored += st.pages_restored;
   return st;
 }
 
-Result<uint64_t> Checkpoint::Update() {
+Result<uint64_t> CheckpointImpl::Update() {
   RewindStats st;
   std::vector<PageRange> written = std::move(pending_);
   pending_.clear();

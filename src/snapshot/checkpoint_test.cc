@@ -187,8 +187,8 @@ TEST(CheckpointTest, FailedRewindIsCompletedByTheNext) {
   const std::vector<char> ref(m.data(), m.data() + m.size());
   FaultEnv fenv;
   CheckpointOptions co;
-  co.env = &fenv;
-  Result<std::unique_ptr<Checkpoint>> cp = Checkpoint::Create({MakeRegion(m.data(), m.size())}, co);
+  Result<std::unique_ptr<Checkpoint>> cp =
+      CreateCheckpoint({MakeRegion(m.data(), m.size())}, co, &fenv);
   ASSERT_TRUE(cp.ok()) << cp.status().ToString();
   for (size_t i = 5; i < 26; ++i) mix.FillRandom(m.page(i));
   fenv.Inject(Op::kMadvise, {EIO, 0, 0, 1});

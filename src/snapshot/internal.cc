@@ -26,13 +26,13 @@ std::string Hex(uint64_t v) {
   return buf;
 }
 
-Status ValidateRegions(const std::vector<RegionInfo>& regions, const char* what) {
+Status ValidateRegions(const std::vector<Region>& regions, const char* what) {
   const uint64_t page = PageSize();
   if (regions.empty()) return Status::InvalidArgument(std::string(what) + ": no regions given");
   std::vector<size_t> order(regions.size());
   std::iota(order.begin(), order.end(), 0);
   for (size_t i = 0; i < regions.size(); ++i) {
-    const RegionInfo& r = regions[i];
+    const Region& r = regions[i];
     const std::string where = std::string(what) + ": region " + std::to_string(i) + " [" +
                               Hex(r.address) + ", +" + std::to_string(r.length) + ")";
     if (r.page_size != page) {
@@ -50,8 +50,8 @@ Status ValidateRegions(const std::vector<RegionInfo>& regions, const char* what)
   std::sort(order.begin(), order.end(),
             [&](size_t a, size_t b) { return regions[a].address < regions[b].address; });
   for (size_t k = 1; k < order.size(); ++k) {
-    const RegionInfo& a = regions[order[k - 1]];
-    const RegionInfo& b = regions[order[k]];
+    const Region& a = regions[order[k - 1]];
+    const Region& b = regions[order[k]];
     if (a.address + a.length > b.address) {
       return Status::InvalidArgument(std::string(what) + ": regions " +
                                      std::to_string(order[k - 1]) + " and " +
@@ -61,14 +61,14 @@ Status ValidateRegions(const std::vector<RegionInfo>& regions, const char* what)
   return Status::Ok();
 }
 
-std::vector<RegionInfo> NormalizeRegions(std::vector<RegionInfo> regions) {
+std::vector<Region> NormalizeRegions(std::vector<Region> regions) {
   if (regions.size() < 2) return regions;
-  for (const RegionInfo& r : regions) {
-    if (r.flat_offset != 0) return regions;
+  for (const Region& r : regions) {
+    if (r.offset != 0) return regions;
   }
   uint64_t off = 0;
-  for (RegionInfo& r : regions) {
-    r.flat_offset = off;
+  for (Region& r : regions) {
+    r.offset = off;
     off += r.length;
   }
   return regions;
@@ -90,14 +90,14 @@ std::vector<PageRange> Coalesce(std::vector<PageRange> ranges) {
 }
 
 std::vector<Piece> Intersect(const std::vector<PageRange>& ranges,
-                             const std::vector<RegionInfo>& regions) {
+                             const std::vector<Region>& regions) {
   std::vector<uint32_t> order(regions.size());
   std::iota(order.begin(), order.end(), 0u);
   std::sort(order.begin(), order.end(),
             [&](uint32_t a, uint32_t b) { return regions[a].address < regions[b].address; });
   std::vector<Piece> out;
   for (uint32_t idx : order) {
-    const RegionInfo& reg = regions[idx];
+    const Region& reg = regions[idx];
     const uint64_t rs = reg.address, re = reg.address + reg.length;
     // First range that ends after the region starts.
     auto it = std::upper_bound(ranges.begin(), ranges.end(), rs,

@@ -13,21 +13,21 @@
 #include <optional>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/image.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
+#include "sys/env.h"
 #include "sys/pagemap.h"
 
 namespace pagewise::snapshot_internal {
 
 // Checks that each region is non-empty, page aligned, has page_size ==
 // PageSize() and that no two overlap. `what` prefixes error messages.
-Status ValidateRegions(const std::vector<RegionInfo>& regions, const char* what);
+Status ValidateRegions(const std::vector<Region>& regions, const char* what);
 
 // Gives several regions whose flat_offset are all 0 consecutive flat
 // offsets in the given order; otherwise returns them unchanged.
-std::vector<RegionInfo> NormalizeRegions(std::vector<RegionInfo> regions);
+std::vector<Region> NormalizeRegions(std::vector<Region> regions);
 
 // Sorts and merges touching/overlapping ranges. Empty ranges are dropped.
 std::vector<PageRange> Coalesce(std::vector<PageRange> ranges);
@@ -42,7 +42,7 @@ struct Piece {
 // Intersects absolute ranges (sorted, coalesced) with the regions: the
 // pieces, in region-address order. Parts outside every region are dropped.
 std::vector<Piece> Intersect(const std::vector<PageRange>& ranges,
-                             const std::vector<RegionInfo>& regions);
+                             const std::vector<Region>& regions);
 
 // Splits pieces into pieces of at most `max_bytes` (page multiple, > 0).
 std::vector<Piece> Split(const std::vector<Piece>& pieces, uint64_t max_bytes);

@@ -8,17 +8,17 @@
 
 #include "pagewise/snapshot.h"
 #include "snapshot/internal.h"
+#include "snapshot/snapshot_env.h"
 
 namespace pagewise {
 
 using snapshot_internal::Hex;
 
-RegionInfo MakeRegion(const void* addr, size_t len, RegionKind kind, uint32_t prot,
-                      std::string name) {
-  RegionInfo r;
+Region MakeRegion(const void* addr, size_t len, RegionKind kind, uint32_t prot, std::string name) {
+  Region r;
   r.address = reinterpret_cast<uint64_t>(addr);
   r.length = len;
-  r.page_size = static_cast<uint32_t>(PageSize());
+  r.page_size = PageSize();
   r.prot = prot;
   r.kind = kind;
   r.name = std::move(name);
@@ -81,8 +81,9 @@ RegionKind KindOf(const MappingInfo& m) {
 
 }  // namespace
 
+Result<std::vector<MappingInfo>> ReadSelfMaps() { return ReadSelfMaps(Env::Default()); }
+
 Result<std::vector<MappingInfo>> ReadSelfMaps(Env* env) {
-  if (env == nullptr) env = Env::Default();
   PW_ASSIGN_OR_RETURN(std::string text, ReadWholeProcFile(env, "/proc/self/maps"));
   std::vector<MappingInfo> out;
   size_t pos = 0;
@@ -102,7 +103,11 @@ Result<std::vector<MappingInfo>> ReadSelfMaps(Env* env) {
   return out;
 }
 
-Result<RegionInfo> RegionFromMaps(const void* addr, size_t len, std::string name, Env* env) {
+Result<Region> RegionFromMaps(const void* addr, size_t len, std::string name) {
+  return RegionFromMaps(addr, len, std::move(name), Env::Default());
+}
+
+Result<Region> RegionFromMaps(const void* addr, size_t len, std::string name, Env* env) {
   const uint64_t page = PageSize();
   const uint64_t start = reinterpret_cast<uint64_t>(addr);
   if (len == 0 || start % page != 0 || len % page != 0) {
@@ -112,7 +117,7 @@ Result<RegionInfo> RegionFromMaps(const void* addr, size_t len, std::string name
   PW_ASSIGN_OR_RETURN(std::vector<MappingInfo> maps, ReadSelfMaps(env));
   const uint64_t end = start + len;
   uint64_t covered = start;
-  RegionInfo r = MakeRegion(addr, len);
+  Region r = MakeRegion(addr, len);
   r.prot = 0;
   bool first = true;
   for (const MappingInfo& m : maps) {

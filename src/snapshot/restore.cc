@@ -13,8 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "image/image_env.h"
 #include "pagewise/snapshot.h"
 #include "snapshot/internal.h"
+#include "snapshot/snapshot_env.h"
 
 namespace pagewise {
 namespace {
@@ -47,7 +49,7 @@ class MappingGuard {
 // True if [start, start+len) is entirely mapped; *private_anon says whether
 // all of it is private anonymous memory (zero runs may then be dropped with
 // MADV_DONTNEED instead of written).
-Status CheckMapped(const std::vector<MappingInfo>& maps, const RegionInfo& r, size_t index,
+Status CheckMapped(const std::vector<MappingInfo>& maps, const Region& r, size_t index,
                    bool* private_anon) {
   uint64_t covered = r.address;
   const uint64_t end = r.address + r.length;
@@ -76,41 +78,60 @@ struct Job {
   uint64_t len;
 };
 
-}  // namespace
-
-RestoredMemory::~RestoredMemory() {
-  for (const RestoredRegion& r : regions_) {
-    if (r.owned && r.data != nullptr) {
-      env_->Munmap(r.data, r.info.length).IgnoreError();  // destructor: nowhere to report
+class RestoredMemoryImpl final : public RestoredMemory {
+ public:
+  RestoredMemoryImpl(std::vector<RestoredRegion> regions, EagerRestoreStats stats, Env* env)
+      : regions_(std::move(regions)), stats_(stats), env_(env) {}
+  ~RestoredMemoryImpl() override {
+    for (const RestoredRegion& r : regions_) {
+      if (r.owned && r.data != nullptr) {
+        env_->Munmap(r.data, r.info.length).IgnoreError();  // destructor: nowhere to report
+      }
     }
   }
-}
 
-std::vector<RestoredRegion> RestoredMemory::Release() {
-  std::vector<RestoredRegion> out = std::move(regions_);
-  regions_.clear();
-  return out;
-}
+  const std::vector<RestoredRegion>& regions() const override { return regions_; }
+  const EagerRestoreStats& stats() const override { return stats_; }
+  std::vector<RestoredRegion> Release() override {
+    std::vector<RestoredRegion> out = std::move(regions_);
+    regions_.clear();
+    return out;
+  }
+
+ private:
+  std::vector<RestoredRegion> regions_;
+  EagerRestoreStats stats_;
+  Env* env_;
+};
+
+}  // namespace
 
 Result<std::unique_ptr<RestoredMemory>> RestoreEager(const std::string& path,
                                                      const EagerRestoreOptions& options) {
-  ImageOpenOptions oo;
-  oo.env = options.env;
-  PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> image, Image::Open(path, oo));
-  return RestoreEager(*image, options);
+  return RestoreEager(path, options, Env::Default());
 }
 
 Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
                                                      const EagerRestoreOptions& options) {
+  return RestoreEager(image, options, Env::Default());
+}
+
+Result<std::unique_ptr<RestoredMemory>> RestoreEager(const std::string& path,
+                                                     const EagerRestoreOptions& options, Env* env) {
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> image, OpenImage(path, ImageOpenOptions{}, env));
+  return RestoreEager(*image, options, env);
+}
+
+Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
+                                                     const EagerRestoreOptions& options, Env* env) {
   const uint64_t t0 = snapshot_internal::NowNs();
-  Env* env = options.env != nullptr ? options.env : Env::Default();
-  const std::vector<RegionInfo>& regions = image.regions();
+  const std::vector<Region>& regions = image.regions();
   const uint64_t page = PageSize();
   const RestorePlacement placement = options.placement;
   if (options.threads < 1) return Status::InvalidArgument("RestoreEager: threads must be >= 1");
   if (regions.empty()) return Status::InvalidArgument("RestoreEager: the image has no regions");
   for (size_t i = 0; i < regions.size(); ++i) {
-    const RegionInfo& r = regions[i];
+    const Region& r = regions[i];
     if (r.page_size != page) {
       return Status::NotSupported("RestoreEager: region " + std::to_string(i) + " has page size " +
                                   std::to_string(r.page_size) + "; eager restore supports only " +
@@ -151,7 +172,7 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
   MappingGuard guard(env);
   std::vector<char*> dst(regions.size(), nullptr);
   for (size_t i = 0; i < regions.size(); ++i) {
-    const RegionInfo& r = regions[i];
+    const Region& r = regions[i];
     if (in_place) {
       dst[i] = reinterpret_cast<char*>(r.address);
       continue;
@@ -268,8 +289,9 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
   stats.data_pages = data_pages.load();
   stats.zero_pages = zero_pages.load();
   stats.bytes_read = stats.data_pages * page;
-  stats.nanos = snapshot_internal::NowNs() - t0;
-  return std::make_unique<RestoredMemory>(std::move(out), stats, env);
+  stats.elapsed_ns = snapshot_internal::NowNs() - t0;
+  return std::unique_ptr<RestoredMemory>(
+      std::make_unique<RestoredMemoryImpl>(std::move(out), stats, env));
 }
 
 }  // namespace pagewise

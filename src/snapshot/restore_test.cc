@@ -103,7 +103,7 @@ TEST(RestoreTest, ReplaceExistingSwapsTheMappingAtomically) {
   EXPECT_EQ((*mem)->regions()[0].data, shm.data());
   EXPECT_FALSE((*mem)->regions()[0].owned);
   EXPECT_EQ(0, std::memcmp(shm.data(), want.data(), len));
-  Result<RegionInfo> now = RegionFromMaps(shm.data(), len);
+  Result<Region> now = RegionFromMaps(shm.data(), len);
   ASSERT_TRUE(now.ok());
   EXPECT_EQ(now->kind, RegionKind::kAnonymous);  // replaced, not written through
 
@@ -149,7 +149,7 @@ TEST(RestoreTest, AppliesRecordedProtection) {
                   .ok());
   Result<std::unique_ptr<RestoredMemory>> mem = RestoreEager(dir.File("r.img"));
   ASSERT_TRUE(mem.ok()) << mem.status().ToString();
-  Result<RegionInfo> info = RegionFromMaps((*mem)->regions()[0].data, m.size());
+  Result<Region> info = RegionFromMaps((*mem)->regions()[0].data, m.size());
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->prot, static_cast<uint32_t>(PROT_READ));
   EXPECT_EQ(0, std::memcmp((*mem)->regions()[0].data, m.data(), m.size()));
@@ -168,7 +168,7 @@ struct CorruptChain {
     base_state = FillHalfZero(p, 16, 8);
     SnapshotOptions so;
     so.compression = Compression::kNone;
-    const std::vector<RegionInfo> regions = {MakeRegion(p, len)};
+    const std::vector<Region> regions = {MakeRegion(p, len)};
     ASSERT_TRUE(SnapshotFull(regions, dir.File("base.img"), so).ok());
     std::vector<char> marker(Pg());
     PageMixer(99).FillRandom(marker.data());
@@ -225,14 +225,13 @@ TEST(RestoreTest, InjectedFaultsLeaveNoMappingsAndNoFiles) {
   char* b = MapAnon(len);
   FillHalfZero(a, 8, 10);
   FillHalfZero(b, 8, 11);
-  const std::vector<RegionInfo> regions = {MakeRegion(a, len), MakeRegion(b, len)};
+  const std::vector<Region> regions = {MakeRegion(a, len), MakeRegion(b, len)};
 
   FaultEnv fenv;
   fenv.Inject(Op::kPwrite, {ENOSPC, 0, 0, -1});
   SnapshotOptions so;
-  so.env = &fenv;
   so.compression = Compression::kNone;
-  Result<SnapshotStats> st = SnapshotFull(regions, dir.File("full.img"), so);
+  Result<SnapshotStats> st = SnapshotFull(regions, dir.File("full.img"), so, &fenv);
   EXPECT_EQ(st.status().code(), Code::kNoSpace) << st.status().ToString();
   EXPECT_NE(access(dir.File("full.img").c_str(), F_OK), 0);
   fenv.Clear();
@@ -247,8 +246,7 @@ TEST(RestoreTest, InjectedFaultsLeaveNoMappingsAndNoFiles) {
   fenv.Inject(Op::kMmap, {ENOMEM, 0, 1, 1});
   EagerRestoreOptions ro;
   ro.placement = RestorePlacement::kOriginal;
-  ro.env = &fenv;
-  Result<std::unique_ptr<RestoredMemory>> mem = RestoreEager(**plain, ro);
+  Result<std::unique_ptr<RestoredMemory>> mem = RestoreEager(**plain, ro, &fenv);
   EXPECT_EQ(mem.status().code(), Code::kResourceExhausted) << mem.status().ToString();
   EXPECT_EQ(fenv.Fired(Op::kMmap), 1);
   EXPECT_TRUE(AddressFree(reinterpret_cast<uint64_t>(a), len));
@@ -256,12 +254,10 @@ TEST(RestoreTest, InjectedFaultsLeaveNoMappingsAndNoFiles) {
 
   // Reads failing after the image opened: an I/O error, nothing left mapped.
   fenv.Clear();
-  ImageOpenOptions oo;
-  oo.env = &fenv;
-  Result<std::unique_ptr<Image>> img = Image::Open(dir.File("full.img"), oo);
+  Result<std::unique_ptr<Image>> img = OpenImage(dir.File("full.img"), ImageOpenOptions{}, &fenv);
   ASSERT_TRUE(img.ok()) << img.status().ToString();
   fenv.Inject(Op::kPread, {EIO, 0, 0, -1});
-  mem = RestoreEager(**img, ro);
+  mem = RestoreEager(**img, ro, &fenv);
   EXPECT_EQ(mem.status().code(), Code::kIoError) << mem.status().ToString();
   EXPECT_GT(fenv.Fired(Op::kPread), 0);
   EXPECT_TRUE(AddressFree(reinterpret_cast<uint64_t>(a), len));

@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "image/image_env.h"
 #include "snapshot/internal.h"
+#include "snapshot/snapshot_env.h"
 
 namespace pagewise {
 namespace {
@@ -30,7 +32,7 @@ struct Op {
 
 // Turns pieces into writer operations. For kAnonymous regions (when asked),
 // unpopulated pages become zero ops in a layer, and are left out of a base.
-Status PlanOps(const std::vector<RegionInfo>& regions, const std::vector<Piece>& pieces, bool layer,
+Status PlanOps(const std::vector<Region>& regions, const std::vector<Piece>& pieces, bool layer,
                const SnapshotOptions& options, Env* env, std::vector<Op>* ops,
                SnapshotStats* stats) {
   const uint64_t page = PageSize();
@@ -38,7 +40,7 @@ Status PlanOps(const std::vector<RegionInfo>& regions, const std::vector<Piece>&
   std::optional<PresenceScanner> scanner;
   std::vector<Piece> data;
   for (const Piece& p : pieces) {
-    const RegionInfo& reg = regions[p.region];
+    const Region& reg = regions[p.region];
     if (!options.skip_unpopulated || reg.kind != RegionKind::kAnonymous) {
       data.push_back(p);
       continue;
@@ -67,17 +69,16 @@ Status PlanOps(const std::vector<RegionInfo>& regions, const std::vector<Piece>&
   return Status::Ok();
 }
 
-Result<SnapshotStats> Capture(const std::vector<RegionInfo>& regions_in,
+Result<SnapshotStats> Capture(const std::vector<Region>& regions_in,
                               const std::vector<Piece>* pieces_in, const std::string& parent,
-                              const std::string& out_path, const SnapshotOptions& options,
+                              const std::string& out_path, const SnapshotOptions& options, Env* env,
                               const char* what) {
   const uint64_t t0 = snapshot_internal::NowNs();
   PW_RETURN_IF_ERROR(snapshot_internal::ValidateRegions(regions_in, what));
   if (options.threads < 1) {
     return Status::InvalidArgument(std::string(what) + ": threads must be >= 1");
   }
-  Env* env = options.env != nullptr ? options.env : Env::Default();
-  const std::vector<RegionInfo> regions = snapshot_internal::NormalizeRegions(regions_in);
+  const std::vector<Region> regions = snapshot_internal::NormalizeRegions(regions_in);
 
   ImageWriteOptions wo;
   wo.compression = options.compression;
@@ -85,8 +86,7 @@ Result<SnapshotStats> Capture(const std::vector<RegionInfo>& regions_in,
   wo.parent = parent;
   wo.dedup = options.dedup;
   if (options.chunk_bytes != 0) wo.chunk_bytes = options.chunk_bytes;
-  wo.env = env;
-  PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> writer, ImageWriter::Create(out_path, wo));
+  PW_ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> writer, CreateImageWriter(out_path, wo, env));
   for (size_t i = 0; i < regions.size(); ++i) {
     Result<uint32_t> idx = writer->AddRegion(regions[i]);
     if (!idx.ok()) return idx.status().WithContext(std::string(what) + ": " + out_path);
@@ -115,22 +115,35 @@ Result<SnapshotStats> Capture(const std::vector<RegionInfo>& regions_in,
   if (!s.ok()) return s.WithContext(std::string(what) + ": writing " + out_path);
   PW_RETURN_IF_ERROR(writer->Commit());
   stats.image = writer->stats();
-  stats.nanos = snapshot_internal::NowNs() - t0;
+  stats.elapsed_ns = snapshot_internal::NowNs() - t0;
   return stats;
 }
 
 }  // namespace
 
-Result<SnapshotStats> SnapshotFull(const std::vector<RegionInfo>& regions,
-                                   const std::string& out_path, const SnapshotOptions& options) {
-  return Capture(regions, nullptr, "", out_path, options, "SnapshotFull");
+Result<SnapshotStats> SnapshotFull(const std::vector<Region>& regions, const std::string& out_path,
+                                   const SnapshotOptions& options) {
+  return SnapshotFull(regions, out_path, options, Env::Default());
+}
+
+Result<SnapshotStats> SnapshotFull(const std::vector<Region>& regions, const std::string& out_path,
+                                   const SnapshotOptions& options, Env* env) {
+  return Capture(regions, nullptr, "", out_path, options, env, "SnapshotFull");
 }
 
 Result<SnapshotStats> SnapshotIncremental(const std::vector<PageRange>& written,
-                                          const std::vector<RegionInfo>& regions,
+                                          const std::vector<Region>& regions,
                                           const std::string& parent_path,
                                           const std::string& out_path,
                                           const SnapshotOptions& options) {
+  return SnapshotIncremental(written, regions, parent_path, out_path, options, Env::Default());
+}
+
+Result<SnapshotStats> SnapshotIncremental(const std::vector<PageRange>& written,
+                                          const std::vector<Region>& regions,
+                                          const std::string& parent_path,
+                                          const std::string& out_path,
+                                          const SnapshotOptions& options, Env* env) {
   if (parent_path.empty()) {
     return Status::InvalidArgument(
         "SnapshotIncremental: parent_path is empty; use SnapshotFull "
@@ -144,7 +157,7 @@ Result<SnapshotStats> SnapshotIncremental(const std::vector<PageRange>& written,
     }
   }
   const std::vector<Piece> pieces = Intersect(Coalesce(written), regions);
-  return Capture(regions, &pieces, parent_path, out_path, options, "SnapshotIncremental");
+  return Capture(regions, &pieces, parent_path, out_path, options, env, "SnapshotIncremental");
 }
 
 }  // namespace pagewise

@@ -53,7 +53,7 @@ TEST_P(FullSnapshotTest, MemoryImageMemoryIsByteIdentical) {
     if (i % 7 != 3) mix.WritePage(anon.page(i));
   }
   for (size_t i = 0; i < shm_pages; ++i) mix.WritePage(shm.page(i));
-  std::vector<RegionInfo> regions = {
+  std::vector<Region> regions = {
       MakeRegion(anon.data(), anon.size(), RegionKind::kAnonymous, PROT_READ | PROT_WRITE, "heap"),
       MakeRegion(shm.data(), shm.size(), RegionKind::kShared, PROT_READ | PROT_WRITE, "shm")};
   SnapshotOptions so;
@@ -117,9 +117,9 @@ TEST(SnapshotTest, RejectsBadRegionsAndLeavesNoFile) {
   TempDir dir;
   Mapping m(8 * Pg());
   const std::string path = dir.File("bad.img");
-  RegionInfo unaligned = MakeRegion(m.data() + 1, Pg());
+  Region unaligned = MakeRegion(m.data() + 1, Pg());
   EXPECT_EQ(SnapshotFull({unaligned}, path).status().code(), Code::kInvalidArgument);
-  RegionInfo a = MakeRegion(m.data(), 4 * Pg()), b = MakeRegion(m.page(2), 4 * Pg());
+  Region a = MakeRegion(m.data(), 4 * Pg()), b = MakeRegion(m.page(2), 4 * Pg());
   EXPECT_EQ(SnapshotFull({a, b}, path).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(SnapshotFull({}, path).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(SnapshotIncremental({{m.addr(), m.addr() + 5}}, {MakeRegion(m.data(), m.size())},
@@ -141,7 +141,7 @@ TEST(SnapshotChainTest, TwelveLayersEachHoldOnlyWrittenPages) {
   for (size_t i = 0; i < pages; ++i) {
     if (i % 5 != 0) mix.WritePage(m.page(i));
   }
-  const std::vector<RegionInfo> regions = {MakeRegion(m.data(), m.size())};
+  const std::vector<Region> regions = {MakeRegion(m.data(), m.size())};
   Result<std::unique_ptr<SnapshotChain>> chain = SnapshotChain::Create(regions);
   ASSERT_TRUE(chain.ok()) << chain.status().ToString();
   std::vector<std::string> paths = {dir.File("base.img")};
@@ -227,10 +227,9 @@ TEST(SnapshotChainTest, FailedLayerKeepsItsPagesForTheNext) {
   for (size_t i = 0; i < pages; ++i) mix.WritePage(m.page(i));
   FaultEnv fenv;
   SnapshotChainOptions co;
-  co.snapshot.env = &fenv;
   co.snapshot.compression = Compression::kNone;
   Result<std::unique_ptr<SnapshotChain>> chain =
-      SnapshotChain::Create({MakeRegion(m.data(), m.size())}, co);
+      CreateSnapshotChain({MakeRegion(m.data(), m.size())}, co, &fenv);
   ASSERT_TRUE(chain.ok()) << chain.status().ToString();
   ASSERT_TRUE((*chain)->Base(dir.File("b.img")).ok());
   std::set<uint64_t> first = mix.Pick(pages, 10);
@@ -274,7 +273,7 @@ TEST(SnapshotIncrementalTest, IgnoresRangesOutsideRegionsAndMergesOverlaps) {
   PageMixer mix(9);
   for (size_t i = 0; i < 32; ++i) mix.WritePage(m.page(i), 0, 0);
   // The region is pages [8, 24) of the mapping.
-  const std::vector<RegionInfo> regions = {MakeRegion(m.page(8), 16 * Pg())};
+  const std::vector<Region> regions = {MakeRegion(m.page(8), 16 * Pg())};
   ASSERT_TRUE(SnapshotFull(regions, dir.File("b.img")).ok());
   mix.FillRandom(m.page(9));
   mix.FillRandom(m.page(10));
@@ -291,21 +290,21 @@ TEST(SnapshotIncrementalTest, IgnoresRangesOutsideRegionsAndMergesOverlaps) {
 
 TEST(RegionFromMapsTest, DescribesAnonymousSharedAndHoles) {
   Mapping anon(4 * Pg()), shm(4 * Pg(), MemKind::kMemfdShared);
-  Result<RegionInfo> a = RegionFromMaps(anon.data(), anon.size());
+  Result<Region> a = RegionFromMaps(anon.data(), anon.size());
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   EXPECT_EQ(a->kind, RegionKind::kAnonymous);
   EXPECT_EQ(a->prot, static_cast<uint32_t>(PROT_READ | PROT_WRITE));
   EXPECT_EQ(a->address, anon.addr());
-  Result<RegionInfo> s = RegionFromMaps(shm.data(), shm.size(), "mine");
+  Result<Region> s = RegionFromMaps(shm.data(), shm.size(), "mine");
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_EQ(s->kind, RegionKind::kShared);
   EXPECT_EQ(s->name, "mine");
   ASSERT_EQ(0, mprotect(anon.page(1), Pg(), PROT_READ));
-  Result<RegionInfo> mixed = RegionFromMaps(anon.data(), anon.size());
+  Result<Region> mixed = RegionFromMaps(anon.data(), anon.size());
   ASSERT_TRUE(mixed.ok());
   EXPECT_EQ(mixed->prot, static_cast<uint32_t>(PROT_READ | PROT_WRITE));
   ASSERT_EQ(0, munmap(anon.page(2), Pg()));
-  Result<RegionInfo> hole = RegionFromMaps(anon.data(), anon.size());
+  Result<Region> hole = RegionFromMaps(anon.data(), anon.size());
   EXPECT_EQ(hole.status().code(), Code::kNotFound);
   char hole_addr[32];
   std::snprintf(hole_addr, sizeof(hole_addr), "0x%llx",

@@ -16,8 +16,10 @@
 #include <string>
 #include <vector>
 
-#include "pagewise/env.h"
+#include "image/image_env.h"
 #include "pagewise/tracker.h"
+#include "snapshot/snapshot_env.h"
+#include "sys/env.h"
 
 namespace pagewise::testing {
 

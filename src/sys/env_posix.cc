@@ -19,7 +19,7 @@
 #include <cstring>
 #include <string>
 
-#include "pagewise/env.h"
+#include "sys/env.h"
 #include "sys/raw_mm.h"
 #include "sys/uapi.h"
 #include "sys/userfaultfd.h"

@@ -19,8 +19,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/status.h"
+#include "sys/env.h"
 
 namespace pagewise::sys {
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "sys/pagemap.h"
+#include "sys/probe_env.h"
 #include "sys/probe_kinds.h"
 #include "sys/uapi.h"
 
@@ -182,8 +183,10 @@ KernelFeatures ProbeKernel(Env* env) {
   return f;
 }
 
+KernelFeatures ProbeKernel() { return ProbeKernel(Env::Default()); }
+
 const KernelFeatures& Features() {
-  static const KernelFeatures* features = new KernelFeatures(ProbeKernel(Env::Default()));
+  static const KernelFeatures* features = new KernelFeatures(ProbeKernel());
   return *features;
 }
 

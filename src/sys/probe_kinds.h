@@ -6,8 +6,8 @@
 #ifndef PAGEWISE_SYS_PROBE_KINDS_H_
 #define PAGEWISE_SYS_PROBE_KINDS_H_
 
-#include "pagewise/env.h"
 #include "pagewise/probe.h"
+#include "sys/env.h"
 
 namespace pagewise::sys {
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "pagewise/probe.h"
+#include "sys/probe_env.h"
 #include "sys/userfaultfd.h"
 #include "testing/fault_env.h"
 #include "testing/hugepages.h"

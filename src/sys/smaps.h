@@ -22,8 +22,8 @@
 #include <string>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/status.h"
+#include "sys/env.h"
 
 namespace pagewise::sys {
 

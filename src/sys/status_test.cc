@@ -17,6 +17,15 @@ TEST(StatusTest, ErrnoMapsToDistinctCodes) {
   EXPECT_EQ(ErrnoStatus(EEXIST, "x").code(), Code::kAlreadyExists);
   EXPECT_EQ(ErrnoStatus(ESRCH, "x").code(), Code::kPeerGone);
   EXPECT_EQ(ErrnoStatus(ENOMEM, "x").code(), Code::kResourceExhausted);
+  EXPECT_EQ(ErrnoStatus(ETIMEDOUT, "x").code(), Code::kTimeout);
+}
+
+TEST(StatusTest, TimeoutIsItsOwnCodeNotRetry) {
+  const Status t = Status::Timeout("waited 5 ms");
+  EXPECT_EQ(t.code(), Code::kTimeout);
+  EXPECT_NE(t.code(), Code::kRetry);
+  EXPECT_EQ(CodeName(Code::kTimeout), "timeout");
+  EXPECT_EQ(t.ToString(), "timeout: waited 5 ms");
 }
 
 TEST(StatusTest, MessageNamesOperationErrnoAndHint) {

@@ -18,8 +18,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "pagewise/env.h"
 #include "pagewise/status.h"
+#include "sys/env.h"
 
 namespace pagewise::sys {
 

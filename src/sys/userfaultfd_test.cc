@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "pagewise/probe.h"
+#include "sys/probe_env.h"
 #include "sys/uapi.h"
 #include "testing/fault_env.h"
 #include "testing/test_util.h"

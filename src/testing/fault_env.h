@@ -17,7 +17,7 @@
 #include <functional>
 #include <mutex>
 
-#include "pagewise/env.h"
+#include "sys/env.h"
 
 namespace pagewise::testing {
 

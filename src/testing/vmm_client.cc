@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "pagewise/env.h"
+#include "sys/env.h"
 
 namespace pagewise::testing {
 namespace {

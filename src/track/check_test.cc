@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@
 #include "sys/pagemap.h"
 #include "sys/uapi.h"
 #include "sys/userfaultfd.h"
+#include "testing/hugepages.h"
+#include "testing/kvm_test_util.h"
 
 namespace pagewise {
 namespace {
@@ -138,7 +141,7 @@ CheckOptions Small(CheckScenario scenario) {
   CheckOptions o;
   o.scenario = scenario;
   o.threads = 3;
-  o.seconds = 0.3;
+  o.duration = std::chrono::milliseconds(300);
   o.size = 4ull << 20;
   o.seed = 12345;
   return o;
@@ -169,7 +172,7 @@ TEST(CheckScenarioNames, RoundTripAndAll) {
   }
   Result<std::vector<CheckScenario>> all = ParseScenarios("all");
   ASSERT_TRUE(all.ok());
-  EXPECT_EQ(all->size(), 7u);
+  EXPECT_EQ(all->size(), 9u);
   Result<std::vector<CheckScenario>> bad = ParseScenarios("sometimes");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
@@ -182,9 +185,9 @@ TEST(CheckOptionsValidation, RejectsBadValues) {
   o.threads = 0;
   EXPECT_EQ(RunCheck(o).status().code(), Code::kInvalidArgument);
   o.threads = 2;
-  o.seconds = 0;
+  o.duration = Duration::zero();
   EXPECT_EQ(RunCheck(o).status().code(), Code::kInvalidArgument);
-  o.seconds = 0.1;
+  o.duration = std::chrono::milliseconds(100);
   o.size = 4096;
   EXPECT_EQ(RunCheck(o).status().code(), Code::kInvalidArgument);
 }
@@ -194,6 +197,12 @@ TEST(CheckOptionsValidation, RejectsBadValues) {
 class ReferenceTrackerScenarios : public ::testing::TestWithParam<CheckScenario> {};
 
 TEST_P(ReferenceTrackerScenarios, NoFalseLoss) {
+  std::optional<testing::HugePagePool> pool;
+  if (GetParam() == CheckScenario::kHugetlb) {
+    pool.emplace(2u << 20, 2);  // Small()'s 4 MiB
+    ASSERT_TRUE(pool->ok()) << pool->reason();
+  }
+  if (GetParam() == CheckScenario::kKvm) PAGEWISE_REQUIRE_KVM();
   CheckOptions o = Small(GetParam());
   o.make_tracker = Reference();
   Result<CheckResult> r = RunCheck(o);
@@ -204,7 +213,8 @@ TEST_P(ReferenceTrackerScenarios, NoFalseLoss) {
   EXPECT_GE(r->rounds, 2u);
   EXPECT_EQ(r->pages_compared, r->region_bytes / PageSize());
   EXPECT_EQ(r->scenario, ScenarioName(GetParam()));
-  if (GetParam() != CheckScenario::kWrites && GetParam() != CheckScenario::kShmem) {
+  if (GetParam() != CheckScenario::kWrites && GetParam() != CheckScenario::kShmem &&
+      GetParam() != CheckScenario::kKvm) {
     EXPECT_GT(r->scenario_ops, 0u) << "the scenario's disturber never acted";
   }
 }
@@ -246,7 +256,7 @@ TEST(CheckDetectsLoss, NonAtomicReadThenClearTracker) {
   // Losses here come only from writes racing the gap between reading and
   // re-arming; the check must catch them in a short run.
   CheckOptions o = Small(CheckScenario::kWrites);
-  o.seconds = 1;
+  o.duration = std::chrono::seconds(1);
   o.make_tracker = []() -> Result<std::unique_ptr<Tracker>> {
     return std::unique_ptr<Tracker>(std::make_unique<ReadThenClearAllTracker>());
   };
@@ -288,7 +298,7 @@ TEST_P(RealBackends, DroppedRangeIsDetected) {
   CheckOptions o = Small(CheckScenario::kWrites);
   const TrackBackend backend = GetParam();
   o.make_tracker = [backend]() -> Result<std::unique_ptr<Tracker>> {
-    PW_ASSIGN_OR_RETURN(std::unique_ptr<Tracker> inner, Tracker::Create({backend, nullptr}));
+    PW_ASSIGN_OR_RETURN(std::unique_ptr<Tracker> inner, Tracker::Create({backend}));
     return std::unique_ptr<Tracker>(std::make_unique<LossyTracker>(std::move(inner), false));
   };
   Result<CheckResult> r = RunCheck(o);

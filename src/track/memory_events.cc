@@ -10,7 +10,7 @@
 #include <mutex>
 #include <vector>
 
-#include "pagewise/env.h"
+#include "sys/env.h"
 #include "sys/raw_mm.h"
 
 namespace pagewise::track_internal {

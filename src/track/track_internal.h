@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/probe.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
+#include "sys/env.h"
 
 namespace pagewise::track_internal {
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "pagewise/tracker.h"
+#include "track/tracker_env.h"
 
 namespace pagewise::testing {
 
@@ -24,8 +25,7 @@ inline size_t Pg() { return static_cast<size_t>(getpagesize()); }
 inline std::unique_ptr<Tracker> MakeTracker(TrackBackend b, Env* env = nullptr) {
   TrackerOptions o;
   o.backend = b;
-  o.env = env;
-  Result<std::unique_ptr<Tracker>> t = Tracker::Create(o);
+  Result<std::unique_ptr<Tracker>> t = CreateTracker(o, env != nullptr ? env : Env::Default());
   EXPECT_TRUE(t.ok()) << t.status().ToString();
   if (!t.ok()) return nullptr;
   EXPECT_EQ(t.value()->backend(), b);

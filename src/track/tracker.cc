@@ -15,6 +15,7 @@
 
 #include "sys/smaps.h"
 #include "track/track_internal.h"
+#include "track/tracker_env.h"
 
 namespace pagewise {
 namespace track_internal {
@@ -308,7 +309,10 @@ Result<std::unique_ptr<Tracker>> CreateBackend(TrackBackend b, Env* env, const K
 }  // namespace
 
 Result<std::unique_ptr<Tracker>> Tracker::Create(const TrackerOptions& options) {
-  Env* env = options.env != nullptr ? options.env : Env::Default();
+  return CreateTracker(options, Env::Default());
+}
+
+Result<std::unique_ptr<Tracker>> CreateTracker(const TrackerOptions& options, Env* env) {
   const KernelFeatures& features = Features();
   const std::vector<BackendInfo> infos = DescribeBackends(features);
   const TrackBackend concrete[] = {TrackBackend::kUffdWpAsync, TrackBackend::kUffdWp,

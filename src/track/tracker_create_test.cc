@@ -103,13 +103,12 @@ TEST(TrackerCreate, KernelCallFailuresAreReported) {
     env.Inject(c.op, {EMFILE});
     TrackerOptions o;
     o.backend = c.backend;
-    o.env = &env;
-    Result<std::unique_ptr<Tracker>> t = Tracker::Create(o);
+    Result<std::unique_ptr<Tracker>> t = CreateTracker(o, &env);
     EXPECT_FALSE(t.ok()) << BackendName(c.backend) << " op " << static_cast<int>(c.op);
     EXPECT_EQ(env.Fired(c.op), 1);
     // And it works once the fault is gone.
     env.Clear();
-    Result<std::unique_ptr<Tracker>> again = Tracker::Create(o);
+    Result<std::unique_ptr<Tracker>> again = CreateTracker(o, &env);
     EXPECT_TRUE(again.ok()) << again.status().ToString();
   }
 }

@@ -14,7 +14,6 @@
 //   - fork: the child's VMAs are not registered (no EVENT_FORK) and its ptes
 //     lose the uffd-wp bit; the parent's write faults still come to us.
 #include <pthread.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -33,6 +32,7 @@
 
 #include "sys/pagemap.h"
 #include "sys/uapi.h"
+#include "sys/uffd_loop.h"
 #include "sys/userfaultfd.h"
 #include "track/memory_events.h"
 #include "track/track_internal.h"
@@ -63,11 +63,12 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
     PageBitmap extra;    // Collect: faulted pages its sweep did not see (api_mu_)
   };
 
-  UffdWpTrackerImpl(Env* env, sys::Userfaultfd uffd, int stop_fd, FaultState* fs,
-                    std::optional<sys::PagemapScanner> scanner, int pagemap_fd, bool unpopulated)
+  UffdWpTrackerImpl(Env* env, sys::Userfaultfd uffd, std::unique_ptr<sys::UffdLoop> loop,
+                    FaultState* fs, std::optional<sys::PagemapScanner> scanner, int pagemap_fd,
+                    bool unpopulated)
       : env_(env),
         uffd_(std::move(uffd)),
-        stop_fd_(stop_fd),
+        loop_(std::move(loop)),
         fs_(fs),
         scanner_(std::move(scanner)),
         pagemap_fd_(pagemap_fd),
@@ -86,7 +87,7 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
     UnregisterMemoryEventListener(this);
     if (getpid() != pid_) {
       // A forked child: the thread does not exist here, and the fds are
-      // shared with the parent's tracker (writing stop_fd_ or unregistering
+      // shared with the parent's tracker (waking the loop or unregistering
       // would break the parent). Leak the thread handle; close our copies.
       (void)thread_.release();  // intentional leak: no thread to join here
       child_ = true;
@@ -98,9 +99,7 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
       // Unregistering clears write protection and wakes blocked writers.
       for (const auto& r : ranges_) uffd_.Unregister(r->start, r->end - r->start).IgnoreError();
     }
-    stop_.store(true, std::memory_order_release);
-    // Cannot fail for a valid eventfd with a small counter.
-    (void)eventfd_write(stop_fd_, 1);
+    loop_->Stop();
     if (thread_) thread_->join();
     {
       std::lock_guard<std::mutex> api(api_mu_);
@@ -217,6 +216,7 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
     std::vector<PageRange> own = {
         thread_stack_,
         {reinterpret_cast<uint64_t>(fs_), reinterpret_cast<uint64_t>(fs_) + PageSize()}};
+    for (const PageRange& m : loop_->memory()) own.push_back(m);
     for (const auto& r : ranges_) {
       own.push_back(r->bits.mapping());
       own.push_back(r->scratch.mapping());
@@ -275,11 +275,12 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
 
   void Run();
   void HandleWriteFault(uint64_t addr);
+  // Records the first failure of the tracker thread (Collect reports it).
+  void NoteThreadError(const Status& error, const char* op);
   Status Sweep(Range* r, const std::vector<Vma>* maps);
   void CloseFds() {
-    if (stop_fd_ >= 0) env_->Close(stop_fd_).IgnoreError();  // nothing to do on failure
-    if (pagemap_fd_ >= 0) env_->Close(pagemap_fd_).IgnoreError();
-    stop_fd_ = pagemap_fd_ = -1;
+    if (pagemap_fd_ >= 0) env_->Close(pagemap_fd_).IgnoreError();  // nothing to do on failure
+    pagemap_fd_ = -1;
     if (fs_ != nullptr) {
       // In a forked child the parent's thread may have held the mutex at
       // fork time: only unmap the copy.
@@ -291,7 +292,9 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
 
   Env* const env_;
   sys::Userfaultfd uffd_;
-  int stop_fd_;
+  // The tracker thread's loop. Its storage is its own mapping, never
+  // tracked (CheckOwnMemory): serving a fault never writes tracked memory.
+  std::unique_ptr<sys::UffdLoop> loop_;
   FaultState* fs_;
   std::optional<sys::PagemapScanner> scanner_;  // null: sweep by reading pagemap_fd_
   int pagemap_fd_;
@@ -300,7 +303,6 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
   bool child_ = false;
 
   std::unique_ptr<std::thread> thread_;
-  std::atomic<bool> stop_{false};
   std::mutex start_mu_;
   std::condition_variable start_cv_;
   bool started_ = false;
@@ -326,32 +328,27 @@ void UffdWpTrackerImpl::Run() {
     started_ = true;
     start_cv_.notify_all();
   }
-  UffdEvent events[32];
-  while (!stop_.load(std::memory_order_acquire)) {
-    Result<bool> readable = uffd_.WaitReadable(stop_fd_, -1);
-    if (!readable.ok()) {
-      std::lock_guard<std::mutex> lock(fs_->mu);
-      if (fs_->error == 0) {
-        fs_->error = readable.status().err() != 0 ? readable.status().err() : EIO;
-        fs_->error_op = "poll(userfaultfd)";
-      }
-      continue;  // a transient poll failure: try again
+  // Only write-protect faults are enabled: no other message comes.
+  struct Handler final : sys::UffdHandler {
+    UffdWpTrackerImpl* self;
+    explicit Handler(UffdWpTrackerImpl* t) : self(t) {}
+    void OnPagefault(uint64_t, const UffdEvent& e) override { self->HandleWriteFault(e.address); }
+    // The message stays queued; the next read gets it.
+    void OnReadError(uint64_t, const Status& error) override {
+      self->NoteThreadError(error, "read(userfaultfd)");
     }
-    if (!*readable) continue;  // the stop eventfd (checked by the loop) or a spurious wakeup
-    Result<size_t> n = uffd_.ReadEvents(events, 32);
-    if (!n.ok()) {
-      std::lock_guard<std::mutex> lock(fs_->mu);
-      if (fs_->error == 0) {
-        fs_->error = n.status().err() != 0 ? n.status().err() : EIO;
-        fs_->error_op = "read(userfaultfd)";
-      }
-      continue;  // the message stays queued; the next read gets it
-    }
-    for (size_t i = 0; i < *n; ++i) {
-      const UffdEvent& e = events[i];
-      if (e.kind != UffdEvent::Kind::kPagefault) continue;  // no other events are enabled
-      HandleWriteFault(e.address);
-    }
+  } handler(this);
+  while (!loop_->stopping()) {
+    Status s = loop_->Run(&handler);
+    if (!s.ok()) NoteThreadError(s, "poll(userfaultfd)");  // transient: try again
+  }
+}
+
+void UffdWpTrackerImpl::NoteThreadError(const Status& error, const char* op) {
+  std::lock_guard<std::mutex> lock(fs_->mu);
+  if (fs_->error == 0) {
+    fs_->error = error.err() != 0 ? error.err() : EIO;
+    fs_->error_op = op;
   }
 }
 
@@ -535,20 +532,23 @@ Result<std::unique_ptr<UffdWpTracker>> NewUffdWpTracker(Env* env, const KernelFe
   } else {
     PW_ASSIGN_OR_RETURN(pagemap_fd, env->OpenPagemap(0));
   }
-  Result<int> stop_fd = env->EventfdCreate(0, EFD_NONBLOCK);
-  if (!stop_fd.ok()) {
+  sys::UffdLoop::Options lo;
+  lo.batch = 32;
+  lo.capacity = 1;
+  Result<std::unique_ptr<sys::UffdLoop>> loop = sys::UffdLoop::Create(env, lo);
+  Status added = loop.ok() ? (*loop)->AddUffd(uffd.fd(), 0) : loop.status();
+  if (!added.ok()) {
     if (pagemap_fd >= 0) env->Close(pagemap_fd).IgnoreError();  // undo
-    return stop_fd.status().WithContext("uffd-wp tracker stop eventfd");
+    return added.WithContext("uffd-wp tracker event loop");
   }
   Result<void*> mem =
       env->Mmap(nullptr, PageSize(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (!mem.ok()) {
     if (pagemap_fd >= 0) env->Close(pagemap_fd).IgnoreError();  // undo
-    env->Close(*stop_fd).IgnoreError();
     return mem.status().WithContext("uffd-wp tracker fault state");
   }
   FaultState* fs = new (*mem) FaultState();
-  auto t = std::make_unique<UffdWpTrackerImpl>(env, std::move(uffd), *stop_fd, fs,
+  auto t = std::make_unique<UffdWpTrackerImpl>(env, std::move(uffd), std::move(loop).value(), fs,
                                                std::move(scanner), pagemap_fd, unpopulated);
   t->Start();
   return std::unique_ptr<UffdWpTracker>(std::move(t));

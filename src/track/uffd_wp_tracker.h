@@ -37,8 +37,8 @@
 #include <functional>
 #include <memory>
 
-#include "pagewise/env.h"
 #include "pagewise/tracker.h"
+#include "sys/env.h"
 
 namespace pagewise {
 

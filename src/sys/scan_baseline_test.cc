@@ -1,5 +1,5 @@
-// Tests of RawWriteScanner (pagewise/raw_scan.h) against the real kernel.
-#include "pagewise/raw_scan.h"
+// Tests of WriteScanBaseline (pagewise/raw_scan.h) against the real kernel.
+#include "sys/scan_baseline.h"
 
 #include <gtest/gtest.h>
 
@@ -8,11 +8,11 @@
 namespace pagewise {
 namespace {
 
-TEST(RawWriteScanner, ReportsExactlyTheWrittenPagesOnce) {
+TEST(WriteScanBaseline, ReportsExactlyTheWrittenPagesOnce) {
   const size_t page = PageSize();
   testing::Mapping m(64 * page);
   for (size_t i = 0; i < 32; ++i) m.page(i)[0] = 1;  // populate half; the rest stays empty
-  Result<std::unique_ptr<RawWriteScanner>> s = RawWriteScanner::Open(nullptr, 4);
+  Result<std::unique_ptr<WriteScanBaseline>> s = WriteScanBaseline::Open(nullptr, 4);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   ASSERT_TRUE((*s)->Arm(m.data(), m.size()).ok());
 
@@ -39,9 +39,9 @@ TEST(RawWriteScanner, ReportsExactlyTheWrittenPagesOnce) {
   EXPECT_EQ(*again, 0u);
 }
 
-TEST(RawWriteScanner, RejectsUnalignedArm) {
+TEST(WriteScanBaseline, RejectsUnalignedArm) {
   testing::Mapping m(4 * PageSize());
-  Result<std::unique_ptr<RawWriteScanner>> s = RawWriteScanner::Open();
+  Result<std::unique_ptr<WriteScanBaseline>> s = WriteScanBaseline::Open();
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_EQ((*s)->Arm(m.data() + 1, PageSize()).code(), Code::kInvalidArgument);
   EXPECT_EQ((*s)->Arm(m.data(), 0).code(), Code::kInvalidArgument);

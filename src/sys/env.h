@@ -1,4 +1,4 @@
-// Env: the one seam between pagewise and the kernel.
+// Env: the one seam between pagewise and the kernel (internal: not public API).
 //
 // Every system call the library makes (userfaultfd, PAGEMAP_SCAN, memory
 // mapping, file I/O for images, sockets) goes through an Env, so that tests
@@ -11,10 +11,15 @@
 // the kernel's answer faithfully: a Status built by ErrnoStatus() or, for the
 // userfaultfd fill ioctls, a FillResult holding both progress and errno.
 //
+// Env is internal: no public header mentions it. Public functions that reach
+// the kernel have an internal overload taking an Env* (declared in a
+// private header of their subsystem, e.g. track/tracker_env.h) for tests
+// and for the library's own layers.
+//
 // Thread safety: Env methods are safe to call concurrently from any thread
 // (the default Env is stateless). Env::Default() is never destroyed.
-#ifndef PAGEWISE_ENV_H_
-#define PAGEWISE_ENV_H_
+#ifndef PAGEWISE_SYS_ENV_H_
+#define PAGEWISE_SYS_ENV_H_
 
 #include <sys/types.h>
 
@@ -22,6 +27,7 @@
 #include <cstdint>
 #include <string>
 
+#include "pagewise/region.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
@@ -182,9 +188,6 @@ Status WriteFully(Env* env, int fd, const void* buf, size_t len, off_t offset);
 // Reads exactly len bytes at offset; EOF before len is kCorruption ("truncated").
 Status ReadFully(Env* env, int fd, void* buf, size_t len, off_t offset);
 
-// The system page size (sysconf), cached.
-size_t PageSize();
-
 }  // namespace pagewise
 
-#endif  // PAGEWISE_ENV_H_
+#endif  // PAGEWISE_SYS_ENV_H_

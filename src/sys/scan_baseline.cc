@@ -1,6 +1,6 @@
-// RawWriteScanner (pagewise/raw_scan.h): one PAGEMAP_SCAN pass, for
+// WriteScanBaseline (sys/scan_baseline.h): one PAGEMAP_SCAN pass, for
 // benchmark baselines.
-#include "pagewise/raw_scan.h"
+#include "sys/scan_baseline.h"
 
 #include <string>
 #include <utility>
@@ -12,7 +12,7 @@
 
 namespace pagewise {
 
-struct RawWriteScanner::Impl {
+struct WriteScanBaseline::Impl {
   Env* env = nullptr;
   sys::PagemapScanner scanner;
   sys::Userfaultfd uffd;  // opened by the first Arm()
@@ -20,9 +20,9 @@ struct RawWriteScanner::Impl {
   std::vector<std::pair<uint64_t, uint64_t>> armed;  // [start, len)
 };
 
-RawWriteScanner::RawWriteScanner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WriteScanBaseline::WriteScanBaseline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-RawWriteScanner::~RawWriteScanner() {
+WriteScanBaseline::~WriteScanBaseline() {
   if (!impl_ || !impl_->uffd.valid()) return;
   for (const auto& [start, len] : impl_->armed) {
     // Best effort: closing the userfaultfd right after unregisters anyway.
@@ -30,9 +30,9 @@ RawWriteScanner::~RawWriteScanner() {
   }
 }
 
-Result<std::unique_ptr<RawWriteScanner>> RawWriteScanner::Open(Env* env, size_t batch) {
+Result<std::unique_ptr<WriteScanBaseline>> WriteScanBaseline::Open(Env* env, size_t batch) {
   if (env == nullptr) env = Env::Default();
-  if (batch == 0) return Status::InvalidArgument("RawWriteScanner: batch must be > 0");
+  if (batch == 0) return Status::InvalidArgument("WriteScanBaseline: batch must be > 0");
   PW_RETURN_IF_ERROR(RequirePagemapScan(Features(), "the raw PAGEMAP_SCAN baseline"));
   PW_RETURN_IF_ERROR(RequireUffd(
       Features(),
@@ -42,15 +42,15 @@ Result<std::unique_ptr<RawWriteScanner>> RawWriteScanner::Open(Env* env, size_t 
   impl->env = env;
   PW_ASSIGN_OR_RETURN(impl->scanner, sys::PagemapScanner::Open(env, 0));
   impl->vec.resize(batch);
-  return std::unique_ptr<RawWriteScanner>(new RawWriteScanner(std::move(impl)));
+  return std::unique_ptr<WriteScanBaseline>(new WriteScanBaseline(std::move(impl)));
 }
 
-Status RawWriteScanner::Arm(void* addr, size_t len) {
+Status WriteScanBaseline::Arm(void* addr, size_t len) {
   const uint64_t start = reinterpret_cast<uint64_t>(addr);
   const uint64_t page = PageSize();
   if (len == 0 || start % page != 0 || len % page != 0) {
     return Status::InvalidArgument(
-        "RawWriteScanner::Arm: range must be page aligned and non-empty");
+        "WriteScanBaseline::Arm: range must be page aligned and non-empty");
   }
   if (!impl_->uffd.valid()) {
     sys::Userfaultfd::Options o;
@@ -60,17 +60,18 @@ Status RawWriteScanner::Arm(void* addr, size_t len) {
     PW_ASSIGN_OR_RETURN(impl_->uffd, sys::Userfaultfd::Open(o));
   }
   PW_RETURN_IF_ERROR(impl_->uffd.Register(start, len, UFFDIO_REGISTER_MODE_WP)
-                         .WithContext("RawWriteScanner::Arm"));
+                         .WithContext("WriteScanBaseline::Arm"));
   Status s = impl_->uffd.WriteProtect(start, len, true);
   if (!s.ok()) {
     impl_->uffd.Unregister(start, len).IgnoreError();  // undo; report the first error
-    return s.WithContext("RawWriteScanner::Arm");
+    return s.WithContext("WriteScanBaseline::Arm");
   }
   impl_->armed.emplace_back(start, len);
   return Status::Ok();
 }
 
-Result<uint64_t> RawWriteScanner::ScanWritten(void* addr, size_t len, std::vector<PageRange>* out) {
+Result<uint64_t> WriteScanBaseline::ScanWritten(void* addr, size_t len,
+                                                std::vector<PageRange>* out) {
   PagemapScanArgs a;
   a.start = reinterpret_cast<uint64_t>(addr);
   a.end = a.start + len;

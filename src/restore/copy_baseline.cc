@@ -1,28 +1,21 @@
-// TimeRawUffdCopy implementation.
-#include "pagewise/raw_copy.h"
+// TimeUffdCopyBaseline implementation.
+#include "restore/copy_baseline.h"
 
 #include <linux/userfaultfd.h>
 #include <sys/mman.h>
 
-#include <ctime>
-
+#include "base/clock.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise {
-namespace {
-uint64_t NowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-}  // namespace
 
-Result<RawCopyTiming> TimeRawUffdCopy(const void* src, size_t len, size_t batch_pages, Env* env) {
+Result<UffdCopyTiming> TimeUffdCopyBaseline(const void* src, size_t len, size_t batch_pages,
+                                            Env* env) {
   if (env == nullptr) env = Env::Default();
   const size_t page = PageSize();
   if (len == 0 || len % page != 0 || batch_pages == 0) {
     return Status::InvalidArgument(
-        "TimeRawUffdCopy: len must be a non-zero multiple of the page "
+        "TimeUffdCopyBaseline: len must be a non-zero multiple of the page "
         "size and batch_pages > 0");
   }
   sys::Userfaultfd::Options o;
@@ -34,7 +27,7 @@ Result<RawCopyTiming> TimeRawUffdCopy(const void* src, size_t len, size_t batch_
   env->Madvise(dst, len, MADV_NOHUGEPAGE).IgnoreError();  // advisory only
   const uint64_t base = reinterpret_cast<uint64_t>(dst);
   Status st = uffd.Register(base, len, UFFDIO_REGISTER_MODE_MISSING);
-  RawCopyTiming t;
+  UffdCopyTiming t;
   if (st.ok()) {
     const size_t batch = batch_pages * page;
     const char* s = static_cast<const char*>(src);
@@ -44,7 +37,7 @@ Result<RawCopyTiming> TimeRawUffdCopy(const void* src, size_t len, size_t batch_
       FillResult r = uffd.Copy(base + off, s + off, n);
       st = sys::FillStatus(r, "UFFDIO_COPY", base + off, n);
     }
-    t.seconds = static_cast<double>(NowNs() - t0) / 1e9;
+    t.copy_ns = NowNs() - t0;
     t.bytes = len;
   }
   Status unmap = env->Munmap(dst, len);

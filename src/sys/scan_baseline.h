@@ -1,4 +1,4 @@
-// RawWriteScanner: the bare kernel primitive under the uffd-wp-async tracker
+// WriteScanBaseline: the bare kernel primitive under the uffd-wp-async tracker
 // (PAGEMAP_SCAN "written" + PM_SCAN_WP_MATCHING on async write-protected
 // memory), exposed for benchmarks and diagnostics that need a same-run
 // baseline for Tracker::Collect(). It is not a tracker: no contract beyond
@@ -6,31 +6,31 @@
 //
 // Thread safety: one scanner is used from one thread at a time. Memory it
 // armed may be written from any thread.
-#ifndef PAGEWISE_RAW_SCAN_H_
-#define PAGEWISE_RAW_SCAN_H_
+#ifndef PAGEWISE_SYS_SCAN_BASELINE_H_
+#define PAGEWISE_SYS_SCAN_BASELINE_H_
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "pagewise/env.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
+#include "sys/env.h"
 
 namespace pagewise {
 
-class RawWriteScanner {
+class WriteScanBaseline {
  public:
   // Opens /proc/self/pagemap (and, lazily in Arm(), a userfaultfd) through
   // `env` (nullptr: Env::Default()). `batch` is how many regions one ioctl
   // may return before the scan resumes at walk_end. kNotSupported if this
   // kernel lacks PAGEMAP_SCAN or async write-protect.
-  static Result<std::unique_ptr<RawWriteScanner>> Open(Env* env = nullptr, size_t batch = 65536);
+  static Result<std::unique_ptr<WriteScanBaseline>> Open(Env* env = nullptr, size_t batch = 65536);
 
-  ~RawWriteScanner();
-  RawWriteScanner(const RawWriteScanner&) = delete;
-  RawWriteScanner& operator=(const RawWriteScanner&) = delete;
+  ~WriteScanBaseline();
+  WriteScanBaseline(const WriteScanBaseline&) = delete;
+  WriteScanBaseline& operator=(const WriteScanBaseline&) = delete;
 
   // Registers [addr, addr+len) (page aligned, anonymous or shmem, mapped
   // read-write) with this scanner's own userfaultfd for async write-protect
@@ -51,10 +51,10 @@ class RawWriteScanner {
 
  private:
   struct Impl;
-  explicit RawWriteScanner(std::unique_ptr<Impl> impl);
+  explicit WriteScanBaseline(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace pagewise
 
-#endif  // PAGEWISE_RAW_SCAN_H_
+#endif  // PAGEWISE_SYS_SCAN_BASELINE_H_
