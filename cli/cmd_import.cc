@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "command.h"
+#include "criu_cli.h"
 #include "image_util.h"
 #include "pagewise/image.h"
 
@@ -22,6 +23,7 @@ namespace {
 
 struct ImportArgs {
   std::string raw, image, compress = "zstd";
+  std::string criu;  // --criu DIR: a CRIU dump instead of RAW (cmd_criu.cc)
   uint32_t page_size = 4096;
   int level = 1;
   bool json = false;
@@ -114,13 +116,23 @@ Status Import(const ImportArgs& a, ImageStats* stats) {
 CommandRegistration reg(
     "import", "Convert a flat memory file into a page image", [](CLI::App* app) -> RunFn {
       auto a = std::make_shared<ImportArgs>();
-      app->add_option("RAW", a->raw, "Flat memory file")->required();
-      app->add_option("IMAGE", a->image, "Image to write")->required();
+      app->add_option("RAW", a->raw, "Flat memory file (not with --criu)");
+      app->add_option("IMAGE", a->image, "Image to write");
+      app->add_option("--criu", a->criu, "Import a CRIU dump directory: import --criu DIR IMAGE");
       app->add_option("--page-size", a->page_size, "Page size in bytes (default 4096)");
       app->add_option("--compress", a->compress, "zstd (default), lz4 or none");
       app->add_option("--level", a->level, "zstd level (default 1)");
       app->add_flag("--json", a->json, "Print the result as JSON");
       return [a]() -> int {
+        if (!a->criu.empty()) {
+          if (!a->image.empty() || a->raw.empty()) {
+            return Fail("import", Status::InvalidArgument("usage: import --criu DIR IMAGE"));
+          }
+          return RunCriuImport(a->criu, a->raw, a->compress, a->level, a->json);
+        }
+        if (a->raw.empty() || a->image.empty()) {
+          return Fail("import", Status::InvalidArgument("usage: import RAW IMAGE"));
+        }
         ImageStats st;
         Status s = Import(*a, &st);
         if (!s.ok()) return Fail("import", s);

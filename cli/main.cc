@@ -6,6 +6,7 @@
 #include <map>
 
 #include "command.h"
+#include "pagewise/version.h"
 
 namespace pagewise::cli {
 
@@ -33,6 +34,7 @@ bool StderrIsTerminal() { return isatty(STDERR_FILENO) == 1; }
 int main(int argc, char** argv) {
   using pagewise::cli::Commands;
   CLI::App app{"pagewise: track, snapshot, store and lazily restore process memory, page by page"};
+  app.set_version_flag("--version", std::string("pagewise ") + pagewise::Version());
   app.require_subcommand(1);
   std::map<CLI::App*, pagewise::cli::RunFn> runs;
   for (const auto& cmd : Commands()) {

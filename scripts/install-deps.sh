@@ -8,7 +8,17 @@ PKGS=(
   clang libclang-rt-14-dev clang-format
   libgtest-dev libgmock-dev libbenchmark-dev
   libzstd-dev liblz4-dev libxxhash-dev nlohmann-json3-dev libcli11-dev
+  python3
+  # CRIU 4.x's runtime libraries (its binary comes from the machine or
+  # PAGEWISE_CRIU), and ip(8) for the network-namespace migration tests.
+  libprotobuf-c1 libnl-3-200 libnet1 iproute2
 )
+# The Rust crate's tests (bindings/rust, run by tests/install_test.sh) need
+# cargo and rustc. A machine with a rustup toolchain on PATH has them; a plain
+# Debian machine gets Debian's (bookworm: rustc 1.63, which the crate supports).
+if ! command -v cargo >/dev/null || ! command -v rustc >/dev/null; then
+  PKGS+=(cargo rustc)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -76,11 +76,13 @@
 #include <string_view>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/status.h"
 #include "pagewise/time.h"
 #include "pagewise/tracker.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 enum class CheckScenario {
   kWrites,
@@ -165,6 +167,7 @@ Status ValidateCheckOptions(const CheckOptions& options);
 // ok == false and lost_writes > 0.
 Result<CheckResult> RunCheck(const CheckOptions& options);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_CHECK_H_

@@ -27,11 +27,13 @@
 #include <memory>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/image.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 struct CheckpointOptions {
   TrackBackend backend = TrackBackend::kAuto;
@@ -98,6 +100,7 @@ class Checkpoint {
   Checkpoint() = default;
 };
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_CHECKPOINT_H_

@@ -37,10 +37,12 @@
 #include <utility>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/region.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 enum class Compression : uint8_t { kNone = 0, kZstd = 1, kLz4 = 2 };
 // "none", "zstd", "lz4".
@@ -240,6 +242,7 @@ Status VerifyImage(const std::string& path, VerifyError* error = nullptr,
 Status FlattenImage(const std::string& in, const std::string& out,
                     const ImageWriteOptions& options = {}, const ProgressFn& progress = nullptr);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_IMAGE_H_

@@ -64,11 +64,13 @@
 #include <string>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/image.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 struct LiveProgress {
   uint64_t pages_saved = 0;  // pages recorded in the image so far
@@ -183,6 +185,7 @@ Result<LiveSnapshotStats> TakeLiveSnapshot(const std::string& path,
                                            const std::vector<Region>& regions,
                                            const LiveSnapshotOptions& options = {});
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_LIVE_H_

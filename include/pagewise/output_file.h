@@ -17,9 +17,11 @@
 #include <string>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // OK if `output` may be (re)written given `inputs` (paths that do not exist
 // are ignored). kInvalidArgument naming the conflict otherwise: `output`
@@ -28,6 +30,7 @@ namespace pagewise {
 // stat(2) other than "no such file" pass through.
 Status CheckOutputPath(const std::string& output, const std::vector<std::string>& inputs);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_OUTPUT_FILE_H_

@@ -16,9 +16,11 @@
 #include <string_view>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // userfaultfd feature bits (UFFD_FEATURE_*), mirrored so that public code
 // needs no kernel header.
@@ -148,6 +150,7 @@ Result<HugePagePoolInfo> ReadHugePagePool(uint64_t page_size);
 // are, and how to add them (the nr_hugepages file to write).
 Status RequireHugePages(uint64_t page_size, uint64_t pages, std::string_view what);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_PROBE_H_

@@ -19,7 +19,10 @@
 #include <cstdint>
 #include <string>
 
+#include "pagewise/export.h"
+
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 enum class RegionKind : uint32_t {
   kAnonymous = 0,  // private anonymous memory
@@ -45,6 +48,7 @@ struct Region {
 // The system page size (sysconf(_SC_PAGESIZE)), cached.
 size_t PageSize();
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_REGION_H_

@@ -59,11 +59,13 @@
 #include <string>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/region.h"
 #include "pagewise/status.h"
 #include "pagewise/time.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 class Image;
 
@@ -302,6 +304,7 @@ class LazyRestore {
   LazyRestore() = default;
 };
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_RESTORE_H_

@@ -66,12 +66,14 @@
 #include <string_view>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/region.h"
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
 #include "pagewise/time.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // The byte a PageServer writes to a client once its prefetch list is in.
 inline constexpr char kReadyByte = 'R';
@@ -207,6 +209,7 @@ class LazyClient {
   LazyClient() = default;
 };
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_SERVE_H_

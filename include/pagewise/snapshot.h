@@ -37,11 +37,13 @@
 #include <string>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/image.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // ---- describing regions ------------------------------------------------------
 
@@ -261,6 +263,7 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const std::string& path,
 Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
                                                      const EagerRestoreOptions& options = {});
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_SNAPSHOT_H_

@@ -16,7 +16,10 @@
 #include <string_view>
 #include <utility>
 
+#include "pagewise/export.h"
+
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 enum class Code {
   kOk = 0,
@@ -127,6 +130,7 @@ class [[nodiscard]] Result {
   Status status_;
 };
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #define PW_CONCAT_INNER_(a, b) a##b

@@ -12,13 +12,17 @@
 
 #include <chrono>
 
+#include "pagewise/export.h"
+
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 using Duration = std::chrono::nanoseconds;
 
 // "No limit" for every timeout parameter and option.
 inline constexpr Duration kNoTimeout = Duration::max();
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_TIME_H_

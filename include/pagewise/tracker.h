@@ -28,8 +28,8 @@
 //     zero (or as the file) afterwards; they are reported written by the next
 //     collect. uffd-wp-async and uffd-wp see anonymous DONTNEED through the
 //     kernel (the zapped ptes read as written); shmem MADV_REMOVE, and every
-//     drop for mprotect and soft-dirty, is seen by pagewise's interposed
-//     madvise() (below).
+//     drop for mprotect and soft-dirty, is seen by libpagewise-interpose's
+//     madvise() (below; not seen without that library).
 //   - munmap of a tracked range: those pages are no longer reported; call
 //     Untrack() for them (Untrack of an unmapped range succeeds). If memory
 //     is mapped again at a tracked address before Untrack, uffd-wp-async's
@@ -48,16 +48,24 @@
 //     The Tracker object's methods return kFailedPrecondition in the child.
 //   - THP: a written huge page may be reported as a whole (2 MiB).
 //
-// Interposed libc functions. pagewise defines madvise(), mprotect() and
-// mremap() (src/track/memory_events.h), and the read family read(), pread(),
-// pread64(), readv(), preadv(), preadv64(), preadv2(), preadv64v2(), recv(),
-// recvfrom(), recvmsg() with their fortified __*_chk variants
-// (src/track/kernel_writes.h); calls through libc's symbols in this process
-// reach pagewise first, then the kernel. Only the mprotect backend changes
-// what they do. Raw system calls and glibc-internal calls (malloc trimming
-// its arenas, stdio's fread reading straight into the caller's buffer)
-// bypass them. The read family is reached through raw system calls, which
-// are not pthread cancellation points.
+// Interposed libc functions (opt-in). Linking libpagewise replaces no libc
+// function. A program that wants the mprotect backend also links (or
+// LD_PRELOADs) libpagewise-interpose (pkg-config pagewise-interpose, CMake
+// pagewise::interpose), which defines madvise(), mprotect() and mremap()
+// and the read family read(), pread(), pread64(), readv(), preadv(),
+// preadv64(), preadv2(), preadv64v2(), recv(), recvfrom(), recvmsg() with
+// their fortified __*_chk variants (src/sys/interpose/); calls through libc's
+// symbols in this process then reach pagewise first, then the kernel. Only
+// the mprotect backend changes what they do; the other backends use the
+// madvise hook, when present, to see drops the kernel hides (shmem
+// MADV_REMOVE; every drop for soft-dirty): without libpagewise-interpose
+// those drops are not reported. Without it the mprotect backend is
+// unavailable (DescribeBackends says why; kAuto never picks it; asking for it
+// returns kNotSupported naming the library). Raw system calls and
+// glibc-internal calls (malloc trimming its arenas, stdio's fread reading
+// straight into the caller's buffer) bypass the interposers. The read family
+// is reached through raw system calls, which are not pthread cancellation
+// points.
 //
 // Backends (see DescribeBackends for what this kernel offers):
 //   uffd-wp-async  userfaultfd WP_ASYNC + PAGEMAP_SCAN WP_MATCHING. Atomic,
@@ -149,10 +157,12 @@
 #include <string_view>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/probe.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 enum class TrackBackend { kAuto, kUffdWpAsync, kUffdWp, kMprotect, kSoftDirty };
 
@@ -238,6 +248,7 @@ class Tracker {
   Tracker() = default;
 };
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_TRACKER_H_

@@ -40,8 +40,9 @@ void RemoveAll() {
     const uint64_t before = s.state.load(std::memory_order_acquire);
     if ((before & 3) != kLive) continue;
     std::memcpy(local, s.path, sizeof(local));
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (s.state.load(std::memory_order_relaxed) != before) continue;
+    // An acquire load (not a fence: GCC's TSan rejects fences) orders the
+    // copy before the re-check, so an unchanged state means an intact copy.
+    if (s.state.load(std::memory_order_acquire) != before) continue;
     local[kTempMaxPath - 1] = '\0';
     unlink(local);  // async-signal-safe; ENOENT (already renamed) is fine
   }

@@ -7,7 +7,9 @@
 // at the end pin the layouts; sys/uapi_test.cc checks the numbers against
 // the running kernel (which refuses unknown bits and ioctl numbers).
 //
-// Private to src/: nothing outside src/sys/ should need the raw numbers.
+// Private to src/sys: nothing outside it should need the raw numbers
+// (scripts/lint.sh enforces it; scripts/lint-sys-include-allow.txt lists the
+// files still to be moved onto src/sys helpers).
 // Thread safety: constants only.
 #ifndef PAGEWISE_SYS_UAPI_H_
 #define PAGEWISE_SYS_UAPI_H_

@@ -2,6 +2,8 @@
 #include <string>
 
 #include "pagewise/tracker.h"
+#include "track/memory_events.h"
+#include "track/track_internal.h"
 
 namespace pagewise {
 
@@ -51,10 +53,13 @@ std::vector<BackendInfo> DescribeBackends(const KernelFeatures& f) {
   }
   out.push_back(sync);
 
-  out.push_back({"mprotect", true, true,
-                 "one per process; the program must change protection of tracked memory only "
-                 "through libc mprotect/mremap and drop pages only through libc madvise "
-                 "(pagewise interposes them), and keep pagewise's SIGSEGV handler installed"});
+  const bool interposed = track_internal::InterposersLinked();
+  out.push_back({"mprotect", interposed, true,
+                 interposed ? "one per process; the program must change protection of tracked "
+                              "memory only through libc mprotect/mremap and drop pages only "
+                              "through libc madvise (libpagewise-interpose interposes them), and "
+                              "keep pagewise's SIGSEGV handler installed"
+                            : track_internal::kMprotectNeedsInterposers});
 
   BackendInfo sd{"soft-dirty", f.soft_dirty, false, ""};
   sd.reason = f.soft_dirty

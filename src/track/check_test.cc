@@ -23,7 +23,7 @@
 #include "pagewise/probe.h"
 #include "pagewise/tracker.h"
 #include "sys/pagemap.h"
-#include "sys/uapi.h"
+#include "sys/uapi.h"  // a broken tracker built on the raw uffd-wp registration
 #include "sys/userfaultfd.h"
 #include "testing/hugepages.h"
 #include "testing/kvm_test_util.h"

@@ -1,130 +1,86 @@
-// The madvise/mprotect interposers and their listener registry.
+// The trackers' side of libpagewise-interpose: listeners, the mprotect
+// interceptor and the kernel-write opener, handed to the interposers' table
+// when it is linked (memory_events.h, src/sys/interpose/interpose.h).
 #include "track/memory_events.h"
 
-#include <sys/mman.h>
-
-#include <algorithm>
-#include <atomic>
-#include <cerrno>
-#include <cstdarg>
 #include <mutex>
-#include <vector>
 
-#include "sys/env.h"
-#include "sys/raw_mm.h"
+#include "sys/interpose/interpose.h"
+#include "track/kernel_writes.h"
+
+// Weak: null unless libpagewise-interpose is part of the process. Default
+// visibility, so that in the shared library the reference is resolved at load
+// time against the executable, its libraries and LD_PRELOAD.
+extern "C" __attribute__((weak, visibility("default"))) const struct pagewise_interpose_table_v1*
+pagewise_interpose_v1(void);
 
 namespace pagewise::track_internal {
 namespace {
 
-#ifndef MADV_DONTNEED_LOCKED
-#define MADV_DONTNEED_LOCKED 24
-#endif
-constexpr int kMadvGuardInstall = 102;  // Linux 6.13: zaps the pages too
-
-struct Registry {
-  std::mutex mu;
-  std::vector<MemoryEventListener*> listeners;
-  MprotectInterceptor* interceptor = nullptr;
-  // Nonzero while anything is registered: lets the interposers skip the
-  // mutex in the common case of a process that tracks nothing.
-  std::atomic<int> active{0};
-};
-
-Registry& GetRegistry() {
-  static Registry* r = new Registry();  // never destroyed: usable during exit
-  return *r;
+const pagewise_interpose_table_v1* Table() {
+  static const pagewise_interpose_table_v1* const table =
+      &pagewise_interpose_v1 != nullptr ? pagewise_interpose_v1() : nullptr;
+  return table;
 }
 
-bool DropsPages(int advice) {
-  return advice == MADV_DONTNEED || advice == MADV_DONTNEED_LOCKED || advice == MADV_REMOVE ||
-         advice == MADV_FREE || advice == kMadvGuardInstall;
+void CallOnDropped(void* ctx, uint64_t start, uint64_t end) {
+  static_cast<MemoryEventListener*>(ctx)->OnDropped(start, end);
 }
+
+int CallMprotect(void* ctx, void* addr, size_t len, int prot) {
+  return static_cast<MprotectInterceptor*>(ctx)->InterceptMprotect(addr, len, prot);
+}
+
+void* CallMremap(void* ctx, void* old_addr, size_t old_len, size_t new_len, int flags,
+                 void* new_addr) {
+  return static_cast<MprotectInterceptor*>(ctx)->InterceptMremap(old_addr, old_len, new_len, flags,
+                                                                 new_addr);
+}
+
+// The one interceptor's C record (at most one is installed at a time).
+std::mutex g_interceptor_mu;
+pagewise_mprotect_interceptor g_interceptor{nullptr, CallMprotect, CallMremap};
 
 }  // namespace
 
+bool InterposersLinked() { return Table() != nullptr; }
+
 void RegisterMemoryEventListener(MemoryEventListener* listener) {
-  Registry& r = GetRegistry();
-  std::lock_guard<std::mutex> lock(r.mu);
-  r.listeners.push_back(listener);
-  r.active.fetch_add(1, std::memory_order_release);
+  const pagewise_interpose_table_v1* t = Table();
+  // Out of memory leaves the listener unregistered: its tracker then misses
+  // drops the kernel hides, as without the interposers (documented there).
+  if (t != nullptr) (void)t->add_drop_listener(CallOnDropped, listener);
 }
 
 void UnregisterMemoryEventListener(MemoryEventListener* listener) {
-  Registry& r = GetRegistry();
-  std::lock_guard<std::mutex> lock(r.mu);
-  auto it = std::find(r.listeners.begin(), r.listeners.end(), listener);
-  if (it == r.listeners.end()) return;
-  r.listeners.erase(it);
-  r.active.fetch_sub(1, std::memory_order_release);
+  if (const pagewise_interpose_table_v1* t = Table())
+    t->remove_drop_listener(CallOnDropped, listener);
 }
 
 bool InstallMprotectInterceptor(MprotectInterceptor* interceptor) {
-  Registry& r = GetRegistry();
-  std::lock_guard<std::mutex> lock(r.mu);
-  if (r.interceptor != nullptr) return false;
-  r.interceptor = interceptor;
-  r.active.fetch_add(1, std::memory_order_release);
+  const pagewise_interpose_table_v1* t = Table();
+  if (t == nullptr) return false;
+  std::lock_guard<std::mutex> lock(g_interceptor_mu);
+  if (g_interceptor.ctx != nullptr) return false;
+  g_interceptor.ctx = interceptor;
+  if (t->install_mprotect_interceptor(&g_interceptor) != 0) {
+    g_interceptor.ctx = nullptr;
+    return false;
+  }
   return true;
 }
 
 void RemoveMprotectInterceptor(MprotectInterceptor* interceptor) {
-  Registry& r = GetRegistry();
-  std::lock_guard<std::mutex> lock(r.mu);
-  if (r.interceptor != interceptor) return;
-  r.interceptor = nullptr;
-  r.active.fetch_sub(1, std::memory_order_release);
+  const pagewise_interpose_table_v1* t = Table();
+  if (t == nullptr) return;
+  std::lock_guard<std::mutex> lock(g_interceptor_mu);
+  if (g_interceptor.ctx != interceptor) return;
+  t->remove_mprotect_interceptor(&g_interceptor);  // waits for calls in progress
+  g_interceptor.ctx = nullptr;
+}
+
+void SetKernelWriteOpener(KernelWriteOpener opener) {
+  if (const pagewise_interpose_table_v1* t = Table()) t->set_kernel_write_opener(opener);
 }
 
 }  // namespace pagewise::track_internal
-
-using pagewise::track_internal::DropsPages;
-using pagewise::track_internal::GetRegistry;
-using pagewise::track_internal::Registry;
-
-// The interposers. They replace libc's symbols for every caller in this
-// process that links pagewise (the executable's definition wins over
-// libc.so's), and reach the kernel through raw syscalls.
-extern "C" int madvise(void* addr, size_t len, int advice) {
-  const int rc = pagewise::sys::RawMadvise(addr, len, advice);
-  Registry& r = GetRegistry();
-  if (rc != 0 || !DropsPages(advice) || r.active.load(std::memory_order_acquire) == 0) return rc;
-  const int saved_errno = errno;
-  const uint64_t page = pagewise::PageSize();
-  const uint64_t start = reinterpret_cast<uint64_t>(addr) & ~(page - 1);
-  const uint64_t end = (reinterpret_cast<uint64_t>(addr) + len + page - 1) & ~(page - 1);
-  {
-    std::lock_guard<std::mutex> lock(r.mu);
-    for (pagewise::track_internal::MemoryEventListener* l : r.listeners) l->OnDropped(start, end);
-  }
-  errno = saved_errno;
-  return rc;
-}
-
-extern "C" int mprotect(void* addr, size_t len, int prot) {
-  Registry& r = GetRegistry();
-  if (r.active.load(std::memory_order_acquire) == 0) {
-    return pagewise::sys::RawMprotect(addr, len, prot);
-  }
-  std::lock_guard<std::mutex> lock(r.mu);
-  if (r.interceptor != nullptr) return r.interceptor->InterceptMprotect(addr, len, prot);
-  return pagewise::sys::RawMprotect(addr, len, prot);
-}
-
-extern "C" void* mremap(void* old_addr, size_t old_len, size_t new_len, int flags, ...) {
-  void* new_addr = nullptr;
-  if (flags & MREMAP_FIXED) {
-    va_list ap;
-    va_start(ap, flags);
-    new_addr = va_arg(ap, void*);
-    va_end(ap);
-  }
-  Registry& r = GetRegistry();
-  if (r.active.load(std::memory_order_acquire) == 0) {
-    return pagewise::sys::RawMremap(old_addr, old_len, new_len, flags, new_addr);
-  }
-  std::lock_guard<std::mutex> lock(r.mu);
-  if (r.interceptor != nullptr) {
-    return r.interceptor->InterceptMremap(old_addr, old_len, new_len, flags, new_addr);
-  }
-  return pagewise::sys::RawMremap(old_addr, old_len, new_len, flags, new_addr);
-}

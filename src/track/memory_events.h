@@ -1,21 +1,24 @@
-// Memory events the program causes on tracked memory, seen by interposing
-// libc's madvise(2), mprotect(2) and mremap(2).
+// Memory events the program causes on tracked memory, seen through
+// libpagewise-interpose, pagewise's opt-in libc interposers
+// (src/sys/interpose/interpose.h).
 //
 // The kernel loses some information a tracker needs: madvise(MADV_REMOVE) on
 // shmem replaces a write-protected pte by a uffd-wp marker, so a page whose
 // content became zero looks clean; with the mprotect backend, a program's
 // mprotect(PROT_WRITE) makes unwritten pages writable without a fault, and
 // MADV_DONTNEED zeroes pages without a write, and mremap moves read-only
-// pages to an untracked address. pagewise therefore defines extern "C"
-// madvise(), mprotect() and mremap() (memory_events.cc), which reach the
-// kernel through sys::RawMadvise/RawMprotect/RawMremap and tell listeners:
+// pages to an untracked address. libpagewise-interpose defines madvise(),
+// mprotect() and mremap() (and the read family, kernel_writes.h); when it is
+// part of the process (InterposersLinked()), this file connects them to the
+// trackers:
 //   - madvise with MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_REMOVE, MADV_FREE
 //     or MADV_GUARD_INSTALL: after the call succeeded, every listener's
 //     OnDropped() receives the range (listeners clip it to what they track);
 //   - mprotect, mremap: while an MprotectInterceptor is installed (the
 //     mprotect backend), it performs the call instead of the kernel wrapper.
-// (The read-family interposers, for kernel writes into tracked memory, are
-// in kernel_writes.h.)
+// Without libpagewise-interpose (the default: linking libpagewise replaces
+// no libc function), registering does nothing, InstallMprotectInterceptor
+// fails, and the mprotect backend is unavailable (track/backends.cc).
 // Only calls that go through the libc symbols of this process are seen: raw
 // system calls and glibc-internal calls (malloc trimming its heaps) are not.
 //
@@ -52,12 +55,17 @@ class MprotectInterceptor {
                                 void* new_addr) = 0;
 };
 
+// True if libpagewise-interpose is part of this process (linked or
+// preloaded), i.e. the libc calls above reach the functions below.
+bool InterposersLinked();
+
 // A listener stays registered until unregistered; unregistering waits for
 // callbacks in progress (it takes the registry mutex). Not from a callback.
 void RegisterMemoryEventListener(MemoryEventListener* listener);
 void UnregisterMemoryEventListener(MemoryEventListener* listener);
 
-// At most one interceptor. Install returns false if another is installed.
+// At most one interceptor. Install returns false if another is installed or
+// the interposers are not linked.
 bool InstallMprotectInterceptor(MprotectInterceptor* interceptor);
 void RemoveMprotectInterceptor(MprotectInterceptor* interceptor);
 

@@ -21,7 +21,8 @@
 // The program's own mprotect(2) and madvise(2) would break the invariant:
 // mprotect(PROT_WRITE) makes unwritten pages writable without a fault, and
 // MADV_DONTNEED zeroes pages without a write. While this backend is active,
-// pagewise's mprotect interposer (memory_events.h) routes the program's
+// libpagewise-interpose's mprotect (memory_events.h; without that library
+// linked or preloaded this backend is unavailable) routes the program's
 // mprotect calls on tracked pages here: the requested protection is recorded
 // per page as "the user's protection", and applied without PROT_WRITE; the
 // fault handler later grants the user's protection to a written page, and a
@@ -592,6 +593,7 @@ void* MprotectTracker::InterceptMremap(void* old_addr, size_t old_len, size_t ne
 }  // namespace
 
 Result<std::unique_ptr<Tracker>> CreateMprotect(Env* env, const KernelFeatures&) {
+  if (!InterposersLinked()) return Status::NotSupported(std::string(kMprotectNeedsInterposers));
   {
     std::lock_guard<std::mutex> lock(g_singleton_mu);
     if (g_singleton_exists) {

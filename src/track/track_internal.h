@@ -183,6 +183,12 @@ void ForEachRun(const PageBitmap& bits, Fn&& fn) {
 Result<std::unique_ptr<Tracker>> CreateUffdWpAsync(Env* env, const KernelFeatures& features);
 Result<std::unique_ptr<Tracker>> CreateUffdWp(Env* env, const KernelFeatures& features);
 Result<std::unique_ptr<Tracker>> CreateMprotect(Env* env, const KernelFeatures& features);
+// Why the mprotect backend is unavailable without libpagewise-interpose.
+inline constexpr const char* kMprotectNeedsInterposers =
+    "the mprotect backend needs libpagewise-interpose, pagewise's libc interposers (madvise, "
+    "mprotect, mremap, read family), which this program neither links nor preloads: link it "
+    "(pkg-config --libs pagewise-interpose, or CMake pagewise::interpose) or run with "
+    "LD_PRELOAD=libpagewise-interpose.so.0, or use a userfaultfd backend";
 Result<std::unique_ptr<Tracker>> CreateSoftDirty(Env* env, const KernelFeatures& features);
 // The soft-dirty tracker without the availability check (tests drive it
 // through an Env that fakes the pagemap bits).

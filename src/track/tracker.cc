@@ -323,7 +323,9 @@ Result<std::unique_ptr<Tracker>> CreateTracker(const TrackerOptions& options, En
     for (size_t i = 0; i < 3; ++i) {
       if (infos[i].available) return CreateBackend(concrete[i], env, features);
     }
-    return Status::Internal("no atomic tracking backend is available, yet mprotect always is");
+    std::string reasons;
+    for (size_t i = 0; i < 3; ++i) reasons += "; " + infos[i].name + ": " + infos[i].reason;
+    return Status::NotSupported("no atomic tracking backend is available" + reasons);
   }
   for (size_t i = 0; i < 4; ++i) {
     if (concrete[i] != options.backend) continue;
@@ -332,9 +334,8 @@ Result<std::unique_ptr<Tracker>> CreateTracker(const TrackerOptions& options, En
     for (size_t j = 0; j < 3; ++j) {
       if (infos[j].available) alternatives += (alternatives.empty() ? "" : ", ") + infos[j].name;
     }
-    return Status::NotSupported("tracking backend '" + infos[i].name +
-                                "' is not available on this kernel: " + infos[i].reason +
-                                "; use one of: " + alternatives + " (or 'auto')");
+    return Status::NotSupported("tracking backend '" + infos[i].name + "' is not available here: " +
+                                infos[i].reason + "; use one of: " + alternatives + " (or 'auto')");
   }
   return Status::InvalidArgument("unknown tracking backend value " +
                                  std::to_string(static_cast<int>(options.backend)) +
