@@ -36,10 +36,9 @@ Status DropHugePage(RunState* st, Rng* rng) {
   const size_t per_huge = st->huge / st->page;
   const size_t h = st->HotPage(MonoNs(), rng) / per_huge;
   char* p = st->region + h * st->huge;
-  if (madvise(p, st->huge, MADV_DONTNEED) != 0) {
-    return ErrnoStatus(errno, "check hugetlb: madvise(MADV_DONTNEED) of a whole huge page");
-  }
-  return Status::Ok();
+  return Env::Default()
+      ->Madvise(p, st->huge, MADV_DONTNEED)
+      .WithContext("check hugetlb: madvise(MADV_DONTNEED) of a whole huge page");
 }
 
 Result<std::unique_ptr<kvm::Guest>> MakeCheckGuest(RunState* st) {
