@@ -184,8 +184,6 @@ Result<int> TerminationSignalFd() {
   return fd;
 }
 
-pid_t SelfPid() { return getpid(); }
-
 Result<std::string> SelfExeDir() {
   char buf[4096];
   const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);

@@ -77,10 +77,6 @@ int WaitTerminationSignal();
 Result<int> TerminationSignalFd();
 // The directory of this process's executable (/proc/self/exe).
 Result<std::string> SelfExeDir();
-
-// getpid(2): this process's id (objects created before a fork use it to
-// tell that they are in the child).
-pid_t SelfPid();
 // mkdtemp(3) of PREFIXXXXXXX: a new private directory. Returns its path.
 Result<std::string> MakeTempDir(const std::string& prefix);
 // mkfifo(2).

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "sys/kvm.h"
+#include "testing/skip.h"
 
 namespace pagewise::testing {
 
@@ -27,7 +28,7 @@ inline std::string KvmUnavailableReason() {
 #define PAGEWISE_REQUIRE_KVM()                                                      \
   do {                                                                              \
     const std::string pw_kvm_reason_ = ::pagewise::testing::KvmUnavailableReason(); \
-    if (!pw_kvm_reason_.empty()) GTEST_SKIP() << pw_kvm_reason_;                    \
+    if (!pw_kvm_reason_.empty()) PAGEWISE_SKIP() << pw_kvm_reason_;                 \
   } while (0)
 
 #endif  // PAGEWISE_TESTING_KVM_TEST_UTIL_H_
