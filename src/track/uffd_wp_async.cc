@@ -267,10 +267,7 @@ class UffdWpAsyncTracker final : public Tracker, public QuiescedRearm {
 
   // The userfaultfd the tracked range starting at `start` is registered on.
   const sys::Userfaultfd& UffdOf(uint64_t start) const {
-    for (const PageRange& r : event_ranges_) {
-      if (r.start == start) return drops_->uffd();
-    }
-    return uffd_;
+    return OnDropsUffd(start) ? drops_->uffd() : uffd_;
   }
 
   static std::vector<PageRange>::iterator FindExact(std::vector<PageRange>* v, uint64_t start,
