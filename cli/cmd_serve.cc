@@ -1,5 +1,7 @@
 // `pagewise serve --socket PATH (--image IMAGE | --mem-file RAW)`: a page
-// fault server speaking Firecracker's UFFD handshake. Serves a flat memory
+// fault server speaking Firecracker's UFFD handshake. (`pagewise serve
+// --tcp ADDR:PORT (--image IMAGE | --criu-dir DIR)` is the CRIU TCP page
+// server instead, src/criu: RunServeTcp below only hands over to it.) Serves a flat memory
 // file as is, and an image as if it were that flat file, to any number of
 // clients at once, until SIGINT/SIGTERM (or --clients N have come and
 // gone). Prints "pagewise serve: listening on PATH" on stdout once ready,
@@ -13,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -20,10 +23,13 @@
 #include <vector>
 
 #include "command.h"
+#include "pagewise/criu.h"
 #include "pagewise/image.h"
 #include "pagewise/output_file.h"
 #include "pagewise/restore.h"
 #include "pagewise/serve.h"
+#include "pagewise/serve_handover.h"
+#include "pagewise/serve_metrics.h"
 #include "pagewise/signals.h"
 #include "serve_report.h"
 
@@ -36,6 +42,12 @@ struct ServeArgs {
   std::string mem_file;
   std::string prefetch;
   std::string record;
+  std::string metrics;     // serve_metrics.h
+  bool take_over = false;  // serve_handover.h
+  std::string tcp;         // --tcp: the CRIU TCP page server (pagewise/criu.h)
+  std::string criu_dir;
+  int status_fd = -1;
+  const CLI::Option* max_clients_opt = nullptr;
   std::string socket_mode = "0600";
   std::vector<uint32_t> allow_uids;
   std::vector<uint32_t> allow_gids;
@@ -102,9 +114,35 @@ Status Prepare(const ServeArgs& a, const PageSource& source, ServeOptions* o) {
   return ValidateServeOptions(*o);
 }
 
+// `serve --tcp`: the page server of src/criu (RunCriuTcpServer), which
+// `pagewise criu lazy-pages --page-server` fetches from. The options that
+// belong to the Unix-socket server are refused by the parser (excludes).
+int RunServeTcp(const ServeArgs& a) {
+  if (a.image.empty() == a.criu_dir.empty()) {
+    return Fail("serve", Status::InvalidArgument("with --tcp give exactly one of --image and "
+                                                 "--criu-dir"));
+  }
+  CriuTcpServerOptions o;
+  if (a.max_clients_opt != nullptr && a.max_clients_opt->count() > 0) {
+    o.max_clients = a.limits.max_clients;
+  }
+  std::function<void(const std::string&)> log;
+  if (!a.quiet) {
+    log = [](const std::string& line) {
+      std::fprintf(stderr, "pagewise serve --tcp: %s\n", line.c_str());
+    };
+  }
+  const Status st = RunCriuTcpServer(a.tcp, a.criu_dir, a.image, o, a.status_fd, log);
+  return st.ok() ? 0 : Fail("serve --tcp", st);
+}
+
 int RunServe(const ServeArgs& a) {
   // A client or log reader that goes away must not kill the server.
   IgnoreSigpipe();
+  if (!a.tcp.empty()) return RunServeTcp(a);
+  if (a.socket.empty()) {
+    return Fail("serve", Status::InvalidArgument("give --socket PATH (or --tcp ADDR:PORT)"));
+  }
   if (a.image.empty() == a.mem_file.empty()) {
     return Fail("serve", Status::InvalidArgument("give exactly one of --image and --mem-file"));
   }
@@ -130,17 +168,51 @@ int RunServe(const ServeArgs& a) {
     if (!c.active && ++done == want) RequestStop();  // wakes the main thread
   };
   o.on_event = [&](const ServeEvent& e) { reporter.OnEvent(e); };
-  Result<std::unique_ptr<PageServer>> server = PageServer::Start(a.socket, *source, o);
+  HandoverReport took;
+  Result<std::unique_ptr<PageServer>> server = a.take_over
+                                                   ? TakeOverPageServer(a.socket, *source, o, &took)
+                                                   : PageServer::Start(a.socket, *source, o);
   if (!server.ok()) return Fail("serve", server.status());
+  if (a.take_over) {
+    std::printf(
+        "pagewise serve: took over %zu client(s) (%zu address space(s)) from pid %d; "
+        "longest stall %.3f ms\n",
+        took.clients, took.spaces, static_cast<int>(took.peer), took.stall_ms);
+  }
   std::printf("pagewise serve: listening on %s (%s)\n", a.socket.c_str(),
               (*source)->Describe().c_str());
+  // A successor may take over (`serve --take-over`): then stop and exit.
+  std::atomic<bool> handed_over{false};
+  Result<std::unique_ptr<HandoverOffer>> offer =
+      HandoverOffer::Start(server->get(), *source, [&](const HandoverReport& r) {
+        std::printf("pagewise serve: handed over %zu client(s) to pid %d; stall %.3f ms\n",
+                    r.clients, static_cast<int>(r.peer), r.stall_ms);
+        std::fflush(stdout);
+        handed_over = true;
+        RequestStop();  // wakes the main thread
+      });
+  if (!offer.ok()) return Fail("serve: offering handover", offer.status());
+  std::unique_ptr<MetricsEndpoint> metrics;
+  if (!a.metrics.empty()) {
+    ServeMetricsExtra extra;
+    if (a.take_over) {
+      extra.handovers_in = took.clients;
+      extra.handover_max_stall_ms = took.stall_ms;
+    }
+    Result<std::unique_ptr<MetricsEndpoint>> m = StartServeMetrics(server->get(), a.metrics, extra);
+    if (!m.ok()) return Fail("serve --metrics", m.status());
+    metrics = std::move(*m);
+    std::printf("pagewise serve: metrics on http://%s/metrics\n", metrics->address().c_str());
+  }
   std::fflush(stdout);
 
   stop.Wait();
+  metrics.reset();
+  offer->reset();
   (*server)->Stop();
   const std::vector<ClientReport> clients = (*server)->clients();
   int rc = 0;
-  if (!a.record.empty()) {
+  if (!a.record.empty() && !handed_over) {
     Status s = WriteTrace(a.record, (*server)->trace());
     if (!s.ok()) rc = Fail("serve", s);
   }
@@ -172,12 +244,36 @@ void AddLimitOptions(CLI::App* app, ServeArgs* a) {
       ->check(CLI::Range(size_t{1}, size_t{1} << 24));
 }
 
+// --tcp and what goes with it. Every other option but --image, --quiet
+// and --max-clients belongs to the Unix-socket server and is refused beside
+// --tcp (a usage error, exit 2), never silently ignored.
+void AddTcpOptions(CLI::App* app, ServeArgs* a, std::vector<CLI::Option*> unix_only) {
+  for (const char* name :
+       {"--prefetch", "--record", "--metrics", "--take-over", "--socket-mode", "--allow-uid",
+        "--allow-gid", "--no-ready-byte", "--json", "--window", "--batch", "--no-background",
+        "--handshake-timeout-ms", "--max-regions", "--max-client-bytes", "--max-total-bytes",
+        "--max-pending", "--max-spaces", "--max-finished"}) {
+    unix_only.push_back(app->get_option(name));
+  }
+  CLI::Option* tcp = app->add_option(
+      "--tcp", a->tcp,
+      "Instead of --socket: serve pages over TCP on ADDR:PORT to `pagewise criu lazy-pages "
+      "--page-server` (with --image or --criu-dir)");
+  for (CLI::Option* o : unix_only) tcp->excludes(o);
+  app->add_option("--criu-dir", a->criu_dir, "With --tcp: serve this CRIU dump directory")
+      ->needs(tcp);
+  app->add_option("--status-fd", a->status_fd, "With --tcp: write \\0 to FD once listening")
+      ->needs(tcp)
+      ->check(CLI::Range(0, 1 << 20));
+  a->max_clients_opt = app->get_option("--max-clients");
+}
+
 CommandRegistration reg(
     "serve", "Serve guest memory to Firecracker-style UFFD clients", [](CLI::App* app) -> RunFn {
       auto a = std::make_shared<ServeArgs>();
-      app->add_option("--socket", a->socket, "Unix socket to listen on")->required();
+      CLI::Option* sock = app->add_option("--socket", a->socket, "Unix socket to listen on");
       app->add_option("--image", a->image, "Serve this image's flat view");
-      app->add_option("--mem-file", a->mem_file, "Serve this flat memory file");
+      CLI::Option* mem = app->add_option("--mem-file", a->mem_file, "Serve this flat memory file");
       app->add_flag("--no-background", a->no_background, "Install pages only when they fault");
       app->add_flag("--no-ready-byte", a->no_ready,
                     "Do not write the ready byte ('R', once the prefetch list is in) to clients");
@@ -197,8 +293,14 @@ CommandRegistration reg(
                       "A client must send its handshake within this (default 10000)")
           ->check(CLI::Range(1, 3600 * 1000));
       AddLimitOptions(app, a.get());
+      app->add_option("--metrics", a->metrics,
+                      "Serve Prometheus metrics over HTTP on this loopback address "
+                      "(127.0.0.1:PORT; port 0: any)");
+      app->add_flag("--take-over", a->take_over,
+                    "Take over the clients of the server running on --socket (upgrade, restart)");
       app->add_flag("--json", a->json, "Print a JSON summary at exit");
       app->add_flag("--quiet", a->quiet, "No per-client lines on stderr");
+      AddTcpOptions(app, a.get(), {sock, mem});
       return [a]() -> int { return RunServe(*a); };
     });
 

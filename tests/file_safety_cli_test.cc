@@ -190,6 +190,17 @@ TEST(FileSafetyCli, BadNumbersAreUsageErrorsNotSignals) {
       {"serve", "--socket", sock, "--image", f.top, "--socket-mode", "rw"},
       {"serve", "--socket", sock, "--image", f.top, "--allow-uid", "-1"},
       {"serve", "--socket", sock, "--image", f.top, "--handshake-timeout-ms", "0"},
+      {"serve", "--image", f.top},  // neither --socket nor --tcp
+      // serve --tcp: the Unix server's options are refused beside it, and
+      // --criu-dir/--status-fd need it.
+      {"serve", "--tcp", "127.0.0.1:0", "--socket", sock, "--image", f.top},
+      {"serve", "--tcp", "127.0.0.1:0", "--image", f.top, "--window", "8"},
+      {"serve", "--tcp", "127.0.0.1:0", "--image", f.top, "--record", out},
+      {"serve", "--tcp", "127.0.0.1:0"},
+      {"serve", "--tcp", "127.0.0.1:0", "--image", f.top, "--criu-dir", f.dir.path()},
+      {"serve", "--tcp", "127.0.0.1:0", "--image", f.top, "--status-fd", "-1"},
+      {"serve", "--socket", sock, "--image", f.top, "--criu-dir", f.dir.path()},
+      {"serve", "--socket", sock, "--image", f.top, "--status-fd", "1"},
       {"export", f.top},
       {"inspect"},
       {"verify", f.top, "extra"},

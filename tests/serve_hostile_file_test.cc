@@ -179,6 +179,25 @@ TEST(ServeHostileFile, SocketPathsThatAreNotStaleSocketsAreRefused) {
   ASSERT_EQ(lstat(dir.File("link").c_str(), &st), 0);
   EXPECT_TRUE(S_ISLNK(st.st_mode));
 
+  // Nor is a file where the server would put its handover control socket
+  // (PATH.handover, serve --take-over).
+  const std::string taken = dir.File("h.sock");
+  {
+    const int fd =
+        open((taken + ".handover").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    ASSERT_EQ(write(fd, "keep", 4), 4);
+    close(fd);
+  }
+  {
+    CliServer h;
+    ASSERT_TRUE(h.Spawn({"--socket", taken, "--mem-file", mem}));
+    EXPECT_EQ(h.Wait(), 1);
+    EXPECT_NE(h.err().find(taken + ".handover"), std::string::npos) << h.err();
+    EXPECT_NE(h.err().find("refusing to replace it"), std::string::npos) << h.err();
+  }
+  EXPECT_EQ(Slurp(taken + ".handover"), "keep");
+  EXPECT_NE(lstat(taken.c_str(), &st), 0);  // its own socket was removed
+
   // A live socket is not taken over; the first server keeps serving.
   const std::string sock = dir.File("uffd.sock");
   CliServer first;

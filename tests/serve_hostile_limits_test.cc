@@ -201,8 +201,9 @@ TEST(ServeHostileLimits, FloodsAndSlowlorisDelayNobodyAndAreBounded) {
 
 // In a forked child: drops to uid/gid 65534 after creating its userfaultfd
 // (as unprivileged users may not), connects and sends a handshake for real
-// memory. Exits 0 if refused (end of stream), 10 if served exactly, 20 if
-// connect(2) was refused by the socket's mode, other values on errors.
+// memory. Exits 0 if refused (end of stream or reset), 10 if served
+// exactly, 20 if connect(2) was refused by the socket's mode, other values
+// on errors.
 int OtherUser(const std::string& sock, const PatternBuffer& file) {
   const size_t len = 32 * Ps();
   char* mem = static_cast<char*>(
@@ -228,7 +229,15 @@ int OtherUser(const std::string& sock, const PatternBuffer& file) {
   struct pollfd pf = {s, POLLIN, 0};
   char c;
   if (poll(&pf, 1, kFailureTimeoutMs) != 1) return 6;
-  if (read(s, &c, 1) == 0) return 0;  // refused
+  // Refused: end of stream, or ECONNRESET when the server closed the
+  // connection with our handshake still unread in its buffer (a Unix
+  // stream socket closed with unread data resets its peer). Only the
+  // ready byte means served: touching the memory without it would wait
+  // forever on a userfaultfd nobody serves (this process holds it open).
+  const ssize_t n = read(s, &c, 1);
+  if (n == 0 || (n < 0 && errno == ECONNRESET)) return 0;
+  if (n != 1) return 8;
+  if (c != kReadyByte) return 9;
   for (size_t i = 0; i < len / Ps(); ++i) {
     if (!file.Matches(mem + i * Ps(), i)) return 7;
   }

@@ -11,6 +11,7 @@
 #include "base/clock.h"
 #include "restore/restore_env.h"
 #include "restore/server_impl.h"
+#include "sys/files.h"
 #include "sys/wake_eventfd.h"
 
 namespace pagewise {
@@ -27,6 +28,13 @@ PageServerImpl::PageServerImpl(std::string path, std::shared_ptr<const PageSourc
       server_uid_(geteuid()) {
   Result<sys::FileIdentity> anon = sys::IdentifyFd(wake_fd_);
   if (anon.ok()) shared_anon_inode_ = *anon;
+}
+
+void PageServerImpl::Begin() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    paused_ = false;
+  }
   thread_ = std::thread([this] { AcceptLoop(); });
 }
 
@@ -44,10 +52,11 @@ void PageServerImpl::Stop() {
     all = active_;
   }
   for (const auto& c : all) Drop(*c, Status::FailedPrecondition("the server was stopped"));
-  // Teardown: failures leave nothing to act on.
-  env_->Close(listen_.fd).IgnoreError();
+  // Teardown: failures leave nothing to act on. After a handover the
+  // listener and the socket file are the successor's.
+  if (listen_.fd >= 0) env_->Close(listen_.fd).IgnoreError();
   env_->Close(wake_fd_).IgnoreError();
-  sys::RemoveIfOurs(path_, listen_.file);  // a successor's socket stays
+  if (!handed_over_) sys::RemoveIfOurs(path_, listen_.file);  // a successor's socket stays
 }
 
 std::vector<ClientReport> PageServerImpl::clients() const {
@@ -188,9 +197,17 @@ void PageServerImpl::Emit(ServeEvent e) const {
 // One byte on a fresh stream socket's empty buffer: it does not block.
 // A client that is already gone (EPIPE; no SIGPIPE: MSG_NOSIGNAL) is
 // noticed by its engine through end of stream, so the error is dropped.
-void PageServerImpl::SendReady(int sock) {
+void PageServerImpl::SendReady(int sock, Client* c) {
   const char b = kReadyByte;
   env_->SendWithFd(sock, &b, 1, -1).status().IgnoreError();
+  c->ready_sent = true;
+}
+
+Status PageServerImpl::CheckPeer(const sys::PeerCredentials& peer) const {
+  if (PeerAllowed(opt_.access, server_uid_, peer.uid, peer.gid, peer.groups)) return Status::Ok();
+  return Status(Code::kPermissionDenied, 0,
+                "uid " + std::to_string(peer.uid) + " gid " + std::to_string(peer.gid) +
+                    " is not allowed to connect (serve --allow-uid/--allow-gid)");
 }
 
 }  // namespace restore
@@ -201,20 +218,48 @@ Result<std::unique_ptr<PageServer>> PageServer::Start(const std::string& socket_
   return StartPageServer(socket_path, std::move(source), options, Env::Default());
 }
 
+namespace {
+
+Result<std::unique_ptr<PageServer>> Launch(const std::string& socket_path,
+                                           std::shared_ptr<const PageSource> source,
+                                           const ServeOptions& options, Env* env,
+                                           sys::ListeningSocket listen,
+                                           restore::ServerExport* import) {
+  Result<int> wake = env->EventfdCreate(0, EFD_NONBLOCK);
+  if (!wake.ok()) {
+    env->Close(listen.fd).IgnoreError();  // already failing
+    if (import != nullptr) import->CloseAll();
+    return wake.status().WithContext("page server");
+  }
+  auto server = std::make_unique<restore::PageServerImpl>(socket_path, std::move(source), options,
+                                                          env, listen, *wake);
+  if (import != nullptr) server->Import(std::move(*import));
+  server->Begin();
+  return std::unique_ptr<PageServer>(std::move(server));
+}
+
+}  // namespace
+
 Result<std::unique_ptr<PageServer>> StartPageServer(const std::string& socket_path,
                                                     std::shared_ptr<const PageSource> source,
                                                     const ServeOptions& options, Env* env) {
-  if (source == nullptr) return Status::InvalidArgument("page server: no source");
-  PW_RETURN_IF_ERROR(ValidateServeOptions(options).WithContext("page server options"));
-  PW_ASSIGN_OR_RETURN(int wake, env->EventfdCreate(0, EFD_NONBLOCK));
+  PW_RETURN_IF_ERROR(restore::CheckServeOptions(source.get(), options));
   Result<sys::ListeningSocket> listen =
       sys::ListenUnixSocket(socket_path, 64, options.access.socket_mode);
-  if (!listen.ok()) {
-    env->Close(wake).IgnoreError();  // already failing
-    return listen.status().WithContext("page server");
-  }
-  return std::unique_ptr<PageServer>(std::make_unique<restore::PageServerImpl>(
-      socket_path, std::move(source), options, env, *listen, wake));
+  if (!listen.ok()) return listen.status().WithContext("page server");
+  return Launch(socket_path, std::move(source), options, env, *listen, nullptr);
+}
+
+Result<std::unique_ptr<PageServer>> restore::StartPageServerOn(
+    const std::string& socket_path, std::shared_ptr<const PageSource> source,
+    const ServeOptions& options, Env* env, int listen_fd, ServerExport* import) {
+  sys::ListeningSocket listen;
+  listen.fd = listen_fd;
+  // The socket file as it is now (bound by the server we take over from):
+  // at exit it is removed only if it is still this one.
+  Result<sys::FileIdentity> file = sys::IdentifyPath(socket_path, /*follow_symlinks=*/false);
+  if (file.ok()) listen.file = *file;
+  return Launch(socket_path, std::move(source), options, env, listen, import);
 }
 
 }  // namespace pagewise

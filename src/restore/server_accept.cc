@@ -45,7 +45,7 @@ void PageServerImpl::AcceptLoop() {
     Result<int> n = env_->Poll(fds.data(), fds.size(), timeout_ms);
     {
       std::lock_guard<std::mutex> lk(mu_);
-      if (stopped_) break;
+      if (stopped_ || paused_) break;
     }
     if (!n.ok()) break;  // EINVAL/ENOMEM on poll: nothing sensible left to do
     if (fds[0].revents & POLLIN) {
@@ -81,6 +81,10 @@ void PageServerImpl::AcceptLoop() {
         backoff_until_ = ServeClock::now() + std::chrono::milliseconds(backoff_ms_);
       }
     }
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (paused_) return;  // a handover takes the pending connections
   }
   for (Pending& p : pending_) ClosePending(&p);  // shutting down
   pending_.clear();
@@ -121,12 +125,9 @@ bool PageServerImpl::AcceptOne() {
     return true;
   }
   p.peer = *peer;
-  if (!PeerAllowed(opt_.access, server_uid_, p.peer.uid, p.peer.gid, p.peer.groups)) {
-    Refuse(&p,
-           Status(Code::kPermissionDenied, 0,
-                  "uid " + std::to_string(p.peer.uid) + " gid " + std::to_string(p.peer.gid) +
-                      " is not allowed to connect (serve --allow-uid/--allow-gid)"),
-           "");
+  const Status allowed = CheckPeer(p.peer);
+  if (!allowed.ok()) {
+    Refuse(&p, allowed, "");
     return true;
   }
   if (pending_.size() >= opt_.limits.max_pending) {

@@ -114,7 +114,7 @@ void PageServerImpl::Admit(Pending* p) {
     return Refuse(p, st, st.code() == Code::kResourceExhausted ? "memory" : "");
   }
   p->sock = -1;  // the client owns it now
-  if (opt_.send_ready && opt_.fill.prefetch.empty()) SendReady(client->sock);
+  if (opt_.send_ready && opt_.fill.prefetch.empty()) SendReady(client->sock, client.get());
   ClientReport report;
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -123,9 +123,7 @@ void PageServerImpl::Admit(Pending* p) {
   if (opt_.on_client) opt_.on_client(report);
 }
 
-bool PageServerImpl::StartClient(const std::shared_ptr<Client>& client, int uffd, uint64_t features,
-                                 const CheckedRegions& regions, Status* why) {
-  sys::Userfaultfd owned = sys::Userfaultfd::Adopt(uffd, features, env_);
+EngineOptions PageServerImpl::EngineOptionsFor(const std::shared_ptr<Client>& client) {
   EngineOptions eo;
   eo.env = env_;
   eo.fill = opt_.fill;
@@ -150,10 +148,19 @@ bool PageServerImpl::StartClient(const std::shared_ptr<Client>& client, int uffd
   };
   if (opt_.send_ready && !eo.fill.prefetch.empty()) {
     // On the engine's filler thread. Drop() stops the engine (joining
-    // that thread) before it closes the socket, so the descriptor is ours.
+    // that thread) before it closes the socket, so the descriptor is ours;
+    // the Client outlives its engine.
     const int sock = client->sock;
-    eo.on_prefetched = [this, sock] { SendReady(sock); };
+    Client* c = client.get();
+    eo.on_prefetched = [this, sock, c] { SendReady(sock, c); };
   }
+  return eo;
+}
+
+bool PageServerImpl::StartClient(const std::shared_ptr<Client>& client, int uffd, uint64_t features,
+                                 const CheckedRegions& regions, Status* why) {
+  sys::Userfaultfd owned = sys::Userfaultfd::Adopt(uffd, features, env_);
+  EngineOptions eo = EngineOptionsFor(client);
   // The engine's per-page state (a byte a page) is what a client's regions
   // cost the server; a failure to allocate it refuses this client, not the
   // server. Probed first without throwing (nothing is touched, so the probe

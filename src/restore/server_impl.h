@@ -6,11 +6,14 @@
 //                     progress (all at once, each within its deadline);
 //   server_admit.cc   checking a complete handshake (the descriptor is a
 //                     userfaultfd with the features we need, the regions,
-//                     the limits) and starting the client's engine.
+//                     the limits) and starting the client's engine;
+//   server_export.cc  serve handover (server_handover.h): exporting the
+//                     server's state to a successor and importing it.
 // Features that hook into the server (metrics, handover, other transports)
 // add a part of their own and reach the state below through these members.
 //
-// Threads: the accept thread owns pending_ and admits clients; each client
+// Threads: the accept thread owns pending_ and admits clients (an export
+// or import for a handover runs while it is not running); each client
 // has its engine's threads; Stop() and the public getters run on callers'
 // threads. Shared state is guarded by mu_.
 #ifndef PAGEWISE_RESTORE_SERVER_IMPL_H_
@@ -18,6 +21,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -33,6 +37,7 @@
 #include "pagewise/serve.h"
 #include "restore/engine.h"
 #include "restore/serve_checks.h"
+#include "restore/server_handover.h"
 #include "sys/files.h"
 #include "sys/unix_socket.h"
 
@@ -58,13 +63,16 @@ struct Client {
   uint64_t bytes = 0;         // registered (counted in registered_total_)
   sys::FileIdentity uffd_id;  // of the client's userfaultfd (duplicate detection)
   std::unique_ptr<Engine> engine;
+  std::atomic<bool> ready_sent{false};  // the ready byte went out (a handover carries it)
 };
 
-class PageServerImpl final : public PageServer {
+class PageServerImpl final : public PageServer, public HandoverPort {
  public:
   PageServerImpl(std::string path, std::shared_ptr<const PageSource> source, ServeOptions opt,
                  Env* env, sys::ListeningSocket listen, int wake_fd);
   ~PageServerImpl() override { Stop(); }
+  // Starts the accept thread (after Import, once handed-over clients are in).
+  void Begin();
 
   void Stop() override;
   const std::string& socket_path() const override { return path_; }
@@ -75,7 +83,18 @@ class PageServerImpl final : public PageServer {
   uint64_t accept_failures() const override;
   WorkingSetTrace trace() const override;
 
+  // ---- server_export.cc (serve handover) ----
+  Result<ServerExport> ExportForHandover() override;
+  Status ResumeFromExport(ServerExport state) override;
+  void HandedOver() override { handed_over_ = true; }
+  // Takes in a handed-over state; before Begin() (no accept thread).
+  void Import(ServerExport state);
+
  private:
+  // Import's parts: a pending handshake (re-checked as if just accepted)
+  // and a client being served (its engine continues where it was).
+  void ImportPending(HandoverPending p, ServeClock::time_point now);
+  void ImportClient(HandoverClient h);
   // ---- server_accept.cc (accept thread) ----
   void AcceptLoop();
   // Accepts one connection; false when accept failed for lack of
@@ -93,6 +112,8 @@ class PageServerImpl final : public PageServer {
   // *uffd is the client's descriptor (taken out of p->fds), *features
   // what it was set up with, *id its file identity.
   Status CheckDescriptor(Pending* p, int* uffd, uint64_t* features, sys::FileIdentity* id);
+  // The engine options of a client (callbacks bound to it).
+  EngineOptions EngineOptionsFor(const std::shared_ptr<Client>& client);
   // Starts serving an admitted client; false (and *why) if that failed.
   bool StartClient(const std::shared_ptr<Client>& client, int uffd, uint64_t features,
                    const CheckedRegions& regions, Status* why);
@@ -106,7 +127,12 @@ class PageServerImpl final : public PageServer {
   void Refuse(Pending* p, const Status& why, const std::string& limit);
   void Emit(ServeEvent e) const;
   ServeEvent EventFor(const Pending& p, ServeEvent::Kind kind) const;
-  void SendReady(int sock);
+  // Writes the ready byte on `sock` (c's connection, copied by the caller:
+  // Drop() clears c->sock) and notes it in c.
+  void SendReady(int sock, Client* c);
+  // The allow-list check (serve --allow-uid/--allow-gid): Ok if `peer` may
+  // connect, kPermissionDenied naming its uid and gid if not.
+  Status CheckPeer(const sys::PeerCredentials& peer) const;
 
   const std::string path_;
   std::shared_ptr<const PageSource> source_;
@@ -131,6 +157,8 @@ class PageServerImpl final : public PageServer {
   uint64_t next_id_ = 0;                          // guarded by mu_
   size_t dropped_ = 0;                            // guarded by mu_
   bool stopped_ = false;                          // guarded by mu_
+  bool paused_ = false;                           // guarded by mu_: exported for a handover
+  std::atomic<bool> handed_over_{false};          // a successor took over: its socket now
   uint64_t refused_ = 0;                          // guarded by mu_
   uint64_t accept_failures_ = 0;                  // guarded by mu_
   Status last_refusal_;                           // guarded by mu_
