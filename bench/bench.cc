@@ -1,14 +1,21 @@
 // BenchReport printing/JSON and timing helpers.
 #include "bench.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <system_error>
+
+#include "sys/env.h"
 
 namespace pagewise::bench {
 
@@ -48,6 +55,51 @@ Status BenchReport::WriteJson(const std::string& path) const {
   out.close();
   if (!out) return Status::IoError("cannot write benchmark JSON to " + path);
   return Status::Ok();
+}
+
+AnonMapping::~AnonMapping() {
+  if (p_ != nullptr) Env::Default()->Munmap(p_, len_).IgnoreError();  // nowhere to report
+}
+
+Status AnonMapping::Map(size_t len, bool small_pages, bool warm) {
+  Env* env = Env::Default();
+  Result<void*> m =
+      env->Mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (!m.ok()) {
+    return m.status().WithContext("benchmark memory of " + std::to_string(len >> 20) +
+                                  " MiB (lower --scale)");
+  }
+  p_ = static_cast<char*>(*m);
+  len_ = len;
+  if (small_pages) PW_RETURN_IF_ERROR(env->Madvise(p_, len_, MADV_NOHUGEPAGE));
+  if (warm) WarmUp(p_, len_);
+  return Status::Ok();
+}
+
+BenchTempDir::~BenchTempDir() {
+  std::error_code ec;
+  if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+}
+
+Status BenchTempDir::Create(const std::string& what) {
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string parent = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+  std::random_device rd;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    char suffix[20];
+    std::snprintf(suffix, sizeof(suffix), "%08x%08x", rd(), rd());
+    const std::string p = parent + "/pagewise-bench-" + what + "-" + suffix;
+    std::error_code ec;
+    if (std::filesystem::create_directory(p, ec)) {
+      path_ = p;
+      return Status::Ok();
+    }
+    if (ec && ec != std::errc::file_exists) {
+      return ErrnoStatus(ec.value(), "creating benchmark directory " + p,
+                         "set TMPDIR to a writable directory");
+    }
+  }
+  return Status::IoError("could not create a benchmark directory under " + parent);
 }
 
 uint64_t NowNs() {

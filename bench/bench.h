@@ -51,6 +51,7 @@ struct BenchOptions {
   double scale = 1.0;     // multiplies the default region size (tests use < 1)
   bool quiet = false;     // no progress lines
   std::string svg_dir;    // non-empty: also write plots (histograms, timelines) here
+  std::string endpoint;   // bench remote: an S3 endpoint to use instead of its own server
 };
 
 using BenchFn = std::function<Status(const BenchOptions&, BenchReport*)>;
@@ -67,6 +68,42 @@ struct BenchRegistration {
   BenchRegistration(std::string name, std::string help, BenchFn run) {
     Benches().push_back({std::move(name), std::move(help), std::move(run)});
   }
+};
+
+// An anonymous private mapping made through Env (benchmarks make no raw
+// system calls), unmapped on destruction.
+class AnonMapping {
+ public:
+  AnonMapping() = default;
+  AnonMapping(const AnonMapping&) = delete;
+  AnonMapping& operator=(const AnonMapping&) = delete;
+  ~AnonMapping();
+  // Maps `len` bytes read-write; with `small_pages`, MADV_NOHUGEPAGE (exact
+  // 4 KiB tracking and copy-on-write whatever the THP mode); with `warm`,
+  // touches every page (WarmUp). Errors: the mapping failed.
+  Status Map(size_t len, bool small_pages, bool warm);
+  char* data() const { return p_; }
+  size_t size() const { return len_; }
+
+ private:
+  char* p_ = nullptr;
+  size_t len_ = 0;
+};
+
+// A fresh directory for a benchmark's files ($TMPDIR or /tmp, named
+// pagewise-bench-<what>-<random>), removed with its contents on
+// destruction. path() is empty if Create() failed.
+class BenchTempDir {
+ public:
+  BenchTempDir() = default;
+  BenchTempDir(const BenchTempDir&) = delete;
+  BenchTempDir& operator=(const BenchTempDir&) = delete;
+  ~BenchTempDir();
+  Status Create(const std::string& what);
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
 };
 
 // Monotonic clock in nanoseconds.

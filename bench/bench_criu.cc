@@ -170,7 +170,7 @@ Status RunCriuBench(const BenchOptions& opts, BenchReport* report) {
   Progress(opts, "criu: dumping");
   PW_RETURN_IF_ERROR(h.Dump(pid, dump));
   PW_ASSIGN_OR_RETURN(std::unique_ptr<criu::NetnsPair> net,
-                      criu::NetnsPair::Create(std::to_string(getpid() % 100000)));
+                      criu::NetnsPair::Create(std::to_string(sys::SelfPid() % 100000)));
   CriuBench b(&h, dump, pid, cli, dir);
   b.set_report_path(report_path);
   // The first restore reads the dump into the page cache for all others.

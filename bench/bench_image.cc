@@ -20,8 +20,6 @@
 // Every figure is a median over repetitions, after a warm-up.
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cinttypes>
 #include <cstdio>
@@ -36,41 +34,14 @@
 #include "pagewise/checkpoint.h"
 #include "pagewise/image.h"
 #include "pagewise/snapshot.h"
+#include "sys/env.h"
+#include "sys/fork_child.h"
 
 namespace pagewise::bench {
 namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 constexpr double kMiB = 1024.0 * 1024.0;
-
-// An anonymous mapping unmapped on destruction.
-struct Buffer {
-  char* p = nullptr;
-  size_t len = 0;
-  explicit Buffer(size_t n) : len(n) {
-    void* m = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    p = m == MAP_FAILED ? nullptr : static_cast<char*>(m);
-  }
-  ~Buffer() {
-    if (p != nullptr) munmap(p, len);
-  }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-};
-
-// A temporary directory removed with its contents.
-struct BenchDir {
-  std::string path;
-  BenchDir() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp != nullptr ? tmp : "/tmp") + "/pagewise-bench-XXXXXX";
-    if (mkdtemp(tmpl.data()) != nullptr) path = tmpl;
-  }
-  ~BenchDir() {
-    std::error_code ec;
-    if (!path.empty()) std::filesystem::remove_all(path, ec);
-  }
-};
 
 double GBps(size_t bytes, double ns) { return ns > 0 ? static_cast<double>(bytes) / ns : 0; }
 
@@ -101,42 +72,20 @@ void FillMix(char* p, size_t pages, size_t page, uint64_t seed, bool half_zero) 
 }
 
 Status WriteRaw(const std::string& path, const char* p, size_t len) {
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus(errno, "open " + path);
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = write(fd, p + done, std::min<size_t>(len - done, 1 << 30));
-    if (n <= 0) {
-      int e = errno;
-      close(fd);
-      return ErrnoStatus(e, "write " + path);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (fsync(fd) != 0) {
-    int e = errno;
-    close(fd);
-    return ErrnoStatus(e, "fsync " + path);
-  }
-  close(fd);
-  return Status::Ok();
+  Env* env = Env::Default();
+  PW_ASSIGN_OR_RETURN(int fd, env->Open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  Status s = WriteFully(env, fd, p, len, 0);
+  if (s.ok()) s = env->Fsync(fd);
+  Status c = env->Close(fd);
+  return s.ok() ? c : s;
 }
 
 Status ReadRaw(const std::string& path, char* p, size_t len) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "open " + path);
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = read(fd, p + done, std::min<size_t>(len - done, 1 << 30));
-    if (n <= 0) {
-      int e = n == 0 ? EIO : errno;
-      close(fd);
-      return ErrnoStatus(e, "read " + path);
-    }
-    done += static_cast<size_t>(n);
-  }
-  close(fd);
-  return Status::Ok();
+  Env* env = Env::Default();
+  PW_ASSIGN_OR_RETURN(int fd, env->Open(path, O_RDONLY | O_CLOEXEC));
+  Status s = ReadFully(env, fd, p, len, 0);
+  env->Close(fd).IgnoreError();  // read-only: nothing was written that a close could lose
+  return s;
 }
 
 // Median ns of `reps` runs of fn after one untimed warm-up run.
@@ -152,16 +101,16 @@ Result<double> TimeMedian(int reps, Fn fn) {
   return Median(ns);
 }
 
-Status ImportHalfZero(const BenchOptions& opts, size_t bytes, size_t page, const BenchDir& dir,
+Status ImportHalfZero(const BenchOptions& opts, size_t bytes, size_t page, const BenchTempDir& dir,
                       BenchReport* report) {
   Progress(opts, "image: import of a half-zero flat buffer");
-  Buffer hz(bytes);
-  if (hz.p == nullptr) return ErrnoStatus(errno, "mmap half-zero buffer");
-  FillMix(hz.p, bytes / page, page, 11, /*half_zero=*/true);
-  Region r = MakeRegion(hz.p, bytes, RegionKind::kFlat, PROT_READ | PROT_WRITE, "flat");
+  AnonMapping hz;
+  PW_RETURN_IF_ERROR(hz.Map(bytes, /*small_pages=*/false, /*warm=*/false));
+  FillMix(hz.data(), bytes / page, page, 11, /*half_zero=*/true);
+  Region r = MakeRegion(hz.data(), bytes, RegionKind::kFlat, PROT_READ | PROT_WRITE, "flat");
   SnapshotOptions so;
   so.compression = Compression::kNone;
-  PW_ASSIGN_OR_RETURN(SnapshotStats st, SnapshotFull({r}, dir.path + "/flat.img", so));
+  PW_ASSIGN_OR_RETURN(SnapshotStats st, SnapshotFull({r}, dir.path() + "/flat.img", so));
   report->Add({"import_half_zero", "stored_bytes", st.image.raw_bytes / kMiB, "MiB", "raw_size",
                bytes / kMiB});
   report->Add({"import_half_zero", "file_bytes", st.image.file_bytes / kMiB, "MiB", "raw_size",
@@ -170,7 +119,7 @@ Status ImportHalfZero(const BenchOptions& opts, size_t bytes, size_t page, const
   std::fprintf(stderr, "acceptance: half-zero import stores %.3f of raw before compression: %s\n",
                ratio, ratio <= 0.55 ? "PASS" : "FAIL");
   std::error_code ec;
-  std::filesystem::remove(dir.path + "/flat.img", ec);
+  std::filesystem::remove(dir.path() + "/flat.img", ec);
   return Status::Ok();
 }
 
@@ -180,42 +129,42 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
       std::max<size_t>(256 * page, static_cast<size_t>(kGiB * opts.scale) / page * page);
   const size_t pages = bytes / page;
   const int reps = opts.scale <= 0.25 ? 3 : 2;
-  BenchDir dir;
-  if (dir.path.empty()) return ErrnoStatus(errno, "mkdtemp for benchmark files");
+  BenchTempDir dir;
+  PW_RETURN_IF_ERROR(dir.Create("image"));
 
   PW_RETURN_IF_ERROR(ImportHalfZero(opts, bytes, page, dir, report));
 
-  Buffer mem(bytes), ref(bytes), scratch(bytes);
-  if (mem.p == nullptr || ref.p == nullptr || scratch.p == nullptr) {
-    return ErrnoStatus(errno, "mmap benchmark buffers");
-  }
   // Exact 4 KiB tracking for the rewind part (no transparent huge pages).
-  madvise(mem.p, bytes, MADV_NOHUGEPAGE);
-  FillMix(mem.p, pages, page, 7, /*half_zero=*/false);
-  std::memcpy(ref.p, mem.p, bytes);
-  WarmUp(scratch.p, bytes);
-  const std::vector<Region> regions = {MakeRegion(mem.p, bytes)};
+  AnonMapping mem, ref, scratch;
+  PW_RETURN_IF_ERROR(mem.Map(bytes, /*small_pages=*/true, /*warm=*/false));
+  PW_RETURN_IF_ERROR(ref.Map(bytes, /*small_pages=*/false, /*warm=*/false));
+  PW_RETURN_IF_ERROR(scratch.Map(bytes, /*small_pages=*/false, /*warm=*/true));
+  FillMix(mem.data(), pages, page, 7, /*half_zero=*/false);
+  std::memcpy(ref.data(), mem.data(), bytes);
+  const std::vector<Region> regions = {MakeRegion(mem.data(), bytes)};
 
   // ---- snapshot ----------------------------------------------------------
-  const std::string raw = dir.path + "/raw.bin";
+  const std::string raw = dir.path() + "/raw.bin";
   PW_ASSIGN_OR_RETURN(double write_ns,
-                      TimeMedian(reps, [&] { return WriteRaw(raw, mem.p, bytes); }));
+                      TimeMedian(reps, [&] { return WriteRaw(raw, mem.data(), bytes); }));
   PW_ASSIGN_OR_RETURN(double memcpy_ns, TimeMedian(reps, [&] {
-                        std::memcpy(scratch.p, mem.p, bytes);
+                        std::memcpy(scratch.data(), mem.data(), bytes);
                         return Status::Ok();
                       }));
   const Compression comps[] = {Compression::kNone, Compression::kLz4, Compression::kZstd};
+  double zstd_snapshot_ns = 0;
   for (Compression c : comps) {
     const std::string name(CompressionName(c));
     Progress(opts, "image: snapshot " + name);
     SnapshotOptions so;
     so.compression = c;
-    const std::string path = dir.path + "/" + name + ".img";
+    const std::string path = dir.path() + "/" + name + ".img";
     SnapshotStats last;
     PW_ASSIGN_OR_RETURN(double ns, TimeMedian(reps, [&]() -> Status {
                           PW_ASSIGN_OR_RETURN(last, SnapshotFull(regions, path, so));
                           return Status::Ok();
                         }));
+    if (c == Compression::kZstd) zstd_snapshot_ns = ns;
     report->Add({"snapshot", name, GBps(bytes, ns), "GB/s", "write_raw", GBps(bytes, write_ns)});
     report->Add({"snapshot", name, GBps(bytes, ns), "GB/s", "memcpy", GBps(bytes, memcpy_ns)});
     report->Add({"snapshot", name + "_file", last.image.file_bytes / kMiB, "MiB", "raw_size",
@@ -224,26 +173,26 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
 
   // ---- eager restore -----------------------------------------------------
   PW_ASSIGN_OR_RETURN(double read_ns, TimeMedian(reps, [&]() -> Status {
-                        Buffer fresh(bytes);
-                        if (fresh.p == nullptr) return ErrnoStatus(errno, "mmap");
-                        return ReadRaw(raw, fresh.p, bytes);
+                        AnonMapping fresh;
+                        PW_RETURN_IF_ERROR(fresh.Map(bytes, /*small_pages=*/false, /*warm=*/false));
+                        return ReadRaw(raw, fresh.data(), bytes);
                       }));
   PW_ASSIGN_OR_RETURN(double fresh_memcpy_ns, TimeMedian(reps, [&]() -> Status {
-                        Buffer fresh(bytes);
-                        if (fresh.p == nullptr) return ErrnoStatus(errno, "mmap");
-                        std::memcpy(fresh.p, mem.p, bytes);
+                        AnonMapping fresh;
+                        PW_RETURN_IF_ERROR(fresh.Map(bytes, /*small_pages=*/false, /*warm=*/false));
+                        std::memcpy(fresh.data(), mem.data(), bytes);
                         return Status::Ok();
                       }));
   for (Compression c : comps) {
     const std::string name(CompressionName(c));
     Progress(opts, "image: restore " + name);
-    const std::string path = dir.path + "/" + name + ".img";
+    const std::string path = dir.path() + "/" + name + ".img";
     std::vector<double> ns;
     for (int i = 0; i <= reps; ++i) {
       const uint64_t t0 = NowNs();  // the whole call: open, map, read, verify
       PW_ASSIGN_OR_RETURN(std::unique_ptr<RestoredMemory> m, RestoreEager(path));
       const uint64_t t1 = NowNs();
-      if (i == 0 && std::memcmp(m->regions()[0].data, mem.p, bytes) != 0) {
+      if (i == 0 && std::memcmp(m->regions()[0].data, mem.data(), bytes) != 0) {
         return Status::Internal("bench image: restored memory differs from the original");
       }
       if (i > 0) ns.push_back(static_cast<double>(t1 - t0));  // i == 0: warm-up
@@ -255,7 +204,7 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
   }
   std::error_code ec;
   for (Compression c : comps) {
-    std::filesystem::remove(dir.path + "/" + std::string(CompressionName(c)) + ".img", ec);
+    std::filesystem::remove(dir.path() + "/" + std::string(CompressionName(c)) + ".img", ec);
   }
   std::filesystem::remove(raw, ec);
 
@@ -280,14 +229,14 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
   }
   auto apply = [&](const std::vector<uint32_t>& set, uint64_t salt) {
     for (uint32_t i : set) {
-      uint64_t* w = reinterpret_cast<uint64_t*>(mem.p + static_cast<size_t>(i) * page);
+      uint64_t* w = reinterpret_cast<uint64_t*>(mem.data() + static_cast<size_t>(i) * page);
       for (int k = 0; k < 8; ++k) w[k] = salt * 0x9E3779B97F4A7C15ull + i + k;
     }
   };
 
   Progress(opts, "image: full_copy");
   PW_ASSIGN_OR_RETURN(double full_ns, TimeMedian(reps, [&] {
-                        std::memcpy(mem.p, ref.p, bytes);
+                        std::memcpy(mem.data(), ref.data(), bytes);
                         return Status::Ok();
                       }));
   std::vector<double> fork_ms(levels.size());
@@ -296,16 +245,12 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
     std::vector<double> ns;
     for (int it = 0; it <= iters; ++it) {
       const uint64_t t0 = NowNs();
-      pid_t pid = fork();
-      if (pid < 0) return ErrnoStatus(errno, "fork for the fork_reset baseline");
-      if (pid == 0) {
+      Result<int> code = sys::RunInForkedChild([&] {
         apply(levels[li].sets[it], it + 1);
-        _exit(0);
-      }
-      int wstatus = 0;
-      if (waitpid(pid, &wstatus, 0) != pid || !WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
-        return Status::Internal("fork_reset child did not exit cleanly");
-      }
+        return 0;
+      });
+      if (!code.ok()) return code.status().WithContext("fork_reset baseline");
+      if (*code != 0) return Status::Internal("fork_reset child did not exit cleanly");
       if (it > 0) ns.push_back(static_cast<double>(NowNs() - t0));
     }
     fork_ms[li] = Median(ns) / 1e6;
@@ -331,10 +276,13 @@ Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
     report->Add({"rewind_pages", levels[li].metric, static_cast<double>(restored), "pages",
                  "written", static_cast<double>(levels[li].sets.back().size())});
   }
-  if (std::memcmp(mem.p, ref.p, bytes) != 0) {
+  if (std::memcmp(mem.data(), ref.data(), bytes) != 0) {
     return Status::Internal("bench image: memory differs from the checkpoint after Rewind");
   }
   Progress(opts, "");
+  const double zstd_ratio = zstd_snapshot_ns > 0 ? write_ns / zstd_snapshot_ns : 0;
+  std::fprintf(stderr, "acceptance: snapshot zstd %.3fx write_raw (>= 1.0): %s\n", zstd_ratio,
+               zstd_ratio >= 1.0 ? "PASS" : "FAIL");
   std::fprintf(stderr,
                "acceptance: rewind 1%% = %.3f ms vs fork_reset %.3f ms, full_copy %.3f ms: %s\n",
                rewind_1pct, fork_ms[1], full_ns / 1e6,

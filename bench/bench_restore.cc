@@ -19,9 +19,11 @@
 #include <filesystem>
 #include <random>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "bench.h"
+#include "bench_restore_common.h"
 #include "pagewise/image.h"
 #include "pagewise/restore.h"
 #include "restore/copy_baseline.h"
@@ -32,92 +34,6 @@ namespace pagewise::bench {
 namespace {
 
 const size_t kPage = PageSize();
-
-// A mapping owned by the benchmark.
-struct Mem {
-  char* p = nullptr;
-  size_t len = 0;
-  ~Mem() {
-    if (p) munmap(p, len);
-  }
-};
-
-// 40% zero pages, 30% copies of 64 template pages, 30% random pages.
-void MakeContent(char* p, size_t len, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<uint64_t> templ(64 * kPage / 8);
-  for (auto& w : templ) w = rng();
-  for (size_t off = 0; off < len; off += kPage) {
-    const uint64_t r = rng() % 10;
-    if (r < 4) {
-      std::memset(p + off, 0, kPage);
-    } else if (r < 7) {
-      std::memcpy(p + off, reinterpret_cast<char*>(templ.data()) + (rng() % 64) * kPage, kPage);
-    } else {
-      for (size_t i = 0; i < kPage; i += 8) {
-        uint64_t w = rng();
-        std::memcpy(p + off + i, &w, 8);
-      }
-    }
-  }
-}
-
-Status WriteFiles(const std::string& dir, const char* mem, size_t len, std::string* image,
-                  std::string* raw) {
-  *image = dir + "/bench.pwimg";
-  *raw = dir + "/bench.raw";
-  ImageWriteOptions wo;
-  wo.compression = Compression::kLz4;
-  PW_ASSIGN_OR_RETURN(auto writer, ImageWriter::Create(*image, wo));
-  Region region;
-  region.length = len;
-  region.page_size = static_cast<uint32_t>(kPage);
-  region.prot = PROT_READ | PROT_WRITE;
-  region.kind = RegionKind::kFlat;
-  region.name = "bench";
-  PW_ASSIGN_OR_RETURN(uint32_t idx, writer->AddRegion(region));
-  constexpr size_t kStep = 8 << 20;
-  for (size_t off = 0; off < len; off += kStep) {
-    PW_RETURN_IF_ERROR(writer->AddPages(idx, off, mem + off, std::min(kStep, len - off)));
-  }
-  PW_RETURN_IF_ERROR(writer->Commit());
-  Env* env = Env::Default();
-  PW_ASSIGN_OR_RETURN(int fd, env->Open(*raw, O_WRONLY | O_CREAT | O_TRUNC, 0644));
-  Status st = WriteFully(env, fd, mem, len, 0);
-  Status cl = env->Close(fd);
-  PW_RETURN_IF_ERROR(st);
-  return cl;
-}
-
-// Page indexes in the order a reader touches them.
-std::vector<size_t> Pattern(const std::string& name, size_t pages, uint64_t seed) {
-  std::vector<size_t> out;
-  std::mt19937_64 rng(seed);
-  if (name == "seq") {
-    for (size_t i = 0; i < pages; ++i) out.push_back(i);
-  } else if (name == "rand10") {
-    std::vector<size_t> all(pages);
-    for (size_t i = 0; i < pages; ++i) all[i] = i;
-    std::shuffle(all.begin(), all.end(), rng);
-    out.assign(all.begin(), all.begin() + static_cast<long>(pages / 10));
-  } else {  // "ws": a working set of 5% of the pages in 64 clusters
-    const size_t per = std::max<size_t>(1, pages / 20 / 64);
-    for (int c = 0; c < 64; ++c) {
-      size_t start = rng() % (pages - per);
-      for (size_t i = 0; i < per; ++i) out.push_back(start + i);
-    }
-  }
-  return out;
-}
-
-// Reads one word of each page order[from, to); the volatile loads cannot be
-// optimised away.
-void Touch(const char* p, const std::vector<size_t>& order, size_t from = 0, size_t to = SIZE_MAX) {
-  to = std::min(to, order.size());
-  for (size_t i = from; i < to; ++i) {
-    (void)*reinterpret_cast<const volatile uint64_t*>(p + order[i] * kPage + 64);
-  }
-}
 
 struct Run {
   double first_ms = 0, pattern_ms = 0, resident_ms = 0;
@@ -174,6 +90,16 @@ Result<Run> RunLazy(const std::shared_ptr<PageSource>& source, size_t len,
   return run;
 }
 
+// One series of (time read, latency) of a restore's demand faults.
+Series LatencyOverTime(const std::string& name, const RestoreStats& st) {
+  Series s{name, {}, {}};
+  for (size_t i = 0; i < st.fault_latency_ns.size() && i < st.fault_time_ns.size(); ++i) {
+    s.x.push_back(static_cast<double>(st.fault_time_ns[i]) / 1e6);
+    s.y.push_back(static_cast<double>(st.fault_latency_ns[i]) / 1e3);
+  }
+  return s;
+}
+
 // Pins the calling thread, and the threads it starts meanwhile, to the CPU
 // it is running on; the destructor restores the previous mask. Best effort:
 // if the mask cannot be read or set, nothing is pinned.
@@ -199,8 +125,6 @@ class PinToCurrentCpu {
   bool pinned_ = false;
 };
 
-double Ms(uint64_t ns) { return static_cast<double>(ns) / 1e6; }
-
 Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
   const size_t len = std::max<size_t>(
       64 * kPage,
@@ -218,15 +142,13 @@ Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
   } cleanup{dir};
 
   Progress(opts, "restore: generating content");
-  Mem content;
-  content.len = len;
-  PW_ASSIGN_OR_RETURN(void* cm, Env::Default()->Mmap(nullptr, len, PROT_READ | PROT_WRITE,
-                                                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-  content.p = static_cast<char*>(cm);
+  PW_ASSIGN_OR_RETURN(BenchMem content, BenchMem::Map(len));
   MakeContent(content.p, len, 1234);
-  std::string image_path, raw_path;
+  const std::string image_path = dir + "/bench.pwimg";
+  const std::string raw_path = dir + "/bench.raw";
   Progress(opts, "restore: writing image and flat file");
-  PW_RETURN_IF_ERROR(WriteFiles(dir, content.p, len, &image_path, &raw_path));
+  PW_RETURN_IF_ERROR(WriteImage(image_path, content.p, len));
+  PW_RETURN_IF_ERROR(WriteRaw(raw_path, content.p, len));
   PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> image_owned, Image::Open(image_path));
   std::shared_ptr<const Image> image(std::move(image_owned));
   std::shared_ptr<PageSource> source = ImageSource(image);
@@ -297,16 +219,13 @@ Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
   // Baselines per pattern: eager read() of the flat file; mmap(MAP_PRIVATE).
   Env* env = Env::Default();
   std::vector<std::pair<std::string, std::vector<double>>> latency_sets;
+  std::vector<Series> over_time;  // rand10's fault latencies, by time
   for (const std::string name : {"seq", "rand10", "ws"}) {
     Progress(opts, "restore: pattern " + name);
     std::vector<size_t> order = Pattern(name, pages, 99);
 
     // eager read(): nothing is usable until the whole file is read.
-    Mem eager;
-    eager.len = len;
-    PW_ASSIGN_OR_RETURN(void* em, env->Mmap(nullptr, len, PROT_READ | PROT_WRITE,
-                                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    eager.p = static_cast<char*>(em);
+    PW_ASSIGN_OR_RETURN(BenchMem eager, BenchMem::Map(len));
     uint64_t t0 = NowNs();
     PW_ASSIGN_OR_RETURN(int fd, env->Open(raw_path, O_RDONLY, 0));
     Status rs = ReadFully(env, fd, eager.p, len, 0);
@@ -344,6 +263,14 @@ Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
     std::vector<double> lat;
     for (uint32_t ns : lazy.stats.fault_latency_ns) lat.push_back(ns / 1e3);
     latency_sets.emplace_back(subject, std::move(lat));
+    if (name == "rand10" && !opts.svg_dir.empty()) {
+      // Fault latency over time, with and without background fill.
+      RestoreOptions nobg = base;
+      nobg.fill.background_fill = false;
+      PW_ASSIGN_OR_RETURN(Run quiet, RunLazy(source, len, order, nobg, content.p, false));
+      over_time.push_back(LatencyOverTime("with background fill", lazy.stats));
+      over_time.push_back(LatencyOverTime("without background fill", quiet.stats));
+    }
 
     if (name == "ws") {
       // Record the working set as REAP does: a run in which only faults
@@ -362,6 +289,16 @@ Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
       report->Add({"prefetch", "pattern_ms", pre.pattern_ms, "ms", "no_prefetch", lazy.pattern_ms});
       report->Add({"prefetch", "trace_pages", static_cast<double>(recorded.trace.entries.size()),
                    "pages", "pages_touched", static_cast<double>(order.size())});
+      // Prefetched pages the pattern never read (the engine cannot see reads
+      // of installed pages; we know the pattern).
+      std::unordered_set<uint64_t> touched;
+      for (size_t i : order) touched.insert(i * kPage);
+      size_t waste = 0;
+      for (uint64_t off : p.fill.prefetch) waste += touched.count(off) == 0;
+      report->Add({"prefetch", "waste_pages", static_cast<double>(waste), "pages", "trace_pages",
+                   static_cast<double>(p.fill.prefetch.size())});
+      PW_RETURN_IF_ERROR(
+          RunServePrefetchRows(opts, dir, source, content.p, len, order, p.fill.prefetch, report));
     }
   }
   Progress(opts, "");
@@ -372,7 +309,12 @@ Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
     PW_RETURN_IF_ERROR(WriteSvgLines(opts.svg_dir + "/restore_timeline.svg",
                                      "Background fill: pages resident over time", "ms", "pages",
                                      fill.timeline));
+    PW_RETURN_IF_ERROR(WriteSvgScatterLogY(opts.svg_dir + "/restore_fault_latency_over_time.svg",
+                                           "Demand-fault latency over time (random 10%)",
+                                           "ms since the restore started", "us", over_time));
   }
+  PW_RETURN_IF_ERROR(RunClientsRows(opts, dir, report));
+  Progress(opts, "");
   return Status::Ok();
 }
 

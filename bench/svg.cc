@@ -152,4 +152,47 @@ Status WriteSvgLines(const std::string& path, const std::string& title, const st
   return Save(path, o);
 }
 
+Status WriteSvgScatterLogY(const std::string& path, const std::string& title,
+                           const std::string& xlabel, const std::string& ylabel,
+                           const std::vector<Series>& series, size_t max_points) {
+  double xmax = 0, ylo = 1e300, yhi = 0;
+  for (const Series& s : series) {
+    for (double x : s.x) xmax = std::max(xmax, x);
+    for (double y : s.y) {
+      if (y > 0) ylo = std::min(ylo, y);
+      yhi = std::max(yhi, y);
+    }
+  }
+  if (xmax <= 0 || yhi <= 0) return Status::InvalidArgument("plot '" + title + "' has no data");
+  const double l0 = std::floor(std::log10(ylo)), l1 = std::max(l0 + 1, std::ceil(std::log10(yhi)));
+  std::ostringstream o;
+  Header(o, title);
+  const double pw = kW - kLeft - kRight, ph = kH - kTop - kBottom;
+  for (size_t k = 0; k < series.size(); ++k) {
+    const Series& s = series[k];
+    const size_t n = std::min(s.x.size(), s.y.size());
+    const size_t step = std::max<size_t>(1, n / std::max<size_t>(1, max_points));
+    for (size_t i = 0; i < n; i += step) {
+      const double y = std::max(s.y[i], ylo);
+      o << "<circle r='1.5' fill='" << kColors[k % 6] << "' cx='" << kLeft + s.x[i] / xmax * pw
+        << "' cy='" << kH - kBottom - (std::log10(y) - l0) / (l1 - l0) * ph << "'/>\n";
+    }
+  }
+  for (int t = 0; t <= 4; ++t) {
+    o << "<text x='" << kLeft + t * pw / 4 << "' y='" << kH - kBottom + 15
+      << "' text-anchor='middle' font-size='10'>" << Fmt(xmax * t / 4) << "</text>\n";
+  }
+  for (double l = l0; l <= l1; l += 1) {
+    o << "<text x='" << kLeft - 5 << "' y='" << kH - kBottom - (l - l0) / (l1 - l0) * ph + 4
+      << "' text-anchor='end' font-size='10'>" << Fmt(std::pow(10.0, l)) << "</text>\n";
+  }
+  o << "<text x='" << kW / 2 << "' y='" << kH - 15 << "' text-anchor='middle'>" << Esc(xlabel)
+    << "</text>\n<text x='15' y='" << kH / 2 << "' transform='rotate(-90 15 " << kH / 2
+    << ")' text-anchor='middle'>" << Esc(ylabel) << " (log scale)</text>\n";
+  std::vector<std::string> names;
+  for (const Series& s : series) names.push_back(s.name);
+  Legend(o, names);
+  return Save(path, o);
+}
+
 }  // namespace pagewise::bench

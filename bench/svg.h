@@ -24,6 +24,13 @@ struct Series {
 Status WriteSvgHistogram(const std::string& path, const std::string& title, const std::string& unit,
                          const std::vector<std::pair<std::string, std::vector<double>>>& sets);
 
+// Scatter plot of several series with a log-scale y axis (e.g. each fault's
+// latency at the time it was read); at most `max_points` points per series
+// are drawn (evenly picked), so plots stay small.
+Status WriteSvgScatterLogY(const std::string& path, const std::string& title,
+                           const std::string& xlabel, const std::string& ylabel,
+                           const std::vector<Series>& series, size_t max_points = 20000);
+
 // Line plot of several series (e.g. pages resident over time).
 Status WriteSvgLines(const std::string& path, const std::string& title, const std::string& xlabel,
                      const std::string& ylabel, const std::vector<Series>& series);

@@ -23,6 +23,11 @@ CommandRegistration reg("bench", "Run a benchmark (each figure beside a same-run
                             sub->add_flag("--quiet", opts->quiet, "No progress output");
                             sub->add_option("--svg", opts->svg_dir,
                                             "Also plot results as SVG files into DIR");
+                            if (b.name == "remote") {
+                              sub->add_option("--endpoint", opts->endpoint,
+                                              "S3 endpoint to use (default: start a local "
+                                              "RADOS Gateway)");
+                            }
                             sub->callback([chosen, &b] { *chosen = &b; });
                           }
                           return [opts, chosen]() -> int {

@@ -19,6 +19,8 @@
 #include "command.h"
 #include "pagewise/restore.h"
 #include "pagewise/serve.h"
+#include "pagewise/serve_handover.h"
+#include "pagewise/serve_metrics.h"
 
 namespace pagewise::cli {
 namespace {
@@ -29,6 +31,8 @@ struct ServeArgs {
   std::string mem_file;
   std::string prefetch;
   std::string record;
+  std::string metrics;     // serve_metrics.h
+  bool take_over = false;  // serve_handover.h
   bool no_background = false;
   bool no_ready = false;
   bool json = false;
@@ -48,6 +52,9 @@ nlohmann::json StatsJson(const ClientReport& c) {
           {"pages_background", s.pages_background},
           {"pages_prefetch", s.pages_prefetch},
           {"prefetch_late_faults", s.prefetch_late_faults},
+          {"prefetch_hit_faults", s.prefetch_hit_faults},
+          {"prefetch_waste_entries", s.prefetch_waste_entries},
+          {"pages_readahead", s.pages_readahead},
           {"zero_pages", s.zero_pages},
           {"bytes_copied", s.bytes_copied},
           {"removes", s.removes},
@@ -132,17 +139,51 @@ int RunServe(const ServeArgs& a) {
     }
     if (!c.active && ++done == want) kill(getpid(), SIGTERM);  // wake the main thread
   };
-  Result<std::unique_ptr<PageServer>> server = PageServer::Start(a.socket, *source, o);
+  HandoverReport took;
+  Result<std::unique_ptr<PageServer>> server = a.take_over
+                                                   ? TakeOverPageServer(a.socket, *source, o, &took)
+                                                   : PageServer::Start(a.socket, *source, o);
   if (!server.ok()) return Fail("serve", server.status());
+  if (a.take_over) {
+    std::printf(
+        "pagewise serve: took over %zu client(s) (%zu address space(s)) from pid %d; "
+        "longest stall %.3f ms\n",
+        took.clients, took.spaces, static_cast<int>(took.peer), took.stall_ms);
+  }
   std::printf("pagewise serve: listening on %s (%s)\n", a.socket.c_str(),
               (*source)->Describe().c_str());
+  // A successor may take over (`serve --take-over`): then stop and exit.
+  std::atomic<bool> handed_over{false};
+  Result<std::unique_ptr<HandoverOffer>> offer =
+      HandoverOffer::Start(server->get(), *source, [&](const HandoverReport& r) {
+        std::printf("pagewise serve: handed over %zu client(s) to pid %d; stall %.3f ms\n",
+                    r.clients, static_cast<int>(r.peer), r.stall_ms);
+        std::fflush(stdout);
+        handed_over = true;
+        kill(getpid(), SIGTERM);  // wake the main thread
+      });
+  if (!offer.ok()) return Fail("serve: offering handover", offer.status());
+  std::unique_ptr<MetricsEndpoint> metrics;
+  if (!a.metrics.empty()) {
+    ServeMetricsExtra extra;
+    if (a.take_over) {
+      extra.handovers_in = took.clients;
+      extra.handover_max_stall_ms = took.stall_ms;
+    }
+    Result<std::unique_ptr<MetricsEndpoint>> m = StartServeMetrics(server->get(), a.metrics, extra);
+    if (!m.ok()) return Fail("serve --metrics", m.status());
+    metrics = std::move(*m);
+    std::printf("pagewise serve: metrics on http://%s/metrics\n", metrics->address().c_str());
+  }
   std::fflush(stdout);
 
   int sig = 0;
   sigwait(&sigs, &sig);
+  metrics.reset();
+  offer->reset();
   (*server)->Stop();
   const std::vector<ClientReport> clients = (*server)->clients();
-  if (!a.record.empty()) {
+  if (!a.record.empty() && !handed_over) {
     Status s = WriteTrace(a.record, (*server)->trace());
     if (!s.ok()) return Fail("serve", s);
   }
@@ -169,6 +210,11 @@ CommandRegistration reg(
       app->add_option("--prefetch", a->prefetch, "Working-set trace to install first");
       app->add_option("--record", a->record, "Write the first client's demand-fault trace here");
       app->add_option("--clients", a->clients, "Exit after this many clients are done (0: never)");
+      app->add_option("--metrics", a->metrics,
+                      "Serve Prometheus metrics over HTTP on this loopback address "
+                      "(127.0.0.1:PORT; port 0: any)");
+      app->add_flag("--take-over", a->take_over,
+                    "Take over the clients of the server running on --socket (upgrade, restart)");
       app->add_flag("--json", a->json, "Print a JSON summary at exit");
       app->add_flag("--quiet", a->quiet, "No per-client lines on stderr");
       return [a]() -> int { return RunServe(*a); };

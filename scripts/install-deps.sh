@@ -12,6 +12,9 @@ PKGS=(
   # CRIU 4.x's runtime libraries (its binary comes from the machine or
   # PAGEWISE_CRIU), and ip(8) for the network-namespace migration tests.
   libprotobuf-c1 libnl-3-200 libnet1 iproute2
+  # remote images: HTTP(S) client, SigV4; a real S3 server (Ceph RADOS
+  # Gateway, scripts/rgw.sh) for the tests and `pagewise bench remote`
+  libcurl4-openssl-dev libssl-dev curl ceph-mon ceph-osd radosgw ceph-common
 )
 # The Rust crate's tests (bindings/rust, run by tests/install_test.sh) need
 # cargo and rustc. A machine with a rustup toolchain on PATH has them; a plain

@@ -138,6 +138,15 @@ for f in $capi; do
   [ -f "man/$f.3" ] || { echo "lint: C API $f has no man page man/$f.3"; fail=1; }
 done
 
+# 9. Tests skip only through PAGEWISE_SKIP (src/testing/skip.h), which turns a
+# skip into a failure under PAGEWISE_FORBID_SKIP=1 (ctest counts a plain
+# GTEST_SKIP as skipped whatever the exit code).
+bad=$(git ls-files -co --exclude-standard '*.cc' '*.h' | grep -v '^src/testing/skip\.h$' |
+        xargs grep -nE '\bGTEST_SKIP(_)?\b' 2>/dev/null || true)
+if [ -n "$bad" ]; then
+  echo "lint: skip with PAGEWISE_SKIP() (src/testing/skip.h), not GTEST_SKIP:"; echo "$bad"; fail=1
+fi
+
 # 5. clang-format (Google style, 100 columns: .clang-format) is applied.
 if command -v clang-format >/dev/null; then
   bad=$(for f in $(git ls-files -co --exclude-standard '*.cc' '*.h'); do

@@ -1,6 +1,8 @@
 // `pagewise bench live --scale 0.01 --json -` runs and produces the rows the
 // live-snapshot acceptance is judged on: subject "live" beside baseline
-// "fork" for max_stall_ms, p99_write_us, extra_memory_mib and total_s.
+// "fork" for max_stall_ms, p99_write_us, extra_memory_mib and total_s, and
+// beside baseline "no-snapshot" (the noise floor of the same run) for
+// writes_per_s and max_stall_ms.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -35,7 +37,7 @@ TEST(BenchLive, SmallRunProducesLiveVersusForkRows) {
   nlohmann::json rows = nlohmann::json::parse(out.substr(start + 1), nullptr, false);
   ASSERT_TRUE(rows.is_array()) << out;
 
-  std::set<std::string> live_vs_fork;
+  std::set<std::string> live_vs_fork, live_vs_idle;
   for (const auto& r : rows) {
     for (const char* k : {"subject", "metric", "value", "unit", "baseline", "baseline_value"}) {
       ASSERT_TRUE(r.contains(k)) << r.dump();
@@ -43,6 +45,11 @@ TEST(BenchLive, SmallRunProducesLiveVersusForkRows) {
     const double v = r["value"].get<double>(), b = r["baseline_value"].get<double>();
     EXPECT_TRUE(std::isfinite(v) && v >= 0) << r.dump();
     EXPECT_TRUE(std::isfinite(b) && b >= 0) << r.dump();
+    if (r["subject"] == "live" && r["baseline"] == "no-snapshot") {
+      live_vs_idle.insert(r["metric"].get<std::string>());
+      EXPECT_GT(v, 0) << r.dump();
+      EXPECT_GT(b, 0) << r.dump();
+    }
     if (r["subject"] == "live" && r["baseline"] == "fork") {
       live_vs_fork.insert(r["metric"].get<std::string>());
       const std::string m = r["metric"];
@@ -54,6 +61,9 @@ TEST(BenchLive, SmallRunProducesLiveVersusForkRows) {
   }
   for (const char* m : {"max_stall_ms", "p99_write_us", "extra_memory_mib", "total_s"}) {
     EXPECT_TRUE(live_vs_fork.count(m)) << "missing row live/" << m << " vs fork";
+  }
+  for (const char* m : {"max_stall_ms", "writes_per_s"}) {
+    EXPECT_TRUE(live_vs_idle.count(m)) << "missing row live/" << m << " vs no-snapshot";
   }
 }
 

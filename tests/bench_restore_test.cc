@@ -46,6 +46,15 @@ TEST(BenchRestore, SmallRunProducesFillAndPrefetchRows) {
   // recorded trace installed first (Start waits for it) it takes fewer.
   EXPECT_GT(p["baseline_value"].get<double>(), 0) << p.dump();
   EXPECT_LT(p["value"].get<double>(), p["baseline_value"].get<double>()) << p.dump();
+  // The page-server rows: prefetch through `serve` from connect, and 32
+  // clients of one server process beside one.
+  for (const char* k :
+       {"prefetch/connect_to_working_set_ms/no_prefetch",
+        "clients32/working_set_ms_p50/single_client", "clients32/server_rss_mib/single_client"}) {
+    ASSERT_TRUE(by.count(k)) << k << "\n" << r.out;
+    EXPECT_GT(by[k]["value"].get<double>(), 0) << k;
+    EXPECT_GT(by[k]["baseline_value"].get<double>(), 0) << k;
+  }
   for (const char* s : {"lazy_seq", "lazy_rand10", "lazy_ws"}) {
     EXPECT_TRUE(by.count(std::string(s) + "/pattern_ms/eager_read")) << s;
     EXPECT_TRUE(by.count(std::string(s) + "/first_access_ms/mmap_private")) << s;

@@ -13,6 +13,7 @@
 
 #include "criu/harness.h"
 #include "gtest/gtest.h"
+#include "testing/skip.h"
 #include "testing/test_util.h"
 
 namespace pagewise {
@@ -24,7 +25,7 @@ class CriuFixture : public ::testing::Test {
  protected:
   void SetUp() override {
     Result<criu::CriuBinary> c = criu::FindCriu();
-    if (!c.ok()) GTEST_SKIP() << c.status().ToString();
+    if (!c.ok()) PAGEWISE_SKIP() << c.status().ToString();
     h_ = std::make_unique<criu::Harness>(*c, tmp_.path());
   }
 

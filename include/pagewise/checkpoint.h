@@ -8,6 +8,13 @@
 // state. Update() moves the checkpoint to the current contents, copying only
 // the pages written since.
 //
+// Cost: with the uffd-wp-async backend a Rewind reads the written state
+// without re-arming it (one PAGEMAP_SCAN per region), copies the saved pages
+// back while they are still writable (no write-protect faults) and then
+// re-arms exactly those pages - the quiescence precondition below is what
+// makes those separate steps safe. Other backends collect, copy and collect
+// again.
+//
 // The saved copy is sparse: pages that are unpopulated or all-zero at the
 // checkpoint are not copied (a bitmap remembers them) and are put back by
 // MADV_DONTNEED (kAnonymous regions) or by zero-filling (other kinds); only

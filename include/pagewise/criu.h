@@ -39,11 +39,13 @@
 #include <string>
 #include <vector>
 
+#include "pagewise/export.h"
 #include "pagewise/image.h"
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
+PAGEWISE_API_BEGIN
 
 // What happens to a restored task whose pages can no longer be read.
 enum class CriuLossPolicy {
@@ -149,6 +151,7 @@ Status RunCriuTcpServer(const std::string& listen, const std::string& dump_dir,
                         const std::string& image_path, const CriuTcpServerOptions& options,
                         int status_fd, const std::function<void(const std::string&)>& log);
 
+PAGEWISE_API_END
 }  // namespace pagewise
 
 #endif  // PAGEWISE_CRIU_H_

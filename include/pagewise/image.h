@@ -39,6 +39,7 @@
 
 #include "pagewise/export.h"
 #include "pagewise/region.h"
+#include "pagewise/remote_options.h"
 #include "pagewise/status.h"
 
 namespace pagewise {
@@ -66,6 +67,11 @@ struct ImageWriteOptions {
   // checksumming and reading): 4 KiB .. 16 MiB. Smaller chunks make random
   // single-page reads cheaper; larger ones compress better.
   uint32_t chunk_bytes = 64 * 1024;
+  // Threads that test, hash, compress and write pages, the one calling
+  // AddPages included: 0 = one per online CPU (at most 8), 1 = only the
+  // calling thread. Helper threads start with the first AddPages and take
+  // that thread's scheduling priority.
+  int threads = 0;
 };
 
 struct ImageStats {
@@ -107,10 +113,12 @@ class ImageWriter {
   // twice keeps the later content. Zero pages are detected and stored as
   // zero. The bytes are copied before AddPages returns (then `data` may
   // change), in batches: a page that changes during the call is stored as
-  // one consistent copy. When a data chunk fills up, the calling thread
-  // compresses and writes it (tens to hundreds of microseconds); the mutex
-  // is not held meanwhile. Errors from the file system (ENOSPC, EIO) are
-  // returned as is; the writer is then failed and Commit() refuses.
+  // one consistent copy. Testing, hashing, compressing and writing happen
+  // on the writer's helper threads (ImageWriteOptions::threads) after the
+  // copy; AddPages waits only for a free staging buffer. Errors from the
+  // file system (ENOSPC, EIO) are returned as is, by this call or - when
+  // they happen on a helper after it returned - by a later call or
+  // Commit(); the writer is then failed and Commit() refuses.
   virtual Status AddPages(uint32_t region, uint64_t offset, const void* data, size_t len) = 0;
 
   // Records pages as zero in this layer (overriding any parent content):
@@ -152,6 +160,9 @@ struct ImageOpenOptions {
   // Verify every data chunk's checksum at Open (slow for big images).
   // Chunks are always verified when read, whatever this says.
   bool verify_data = false;
+  // For images named by URL (s3://BUCKET/NAME, http(s)://...): endpoint,
+  // keys, cache (pagewise/remote_options.h).
+  RemoteOptions remote;
 };
 
 // A verification failure points here.
@@ -165,7 +176,11 @@ struct VerifyError {
 class Image {
  public:
   // Opens `path` and its parent chain (parents resolved relative to the
-  // child's directory when relative). Header and index checksums of every
+  // child's directory when relative). `path` may also be a URL: an image
+  // pushed to S3 (s3://BUCKET/NAME, see pagewise/remote.h) or an image file
+  // served over http(s):// (read with range requests); their chunks are
+  // fetched on demand through the host's chunk cache. Any other SCHEME://
+  // is kInvalidArgument. Header and index checksums of every
   // layer are checked; a bad one is kCorruption naming layer and offset.
   // Unsupported versions are refused (kNotSupported naming both versions).
   // A parent that is not the image the child was written against (replaced

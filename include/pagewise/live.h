@@ -5,18 +5,23 @@
 //   1. Start() registers every region with a userfaultfd in write-protect
 //      mode and write-protects every page, populated or not. The end of that
 //      step is the snapshot instant T; Start() returns right after it.
-//   2. A background saver copies pages in address order into the image
-//      (reading a protected page is allowed) and lifts the protection of each
-//      page once it is copied, so writers stop faulting on it.
+//   2. A background saver copies pages in address order, 64 at a time,
+//      straight into the image writer's staging buffers (reading a
+//      protected page is allowed), lifts the protection of each page once it
+//      is copied, so writers stop faulting on it, and hands the buffers to
+//      the writer's pipeline, whose helper threads hash, compress and write
+//      them (ImageWriteOptions::threads).
 //   3. A fault-handler thread serves writers that hit a page not yet saved:
-//      it copies that page into a bounded queue of page buffers first (a
-//      memcpy; the saver thread does the image I/O), then unprotects it and
-//      wakes the writer. Every page is saved exactly once (atomic claims), so
-//      the image equals memory at T.
-// The writer never waits for disk I/O, only for one page copy (plus the
-// handler's wake-up) - unless the fault queue is full (the disk is slower
-// than the writers' first writes): then the fault path writes one queued
-// page to the image before it copies the new one.
+//      it copies that page (and, while there is room, its not yet saved
+//      neighbours) into a bounded spill area first - a memcpy, never image
+//      I/O - then unprotects it and wakes the writer. The saver moves spilled
+//      pages on to the writer in large batches before each step. Every page
+//      is saved exactly once (atomic claims), so the image equals memory at
+//      T.
+// The writer never waits for image I/O, only for one page copy (plus the
+// handler's wake-up) - unless the spill area is full (the writer's pipeline
+// is slower than the writers' first writes): then the fault waits until
+// the saver has moved spilled pages into the writer's staging buffers.
 //
 // Tracker mode (LiveSnapshotOptions::tracker): the regions are already
 // tracked by a uffd-wp Tracker (TrackBackend::kUffdWp). Start() calls the
@@ -95,18 +100,20 @@ struct LiveSnapshotOptions {
   // Fault-around (base mode): a write fault saves and unprotects the not yet
   // saved pages of the aligned group of this many pages around the faulting
   // page (a power of two, 1..64), so that writers fault up to that many
-  // times less. 1: the faulting page only. Tracker mode always uses 1 (the
-  // tracker must see every first write).
+  // times less - while the spill area is at most half full; beyond that a
+  // fault saves its own page only. 1: the faulting page only. Tracker mode
+  // always uses 1 (the tracker must see every first write).
   size_t fault_around_pages = 64;
   // Pages the background saver copies per step (rounded up to a multiple of
-  // 64). Writers hitting a page of the step being copied wait for that copy.
+  // 64), between which it drains the spill area. Writers hitting a page of
+  // the 64 being copied wait for that copy.
   size_t chunk_pages = 256;
-  // Most page copies the fault path may hold waiting for the saver to write
-  // them (memory bound: fault_queue_pages * page size), further capped at
-  // 1/16 of the snapshot's pages (at least 64). When it is full, the fault
-  // path writes the oldest queued page to the image itself, so a faulting
-  // writer then waits for that page's image I/O.
-  size_t fault_queue_pages = 4096;
+  // The spill area: most page copies the fault path may hold for the saver
+  // (memory bound: fault_queue_pages * page size, allocated up front but
+  // touched only as used), further capped at 1/16 of the snapshot's pages
+  // (at least 64). When it is full, a faulting writer waits until the saver
+  // has moved spilled pages on to the image writer.
+  size_t fault_queue_pages = 8192;
   // Added to the background saver thread's nice value (0: leave as is).
   // The saver is bulk work (copy, compress, write) that competes for CPU
   // with the writers and with the fault thread, which releases them: a
@@ -122,9 +129,8 @@ struct LiveSnapshotStats {
   uint64_t pages_background = 0;  // saved by the background saver
   uint64_t pages_by_fault = 0;    // saved by the fault path before a write
   uint64_t faults_handled = 0;    // write-protect faults served (all kinds)
-  // Faults that found the fault queue full: the fault path then wrote the
-  // oldest queued page to the image itself (one page of I/O) instead of
-  // waiting for the saver thread. Raise fault_queue_pages if this is common.
+  // Faults that found the spill area full and waited for the saver to make
+  // room. Raise fault_queue_pages if this is common.
   uint64_t fault_queue_full = 0;
   // Fault service time: from reading the fault to waking the writer, for
   // faults that saved their page or found it saved. (Faults on a page the
@@ -134,9 +140,10 @@ struct LiveSnapshotStats {
   uint64_t fault_service_p99_ns = 0;
   uint64_t protect_ns = 0;  // Start() until T (image created, regions registered, protected)
   uint64_t total_ns = 0;    // Start() until finished (image committed)
-  // Peak memory held by the snapshot's own buffers: the saver's chunk
-  // buffer, the fault queue's page copies and the claim bitmaps (the image
-  // writer's internal buffers are not included).
+  // Peak memory held by the snapshot's own buffers: the spill area's page
+  // copies and the claim bitmaps (the image writer's internal buffers -
+  // index, dedup table, its few staging and chunk buffers - are not
+  // included).
   uint64_t peak_extra_bytes = 0;
 };
 

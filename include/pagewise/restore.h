@@ -98,6 +98,15 @@ class PageSource {
     return Read(offset, dst, len);
   }
 
+  // A hint: the pages at these flat offsets (in this order) will be read
+  // soon at `priority`. A remote source starts fetching what they need, in
+  // parallel; the default does nothing. Never fails (a fetch that fails
+  // here is retried, and reported, by the read that needs it).
+  virtual void WillNeed(const std::vector<uint64_t>& offsets, ReadPriority priority) const {
+    (void)offsets;
+    (void)priority;
+  }
+
   // If the bytes [offset, offset+len) are directly addressable in this
   // process (a mapped file, a buffer) returns a pointer to them, valid for
   // the source's lifetime; nullptr when the caller must Read(). Never
@@ -209,6 +218,25 @@ Status ValidateFillPolicy(const FillPolicy& policy);
 
 // ---- lazy restore ------------------------------------------------------------
 
+// Fault service latencies in powers of two: bucket k counts samples of at
+// most kFirstBucketNs << k nanoseconds (and more than the bucket below);
+// the last bucket also takes everything longer. Constant size, so reports
+// stay small however many faults they cover.
+struct LatencyHistogram {
+  static constexpr int kBuckets = 24;
+  static constexpr uint64_t kFirstBucketNs = 1000;  // 1 us; the last bound is ~8.4 s
+  uint64_t counts[kBuckets] = {};
+  uint64_t count = 0;
+  uint64_t sum_ns = 0;
+  uint64_t max_ns = 0;
+
+  static uint64_t BucketUpperNs(int k) { return kFirstBucketNs << k; }
+  void Record(uint64_t ns);
+  // Upper bound of the bucket holding the q-quantile, capped at max_ns
+  // (nanoseconds); 0 when empty.
+  uint64_t PercentileNs(double q) const;
+};
+
 // Counters and timings of a restore (or of one server client). Times are
 // nanoseconds since the restore started; -1 when the event has not happened.
 struct RestoreStats {
@@ -236,10 +264,36 @@ struct RestoreStats {
   int64_t resident_ns = -1;     // time until fully resident
   uint64_t fill_ns = 0;         // time spent reading the source and filling
   // Demand fault latency (message read -> page installed), nanoseconds; at
-  // most FillPolicy::max_latency_samples samples (the first ones).
+  // most FillPolicy::max_latency_samples samples (the first ones), with
+  // the time each fault was read (nanoseconds since the restore started).
   std::vector<uint32_t> fault_latency_ns;
+  std::vector<uint64_t> fault_time_ns;
   uint64_t fault_latency_p50_ns = 0;
   uint64_t fault_latency_p99_ns = 0;
+
+  // Every fault by class, message read -> resolved (all of them, not only
+  // the first max_latency_samples):
+  //   zero: a page we do not fill from the source (dropped, foreign, or
+  //     already present): a zero page or a wake-up;
+  //   demand: an unfilled page outside the prefetch list;
+  //   prefetch_hit: a page of the prefetch list that the prefetch had
+  //     installed (or was installing) when the fault was served;
+  //   late_prefetch: a page of the prefetch list not yet installed, so
+  //     served on demand (prefetch_late_faults).
+  LatencyHistogram latency_zero, latency_demand, latency_prefetch_hit, latency_late_prefetch;
+  uint64_t prefetch_hit_faults = 0;
+  // Entries of the prefetch list that installed nothing: the page was
+  // already present (faulted in first, or the program's own), dropped,
+  // unmapped, or outside the restored regions. (A userfaultfd server cannot
+  // see reads of pages it has installed, so prefetched pages the program
+  // never touches are not counted here; `bench restore` counts them
+  // against its known access pattern.)
+  uint64_t prefetch_waste_entries = 0;
+  // Bytes installed with UFFDIO_COPY, by the path that installed them (their
+  // sum is bytes_copied): demand windows, stream read-ahead on the demand
+  // thread, the prefetch list, other background fill.
+  uint64_t bytes_demand = 0, bytes_readahead = 0, bytes_prefetch = 0, bytes_background = 0;
+  uint64_t pages_readahead = 0;  // of pages_demand: installed by stream read-ahead
 };
 
 struct RestoreOptions {

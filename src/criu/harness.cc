@@ -35,7 +35,7 @@ bool ParseVersion(const std::string& text, int* major, int* minor, std::string* 
 }
 
 Result<CriuBinary> Probe(const std::string& path) {
-  const std::string out = "/tmp/pagewise-criu-version-" + std::to_string(getpid());
+  const std::string out = "/tmp/pagewise-criu-version-" + std::to_string(sys::SelfPid());
   sys::SpawnOptions so;
   so.stdout_path = out;
   so.stderr_path = out;

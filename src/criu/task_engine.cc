@@ -6,7 +6,6 @@
 #include <utility>
 
 #include "restore/engine.h"
-#include "sys/uapi.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise::criu {
@@ -63,9 +62,7 @@ Result<std::unique_ptr<TaskEngine>> TaskEngine::Start(int uffd,
   auto engine = std::make_unique<restore::Engine>(std::move(source), std::move(eo));
   // CRIU did UFFDIO_API with EVENT_FORK|REMAP|UNMAP|REMOVE (criu/uffd.c
   // requires all four of the kernel).
-  const uint64_t features = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP |
-                            UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP;
-  engine->AddSpace(sys::Userfaultfd::Adopt(uffd, features), space);
+  engine->AddSpace(sys::Userfaultfd::Adopt(uffd, sys::Userfaultfd::NonCooperativeEvents()), space);
   PW_RETURN_IF_ERROR(engine->Start().WithContext("starting the task's page server"));
   return std::unique_ptr<TaskEngine>(std::make_unique<EngineTask>(std::move(engine)));
 }

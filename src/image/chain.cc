@@ -3,10 +3,10 @@
 #include "image/chain.h"
 
 #include <algorithm>
-#include <atomic>
 #include <set>
 
 #include "image/image_env.h"
+#include "remote/remote_image.h"
 
 namespace pagewise {
 
@@ -18,7 +18,7 @@ Result<std::unique_ptr<Image>> Image::Open(const std::string& path,
 Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const ImageOpenOptions& options,
                                          Env* env) {
   PW_ASSIGN_OR_RETURN(std::unique_ptr<image::ChainImage> img,
-                      image::ChainImage::OpenChain(path, env));
+                      image::ChainImage::OpenChain(path, env, nullptr, options.remote));
   if (options.verify_data) {
     VerifyError err;
     PW_RETURN_IF_ERROR(img->Verify(&err));
@@ -34,16 +34,17 @@ Status VerifyImage(const std::string& path, VerifyError* error, const ProgressFn
                    Env* env) {
   VerifyError unused;
   if (error == nullptr) error = &unused;
-  Result<std::unique_ptr<image::ChainImage>> img = image::ChainImage::OpenChain(path, env, error);
+  // A remote image is verified from its store, not from the host's cache.
+  RemoteOptions remote;
+  remote.cache_reads = false;
+  Result<std::unique_ptr<image::ChainImage>> img =
+      image::ChainImage::OpenChain(path, env, error, remote);
   if (!img.ok()) return img.status();
   return (*img)->VerifyWithProgress(error, progress);
 }
 
 namespace image {
 namespace {
-
-// Serial numbers key the per-thread chunk cache; never reused, never 0.
-std::atomic<uint64_t> g_next_serial{1};
 
 bool SameRegionShape(const Region& a, const Region& b) {
   return a.address == b.address && a.length == b.length && a.page_size == b.page_size;
@@ -58,8 +59,35 @@ std::string ResolveParentPath(const std::string& child_path, const std::string& 
   return child_path.substr(0, slash + 1) + recorded;
 }
 
+namespace {
+
+class LocalFiles final : public LayerResolver {
+ public:
+  explicit LocalFiles(Env* env) : env_(env) {}
+  Result<std::unique_ptr<Layer>> OpenLayer(const std::string& name, uint64_t* bad_at) override {
+    return Layer::Open(env_, name, bad_at);
+  }
+  std::string ParentName(const Layer& child) override {
+    return ResolveParentPath(child.path(), child.index().parent_path);
+  }
+
+ private:
+  Env* env_;
+};
+
+}  // namespace
+
 Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& path, Env* env,
-                                                          VerifyError* where) {
+                                                          VerifyError* where,
+                                                          const RemoteOptions& remote) {
+  if (remote::IsUrl(path)) return remote::OpenRemoteChain(path, remote, env, where);
+  LocalFiles files(env != nullptr ? env : Env::Default());
+  return OpenChainWith(&files, path, where);
+}
+
+Result<std::unique_ptr<ChainImage>> ChainImage::OpenChainWith(LayerResolver* resolver,
+                                                              const std::string& path,
+                                                              VerifyError* where) {
   VerifyError unused;
   if (where == nullptr) where = &unused;
   // Records the failing layer for callers that report it (VerifyImage).
@@ -71,7 +99,6 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
     return s;
   };
   std::unique_ptr<ChainImage> img(new ChainImage());
-  img->serial_ = g_next_serial.fetch_add(1);
   std::set<Uuid> seen;
   std::string cur = path;
   while (true) {
@@ -81,7 +108,7 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
                                        std::to_string(kMaxChainDepth) + " layers (a cycle?)"));
     }
     uint64_t bad_at = 0;
-    Result<std::unique_ptr<Layer>> opened = Layer::Open(env, cur, &bad_at);
+    Result<std::unique_ptr<Layer>> opened = resolver->OpenLayer(cur, &bad_at);
     if (!opened.ok()) {
       if (img->layers_.empty()) return failed(cur, bad_at, opened.status());
       return failed(cur, bad_at,
@@ -114,12 +141,18 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChain(const std::string& pat
       return failed(
           cur, 64, Status::Corruption("image " + path + ": the parent chain loops back to " + cur));
     }
-    std::string parent = layer->index().parent_path;
+    const bool has_parent = !layer->index().parent_path.empty();
+    if (has_parent) cur = resolver->ParentName(*layer);
     img->layers_.push_back(std::move(layer));
-    if (parent.empty()) break;
-    cur = ResolveParentPath(cur, parent);
+    if (!has_parent) break;
   }
-  for (const auto& l : img->layers_) img->infos_.push_back(l->Info());
+  for (const auto& l : img->layers_) {
+    img->infos_.push_back(l->Info());
+    img->remote_ = img->remote_ || l->source().remote();
+  }
+  const size_t nregions = img->layers_.front()->index().regions.size();
+  img->last_end_ = std::make_unique<std::atomic<uint64_t>[]>(nregions);
+  img->seq_reads_ = std::make_unique<std::atomic<uint32_t>[]>(nregions);
   img->regions_ = img->layers_.front()->index().regions;
   img->Resolve();
 

@@ -1,8 +1,9 @@
-// Layer: one opened image file (one layer of a chain): its checked header
-// and decoded index, and checked reads of its data chunks.
+// Layer: one opened layer of a chain (an image file, or a remote layer's
+// manifest): its checked header and decoded index, and checked reads of its
+// data chunks through its ChunkSource (image/chunk_source.h).
 //
 // Thread safety: immutable after Open; ReadChunk is safe from any number of
-// threads (pread on a shared fd, caller-owned buffers).
+// threads (the source is, and buffers are the caller's).
 #ifndef PAGEWISE_IMAGE_LAYER_H_
 #define PAGEWISE_IMAGE_LAYER_H_
 
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "image/chunk_source.h"
 #include "image/format.h"
 #include "pagewise/image.h"
 #include "sys/env.h"
@@ -27,6 +29,16 @@ class Layer {
   // is the file offset of the offending field.
   static Result<std::unique_ptr<Layer>> Open(Env* env, const std::string& path,
                                              uint64_t* bad_at = nullptr);
+  // A layer from its header and index bytes (as they are in an image file;
+  // file_size is the size that file has or had) whose chunks come from
+  // `source`: remote layers. `name` names it in messages and LayerInfo;
+  // `parent_name` (may be empty) replaces the recorded parent path in
+  // LayerInfo. Checks as Open; *bad_at is an offset in the file layout.
+  static Result<std::unique_ptr<Layer>> FromParts(std::string name, const uint8_t* head,
+                                                  size_t head_len, uint64_t file_size,
+                                                  const uint8_t* index, size_t index_len,
+                                                  std::unique_ptr<ChunkSource> source,
+                                                  std::string parent_name, uint64_t* bad_at);
   ~Layer();
   Layer(const Layer&) = delete;
   Layer& operator=(const Layer&) = delete;
@@ -45,18 +57,24 @@ class Layer {
   // `scratch` holds the stored bytes (reused between calls). kCorruption
   // names the layer, chunk and file offset; I/O errors pass through with
   // the same context. Precondition: id < index().chunks.size().
-  Status ReadChunk(uint64_t id, std::vector<uint8_t>* raw, std::vector<uint8_t>* scratch) const;
+  Status ReadChunk(uint64_t id, std::vector<uint8_t>* raw, std::vector<uint8_t>* scratch,
+                   ReadPriority priority = ReadPriority::kDemand) const;
+
+  const ChunkSource& source() const { return *source_; }
 
   // The first (region, byte offset) whose page refers to chunk `id`;
   // false if no page does.
   bool FirstUserOfChunk(uint64_t id, uint32_t* region, uint64_t* offset) const;
 
  private:
-  Layer(Env* env, int fd, std::string path) : env_(env), fd_(fd), path_(std::move(path)) {}
+  explicit Layer(std::string path) : path_(std::move(path)) {}
+  // Checks the header and index bytes and decodes them into this layer.
+  Status Decode(const uint8_t* head, size_t head_len, uint64_t file_size, const uint8_t* index,
+                size_t index_len, uint64_t* bad_at);
 
-  Env* env_;
-  int fd_;
+  std::unique_ptr<ChunkSource> source_;
   std::string path_;
+  std::string parent_name_;
   Header header_;
   Index index_;
   std::vector<size_t> region_runs_;

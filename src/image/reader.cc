@@ -1,5 +1,5 @@
-// ChainImage reads: Read, Classify, TopLayerRuns, ReadFlat, and the
-// per-thread cache of the last decompressed chunk.
+// ChainImage reads: Read, Classify, TopLayerRuns, ReadFlat. Decompressed
+// chunks come from the image's shared ChunkCache (chunk_cache.h).
 #include <algorithm>
 #include <cstring>
 
@@ -8,48 +8,16 @@
 namespace pagewise::image {
 namespace {
 
-// A few decompressed chunks per thread, least recently used evicted.
-// Several, not one: with dedup, pages in address order refer to chunks in
-// first-occurrence order, so a sequential read of memory full of duplicate
-// pages alternates between the chunk of the neighbourhood and the chunks
-// holding the duplicated content. With a single cached chunk each such
-// alternation re-read, re-checksummed and re-decompressed a whole chunk for
-// one page. `serial` identifies the image (never reused), so an entry left
-// behind by a destroyed image is never served.
-struct CachedChunk {
-  uint64_t serial = 0;
-  uint32_t layer = 0;
-  uint64_t chunk = 0;
-  uint64_t last_use = 0;
-  std::vector<uint8_t> data;
-};
-struct ChunkCache {
-  static constexpr size_t kEntries = 64;
-  CachedChunk entries[kEntries];
-  std::vector<uint8_t> scratch;
-  uint64_t clock = 0;
-};
-thread_local ChunkCache tls_cache;
+// The stored (compressed) bytes of the chunk a thread is loading.
+thread_local std::vector<uint8_t> tls_stored;
 
 }  // namespace
 
-Result<const uint8_t*> ChainImage::Chunk(uint32_t layer, uint64_t chunk) const {
-  ChunkCache& c = tls_cache;
-  CachedChunk* victim = &c.entries[0];
-  for (CachedChunk& e : c.entries) {
-    if (e.serial == serial_ && e.layer == layer && e.chunk == chunk) {
-      e.last_use = ++c.clock;
-      return e.data.data();
-    }
-    if (e.last_use < victim->last_use) victim = &e;
-  }
-  victim->serial = 0;  // invalid until the read below succeeds
-  PW_RETURN_IF_ERROR(layers_[layer]->ReadChunk(chunk, &victim->data, &c.scratch));
-  victim->serial = serial_;
-  victim->layer = layer;
-  victim->chunk = chunk;
-  victim->last_use = ++c.clock;
-  return victim->data.data();
+Result<ChunkCache::Data> ChainImage::Chunk(uint32_t layer, uint64_t chunk,
+                                           ReadPriority priority) const {
+  return cache_->Get(layer, chunk, [&](std::vector<uint8_t>* raw) {
+    return layers_[layer]->ReadChunk(chunk, raw, &tls_stored, priority);
+  });
 }
 
 Status ChainImage::CheckRange(uint32_t region, uint64_t offset, uint64_t len) const {
@@ -82,12 +50,18 @@ size_t ChainImage::FindSegment(uint32_t r, uint64_t p) const {
 }
 
 Status ChainImage::Read(uint32_t region, uint64_t offset, void* dst, size_t len) const {
+  return ReadWithPriority(region, offset, dst, len, ReadPriority::kDemand);
+}
+
+Status ChainImage::ReadWithPriority(uint32_t region, uint64_t offset, void* dst, size_t len,
+                                    ReadPriority priority) const {
   PW_RETURN_IF_ERROR(CheckRange(region, offset, len));
   const uint64_t ps = regions_[region].page_size;
   const auto& segs = resolved_[region];
   uint8_t* out = static_cast<uint8_t*>(dst);
   uint64_t p = offset / ps;
   const uint64_t pend = (offset + len) / ps;
+  if (remote_) HintRange(region, p, pend, priority);
   size_t si = FindSegment(region, p);
   while (p < pend) {
     if (si >= segs.size() || segs[si].first > p) {
@@ -116,12 +90,12 @@ Status ChainImage::Read(uint32_t region, uint64_t offset, void* dst, size_t len)
         uint64_t n = 1;
         // (Same chunk bits: slot + n must not carry into the chunk id.)
         while (p + n < stop && refs[p + n - s.first] == ref + n && RefChunk(ref + n) == chunk) ++n;
-        Result<const uint8_t*> data = Chunk(s.layer, chunk);
+        Result<ChunkCache::Data> data = Chunk(s.layer, chunk, priority);
         if (!data.ok()) {
           return data.status().WithContext("reading region " + std::to_string(region) + " offset " +
                                            Hex(p * ps));
         }
-        std::memcpy(out, *data + uint64_t{slot} * ps, n * ps);
+        std::memcpy(out, (*data)->data() + uint64_t{slot} * ps, n * ps);
         out += n * ps;
         p += n;
       }
@@ -199,6 +173,11 @@ Status ChainImage::TopLayerRuns(uint32_t region,
 }
 
 Status ChainImage::ReadFlat(uint64_t offset, void* dst, size_t len) const {
+  return ReadFlatWithPriority(offset, dst, len, ReadPriority::kDemand);
+}
+
+Status ChainImage::ReadFlatWithPriority(uint64_t offset, void* dst, size_t len,
+                                        ReadPriority priority) const {
   if (!flat_ok_) {
     return Status::FailedPrecondition("image " + layers_.front()->path() +
                                       " has no flat view: its regions overlap at their "
@@ -225,11 +204,11 @@ Status ChainImage::ReadFlat(uint64_t offset, void* dst, size_t len) const {
       const uint64_t page_start = in_region - in_region % ps;
       if (in_region % ps == 0 && to - pos >= ps) {
         const uint64_t n = (to - pos) / ps * ps;
-        PW_RETURN_IF_ERROR(Read(r, in_region, out + (pos - offset), n));
+        PW_RETURN_IF_ERROR(ReadWithPriority(r, in_region, out + (pos - offset), n, priority));
         pos += n;
       } else {
         page.resize(ps);
-        PW_RETURN_IF_ERROR(Read(r, page_start, page.data(), ps));
+        PW_RETURN_IF_ERROR(ReadWithPriority(r, page_start, page.data(), ps, priority));
         const uint64_t n = std::min(to - pos, page_start + ps - in_region);
         std::memcpy(out + (pos - offset), page.data() + (in_region - page_start), n);
         pos += n;

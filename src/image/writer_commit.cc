@@ -86,6 +86,7 @@ Status ImageWriterImpl::BuildIndex(Index* ix, Header* h) {
 }
 
 Status ImageWriterImpl::Commit() {
+  Drain();  // every batch applied and its full chunks written (or failed)
   std::vector<OpenChunk> rest;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -172,6 +173,10 @@ Result<std::unique_ptr<ImageWriter>> CreateImageWriter(const std::string& path,
     return Status::InvalidArgument("zstd level " + std::to_string(options.level) +
                                    " out of range [" + std::to_string(ZSTD_minCLevel()) + ", " +
                                    std::to_string(ZSTD_maxCLevel()) + "]");
+  }
+  if (options.threads < 0 || options.threads > 256) {
+    return Status::InvalidArgument("threads " + std::to_string(options.threads) +
+                                   " outside [0, 256] (0: one per CPU)");
   }
   if (options.chunk_bytes < 4096 || options.chunk_bytes > kMaxChunkRawBytes) {
     return Status::InvalidArgument("chunk_bytes " + std::to_string(options.chunk_bytes) +

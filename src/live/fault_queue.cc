@@ -113,4 +113,9 @@ size_t FaultQueue::peak_bytes() const {
 
 size_t FaultQueue::capacity() const { return max_pages_; }
 
+size_t FaultQueue::available() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return free_.size() + (max_pages_ - used_);
+}
+
 }  // namespace pagewise::live

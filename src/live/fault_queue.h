@@ -1,8 +1,9 @@
-// FaultQueue: a bounded pool of page buffers carrying pages copied by the
-// live snapshot's fault path to the saver thread, which writes them to the
-// image. The fault path's writer is released after the copy, not after disk
-// I/O; the pool bound caps the memory this costs (when it is exhausted the
-// fault path waits for the saver to write some pages out).
+// FaultQueue: the live snapshot's spill area, a bounded pool of page
+// buffers carrying pages copied by the fault path to the saver thread, which
+// hands them to the image writer's pipeline in large batches. The fault
+// path's writer is released after the copy, never after image I/O; the pool
+// bound caps the memory this costs (when it is exhausted the fault path
+// waits for the saver to move spilled pages into the writer's staging).
 //
 // All memory (the page buffers, one block; the queue ring) is allocated by
 // the constructor: the fault path never calls malloc, whose arena growth
@@ -62,6 +63,8 @@ class FaultQueue {
 
   size_t peak_bytes() const;
   size_t capacity() const;
+  // Buffers free now (may change right after).
+  size_t available() const;
   // How many Acquire() calls had to wait for a buffer.
   uint64_t waits() const;
 

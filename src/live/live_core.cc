@@ -55,26 +55,56 @@ FaultOutcome LiveCore::SaveForFault(uint64_t page_addr, bool wait_for_saver, siz
   if (aborted()) return FaultOutcome::kAborted;
   const uint64_t page = (page_addr - r->start) / page_size_;
   const uint64_t idx = static_cast<uint64_t>(r->first_word) * 64 + page;
+  const size_t word = static_cast<size_t>(idx / 64);
   // The group: `around` pages aligned within the bitmap word (regions start
   // word-aligned), clipped to the region.
   if (around < 1 || around > 64 || (around & (around - 1)) != 0) around = 1;
   const uint64_t first = page / around * around;
   const uint64_t count = std::min<uint64_t>(around, r->pages - first);
   const uint64_t shift = first % 64;
-  const uint64_t mask = (count == 64 ? ~0ULL : ((1ULL << count) - 1)) << shift;
-  const uint64_t got = claims_.ClaimWord(idx / 64, mask) >> shift;
+  const uint64_t own = 1ULL << (page % 64);
+
+  // Buffers first, claims second: a claimed page must be saved, so only
+  // claim what there is a buffer for.
+  char* bufs[64];
+  size_t nbufs = 0;
+  uint64_t want = 0;
+  if ((claims_.ClaimedWord(word) & own) == 0) {
+    char* b = queue_.TryAcquire();
+    if (b == nullptr && !aborted()) {
+      // The spill area is full: wait for the saver to move pages on (a
+      // copy into the writer's staging, not image I/O).
+      queue_full_.fetch_add(1, std::memory_order_relaxed);
+      b = queue_.Acquire();
+    }
+    if (b == nullptr) return FaultOutcome::kAborted;
+    bufs[nbufs++] = b;
+    want = own;
+  }
+  if (want != 0 && count > 1 && queue_.available() > queue_.capacity() / 2) {
+    const uint64_t group = (count == 64 ? ~0ULL : ((1ULL << count) - 1)) << shift;
+    uint64_t others = group & ~claims_.ClaimedWord(word) & ~own;
+    while (others != 0) {
+      char* b = queue_.TryAcquire();
+      if (b == nullptr) break;
+      bufs[nbufs++] = b;
+      want |= others & (~others + 1);  // lowest remaining page
+      others &= others - 1;
+    }
+  }
+  const uint64_t got = want == 0 ? 0 : claims_.ClaimWord(word, want);
   uint64_t saved = 0;
-  for (uint64_t i = 0; i < count; ++i) {
-    if (((got >> i) & 1) == 0) continue;
-    char* buf = AcquireForFault();
-    if (buf == nullptr) return FaultOutcome::kAborted;
-    const uint64_t p = first + i;
+  size_t used = 0;
+  for (uint64_t bits = got; bits != 0; bits &= bits - 1) {
+    const uint64_t p = (word - r->first_word) * 64 + static_cast<uint64_t>(__builtin_ctzll(bits));
+    char* buf = bufs[used++];
     // The page is still write-protected: its content is the content at T.
     CopyUserMemory(buf, reinterpret_cast<const void*>(r->start + p * page_size_), page_size_);
     claims_.MarkSaved(static_cast<uint64_t>(r->first_word) * 64 + p);
     queue_.Push({r->index, p * page_size_, buf});
-    saved |= 1ULL << i;
+    saved |= 1ULL << (p - first);
   }
+  for (; used < nbufs; ++used) queue_.Release(bufs[used]);  // raced: claimed elsewhere
   by_fault_.fetch_add(static_cast<uint64_t>(__builtin_popcountll(saved)),
                       std::memory_order_relaxed);
   if (saved_first != nullptr) *saved_first = r->start + first * page_size_;
@@ -82,32 +112,11 @@ FaultOutcome LiveCore::SaveForFault(uint64_t page_addr, bool wait_for_saver, siz
   if (((saved >> (page - first)) & 1) != 0) return FaultOutcome::kSaved;
   if (claims_.IsSaved(idx)) return FaultOutcome::kAlreadySaved;
   if (!wait_for_saver) return FaultOutcome::kSaverCopying;
-  // The saver claimed the page and is copying it (a memcpy of its chunk);
-  // the writer must not run until that copy is done. ReleaseAll() on abort
-  // ends the wait.
+  // The saver claimed the page and is copying it (a memcpy of one bitmap
+  // word); the writer must not run until that copy is done. ReleaseAll() on
+  // abort ends the wait.
   claims_.WaitSaved(idx);
   return aborted() ? FaultOutcome::kAborted : FaultOutcome::kSaverCopying;
-}
-
-char* LiveCore::AcquireForFault() {
-  char* buf = queue_.TryAcquire();
-  if (buf != nullptr || aborted()) return buf;
-  // Full: the saver thread is behind (or not scheduled). Write the oldest
-  // queued page from here - one page of image I/O - instead of waiting.
-  queue_full_.fetch_add(1, std::memory_order_relaxed);
-  QueuedPage old;
-  if (overflow_writer_ && queue_.TakeOldest(&old)) {
-    Status s = overflow_writer_(old);
-    if (!s.ok()) {
-      queue_.Release(old.data);
-      Fail(s);
-      return nullptr;
-    }
-    return old.data;
-  }
-  // Nothing queued: the saver holds every buffer and is writing them out;
-  // it releases each one as soon as it is written.
-  return queue_.Acquire();
 }
 
 void LiveCore::Fail(const Status& status) {

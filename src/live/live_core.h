@@ -16,7 +16,6 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -64,26 +63,24 @@ class LiveCore {
   const LiveRegion* Find(uint64_t addr) const;
 
   // Fault path for the page at `page_addr` (page aligned): claims and copies
-  // it into a queue buffer, marks it saved, and queues it for the saver.
-  // With wait_for_saver, a page the saver is copying is waited for (tracker
+  // it into a spill buffer, marks it saved, and queues it for the saver.
+  // Never does image I/O: if the spill area is full it waits for the saver
+  // to move spilled pages on (counted as fault_queue_full). With
+  // wait_for_saver, a page the saver is copying is waited for (tracker
   // mode: the caller lifts protection on return). The caller lifts the
   // protection (base mode: for kSaved, kAlreadySaved and kAborted) and times
   // the service.
   //
-  // Fault-around (around > 1, a power of two <= 64): also claims and saves
-  // the other unclaimed pages of the aligned group of `around` pages holding
-  // the faulting page. *saved_first / *saved_bits (optional) receive the
-  // group's first page address and a bit per page of it that this call
-  // saved (bit i: saved_first + i pages); the caller lifts their protection.
+  // Fault-around (around > 1, a power of two <= 64): while the spill area is
+  // at most half full, also claims and saves the other unclaimed pages of
+  // the aligned group of `around` pages holding the faulting page (as many
+  // as there are free buffers); beyond that only the faulting page, so that
+  // once the spill area is the bottleneck every page the saver drains frees
+  // a writer. *saved_first / *saved_bits (optional) receive the group's
+  // first page address and a bit per page of it that this call saved (bit
+  // i: saved_first + i pages); the caller lifts their protection.
   FaultOutcome SaveForFault(uint64_t page_addr, bool wait_for_saver, size_t around = 1,
                             uint64_t* saved_first = nullptr, uint64_t* saved_bits = nullptr);
-
-  // Writes one queued page to the image (and counts it written). The fault
-  // path calls it when the queue is full rather than wait for the saver
-  // thread to be scheduled. Set before any fault can arrive.
-  void SetOverflowWriter(std::function<Status(const QueuedPage&)> write) {
-    overflow_writer_ = std::move(write);
-  }
 
   // Records a fault service time (ns).
   void RecordService(uint64_t ns) { service_.Record(ns); }
@@ -113,11 +110,6 @@ class LiveCore {
   PageClaims claims_;
   FaultQueue queue_;
   LatencyHistogram service_;
-  // A buffer for the fault path: a free one, else the oldest queued page
-  // is written out by this thread and its buffer reused. nullptr: aborted.
-  char* AcquireForFault();
-
-  std::function<Status(const QueuedPage&)> overflow_writer_;
   std::atomic<uint64_t> faults_{0};
   std::atomic<uint64_t> queue_full_{0};
   std::atomic<uint64_t> by_fault_{0};

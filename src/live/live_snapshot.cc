@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "image/image_env.h"
+#include "image/writer.h"
 #include "live/copy_user.h"
 #include "live/live_env.h"
 #include "live/live_snapshot_impl.h"
@@ -116,16 +118,15 @@ Status LiveSnapshotImpl::Begin(const std::string& path, const std::vector<Region
       return idx.status().WithContext("live snapshot: declaring region '" + r.name + "'");
   }
 
+  writer_impl_ = dynamic_cast<image::ImageWriterImpl*>(writer_.get());
+  if (writer_impl_ == nullptr) return Status::Internal("live snapshot: unexpected image writer");
   chunk_pages_ = std::max<size_t>(64, (opts_.chunk_pages + 63) / 64 * 64);
-  chunk_buf_.reset(new char[chunk_pages_ * page_size_]);
-  chunk_claims_.assign(chunk_pages_ / 64, 0);
   uint64_t total_pages = 0;
   for (const LiveRegion& r : sorted) total_pages += r.pages;
   const size_t queue_pages = static_cast<size_t>(std::max<uint64_t>(
       1, std::min<uint64_t>(opts_.fault_queue_pages, std::max<uint64_t>(64, total_pages / 16))));
   core_ = std::make_shared<LiveCore>(std::move(sorted), page_size_, queue_pages);
   next_progress_ = std::max<uint64_t>(1, opts_.progress_every_pages);
-  core_->SetOverflowWriter([this](const QueuedPage& q) { return WritePage(q); });
   queued_.reserve(core_->queue().capacity());
 
   Status s = opts_.tracker != nullptr ? BeginTracker() : BeginBase();
@@ -162,8 +163,7 @@ LiveSnapshotStats LiveSnapshotImpl::stats() const {
   core_->FillStats(&s);
   s.protect_ns = protect_ns_.load(std::memory_order_relaxed);
   s.total_ns = total_ns_.load(std::memory_order_relaxed);
-  s.peak_extra_bytes = chunk_pages_ * page_size_ + core_->queue().peak_bytes() +
-                       core_->claims().bytes() + chunk_claims_.size() * sizeof(uint64_t);
+  s.peak_extra_bytes = core_->queue().peak_bytes() + core_->claims().bytes();
   return s;
 }
 
@@ -194,16 +194,17 @@ Status LiveSnapshotImpl::SaveAll() {
   for (const LiveRegion& r : core_->regions()) {
     for (uint64_t p = 0; p < r.pages; p += chunk_pages_) {
       if (core_->aborted()) return core_->error();
-      PW_RETURN_IF_ERROR(WriteQueued(false));
+      // Spilled pages first: draining them frees writers waiting for room.
+      PW_RETURN_IF_ERROR(DrainSpill(false));
       PW_RETURN_IF_ERROR(SaveChunk(r, p, std::min<uint64_t>(chunk_pages_, r.pages - p)));
       ReportProgress(false);
     }
   }
-  // Every page is claimed now; pages the fault path claimed are written out
-  // as they arrive in the queue.
+  // Every page is claimed now; pages the fault path claimed are handed on
+  // as they arrive in the spill area.
   while (core_->written() < core_->total_pages()) {
     if (core_->aborted()) return core_->error();
-    PW_RETURN_IF_ERROR(WriteQueued(true));
+    PW_RETURN_IF_ERROR(DrainSpill(true));
     ReportProgress(false);
   }
   return Status::Ok();
@@ -214,77 +215,90 @@ Status LiveSnapshotImpl::SaveChunk(const LiveRegion& r, uint64_t first, uint64_t
   const size_t w0 = r.first_word + static_cast<size_t>(first / 64);
   const size_t words = static_cast<size_t>((n + 63) / 64);
   const uint64_t base = r.start + first * page_size_;
-  // One bitmap word (64 pages) at a time: claim, copy, mark saved, lift the
-  // protection. A writer that hits a page the saver has claimed waits until
-  // its word is copied, so the claimed-but-protected window stays one
+  // One bitmap word (64 pages) at a time: take a staging buffer of the
+  // image writer (this may wait for the writer's pipeline, so before any
+  // claim), claim, copy into it, mark saved, lift the protection, hand the
+  // buffer over. A writer that hits a page the saver has claimed waits
+  // until its word is copied, so the claimed-but-protected window stays one
   // 256 KiB copy long.
-  uint64_t claimed = 0;
   for (size_t i = 0; i < words; ++i) {
     uint64_t mask = ~0ULL;
     if (i == words - 1 && n % 64 != 0) mask = (1ULL << (n % 64)) - 1;
+    if ((claims.ClaimedWord(w0 + i) & mask) == mask) continue;  // the fault path had them all
+    uint8_t* staging = writer_impl_->AcquireStaging();
     const uint64_t got = claims.ClaimWord(w0 + i, mask);
-    chunk_claims_[i] = got;
-    if (got == 0) continue;
-    claimed += static_cast<uint64_t>(__builtin_popcountll(got));
+    if (got == 0) {
+      writer_impl_->ReleaseStaging(staging);
+      continue;
+    }
     const uint64_t wbase = base + i * 64 * page_size_;
-    char* wbuf = chunk_buf_.get() + i * 64 * page_size_;
+    const uint64_t wpage = first + i * 64;  // region page of bit 0
+    std::vector<uint64_t> pages;
+    pages.reserve(static_cast<size_t>(__builtin_popcountll(got)));
     // The claimed pages are write-protected (base mode: by us; tracker
     // mode: by the tracker's Collect at T), so this copy is their content
     // at T.
     ForEachRun(&got, 64, [&](uint64_t s, uint64_t len) {
-      CopyUserMemory(wbuf + s * page_size_, reinterpret_cast<const void*>(wbase + s * page_size_),
-                     len * page_size_);
+      CopyUserMemory(staging + pages.size() * page_size_,
+                     reinterpret_cast<const void*>(wbase + s * page_size_), len * page_size_);
+      for (uint64_t k = 0; k < len; ++k) pages.push_back(wpage + s + k);
     });
     claims.MarkSavedWord(w0 + i, got);
+    Status st;
     if (opts_.tracker == nullptr) {
       // Base mode: lift protection of what we copied, so writers stop
       // faulting there (and writers waiting on those pages wake up).
-      Status st;
       ForEachRun(&got, 64, [&](uint64_t s, uint64_t len) {
         if (st.ok()) st = Unprotect(wbase + s * page_size_, len * page_size_);
       });
-      PW_RETURN_IF_ERROR(st);
     }
+    const size_t k = pages.size();
+    Status ws = writer_impl_->SubmitStaged(r.index, std::move(pages), staging);
+    if (!ws.ok()) {
+      return ws.WithContext("writing pages of region '" + r.name + "' at offset " +
+                            std::to_string(wpage * page_size_));
+    }
+    PW_RETURN_IF_ERROR(st);
+    core_->AddBackground(k);
+    core_->AddWritten(k);
   }
-  if (claimed == 0) return Status::Ok();
-  // AddPages in pieces of at most 64 pages: the image writer's lock is
-  // then held briefly, and the fault path (which may write a page when its
-  // queue is full) never waits long for it.
-  Status st;
-  ForEachRun(chunk_claims_.data(), n, [&](uint64_t s, uint64_t len) {
-    for (uint64_t done = 0; done < len && st.ok(); done += 64) {
-      const uint64_t p = s + done, k = std::min<uint64_t>(64, len - done);
-      st = writer_->AddPages(r.index, (first + p) * page_size_, chunk_buf_.get() + p * page_size_,
-                             k * page_size_);
-      if (!st.ok()) {
-        st = st.WithContext("writing pages of region '" + r.name + "' at offset " +
-                            std::to_string((first + p) * page_size_));
-      }
-    }
-  });
-  PW_RETURN_IF_ERROR(st);
-  core_->AddBackground(claimed);
-  core_->AddWritten(claimed);
   return Status::Ok();
 }
 
-Status LiveSnapshotImpl::WritePage(const QueuedPage& q) {
-  Status st = writer_->AddPages(q.region, q.offset, q.data, page_size_);
-  if (!st.ok()) {
-    return st.WithContext("writing a page saved on a write fault (region " +
-                          std::to_string(q.region) + " offset " + std::to_string(q.offset) + ")");
-  }
-  core_->AddWritten(1);
-  return st;
-}
-
-Status LiveSnapshotImpl::WriteQueued(bool wait) {
+Status LiveSnapshotImpl::DrainSpill(bool wait) {
   queued_.clear();
   core_->queue().Take(&queued_, wait);
+  if (queued_.empty()) return Status::Ok();
+  // Large batches per region, in offset order: one staging buffer per
+  // StagingPages() pages, each spilled page copied once into it and its
+  // spill buffer freed at once (waiting fault paths resume).
+  std::sort(queued_.begin(), queued_.end(), [](const QueuedPage& a, const QueuedPage& b) {
+    return a.region != b.region ? a.region < b.region : a.offset < b.offset;
+  });
   Status st;
-  for (const QueuedPage& q : queued_) {
-    if (st.ok()) st = WritePage(q);
-    core_->queue().Release(q.data);
+  for (size_t i = 0; i < queued_.size();) {
+    const uint32_t region = queued_[i].region;
+    if (!st.ok()) {
+      core_->queue().Release(queued_[i++].data);
+      continue;
+    }
+    const size_t cap = writer_impl_->StagingPages(region);
+    uint8_t* staging = writer_impl_->AcquireStaging();
+    std::vector<uint64_t> pages;
+    pages.reserve(cap);
+    for (; i < queued_.size() && queued_[i].region == region && pages.size() < cap; ++i) {
+      std::memcpy(staging + pages.size() * page_size_, queued_[i].data, page_size_);
+      pages.push_back(queued_[i].offset / page_size_);
+      core_->queue().Release(queued_[i].data);
+    }
+    const size_t k = pages.size();
+    st = writer_impl_->SubmitStaged(region, std::move(pages), staging);
+    if (!st.ok()) {
+      st = st.WithContext("writing pages saved on write faults (region " + std::to_string(region) +
+                          ")");
+    } else {
+      core_->AddWritten(k);
+    }
   }
   return st;
 }

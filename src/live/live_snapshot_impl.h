@@ -30,6 +30,9 @@
 
 namespace pagewise {
 class UffdWpTracker;
+namespace image {
+class ImageWriterImpl;
+}  // namespace image
 }  // namespace pagewise
 
 namespace pagewise::live {
@@ -78,9 +81,9 @@ class LiveSnapshotImpl final : public LiveSnapshot {
   void SaverMain();
   Status SaveAll();
   Status SaveChunk(const LiveRegion& r, uint64_t first_page, uint64_t pages);
-  Status WriteQueued(bool wait);
-  // Writes one page saved by the fault path to the image and counts it.
-  Status WritePage(const QueuedPage& q);
+  // Hands the spilled pages (waiting for one if `wait` and none is there)
+  // to the image writer in large batches and frees their spill buffers.
+  Status DrainSpill(bool wait);
   void ReportProgress(bool done);
   void Finish(Status s);
 
@@ -93,10 +96,10 @@ class LiveSnapshotImpl final : public LiveSnapshot {
   std::shared_ptr<LiveCore> core_;
   std::unique_ptr<ImageWriter> writer_;
 
+  image::ImageWriterImpl* writer_impl_ = nullptr;  // writer_, for staged hand-offs
+
   // Saver state (saver thread only).
   size_t chunk_pages_ = 0;
-  std::unique_ptr<char[]> chunk_buf_;
-  std::vector<uint64_t> chunk_claims_;
   std::vector<QueuedPage> queued_;
   uint64_t next_progress_ = 0;
 

@@ -195,14 +195,15 @@ TEST(LiveSnapshot, SeveralRegionsOfEveryKindInOneImage) {
   }
 }
 
-// Deterministic fault path: the saver is held in the progress callback after
-// its first chunk; the test thread then writes every page. Each write must
-// be held until its page was saved, so the image still holds the old
-// content, and the writes complete although the saver thread does nothing
-// meanwhile.
+// While the saver thread is held (in its first progress callback), writes
+// to not yet saved pages fault, and the fault path copies each page into
+// the spill area before letting the write happen: the image still holds the
+// old content, and the writes complete although the saver does nothing
+// meanwhile (the spill area has room for all of them).
 TEST(LiveSnapshot, FaultPathSavesEachPageBeforeItsFirstWrite) {
   TempDir dir;
   const size_t len = 8 * kMiB, pages = len / kPage;
+  const size_t spill = pages / 16;  // the cap on fault_queue_pages
   Mapping m(len, MemKind::kAnonPrivate);
   Populate(m, 7);
   std::vector<char> ref(m.data(), m.data() + len);
@@ -225,25 +226,30 @@ TEST(LiveSnapshot, FaultPathSavesEachPageBeforeItsFirstWrite) {
       LiveSnapshot::Start(path, {TestRegion(m, MemKind::kAnonPrivate, "m")}, o);
   ASSERT_TRUE(snap.ok()) << snap.status().ToString();
   saver_held.Wait();
-  for (size_t i = 0; i < pages; ++i) std::memset(m.page(i), 0xA5, 64);
+  for (size_t i = 64; i < 64 + spill; ++i) std::memset(m.page(i), 0xA5, 64);
+  LiveSnapshotStats held = (*snap)->stats();
+  EXPECT_EQ(held.pages_by_fault, spill);
+  EXPECT_EQ(held.fault_queue_full, 0u);
   release.Open();
   ASSERT_TRUE((*snap)->Wait().ok());
   LiveSnapshotStats st = (*snap)->stats();
-  EXPECT_EQ(st.pages_background, 64u);
-  EXPECT_EQ(st.pages_by_fault, pages - 64);
-  EXPECT_GE(st.faults_handled, pages - 64);
+  EXPECT_EQ(st.pages_background, pages - spill);
+  EXPECT_EQ(st.pages_by_fault, spill);
+  EXPECT_GE(st.faults_handled, spill);
   EXPECT_GT(st.fault_service_max_ns, 0u);
   EXPECT_LE(st.fault_service_p50_ns, st.fault_service_p99_ns);
   EXPECT_LE(st.fault_service_p99_ns, st.fault_service_max_ns);
   EXPECT_EQ(CompareImage(path, 0, ref.data(), len), "");
-  for (size_t i = 0; i < pages; ++i) ASSERT_EQ(static_cast<unsigned char>(m.page(i)[0]), 0xA5);
+  for (size_t i = 64; i < 64 + spill; ++i)
+    ASSERT_EQ(static_cast<unsigned char>(m.page(i)[0]), 0xA5);
 }
 
-// With a queue of 8 pages and the saver held, the fault path can hold at
-// most 8 page copies; when the queue is full it writes the oldest queued
-// page to the image itself, so writers finish without the saver running at
-// all, and the peak extra memory stays within the bound.
-TEST(LiveSnapshot, FullFaultQueueIsDrainedByTheFaultPath) {
+// With a spill area of 8 pages and the saver held, the fault path holds at
+// most 8 page copies and never writes the image itself: the 9th first
+// write waits (counted in fault_queue_full) until the saver runs again and
+// moves the spilled pages on; then every write completes, the image is
+// exact and the peak extra memory stayed within the bound.
+TEST(LiveSnapshot, FullSpillAreaWaitsForTheSaver) {
   TempDir dir;
   const size_t len = 4 * kMiB, pages = len / kPage;
   Mapping m(len, MemKind::kAnonPrivate);
@@ -267,17 +273,23 @@ TEST(LiveSnapshot, FullFaultQueueIsDrainedByTheFaultPath) {
       LiveSnapshot::Start(path, {TestRegion(m, MemKind::kAnonPrivate, "m")}, o);
   ASSERT_TRUE(snap.ok()) << snap.status().ToString();
   saver_held.Wait();
+  std::atomic<size_t> done{0};
   std::thread writer([&] {
-    for (size_t i = pages; i-- > 0;)
+    for (size_t i = pages; i-- > 0; done++) {
       m.page(i)[1] = 1;  // from the end: pages the saver has not reached
+    }
   });
-  writer.join();  // completes while the saver is still held
+  // The writer gets 8 pages saved, then its 9th first write waits for room
+  // (the fault thread blocks in the spill area, not in image I/O).
+  while ((*snap)->stats().fault_queue_full == 0) std::this_thread::yield();
+  EXPECT_EQ((*snap)->stats().pages_by_fault, 8u);
+  EXPECT_EQ(done.load(), 8u);
   release.Open();
+  writer.join();
   ASSERT_TRUE((*snap)->Wait().ok());
   LiveSnapshotStats st = (*snap)->stats();
-  EXPECT_EQ(st.pages_by_fault, pages - 64);
-  EXPECT_GE(st.fault_queue_full, pages - 64 - 8);
-  const uint64_t bound = 64 * kPage + 8 * kPage + 2 * 8 * ((pages + 63) / 64) + 8;
+  EXPECT_GE(st.fault_queue_full, 1u);
+  const uint64_t bound = 8 * kPage + 2 * 8 * ((pages + 63) / 64) + 8;
   EXPECT_LE(st.peak_extra_bytes, bound);
   EXPECT_EQ(CompareImage(path, 0, ref.data(), len), "");
 }

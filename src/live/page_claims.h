@@ -38,6 +38,8 @@ class PageClaims {
   void MarkSavedWord(size_t w, uint64_t bits);
 
   bool IsSaved(uint64_t i) const;
+  // The claimed bits of word w now (may change right after).
+  uint64_t ClaimedWord(size_t w) const { return claimed_[w].load(std::memory_order_acquire); }
   // Blocks until page i is saved or ReleaseAll() was called.
   void WaitSaved(uint64_t i) const;
   // Marks every page saved and wakes every waiter. For aborting: afterwards

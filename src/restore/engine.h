@@ -1,66 +1,97 @@
-// Engine: serves userfaultfds of one restore from a PageSource.
+// Engine: serves the userfaultfds of one restore from a PageSource. Used by
+// the in-process LazyRestore, by PageServer (one engine per client) and by
+// daemons that receive userfaultfds from elsewhere (CRIU's lazy pages: one
+// engine per restored task).
 //
-// An Engine owns one or more address spaces ("spaces": one per mm, each with
-// its userfaultfd and SpaceMap): the restored program, plus every child the
-// kernel reports with UFFD_EVENT_FORK. Two threads:
-//   - the server thread polls every space's userfaultfd (plus a wake eventfd
-//     and, for a page server, the client's socket), reads messages, applies
-//     the non-cooperative events (FORK, REMAP, REMOVE, UNMAP) and serves
-//     page faults: the contiguous run of unfilled pages around the fault,
-//     inside an aligned window, with UFFDIO_COPY (UFFDIO_ZEROPAGE for zero
-//     pages);
-//   - the filler thread installs the remaining pages in batches: first the
-//     prefetch list (a recorded working set), then the neighbourhood after
-//     recent faults, then everything else in address order.
+// ---- Internal API (for the restore front ends) ------------------------------
+//   Engine(source, options)   nothing runs yet
+//   AddSpace(uffd, regions)   a root address space: its userfaultfd (already
+//                             through UFFDIO_API; regions registered in
+//                             MISSING mode by whoever owns the memory) and
+//                             where its regions' bytes are in the source
+//   Start(setup)              starts the threads; `setup` runs on the loop
+//                             thread first (in-process: creates the uffd in
+//                             the private fd table and calls AddSpace)
+//   WaitResident / WaitPrefetched / Stats / Trace / status
+//   EnableBackground          turns background fill on later
+//   Stop                      stops both threads, closes every uffd
+// The source is read with PageSource::Read from the filler threads, never
+// under a lock a fault needs; a remote source may be slow.
 //
-// Ordering invariant (why every ioctl and every read of a userfaultfd is
-// made under the space's mutex): the kernel lets a fill run concurrently
-// with an madvise/munmap/mremap that has not yet queued its event, and
-// lets the event's thread finish the change as soon as its message is
-// read. If a fill were in flight while another thread read a REMOVE, the
-// fill could land after the zap and resurrect source data in a range the
-// program dropped. With reads and fills serialised per space, every fill
-// either completes before the event is read (and the change then applies
-// to its result) or starts after it (and sees the updated SpaceMap).
-// Source reads (which may decompress) happen outside the mutex; the run is
-// re-validated page by page before it is installed.
+// ---- Parts ------------------------------------------------------------------
+//   engine_space.h     per-space state: uffd, SpaceMap, FillGate, queues
+//   engine_install.h   Installer: how bytes become pages (the fill ioctls,
+//                      granularity, the kernel's answers)
+//   engine_schedule.h  Scheduler: what to fill when (demand windows, stream
+//                      read-ahead, prefetch list, background order)
+//   engine_events.cc   reading a space's uffd, applying FORK/REMAP/REMOVE/UNMAP
+//   engine_fork.h      ForkMode: the fork guard's state machine
+//   engine_stats.h     StatsRecorder: counters, histograms, trace
+//   engine_handover.h  Export/Adopt: handing spaces over to another server
+//   engine_loop.cc     the loop thread: poll, read, serve demand faults
+//   fill.cc            serving one fault; the background filler thread
+//   engine.cc          lifecycle, waiting, residency
 //
-// File descriptors (why the userfaultfds live in a private fd table for an
-// in-process restore): fork(2) copies the caller's fd table, so a child
-// forked while a restore runs would hold a reference to the restore's
-// userfaultfd. Closing ours would then not release the kernel context: the
-// ranges would stay registered with nobody reading (the program blocks on
-// its next fault or madvise), and a fork caught between copying the fd
-// table and its FORK event being read would wait forever. With
-// private_fd_table the server thread unshares its fd table (CLONE_FILES)
-// before creating the userfaultfd, the filler thread shares that table, and
-// every userfaultfd (also the children's from FORK events) lives only
-// there: the program's forks never see them, and closing one always
-// releases it. Hence userfaultfds are opened, used and closed only on the
-// engine's threads. The private table starts as a copy of the process's
-// (sources read through the caller's descriptors), so until the engine
-// stops it also holds the descriptors that were open at Start().
+// ---- Threads ------------------------------------------------------------------
+//   - the loop thread polls every space's userfaultfd (plus a wake eventfd
+//     and, for a page server, the client's socket), reads messages (events
+//     are applied at once) and serves page faults itself: demand is never
+//     queued behind background work. A fault fills the unfilled run around
+//     it inside an aligned window, faulting page first; a sequential stream
+//     of faults also reads ahead;
+//   - the filler thread installs the rest in batches: the prefetch list, the
+//     neighbourhood after recent faults, then everything else in address
+//     order. It reads the source without any lock held, then installs in
+//     pieces, leaving the gate between pieces whenever a read waits and
+//     shrinking its pieces while reads keep waiting for it.
+// Both install into the same space at once; pieces in flight are marked so
+// that nothing is installed twice and a fault on a page in flight waits
+// for it.
 //
-// fork(2) of the restored program: see restore/fork_guard.h. An engine with
-// private_fd_table (in-process) registers with the fork guard: around a
-// fork its filler parks and its server thread only reads messages, into
-// preallocated storage, so that it never blocks on a lock glibc holds
-// across fork.
+// ---- Ordering (why reads of a userfaultfd exclude fills) ---------------------
+// The kernel refuses fills (EAGAIN, mmap_changing) only while a
+// non-cooperative event is queued and unread; as soon as the monitor reads
+// REMOVE/UNMAP/REMAP/FORK, the thread that caused it goes on (zaps, unmaps,
+// copies page tables). A fill validated against the SpaceMap before that
+// read but issued after it could land after the zap and resurrect source
+// data in a range the program dropped. So every read of a space's uffd, and
+// the application of the events it returned, holds the space's FillGate
+// exclusive, and every fill holds it shared from validation to the ioctl's
+// return: each fill then either completes before the read (and the event
+// applies to its result) or is validated after the map was updated. Faults
+// are read by the loop thread, and by a filler that met EAGAIN/ENOENT
+// (queued for the loop thread).
+//
+// ---- File descriptors (why the in-process engine has a private fd table) ----
+// fork(2) copies the caller's fd table, so a child forked while a restore
+// runs would hold a reference to the restore's userfaultfd. Closing ours
+// would then not release the kernel context: the ranges would stay
+// registered with nobody reading (the program blocks on its next fault or
+// madvise), and a fork caught between copying the fd table and its FORK
+// event being read would wait forever. With private_fd_table the loop
+// thread unshares its fd table (CLONE_FILES) before creating the
+// userfaultfd, the filler shares that table, and every userfaultfd (also
+// the children's from FORK events) lives only there: the program's forks
+// never see them, and closing one always releases it. Hence userfaultfds
+// are opened, used and closed only on the engine's threads. The private
+// table starts as a copy of the process's (sources read through the
+// caller's descriptors), so until the engine stops it also holds the
+// descriptors that were open at Start().
+//
+// fork(2) of the restored program: see engine_fork.h and fork_guard.h.
 //
 // Thread safety: public methods may be called from any thread except the
 // engine's own threads (callbacks run on them: they must not call Stop()
 // and must not fork).
-// Lock order: Space::mu, then Engine::mu_, then Engine::stats_mu_.
+// Lock order: Space::gate, Space::mu, Engine::mu_, ForkMode, StatsRecorder.
 #ifndef PAGEWISE_RESTORE_ENGINE_H_
 #define PAGEWISE_RESTORE_ENGINE_H_
 
 #include <poll.h>
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <future>
 #include <memory>
@@ -72,9 +103,16 @@
 #include "pagewise/restore.h"
 #include "pagewise/status.h"
 #include "pagewise/time.h"
+#include "restore/engine_fork.h"
+#include "restore/engine_handover.h"
+#include "restore/engine_install.h"
+#include "restore/engine_schedule.h"
+#include "restore/engine_space.h"
+#include "restore/engine_stats.h"
 #include "restore/fork_guard.h"
 #include "restore/space_map.h"
 #include "sys/env.h"
+#include "sys/uffd_loop.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise::restore {
@@ -111,7 +149,7 @@ struct SpaceRegion {
   uint64_t src = 0;
 };
 
-class Engine final : public ForkAware {
+class Engine final : public ForkAware, private InstallHost {
  public:
   Engine(std::shared_ptr<const PageSource> source, EngineOptions options);
   ~Engine() override;  // Stop()
@@ -119,10 +157,10 @@ class Engine final : public ForkAware {
   Engine& operator=(const Engine&) = delete;
 
   // Adds a root space: from the setup function given to Start() (on the
-  // server thread), or before Start() when private_fd_table is false. Takes
+  // loop thread), or before Start() when private_fd_table is false. Takes
   // the userfaultfd, whose regions must be registered in MISSING mode.
   void AddSpace(sys::Userfaultfd uffd, const std::vector<SpaceRegion>& regions);
-  // Starts the server thread, runs `setup` on it (after making its fd table
+  // Starts the loop thread, runs `setup` on it (after making its fd table
   // private, if asked), then starts serving (and the filler, if
   // background_fill). Returns setup's error, if any; the engine is then
   // stopped.
@@ -140,7 +178,7 @@ class Engine final : public ForkAware {
   // `timeout` (kNoTimeout: no limit).
   Status WaitPrefetched(Duration timeout);
   bool resident() const;
-  // True once the server loop ended by itself (client gone).
+  // True once the loop ended by itself (client gone).
   bool finished() const;
   // The first error met (OK if none).
   Status status() const;
@@ -149,97 +187,97 @@ class Engine final : public ForkAware {
   // True in a child process forked while this engine ran: nothing works.
   bool forked_copy() const { return forked_copy_.load(); }
 
+  // Serve handover (engine_handover.h). Export stops both threads, wakes
+  // the queued faults and hands out every live space with its state; the
+  // engine then serves nothing (Stop() is still needed). Not for an
+  // in-process restore. Adopt (before Start(), instead of AddSpace) takes
+  // over an export: its spaces, books and start time.
+  Result<EngineExport> Export();
+  void Adopt(EngineExport state);
+
   // ForkAware (called by the fork guard in the forking thread).
   void EnterForkMode() override;
   void LeaveForkMode() override;
   void BecomeForkedCopy() override;
 
  private:
-  // kRequested: a fork is about to happen or happening (threads parked,
-  // server reading only). kApplying: fork returned; the server applies what
-  // it read while the filler stays parked (the parent must not be filled
-  // before a buffered FORK event has copied its map for the child).
-  enum class ForkPhase { kNone, kRequested, kApplying };
-  enum class FillKind { kDemand, kBackground, kPrefetch };
-  using Clock = std::chrono::steady_clock;
+  // Filler identities (InFlight owners).
+  static constexpr int kDemandFiller = 1;
+  static constexpr int kBackgroundFiller = 2;
 
-  struct QueuedFault {
-    UffdEvent event;
-    Clock::time_point read_at;
-  };
-
-  struct Space {
-    uint32_t id = 0;
-    std::mutex mu;
-    sys::Userfaultfd uffd;              // guarded by mu; closed only by the server thread
-    SpaceMap map;                       // guarded by mu
-    bool dead = false;                  // guarded by mu: the mm is gone
-    bool released = false;              // guarded by mu: uffd closed after completion
-    std::deque<QueuedFault> faults;     // guarded by mu: read, not yet served
-    std::deque<uint64_t> hints;         // guarded by mu: addresses after recent faults
-    uint64_t cursor = 0;                // guarded by mu: sequential fill position
-    size_t prefetch_pos = 0;            // guarded by mu
-    std::atomic<uint64_t> unfilled{0};  // mirror of map.unfilled() (written under mu)
-    std::atomic<uint64_t> bad{0};       // mirror of map.bad()
-    std::atomic<bool> closed{false};    // dead or released (written under mu)
-  };
-  using SpacePtr = std::shared_ptr<Space>;
-
-  // ---- threads (engine.cc) -------------------------------------------------
+  // ---- the loop thread (engine_loop.cc) ------------------------------------
+  class LoopHandler;  // the sys::UffdHandler the loop thread runs loop_ with
   void ServerMain(const std::function<Status()>& setup, std::promise<Status>* ready);
-  void ServerLoop();
-  void MaybeStartFiller();  // server thread: starts the filler when wanted
-  // Server thread: acknowledges fork mode, reads messages without
-  // allocating until it ends, then applies them.
-  void ForkModeLoop();
-  // Filler: parks while a fork is in progress.
-  void ParkForFork();
-  void FillerLoop();
-  void Notify();  // wakes the server thread
-  std::vector<SpacePtr> SnapshotSpaces() const;
-  // Reads every pending message of s: applies events, queues faults.
-  // Returns how many messages were read. Requires s.mu held.
-  size_t DrainLocked(Space& s);
+  // Before each poll (LoopHandler::BeforePoll): serves queued faults,
+  // closes finished spaces, reports residency, registers new spaces with
+  // the loop. False when the loop must end.
+  bool BeforePoll();
+  // Adds the open spaces the loop does not poll yet (may allocate).
+  void RegisterNewSpaces();
+  // Serves every queued fault of every space.
+  void ServeQueued(const std::vector<SpacePtr>& spaces);
+  // Closes dead spaces (and complete ones with release_when_resident);
+  // returns whether any space is still open.
+  bool CloseFinished(const std::vector<SpacePtr>& spaces);
+  // Fork mode on the loop thread: while a fork is requested or happening,
+  // messages are recorded (without allocating) instead of applied; once it
+  // returned they are applied. Returns false while the loop must only read.
+  bool ForkStep();
+  void ApplyRecorded();
+  void MaybeStartFiller();
+
+  // ---- events (engine_events.cc) -------------------------------------------
+  class SpaceSink;                            // applies one space's messages
+  size_t DrainEvents(Space& s) override;      // InstallHost
+  size_t DrainEventsHeld(Space& s) override;  // InstallHost
+  // One message read from s, dispatched by the loop (events of a batch
+  // before its faults): applied, or recorded in fork mode. Requires the
+  // gate exclusive and s.mu.
+  void OnMessageLocked(Space& s, const UffdEvent& e, Clock::time_point read_at);
   void ApplyEventLocked(Space& s, const UffdEvent& e);
   void AdoptForkLocked(Space& parent, int child_fd);
-  void SyncLocked(Space& s);  // refreshes the atomics after map changes
-  // Engine threads, private fd table: moves fd to this engine's high range.
-  int Relocate(int fd);
-  void MarkDeadLocked(Space& s, const char* why);
-  void CloseSpace(Space& s);  // engine threads only: closes the uffd
-  void MaybeReportResident();
-  void Fail(const Status& status);
-  void Finish(const Status& why);
 
   // ---- filling (fill.cc) ---------------------------------------------------
-  // Serves one page-fault message.
+  // Serves one page-fault message (loop thread).
   void ServeFault(Space& s, const QueuedFault& f);
-  // Reads the source for `run` and installs what is still unfilled.
-  void FillRun(Space& s, const Run& run, FillKind kind, std::vector<char>* buf);
-  // Installs run pages that are still unfilled with the same source offset.
-  // `data` holds the run's bytes; zero[i] marks pages to install as zero.
-  void InstallLocked(Space& s, std::unique_lock<std::mutex>& lock, const Run& run, const char* data,
-                     const std::vector<uint8_t>& zero, FillKind kind);
-  // Handles a fault on a page we do not fill from the source. Returns true
-  // if events were applied meanwhile and the caller must look again.
-  bool ZeroOrWakeLocked(Space& s, std::unique_lock<std::mutex>& lock, uint64_t page);
-  // Poisons a page the source could not give (SIGBUS on access). Returns
-  // true if the caller must look again.
-  bool PoisonLocked(Space& s, std::unique_lock<std::mutex>& lock, uint64_t page);
-  // How many unexplained ENOENTs to wait out before forgetting a page.
-  int EnoentPatience(const Space& s) const;
-  // Backs off after an EAGAIN that draining did not explain.
-  void EagainBackoff(std::unique_lock<std::mutex>& lock, int* spins);
-  // Plans a background batch for s. Requires s.mu.
-  std::vector<Run> PlanLocked(Space& s, FillKind* kind);
+  // A filler thread's buffers (the source's bytes and zero marks of a run).
+  struct FillScratch {
+    std::vector<char> data;
+    std::vector<uint8_t> zero;
+  };
+  // Reads the source for `run` and installs what is still unfilled, page
+  // `first` of the run first (no lock is held while the source is read).
+  // Returns whether a read waited for one of its pieces.
+  bool FillRun(Space& s, const Run& run, FillKind kind, FillScratch* scratch, size_t first, int who,
+               size_t max_piece, bool yield_to_reads);
+  // One slice of FillRun: one source read, one install.
+  bool FillSlice(Space& s, const Run& run, FillKind kind, FillScratch* scratch, size_t first,
+                 int who, size_t max_piece, bool yield_to_reads);
+  void FillerLoop();
   bool FillOnce();  // one background batch; false when there is no work
-  void AddStats(FillKind kind, bool zero, uint64_t pages);
+
+  // ---- lifecycle and helpers (engine.cc) -----------------------------------
+  std::vector<SpacePtr> SnapshotSpaces() const;
+  SpacePtr SpaceById(uint32_t id) const;   // nullptr if there is none
+  int Relocate(int fd);                    // engine threads, private fd table: fd to our range
+  void Notify();                           // wakes the loop thread
+  void MarkDeadLocked(Space& s) override;  // InstallHost; requires s.mu
+  void CloseSpace(Space& s);               // engine threads only: closes the uffd
+  void MaybeReportResident();
+  void Fail(const Status& status) override;  // InstallHost
+  void Backoff(int* spins) override;         // InstallHost
+  void Finish(const Status& why);
+  bool stopping() const;
 
   std::shared_ptr<const PageSource> source_;
   EngineOptions opt_;
   Env* env_;
   size_t page_size_;
   std::unordered_set<uint64_t> prefetch_set_;  // immutable after construction
+  StatsRecorder stats_;
+  Scheduler sched_;
+  Installer installer_;
+  ForkMode fork_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;              // filler work, residency
@@ -253,36 +291,33 @@ class Engine final : public ForkAware {
   bool started_ = false;                    // guarded by mu_
   bool want_filler_ = false;                // guarded by mu_
   bool prefetch_done_ = false;              // guarded by mu_: the prefetch list is installed
+  bool server_exited_ = false;              // guarded by mu_
+  bool keep_uffds_ = false;                 // guarded by mu_: Export(): the loop leaves them open
+  bool adopted_ = false;                    // Adopt() gave the start time and books
   std::atomic<bool> background_on_{false};  // the filler may go past the prefetch list
   Status status_;                           // guarded by mu_
   // Threads are held by pointer so that a forked copy (in which they do not
   // exist) can drop them without joining.
   std::unique_ptr<std::thread> server_;
-  std::unique_ptr<std::thread> filler_;      // started by the server thread; joined after it
-  bool filler_running_ = false;              // guarded by mu_
-  bool server_exited_ = false;               // guarded by mu_
-  ForkPhase fork_phase_ = ForkPhase::kNone;  // guarded by mu_
-  bool server_parked_ = false;               // guarded by mu_
-  bool filler_parked_ = false;               // guarded by mu_
-  bool registered_for_fork_ = false;         // written before/after the threads run
+  std::unique_ptr<std::thread> filler_;  // started by the loop thread; joined after it
+  bool registered_for_fork_ = false;     // written before/after the threads run
   std::atomic<bool> forked_copy_{false};
-  // Fork-mode storage (server thread only), sized before acknowledging.
-  std::vector<struct pollfd> fork_pfds_;
-  std::vector<SpacePtr> fork_polled_;
+  // The one userfaultfd poll loop (sys/uffd_loop.h), run by the loop
+  // thread; created by Start(), destroyed by Stop() after the threads.
+  std::unique_ptr<sys::UffdLoop> loop_;
+  std::vector<uint32_t> looped_;  // loop thread: space ids registered with loop_
+  // Fork-mode storage (loop thread only), sized before acknowledging.
+  bool fork_recording_ = false;
+  size_t fork_count_ = 0;
   std::vector<UffdEvent> fork_events_;
   std::vector<Space*> fork_event_space_;
-  int wake_fd_ = -1;
-  int fd_base_ = -1;  // private fd table: lowest number for our fds (-1: keep)
-  Clock::time_point start_;
-  std::vector<char> demand_buf_;     // server thread only
-  std::vector<char> fill_buf_;       // filler thread only
+  int fd_base_ = -1;                 // private fd table: lowest number for our fds (-1: keep)
+  FillScratch demand_scratch_;       // loop thread only
+  FillScratch fill_scratch_;         // filler thread only
   size_t filler_rr_ = 0;             // filler thread only
+  size_t piece_pages_ = 0;           // filler thread only: adaptive piece size
+  size_t calm_pieces_ = 0;           // filler thread only: batches no read waited for
   bool last_fill_prefetch_ = false;  // filler thread only: FillOnce's last plan was prefetch
-
-  mutable std::mutex stats_mu_;
-  RestoreStats stats_;                   // guarded by stats_mu_
-  std::vector<TraceEntry> trace_;        // guarded by stats_mu_
-  std::unordered_set<uint64_t> traced_;  // guarded by stats_mu_
 };
 
 }  // namespace pagewise::restore

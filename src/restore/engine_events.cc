@@ -1,13 +1,7 @@
-// Engine: the userfaultfd events of a space (drained under its lock and
-// applied to its page map), and fork mode (fork_guard.h): while the
-// restored program forks, the filler is parked and the server thread only
-// reads events and faults into preallocated buffers (nothing may allocate
-// while the forking thread holds glibc's locks); what it read is applied
-// once the fork has returned.
-#include <poll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
-
+// Engine: the messages of a space's userfaultfd, read holding its gate
+// exclusive (see "Ordering" in engine.h) by the loop (LoopHandler) or by a
+// filler (SpaceSink, sys::DrainUffd): non-cooperative events are applied to
+// the page map, faults queued for the loop thread.
 #include <algorithm>
 #include <cerrno>
 #include <utility>
@@ -16,47 +10,85 @@
 
 namespace pagewise::restore {
 
-size_t Engine::DrainLocked(Space& s) {
+// Applies the messages of one space that a filler drains itself (after an
+// EAGAIN or ENOENT): the loop's dispatch, into OnMessageLocked.
+class Engine::SpaceSink final : public sys::UffdHandler {
+ public:
+  SpaceSink(Engine* e, Space* s) : e_(e), s_(s), read_at_(Clock::now()) {}
+  void OnPagefault(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  bool OnFork(uint64_t, const UffdEvent& ev) override {
+    Message(ev);  // the child's fd is adopted
+    return true;
+  }
+  void OnRemap(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  void OnRemove(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  void OnUnmap(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  void OnUnknown(uint64_t, const UffdEvent& ev) override { Message(ev); }
+  bool queued() const { return queued_; }
+
+ private:
+  void Message(const UffdEvent& ev) {
+    queued_ = queued_ || ev.kind == UffdEvent::Kind::kPagefault;
+    e_->OnMessageLocked(*s_, ev, read_at_);
+  }
+  Engine* e_;
+  Space* s_;
+  Clock::time_point read_at_;
+  bool queued_ = false;
+};
+
+size_t Engine::DrainEvents(Space& s) {
+  s.gate.EnterRead();
+  const size_t n = DrainEventsHeld(s);
+  s.gate.ExitRead();
+  return n;
+}
+
+size_t Engine::DrainEventsHeld(Space& s) {
   constexpr size_t kBatch = 64;
   UffdEvent events[kBatch];
-  size_t total = 0;
-  bool queued = false;
-  // Bounded so that a flood of faults cannot keep one caller here forever;
-  // whatever is left keeps the fd readable for the server thread.
-  for (int round = 0; round < 16 && s.uffd.valid() && !s.dead; ++round) {
-    Result<size_t> n = s.uffd.ReadEvents(events, kBatch);
-    if (!n.ok()) {
-      Fail(n.status().WithContext("reading userfaultfd of space " + std::to_string(s.id)));
-      MarkDeadLocked(s, "read failed");
-      break;
-    }
-    if (*n == 0) break;
-    total += *n;
-    const Clock::time_point now = Clock::now();
-    // Apply the non-cooperative events of the batch before queueing its
-    // faults. The kernel hands out pending faults ahead of pending events,
-    // so a fault read now may be about an address that an event of this
-    // same batch already moved, dropped or unmapped; serving it against the
-    // pre-event map could install source data the program no longer wants.
-    // (The faulting access raced with the event, so either outcome is one
-    // the program must accept; the post-event one is the safe one.)
-    for (size_t i = 0; i < *n; ++i) {
-      if (events[i].kind != UffdEvent::Kind::kPagefault) ApplyEventLocked(s, events[i]);
-    }
-    for (size_t i = 0; i < *n; ++i) {
-      if (events[i].kind == UffdEvent::Kind::kPagefault) {
-        s.faults.push_back({events[i], now});
-        queued = true;
-      }
-    }
-    if (*n < kBatch) break;
+  std::lock_guard<std::mutex> lk(s.mu);
+  if (!s.uffd.valid() || s.dead) return 0;
+  SpaceSink sink(this, &s);
+  // Bounded (sys::DrainUffd's rounds) so that a flood of faults cannot keep
+  // a filler here; whatever is left keeps the fd readable for the loop.
+  Result<size_t> n = sys::DrainUffd(env_, s.uffd.fd(), s.id, &sink, events, kBatch);
+  if (!n.ok()) {
+    Fail(n.status().WithContext("reading userfaultfd of space " + std::to_string(s.id)));
+    MarkDeadLocked(s);
   }
-  SyncLocked(s);
-  // Faults are served by the server thread only. When the filler read them
-  // (draining after EAGAIN), the server may be asleep in poll on a uffd
-  // that is no longer readable: wake it.
-  if (queued) Notify();
-  return total;
+  s.Sync();
+  // Faults are served by the loop thread only. When a filler read them,
+  // the loop may be asleep in poll on a uffd that is no longer readable:
+  // wake it.
+  if (sink.queued()) Notify();
+  return n.ok() ? *n : 0;
+}
+
+void Engine::OnMessageLocked(Space& s, const UffdEvent& e, Clock::time_point read_at) {
+  if (fork_recording_) {
+    // Fork mode: nothing may allocate (restore/fork_guard.h); keep the
+    // message for after the fork. Leave room for one more batch: when the
+    // storage is nearly full the sources are set aside until then (the
+    // kernel keeps what we do not read).
+    fork_events_[fork_count_] = e;
+    fork_event_space_[fork_count_] = &s;
+    ++fork_count_;
+    if (fork_count_ + 64 >= fork_events_.size()) {
+      for (uint32_t id : looped_) loop_->RemoveUffd(id);
+      looped_.clear();
+    }
+    return;
+  }
+  if (e.kind != UffdEvent::Kind::kPagefault) {
+    ApplyEventLocked(s, e);
+    return;
+  }
+  // The loop dispatches a batch's events before its faults (the kernel
+  // hands out pending faults ahead of pending events, so a fault read now
+  // may concern an address an event of the same batch moved, dropped or
+  // unmapped; the post-event answer is the safe one).
+  if (!s.dead) s.faults.push_back({e, read_at});
 }
 
 void Engine::ApplyEventLocked(Space& s, const UffdEvent& e) {
@@ -68,8 +100,10 @@ void Engine::ApplyEventLocked(Space& s, const UffdEvent& e) {
       // page tables) plus holes where the parent had not been filled yet,
       // which must come from the same source. The parent's ctx had
       // mmap_changing raised from dup_mmap until this read, so no fill of
-      // the parent completed in between: the parent's map is exactly the
-      // child's state. The forking thread stays blocked until we return.
+      // the parent completed in between, and the gate we hold exclusive
+      // means every fill that completed before is in the map: the parent's
+      // map is exactly the child's state. The forking thread stays blocked
+      // until we return.
       counter = &RestoreStats::forks;
       AdoptForkLocked(s, e.fork_fd);
       break;
@@ -98,120 +132,25 @@ void Engine::ApplyEventLocked(Space& s, const UffdEvent& e) {
     case UffdEvent::Kind::kUnknown:
       break;
   }
-  std::lock_guard<std::mutex> lk(stats_mu_);
-  stats_.*counter += 1;
+  stats_.Add(counter);
 }
 
-// ---- fork(2) of the restored program (fork_guard.h) ----------------------
-
-void Engine::EnterForkMode() {
-  std::unique_lock<std::mutex> lk(mu_);
-  if (server_exited_) return;
-  fork_phase_ = ForkPhase::kRequested;
-  cv_.notify_all();            // the filler, if idle
-  eventfd_write(wake_fd_, 1);  // the server, if in poll
-  cv_.wait(lk, [&] {
-    return server_exited_ || (server_parked_ && (!filler_running_ || filler_parked_));
-  });
-}
-
-void Engine::LeaveForkMode() {
+void Engine::AdoptForkLocked(Space& parent, int child_fd) {
+  if (child_fd < 0) return;
+  auto child = std::make_shared<Space>();
+  child->uffd = sys::Userfaultfd::Adopt(Relocate(child_fd), parent.uffd.features(), env_);
+  child->map = parent.map;
+  child->sched = parent.sched;
+  child->Sync();
   {
     std::lock_guard<std::mutex> lk(mu_);
-    fork_phase_ = server_exited_ ? ForkPhase::kNone : ForkPhase::kApplying;
+    child->id = next_id_++;
+    spaces_.push_back(std::move(child));
+    work_epoch_++;
   }
   cv_.notify_all();
-  eventfd_write(wake_fd_, 1);
-}
-
-void Engine::BecomeForkedCopy() { forked_copy_.store(true); }
-
-void Engine::ParkForFork() {
-  std::unique_lock<std::mutex> lk(mu_);
-  if (fork_phase_ == ForkPhase::kNone) return;
-  filler_parked_ = true;
-  cv_.notify_all();
-  cv_.wait(lk, [&] { return fork_phase_ == ForkPhase::kNone || stopping_; });
-  filler_parked_ = false;
-}
-
-void Engine::ForkModeLoop() {
-  constexpr size_t kForkEvents = 4096;
-  // Allocate everything now: the forking thread is still in its prepare
-  // handler, waiting for our acknowledgement before glibc takes its locks.
-  std::vector<SpacePtr> spaces = SnapshotSpaces();
-  fork_pfds_.clear();
-  fork_polled_.clear();
-  fork_pfds_.reserve(spaces.size() + 1);
-  fork_polled_.reserve(spaces.size());
-  fork_pfds_.push_back({wake_fd_, POLLIN, 0});
-  for (const SpacePtr& s : spaces) {
-    std::lock_guard<std::mutex> lk(s->mu);
-    if (!s->uffd.valid()) continue;
-    fork_pfds_.push_back({s->uffd.fd(), POLLIN, 0});
-    fork_polled_.push_back(s);
-  }
-  fork_events_.resize(kForkEvents);
-  fork_event_space_.resize(kForkEvents);
-  size_t count = 0;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    server_parked_ = true;
-  }
-  cv_.notify_all();
-  // From here until the fork returned: poll, lock, read. Nothing allocates.
-  for (;;) {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (fork_phase_ != ForkPhase::kRequested || stopping_) break;
-    }
-    Result<int> n = env_->Poll(fork_pfds_.data(), fork_pfds_.size(), -1);
-    if (!n.ok()) break;
-    if (fork_pfds_[0].revents & POLLIN) {
-      eventfd_t v;
-      eventfd_read(wake_fd_, &v);
-    }
-    for (size_t i = 0; i < fork_polled_.size(); ++i) {
-      if ((fork_pfds_[i + 1].revents & POLLIN) == 0 || count == kForkEvents) continue;
-      Space& s = *fork_polled_[i];
-      std::lock_guard<std::mutex> lk(s.mu);
-      if (!s.uffd.valid()) continue;
-      Result<size_t> got =
-          s.uffd.ReadEvents(&fork_events_[count], std::min<size_t>(64, kForkEvents - count));
-      if (!got.ok()) continue;  // handled when normal service resumes
-      for (size_t k = 0; k < *got; ++k) fork_event_space_[count + k] = &s;
-      count += *got;
-    }
-  }
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    server_parked_ = false;
-  }
-  // Apply what was read, per space in order: events first, then faults
-  // (as DrainLocked does for one batch).
-  const Clock::time_point now = Clock::now();
-  for (const SpacePtr& sp : fork_polled_) {
-    Space& s = *sp;
-    std::lock_guard<std::mutex> lk(s.mu);
-    for (size_t k = 0; k < count; ++k) {
-      if (fork_event_space_[k] == &s && fork_events_[k].kind != UffdEvent::Kind::kPagefault) {
-        ApplyEventLocked(s, fork_events_[k]);
-      }
-    }
-    for (size_t k = 0; k < count; ++k) {
-      if (fork_event_space_[k] == &s && fork_events_[k].kind == UffdEvent::Kind::kPagefault) {
-        s.faults.push_back({fork_events_[k], now});
-      }
-    }
-    SyncLocked(s);
-  }
-  fork_polled_.clear();
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    // (A new fork may already have asked again: leave kRequested alone.)
-    if (fork_phase_ == ForkPhase::kApplying) fork_phase_ = ForkPhase::kNone;
-  }
-  cv_.notify_all();  // the filler
+  Notify();  // the loop thread must start polling the child's fd
+  stats_.Add(&RestoreStats::spaces_total);
 }
 
 }  // namespace pagewise::restore

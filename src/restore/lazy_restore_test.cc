@@ -246,6 +246,46 @@ TEST(LazyRestore, RecordsTraceAndPrefetchesItFirst) {
   ASSERT_TRUE((*r)->Finish().ok());
 }
 
+TEST(LazyRestore, FaultClassesBytesByPathAndPrefetchWasteAddUp) {
+  PatternBuffer buf(512, 9);
+  RestoreOptions o;
+  o.fill.background_fill = false;  // only faults and the prefetch list install pages
+  o.fill.fault_window_pages = 8;
+  o.release_when_resident = false;
+  // Page 300 twice, and an offset outside the region: one page prefetched,
+  // two entries wasted.
+  o.fill.prefetch = {300 * Ps(), 300 * Ps(), 5000 * Ps()};
+  auto r = LazyRestore::Start(MemorySource(buf.data(), buf.size()), {{0, buf.size(), 0}}, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  char* mem = (*r)->data(0);
+  // Three demand faults (windows at 0, 64, 128), then a dropped page read
+  // back as zero (a zero-class fault).
+  EXPECT_TRUE(buf.Matches(mem + 1 * Ps(), 1));
+  EXPECT_TRUE(buf.Matches(mem + 65 * Ps(), 65));
+  EXPECT_TRUE(buf.Matches(mem + 130 * Ps(), 130));
+  EXPECT_TRUE(buf.Matches(mem + 300 * Ps(), 300));  // prefetched: no fault
+  ASSERT_EQ(madvise(mem + 2 * Ps(), Ps(), MADV_DONTNEED), 0);
+  EXPECT_TRUE(testing::AllZero(mem + 2 * Ps(), Ps()));
+  ASSERT_TRUE((*r)->Finish().ok());
+  const RestoreStats st = (*r)->stats();
+  EXPECT_EQ(st.demand_faults, 3u);
+  EXPECT_EQ(st.latency_demand.count, 3u);
+  EXPECT_EQ(st.latency_late_prefetch.count, 0u);
+  EXPECT_EQ(st.latency_zero.count, st.other_faults);
+  EXPECT_GE(st.latency_zero.count, 1u);
+  EXPECT_EQ(st.fault_latency_ns.size(), 3u);
+  EXPECT_EQ(st.fault_time_ns.size(), 3u);
+  EXPECT_GE(st.latency_demand.PercentileNs(0.99), st.latency_demand.PercentileNs(0.5));
+  EXPECT_EQ(st.pages_prefetch, 1u);
+  EXPECT_EQ(st.prefetch_waste_entries, 2u);
+  EXPECT_EQ(st.pages_readahead, 0u);
+  // Bytes by path add up to bytes_copied (every 5th page is zero).
+  EXPECT_EQ(st.bytes_demand + st.bytes_readahead + st.bytes_prefetch + st.bytes_background,
+            st.bytes_copied);
+  EXPECT_EQ(st.bytes_demand, 20 * Ps());  // 3 windows of 8 pages, 4 of them zero
+  EXPECT_EQ(st.bytes_prefetch, Ps());
+}
+
 TEST(LazyRestore, RejectsBadRegions) {
   PatternBuffer buf(16, 8);
   auto src = MemorySource(buf.data(), buf.size());

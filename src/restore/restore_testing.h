@@ -3,22 +3,17 @@
 //
 // PatternBuffer: a flat "memory file" whose page i holds a pattern derived
 // from (seed, i), except every 5th page (i % 5 == 3), which is zero.
-// ReadPageOrSigbus: reads a page on the calling thread and reports whether
-// the access raised SIGBUS (a poisoned page) instead of crashing.
+// ReadPageOrSigbus / ThreadBlockedInUffd: from testing/fault_observe.h
+// (reading a page that may be poisoned; a thread waiting for a monitor).
 // FakeImage: an in-memory Image with regions at flat offsets, so that
 // ImageSource can be tested without the image store.
-// ThreadBlockedInUffd: whether a thread sleeps in handle_userfault.
 //
 // Thread safety: PatternBuffer and FakeImage are immutable after
-// construction. ReadPageOrSigbus may be called from any thread (it installs
-// a process-wide SIGBUS handler that jumps back only on threads inside it).
+// construction.
 #ifndef PAGEWISE_RESTORE_RESTORE_TESTING_H_
 #define PAGEWISE_RESTORE_RESTORE_TESTING_H_
 
 #include <fcntl.h>
-#include <setjmp.h>
-#include <signal.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -27,11 +22,13 @@
 
 #include "pagewise/image.h"
 #include "pagewise/restore.h"
+#include "sys/env.h"
+#include "testing/fault_observe.h"
 #include "testing/test_util.h"
 
 namespace pagewise::testing {
 
-inline size_t Ps() { return static_cast<size_t>(getpagesize()); }
+inline size_t Ps() { return PageSize(); }
 
 inline bool IsZeroPageIndex(size_t i) { return i % 5 == 3; }
 
@@ -52,16 +49,11 @@ class PatternBuffer {
   }
   // Writes the buffer to a file (a flat memory file).
   bool WriteFile(const std::string& path) const {
-    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return false;
-    size_t off = 0;
-    while (off < bytes_.size()) {
-      ssize_t n = write(fd, bytes_.data() + off, bytes_.size() - off);
-      if (n <= 0) break;
-      off += static_cast<size_t>(n);
-    }
-    close(fd);
-    return off == bytes_.size();
+    Env* env = Env::Default();
+    Result<int> fd = env->Open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (!fd.ok()) return false;
+    const Status written = WriteFully(env, *fd, bytes_.data(), bytes_.size(), 0);
+    return env->Close(*fd).ok() && written.ok();
   }
 
  private:
@@ -76,46 +68,8 @@ inline bool AllZero(const char* p, size_t n) {
   return true;
 }
 
-namespace internal {
-inline thread_local sigjmp_buf* t_sigbus_jmp = nullptr;
-inline void OnSigbus(int sig) {
-  if (t_sigbus_jmp != nullptr) siglongjmp(*t_sigbus_jmp, 1);
-  signal(sig, SIG_DFL);
-  raise(sig);
-}
-}  // namespace internal
-
-// Copies one page from `p` into `out` with plain loads (no interceptor in
-// between); returns true if the access raised SIGBUS instead.
-inline bool ReadPageOrSigbus(const char* p, char* out) {
-  struct sigaction sa = {};
-  sa.sa_handler = internal::OnSigbus;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGBUS, &sa, nullptr);
-  sigjmp_buf jb;
-  internal::t_sigbus_jmp = &jb;
-  bool bus = false;
-  if (sigsetjmp(jb, 1) == 0) {
-    const volatile char* src = p;
-    for (size_t i = 0; i < Ps(); ++i) out[i] = src[i];
-  } else {
-    bus = true;
-  }
-  internal::t_sigbus_jmp = nullptr;
-  return bus;
-}
-
-// True if thread `tid` of this process sleeps in handle_userfault (it is
-// waiting for a userfaultfd monitor to resolve its fault).
-inline bool ThreadBlockedInUffd(pid_t tid) {
-  std::string path = "/proc/self/task/" + std::to_string(tid) + "/wchan";
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  char buf[64] = {};
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  return n > 0 && std::strcmp(buf, "handle_userfault") == 0;
-}
+// Copies one page from `p` into `out`; true if the access raised SIGBUS.
+inline bool ReadPageOrSigbus(const char* p, char* out) { return ReadPageOrSigbus(p, out, Ps()); }
 
 // An Image over a PatternBuffer: region k covers flat bytes
 // [spans[k].first, spans[k].first + spans[k].second); zero pages classify

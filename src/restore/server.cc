@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -16,6 +17,7 @@
 #include "pagewise/serve.h"
 #include "restore/engine.h"
 #include "restore/restore_env.h"
+#include "restore/server_handover.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise {
@@ -34,9 +36,10 @@ struct Client {
   ClientReport report;  // guarded by the server's mu_ (stats refreshed on read)
   int sock = -1;
   std::unique_ptr<restore::Engine> engine;
+  std::atomic<bool> ready_sent{false};
 };
 
-class PageServerImpl final : public PageServer {
+class PageServerImpl final : public PageServer, public restore::HandoverPort {
  public:
   PageServerImpl(std::string path, std::shared_ptr<const PageSource> source, ServeOptions opt,
                  Env* env, int listen_fd, int wake_fd)
@@ -45,7 +48,11 @@ class PageServerImpl final : public PageServer {
         opt_(std::move(opt)),
         env_(env),
         listen_fd_(listen_fd),
-        wake_fd_(wake_fd) {
+        wake_fd_(wake_fd) {}
+
+  // Starts accepting (after a handover import, once the clients are in).
+  void Begin() {
+    paused_ = false;
     thread_ = std::thread([this] { AcceptLoop(); });
   }
 
@@ -65,11 +72,24 @@ class PageServerImpl final : public PageServer {
       all = clients_;
     }
     for (const auto& c : all) Drop(*c, Status::FailedPrecondition("the server was stopped"));
-    // Teardown: failures leave nothing to act on.
-    env_->Close(listen_fd_).IgnoreError();
+    // Teardown: failures leave nothing to act on. After a handover the
+    // socket (file and listener) belongs to the successor.
+    if (listen_fd_ >= 0) env_->Close(listen_fd_).IgnoreError();
     env_->Close(wake_fd_).IgnoreError();
-    env_->Unlink(path_).IgnoreError();
+    if (!handed_over_) env_->Unlink(path_).IgnoreError();
   }
+
+  // ---- serve handover (restore/server_handover.h; server_handover.cc) ----
+  Result<restore::ServerExport> ExportForHandover() override;
+  Status ResumeFromExport(restore::ServerExport state) override {
+    listen_fd_ = std::exchange(state.listen_fd, -1);
+    Import(std::move(state));
+    Begin();
+    return Status::Ok();
+  }
+  void HandedOver() override { handed_over_ = true; }
+  // Takes in a handed-over state (before Begin()).
+  void Import(restore::ServerExport state);
 
   const std::string& socket_path() const override { return path_; }
 
@@ -135,7 +155,7 @@ class PageServerImpl final : public PageServer {
       Result<int> n = env_->Poll(fds.data(), fds.size(), timeout_ms);
       {
         std::lock_guard<std::mutex> lk(mu_);
-        if (stopped_) break;
+        if (stopped_ || paused_) break;
       }
       if (!n.ok()) break;
       if (fds[1].revents & POLLIN) {
@@ -170,6 +190,7 @@ class PageServerImpl final : public PageServer {
         }
       }
     }
+    if (paused_) return;  // a handover takes the pending connections
     for (const Pending& p : pending_) {
       if (p.uffd >= 0) env_->Close(p.uffd).IgnoreError();  // shutting down
       env_->Close(p.sock).IgnoreError();
@@ -286,31 +307,25 @@ class PageServerImpl final : public PageServer {
     client->report.pid = pid.ok() ? *pid : 0;
     client->report.regions = *regions;
     client->report.active = true;
-    restore::EngineOptions eo;
-    eo.env = env_;
-    eo.fill = opt_.fill;
-    eo.watch_fd = sock;
-    // The client did UFFDIO_API itself: its features are unknown here. Any
-    // event it enabled is handled as it is read.
-    eo.on_finished = [this](const Status&) { eventfd_write(wake_fd_, 1); };
-    if (opt_.send_ready && !eo.fill.prefetch.empty()) {
-      // On the engine's filler thread. Drop() stops the engine (joining
-      // that thread) before it closes `sock`, so the descriptor is ours.
-      eo.on_prefetched = [this, sock] { SendReady(sock); };
-    }
     {
       std::lock_guard<std::mutex> lk(mu_);
       client->report.id = next_id_++;
-      eo.fill.record_trace = opt_.fill.record_trace && client->report.id == 0;
     }
-    client->engine = std::make_unique<restore::Engine>(source_, std::move(eo));
+    client->engine = std::make_unique<restore::Engine>(source_, EngineOptionsFor(client.get()));
     client->engine->AddSpace(sys::Userfaultfd::Adopt(uffd, 0, env_), space);
+    const Status st = Launch(client, opt_.send_ready && opt_.fill.prefetch.empty());
+    if (!st.ok()) return Refuse(sock, -1, st.WithContext("starting the client's server"));
+  }
+
+  // Starts a client's engine (its spaces added or adopted) and lists the
+  // client; on failure the engine is gone (its userfaultfds closed).
+  Status Launch(const std::shared_ptr<Client>& client, bool send_ready_now) {
     const Status st = client->engine->Start();
     if (!st.ok()) {
-      client->engine.reset();  // closes the userfaultfd
-      return Refuse(sock, -1, st.WithContext("starting the client's server"));
+      client->engine.reset();
+      return st;
     }
-    if (opt_.send_ready && opt_.fill.prefetch.empty()) SendReady(sock);
+    if (send_ready_now) SendReady(client.get());
     ClientReport report;
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -318,14 +333,33 @@ class PageServerImpl final : public PageServer {
       report = client->report;
     }
     if (opt_.on_client) opt_.on_client(report);
+    return Status::Ok();
+  }
+
+  restore::EngineOptions EngineOptionsFor(Client* client) {
+    restore::EngineOptions eo;
+    eo.env = env_;
+    eo.fill = opt_.fill;
+    eo.watch_fd = client->sock;
+    // The client did UFFDIO_API itself: its features are unknown here. Any
+    // event it enabled is handled as it is read.
+    eo.on_finished = [this](const Status&) { eventfd_write(wake_fd_, 1); };
+    if (opt_.send_ready && !eo.fill.prefetch.empty()) {
+      // On the engine's filler thread. Drop() stops the engine (joining
+      // that thread) before it closes the socket, so the descriptor is ours.
+      eo.on_prefetched = [this, client] { SendReady(client); };
+    }
+    eo.fill.record_trace = opt_.fill.record_trace && client->report.id == 0;
+    return eo;
   }
 
   // One byte on a fresh stream socket's empty buffer: it does not block.
   // A client that is already gone (EPIPE; no SIGPIPE: MSG_NOSIGNAL) is
   // noticed by its engine through end of stream, so the error is dropped.
-  void SendReady(int sock) {
+  void SendReady(Client* c) {
     const char b = kReadyByte;
-    env_->SendWithFd(sock, &b, 1, -1).status().IgnoreError();
+    env_->SendWithFd(c->sock, &b, 1, -1).status().IgnoreError();
+    c->ready_sent = true;
   }
 
   const std::string path_;
@@ -343,12 +377,106 @@ class PageServerImpl final : public PageServer {
   uint64_t next_id_ = 0;                          // guarded by mu_
   size_t dropped_ = 0;                            // guarded by mu_
   bool stopped_ = false;                          // guarded by mu_
-  uint64_t refused_ = 0;                          // guarded by mu_
-  Status last_refusal_;                           // guarded by mu_
-  WorkingSetTrace first_trace_;                   // guarded by mu_
+  bool paused_ = false;                           // accept loop ends for a handover
+  std::atomic<bool> handed_over_{false};
+  uint64_t refused_ = 0;         // guarded by mu_
+  Status last_refusal_;          // guarded by mu_
+  WorkingSetTrace first_trace_;  // guarded by mu_
 };
 
+// Serve handover (restore/server_handover.h): engines export their spaces,
+// connections, listener and books go along; Import is the other side.
+Result<restore::ServerExport> PageServerImpl::ExportForHandover() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stopped_ || paused_) return Status::FailedPrecondition("the server is not serving");
+    paused_ = true;
+  }
+  eventfd_write(wake_fd_, 1);
+  if (thread_.joinable()) thread_.join();
+  restore::ServerExport out;
+  const auto now = std::chrono::steady_clock::now();
+  out.quiesce_ns = std::chrono::nanoseconds(now.time_since_epoch()).count();
+  out.listen_fd = std::exchange(listen_fd_, -1);
+  for (Pending& p : pending_) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(p.deadline - now);
+    out.pending.push_back({p.sock, p.uffd, std::move(p.body), std::max<int64_t>(0, left.count())});
+  }
+  pending_.clear();
+  std::lock_guard<std::mutex> lk(mu_);
+  for (const auto& c : clients_) {
+    if (!c->report.active) {
+      out.done.push_back(c->report);
+      continue;
+    }
+    Result<restore::EngineExport> e = c->engine->Export();
+    c->engine->Stop();
+    c->report.active = e.ok();  // (not ok: the client went away meanwhile)
+    if (!e.ok()) {
+      env_->Close(c->sock).IgnoreError();  // gone anyway
+      out.done.push_back(c->report);
+      continue;
+    }
+    restore::HandoverClient h{c->report, c->sock, c->ready_sent.load(), std::move(*e)};
+    h.report.stats = h.engine.stats;
+    out.active.push_back(std::move(h));
+  }
+  clients_.clear();
+  out.next_id = next_id_;
+  out.refused = refused_;
+  out.first_trace = first_trace_;
+  return out;
+}
+
+void PageServerImpl::Import(restore::ServerExport state) {
+  const auto now = std::chrono::steady_clock::now();
+  for (restore::HandoverPending& p : state.pending) {
+    pending_.push_back(
+        {p.sock, p.uffd, std::move(p.body), now + std::chrono::milliseconds(p.ms_left)});
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    next_id_ = std::max(next_id_, state.next_id);
+    refused_ += state.refused;
+    first_trace_ = state.first_trace;
+    for (const ClientReport& r : state.done) clients_.emplace_back(new Client{r, -1, {}, {}});
+  }
+  for (restore::HandoverClient& h : state.active) {
+    auto c = std::make_shared<Client>();
+    c->report = h.report;
+    c->sock = h.sock;
+    c->ready_sent = h.ready_sent;
+    // A ready byte still owed with no prefetch left to wait for goes now.
+    const bool owed =
+        opt_.send_ready && !h.ready_sent && (opt_.fill.prefetch.empty() || h.engine.prefetch_done);
+    c->engine = std::make_unique<restore::Engine>(source_, EngineOptionsFor(c.get()));
+    c->engine->Adopt(std::move(h.engine));
+    if (!Launch(c, owed).ok()) env_->Close(c->sock).IgnoreError();  // it sees end of stream
+  }
+}
+
 }  // namespace
+
+namespace restore {
+
+Result<std::unique_ptr<PageServer>> StartPageServerOn(const std::string& socket_path,
+                                                      std::shared_ptr<const PageSource> source,
+                                                      const ServeOptions& options, Env* env,
+                                                      int listen_fd, ServerExport* import) {
+  Result<int> wake = env->EventfdCreate(0, EFD_NONBLOCK);
+  if (!wake.ok()) {
+    env->Close(listen_fd).IgnoreError();  // already failing
+    if (import != nullptr) import->CloseAll();
+    return wake.status();
+  }
+  auto server = std::make_unique<PageServerImpl>(socket_path, std::move(source), options, env,
+                                                 listen_fd, *wake);
+  if (import != nullptr) server->Import(std::move(*import));
+  server->Begin();
+  return std::unique_ptr<PageServer>(std::move(server));
+}
+
+}  // namespace restore
 
 Result<std::unique_ptr<PageServer>> PageServer::Start(const std::string& socket_path,
                                                       std::shared_ptr<const PageSource> source,
@@ -359,19 +487,11 @@ Result<std::unique_ptr<PageServer>> PageServer::Start(const std::string& socket_
 Result<std::unique_ptr<PageServer>> StartPageServer(const std::string& socket_path,
                                                     std::shared_ptr<const PageSource> source,
                                                     const ServeOptions& options, Env* env) {
-  if (source == nullptr) return Status::InvalidArgument("page server: no source");
-  PW_RETURN_IF_ERROR(ValidateFillPolicy(options.fill).WithContext("page server"));
-  if (options.handshake_timeout <= Duration::zero()) {
-    return Status::InvalidArgument("page server: ServeOptions::handshake_timeout must be > 0");
-  }
-  PW_ASSIGN_OR_RETURN(int wake, env->EventfdCreate(0, EFD_NONBLOCK));
+  PW_RETURN_IF_ERROR(restore::CheckServeOptions(source.get(), options));
   Result<int> listen_fd = env->UnixListen(socket_path, 64);
-  if (!listen_fd.ok()) {
-    env->Close(wake).IgnoreError();  // already failing
-    return listen_fd.status().WithContext("page server");
-  }
-  return std::unique_ptr<PageServer>(std::make_unique<PageServerImpl>(
-      socket_path, std::move(source), options, env, *listen_fd, wake));
+  if (!listen_fd.ok()) return listen_fd.status().WithContext("page server");
+  return restore::StartPageServerOn(socket_path, std::move(source), options, env, *listen_fd,
+                                    nullptr);
 }
 
 }  // namespace pagewise

@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "image/chain.h"
 #include "image/image_env.h"
 #include "pagewise/image.h"
 #include "pagewise/restore.h"
@@ -103,7 +104,8 @@ class BufferSource final : public PageSource {
 
 class ImageFlatSource final : public PageSource {
  public:
-  explicit ImageFlatSource(std::shared_ptr<const Image> image) : image_(std::move(image)) {
+  explicit ImageFlatSource(std::shared_ptr<const Image> image)
+      : image_(std::move(image)), chain_(dynamic_cast<const image::ChainImage*>(image_.get())) {
     const auto& regions = image_->regions();
     for (uint32_t i = 0; i < regions.size(); ++i) {
       spans_.push_back({regions[i].offset, regions[i].length, i});
@@ -118,6 +120,18 @@ class ImageFlatSource final : public PageSource {
     const size_t inside = ClipToSize(size(), offset, dst, len);
     if (inside == 0) return Status::Ok();
     return image_->ReadFlat(offset, dst, inside);
+  }
+
+  Status ReadWithPriority(uint64_t offset, void* dst, size_t len,
+                          ReadPriority priority) const override {
+    if (chain_ == nullptr) return Read(offset, dst, len);
+    const size_t inside = ClipToSize(size(), offset, dst, len);
+    if (inside == 0) return Status::Ok();
+    return chain_->ReadFlatWithPriority(offset, dst, inside, priority);
+  }
+
+  void WillNeed(const std::vector<uint64_t>& offsets, ReadPriority priority) const override {
+    if (chain_ != nullptr) chain_->WillNeedFlat(offsets, priority);
   }
 
   bool can_classify() const override { return true; }
@@ -162,6 +176,9 @@ class ImageFlatSource final : public PageSource {
     uint32_t region;
   };
   std::shared_ptr<const Image> image_;
+  // The image reader itself when the image is one (always, unless a caller
+  // brings its own Image): it takes priorities and fetch hints.
+  const image::ChainImage* chain_;
   std::vector<Span> spans_;
 };
 

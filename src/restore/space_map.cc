@@ -56,6 +56,22 @@ void SpaceMap::Add(uint64_t start, uint64_t len, uint64_t src) {
   ranges_.emplace(start, std::move(r));
 }
 
+void SpaceMap::AddWithStates(uint64_t start, uint64_t src, std::vector<PageState> states) {
+  if (states.empty()) return;
+  Erase(start, start + states.size() * page_size_);
+  Range r;
+  r.src = src;
+  r.pages = std::move(states);
+  for (PageState st : r.pages) Account(PageState::kGone, st);
+  ranges_.emplace(start, std::move(r));
+}
+
+std::vector<SpaceMap::RangeView> SpaceMap::Ranges() const {
+  std::vector<RangeView> out;
+  for (const auto& [start, r] : ranges_) out.push_back({start, r.src, &r.pages});
+  return out;
+}
+
 SpaceMap::Lookup SpaceMap::Find(uint64_t addr) const {
   Lookup out;
   auto it = Containing(addr);
@@ -186,6 +202,17 @@ void SpaceMap::UnfilledAt(uint64_t src, std::vector<uint64_t>* out) const {
 bool SpaceMap::IsUnfilledWith(uint64_t addr, uint64_t src) const {
   Lookup l = Find(addr);
   return l.found && l.state == PageState::kUnfilled && l.src == src;
+}
+
+size_t SpaceMap::UnfilledPrefix(uint64_t addr, uint64_t src, size_t max_pages) const {
+  auto it = Containing(addr);
+  if (it == ranges_.end()) return 0;
+  const size_t i = (addr - it->first) / page_size_;
+  if (it->second.src + i * page_size_ != src) return 0;
+  const auto& pages = it->second.pages;
+  size_t n = 0;
+  while (n < max_pages && i + n < pages.size() && pages[i + n] == PageState::kUnfilled) ++n;
+  return n;
 }
 
 void SpaceMap::PagesIn(PageState state, std::vector<uint64_t>* out) const {

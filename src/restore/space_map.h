@@ -83,9 +83,23 @@ class SpaceMap {
 
   // True if the page at addr is kUnfilled and backed by source offset src.
   bool IsUnfilledWith(uint64_t addr, uint64_t src) const;
+  // How many consecutive pages from addr (at most max_pages, within one
+  // range) are kUnfilled and backed by src, src + page_size, ...: one
+  // lookup for what IsUnfilledWith checks page by page.
+  size_t UnfilledPrefix(uint64_t addr, uint64_t src, size_t max_pages) const;
 
   // Addresses of every page in `state`, in address order, appended to *out.
   void PagesIn(PageState state, std::vector<uint64_t>* out) const;
+
+  // The ranges in address order (for handing a map over to another
+  // process), and adding one back with its states.
+  struct RangeView {
+    uint64_t start = 0;
+    uint64_t src = 0;
+    const std::vector<PageState>* pages = nullptr;
+  };
+  std::vector<RangeView> Ranges() const;
+  void AddWithStates(uint64_t start, uint64_t src, std::vector<PageState> states);
 
   uint64_t unfilled() const { return unfilled_; }
   uint64_t bad() const { return bad_; }

@@ -11,6 +11,7 @@
 
 #include "snapshot/internal.h"
 #include "snapshot/snapshot_env.h"
+#include "track/quiesced_rearm.h"
 #include "track/tracker_env.h"
 
 namespace pagewise {
@@ -62,6 +63,10 @@ class CheckpointImpl final : public Checkpoint {
 
  private:
   Status Apply(const std::vector<PageRange>& written, bool restore, RewindStats* stats);
+  // The fast rewind. False, doing nothing, if the tracker does not offer it;
+  // else *result is its outcome.
+  bool RewindQuiesced(RewindStats* st, Status* result);
+  RewindStats Finished(RewindStats st, uint64_t t0);
 
   Env* const env_;
   std::vector<Region> regions_;
@@ -214,6 +219,11 @@ Result<RewindStats> CheckpointImpl::Rewind() {
   }
   const uint64_t t0 = snapshot_internal::NowNs();
   RewindStats st;
+  Status quiesced;
+  if (RewindQuiesced(&st, &quiesced)) {
+    PW_RETURN_IF_ERROR(quiesced);
+    return Finished(st, t0);
+  }
   std::vector<PageRange> written = std::move(pending_);
   pending_.clear();
   Status cs = tracker_->Collect(&written);
@@ -239,6 +249,53 @@ Result<RewindStats> CheckpointImpl::Rewind() {
         "Checkpoint::Rewind: pages were put back but re-arming the tracker "
         "failed; call Rewind() again");
   }
+  return Finished(st, t0);
+}
+
+// The fast rewind: find the written pages without re-arming them, copy the
+// saved pages back while they are still unprotected (so the copy takes no
+// write-protect faults), then re-arm exactly those pages. Two steps where
+// Collect() has one atomic step - correct ONLY because Rewind's
+// precondition is that writers are quiesced: no write can land between the
+// scan and the re-arm, so nothing can be missed or re-armed unreported.
+// Every failure leaves the unfinished pages "written" in the tracker (or in
+// pending_), so the next Rewind() puts them back.
+bool CheckpointImpl::RewindQuiesced(RewindStats* st, Status* result) {
+  auto* q = dynamic_cast<track_internal::QuiescedRearm*>(tracker_.get());
+  if (q == nullptr) return false;
+  std::vector<PageRange> written = std::move(pending_);
+  pending_.clear();
+  Status ps = q->PeekWritten(&written);
+  written = Coalesce(std::move(written));
+  if (!ps.ok()) {
+    // Nothing was re-armed; keep what was reported (madvise drops among it
+    // are not reported again).
+    pending_ = std::move(written);
+    *result = ps.WithContext("Checkpoint::Rewind: nothing was put back");
+    return true;
+  }
+  Status as = Apply(written, /*restore=*/true, st);
+  if (!as.ok()) {
+    pending_ = std::move(written);
+    *result = as.WithContext(
+        "Checkpoint::Rewind: the regions are only partly rewound; call Rewind() again before "
+        "using them");
+    return true;
+  }
+  Status rs = q->Rearm(written);
+  if (!rs.ok()) {
+    // Pages left unprotected read as written next time and are put back
+    // again (they already equal the checkpoint).
+    *result = rs.WithContext(
+        "Checkpoint::Rewind: pages were put back but re-arming the tracker failed; call "
+        "Rewind() again");
+    return true;
+  }
+  *result = Status::Ok();
+  return true;
+}
+
+RewindStats CheckpointImpl::Finished(RewindStats st, uint64_t t0) {
   st.elapsed_ns = snapshot_internal::NowNs() - t0;
   ++stats_.rewinds;
   stats_.last_rewind = st;

@@ -30,6 +30,8 @@ Status KillGroup(pid_t pgid, int sig) {
   return Status::Ok();
 }
 
+pid_t SelfPid() { return getpid(); }
+
 bool ProcessExists(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
 Status WriteAll(int fd, const void* buf, size_t len) {

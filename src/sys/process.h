@@ -28,6 +28,8 @@ Status KillProcess(pid_t pid, int sig);
 Status KillGroup(pid_t pgid, int sig);
 // True if a process (or zombie) with this pid exists.
 bool ProcessExists(pid_t pid);
+// getpid(2): this process's pid (never fails).
+pid_t SelfPid();
 
 // Writes all of buf to fd (a pipe, socket...), retrying short writes and
 // EINTR. No SIGPIPE for sockets is not guaranteed: use for pipes/files.

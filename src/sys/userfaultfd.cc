@@ -58,6 +58,11 @@ Result<Userfaultfd> Userfaultfd::Open(const Options& options) {
   return uffd;
 }
 
+uint64_t Userfaultfd::NonCooperativeEvents() {
+  return UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+         UFFD_FEATURE_EVENT_UNMAP;
+}
+
 Userfaultfd Userfaultfd::Adopt(int fd, uint64_t features, Env* env) {
   return Userfaultfd(fd, features, env ? env : Env::Default());
 }

@@ -41,6 +41,9 @@ class Userfaultfd {
 
   // Creates and negotiates. On error nothing is left open.
   static Result<Userfaultfd> Open(const Options& options);
+  // The non-cooperative events (EVENT_FORK|REMAP|REMOVE|UNMAP) that a
+  // restore's peer (CRIU, a Firecracker-style client) negotiated.
+  static uint64_t NonCooperativeEvents();
   // Adopts an fd that already did its UFFDIO_API handshake (e.g. received from
   // a client, or from a UFFD_EVENT_FORK message). `features` is what that
   // handshake granted, if known (0 otherwise). Takes ownership of `fd`.

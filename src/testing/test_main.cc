@@ -1,12 +1,11 @@
 // gtest main for pagewise tests.
 //
-// A test may skip only for what a user's machine can lack (/dev/kvm, CRIU
-// 4.1+), saying how to get it. Each skip prints the marker PAGEWISE_SKIPPED,
-// which ctest's SKIP_REGULAR_EXPRESSION (CMakeLists.txt) turns into a
-// "skipped" result. With PAGEWISE_FORBID_SKIP=1 (set by .ci/run: on the
-// machines we own everything exists, so a skip means a broken probe or
-// setup) a skip instead prints FORBIDDEN SKIP, no marker, and the program
-// exits 1, so ctest reports a failure.
+// Tests skip through PAGEWISE_SKIP (testing/skip.h), which fails instead
+// under PAGEWISE_FORBID_SKIP=1 (.ci/run). This main is the backstop: it
+// names every skipped test (with the marker PAGEWISE_SKIPPED, which ctest's
+// SKIP_REGULAR_EXPRESSION reports as skipped for tests registered with
+// add_test) and, under PAGEWISE_FORBID_SKIP=1, prints FORBIDDEN SKIP and
+// exits 1 for a skip that got past the macro.
 #include <gtest/gtest.h>
 
 #include <cstdio>

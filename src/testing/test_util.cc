@@ -9,6 +9,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "testing/skip.h"
+
 namespace pagewise::testing {
 namespace {
 constexpr size_t kHuge = 2 << 20;
@@ -85,6 +87,11 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+bool SkipsForbidden() {
+  const char* v = std::getenv("PAGEWISE_FORBID_SKIP");
+  return v != nullptr && std::strcmp(v, "1") == 0;
 }
 
 }  // namespace pagewise::testing

@@ -30,6 +30,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <mutex>
@@ -42,12 +43,19 @@
 #include "sys/uapi.h"
 #include "sys/userfaultfd.h"
 #include "track/memory_events.h"
+#include "track/quiesced_rearm.h"
 #include "track/track_internal.h"
 
 namespace pagewise::track_internal {
 namespace {
 
-class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
+uint64_t MonotonicNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener, public QuiescedRearm {
  public:
   UffdWpAsyncTracker(Env* env, sys::Userfaultfd uffd, sys::PagemapScanner scanner)
       : env_(env), uffd_(std::move(uffd)), scanner_(std::move(scanner)), pid_(getpid()) {
@@ -116,31 +124,78 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
       Status s = ScanRange(r, written);
       if (!s.ok() && first_error.ok()) first_error = s;
     }
-    std::vector<PageRange> dropped;
-    {
-      std::lock_guard<std::mutex> dlock(dropped_mu_);
-      dropped.swap(dropped_);
-    }
-    if (!dropped.empty()) {
-      // Drops are remembered, not rescanned: report only what is still
-      // mapped (reading an unmapped page would crash the caller).
-      Result<std::vector<Vma>> maps = ReadMaps(env_);
-      if (maps.ok()) {
-        ClipToMapped(*maps, &dropped);
-        written->insert(written->end(), dropped.begin(), dropped.end());
-      } else {
-        std::lock_guard<std::mutex> dlock(dropped_mu_);  // keep them for the next collect
-        for (const PageRange& d : dropped) AppendRange(&dropped_, d.start, d.end);
-        SortAndCoalesce(&dropped_);
-        if (first_error.ok()) first_error = maps.status().WithContext("Collect");
-      }
-    }
-    SortAndCoalesce(written, from);
-    stats_.collects++;
-    for (size_t i = from; i < written->size(); ++i) {
-      stats_.pages_reported += (*written)[i].pages(PageSize());
-    }
+    TakeDropped(written, &first_error);
+    Account(written, from);
     return first_error;
+  }
+
+  // QuiescedRearm. Correct only because the caller's writers are quiesced
+  // from here until Rearm() returns (see quiesced_rearm.h): the scan below
+  // reads the written state without re-arming it.
+  Status PeekWritten(std::vector<PageRange>* written) override {
+    PW_RETURN_IF_ERROR(CheckProcess("Rewind"));
+    std::lock_guard<std::mutex> lock(mu_);
+    const size_t from = written->size();
+    for (size_t i = 0; i < ranges_.size(); ++i) {
+      const PageRange& r = ranges_[i];
+      // First: without WP_MATCHING the kernel walks unregistered VMAs too
+      // and reports all their pages as written; the caller must never be
+      // told to write into memory that is not the tracked mapping.
+      PW_RETURN_IF_ERROR(CheckRegistered(r));
+      PagemapScanArgs args;
+      args.start = r.start;
+      args.end = r.end;
+      args.flags = 0;  // report only; the fast path (WRITTEN masks) as in ScanRange
+      args.category_mask = sys::page_is::kWritten;
+      args.return_mask = sys::page_is::kWritten;
+      peek_regions_.clear();
+      const uint64_t t0 = MonotonicNs();
+      Status s = scanner_.ScanAll(args, &peek_regions_);
+      const uint64_t ns = MonotonicNs() - t0;
+      if (!s.ok()) return s.WithContext("Rewind: scanning " + RangeString(r.start, r.end));
+      // A scan of the whole range costs about what this one did: the price
+      // Rearm() weighs per-range write-protects against.
+      if (scan_ns_.size() != ranges_.size()) scan_ns_.assign(ranges_.size(), 0);
+      scan_ns_[i] = ns;
+      for (const PageRegion& reg : peek_regions_) AppendRange(written, reg.start, reg.end);
+    }
+    Status first_error;
+    TakeDropped(written, &first_error);
+    Account(written, from);
+    return first_error;
+  }
+
+  Status Rearm(const std::vector<PageRange>& ranges) override {
+    PW_RETURN_IF_ERROR(CheckProcess("Rewind"));
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t k = 0;
+    for (size_t i = 0; i < ranges_.size() && k < ranges.size(); ++i) {
+      const PageRange& r = ranges_[i];
+      while (k < ranges.size() && ranges[k].end <= r.start) ++k;
+      size_t e = k;
+      while (e < ranges.size() && ranges[e].start < r.end) ++e;
+      if (e == k) continue;
+      if (PerRangeIsCheaper(i, e - k)) {
+        const uint64_t t0 = MonotonicNs();
+        for (size_t j = k; j < e; ++j) {
+          const uint64_t s = std::max(ranges[j].start, r.start);
+          const uint64_t en = std::min(ranges[j].end, r.end);
+          PW_RETURN_IF_ERROR(WriteProtectRange(s, en));
+        }
+        // Keep the per-range price current (moving average).
+        const double per = static_cast<double>(MonotonicNs() - t0) / static_cast<double>(e - k);
+        wp_range_ns_ = 0.75 * wp_range_ns_ + 0.25 * per;
+      } else {
+        PW_RETURN_IF_ERROR(RearmWhole(r));
+      }
+      k = e;
+    }
+    return Status::Ok();
+  }
+
+  void SetRearmWay(RearmWay way) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    rearm_way_ = way;
   }
 
   TrackerStats stats() const override {
@@ -189,9 +244,11 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
     return v->end();
   }
 
-  // Keeps published_ (read by OnDropped) in step with ranges_, and forgets
-  // drops remembered for [start, end) (a range just tracked or untracked).
+  // Keeps published_ (read by OnDropped) in step with ranges_, forgets
+  // drops remembered for [start, end) (a range just tracked or untracked)
+  // and the per-range scan times (indexed like ranges_). mu_ held.
   void Republish(uint64_t start, uint64_t end) {
+    scan_ns_.clear();  // indexed like ranges_, which just changed
     std::lock_guard<std::mutex> dlock(dropped_mu_);
     published_ = ranges_;
     std::vector<PageRange> keep;
@@ -226,7 +283,12 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
     // Whatever was reported was also re-armed: hand it out even on error.
     for (const PageRegion& reg : regions) AppendRange(written, reg.start, reg.end);
     if (!s.ok()) return s.WithContext("Collect " + RangeString(r.start, r.end));
+    return CheckRegistered(r);
+  }
 
+  // kFailedPrecondition if memory in the tracked range r is mapped but not
+  // registered with our userfaultfd (see ScanRange).
+  Status CheckRegistered(const PageRange& r) {
     PagemapScanArgs check;
     check.start = r.start;
     check.end = r.end;
@@ -235,7 +297,7 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
     check.return_mask = sys::page_is::kWpAllowed;
     check.max_pages = 1;
     std::vector<PageRegion> foreign;
-    s = scanner_.ScanAll(check, &foreign, nullptr, 4);
+    Status s = scanner_.ScanAll(check, &foreign, nullptr, 4);
     if (!s.ok())
       return s.WithContext("Collect " + RangeString(r.start, r.end) + ": checking registration");
     if (foreign.empty()) return Status::Ok();
@@ -248,6 +310,85 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
                       "tracked. Untrack the range and Track the new mapping");
   }
 
+  // Appends the pages remembered from madvise drops since the last collect
+  // (only what is still mapped: reading an unmapped page would crash the
+  // caller). If /proc/self/maps cannot be read they are kept for the next
+  // call and *first_error is set (if still OK).
+  void TakeDropped(std::vector<PageRange>* written, Status* first_error) {
+    std::vector<PageRange> dropped;
+    {
+      std::lock_guard<std::mutex> dlock(dropped_mu_);
+      dropped.swap(dropped_);
+    }
+    if (dropped.empty()) return;
+    Result<std::vector<Vma>> maps = ReadMaps(env_);
+    if (maps.ok()) {
+      ClipToMapped(*maps, &dropped);
+      written->insert(written->end(), dropped.begin(), dropped.end());
+      return;
+    }
+    std::lock_guard<std::mutex> dlock(dropped_mu_);  // keep them for the next collect
+    for (const PageRange& d : dropped) AppendRange(&dropped_, d.start, d.end);
+    SortAndCoalesce(&dropped_);
+    if (first_error->ok()) *first_error = maps.status().WithContext("Collect");
+  }
+
+  // Sorts and coalesces (*written)[from..] and counts it in the stats.
+  void Account(std::vector<PageRange>* written, size_t from) {
+    SortAndCoalesce(written, from);
+    stats_.collects++;
+    for (size_t i = from; i < written->size(); ++i) {
+      stats_.pages_reported += (*written)[i].pages(PageSize());
+    }
+  }
+
+  // Rearm()'s choice for `n` ranges inside tracked range i: n per-range
+  // write-protects at their measured price, or one scan of the range at
+  // the price PeekWritten() just paid for scanning it. mu_ held.
+  bool PerRangeIsCheaper(size_t i, size_t n) const {
+    if (rearm_way_ != RearmWay::kCheapest) return rearm_way_ == RearmWay::kPerRange;
+    if (i >= scan_ns_.size() || scan_ns_[i] == 0) return false;  // not measured: scan
+    return static_cast<double>(n) * wp_range_ns_ < static_cast<double>(scan_ns_[i]);
+  }
+
+  // UFFDIO_WRITEPROTECT of [start, end). With WP_UNPOPULATED this also
+  // puts markers on ptes emptied by MADV_DONTNEED. EAGAIN cannot come from
+  // our own userfaultfd (it asks for no non-cooperative events) but is
+  // retried like everywhere else: nothing was done.
+  Status WriteProtectRange(uint64_t start, uint64_t end) {
+    Status s;
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      s = uffd_.WriteProtect(start, end - start, /*wp=*/true);
+      if (s.code() != Code::kRetry) break;
+    }
+    if (!s.ok()) return s.WithContext("Rewind: re-arming " + RangeString(start, end));
+    return s;
+  }
+
+  // One PAGEMAP_SCAN with WP_MATCHING and no output vector over r: the
+  // kernel write-protects every pte of r that is not (markers on empty
+  // ptes and page-table holes included) and reports nothing.
+  Status RearmWhole(const PageRange& r) {
+    PagemapScanArgs args;
+    args.start = r.start;
+    args.end = r.end;
+    args.flags = sys::kScanWpMatching;
+    args.category_mask = sys::page_is::kWritten;
+    args.return_mask = sys::page_is::kWritten;
+    while (args.start < args.end) {
+      Result<PagemapScanOut> out = scanner_.ScanOnce(args, nullptr, 0);
+      if (!out.ok()) {
+        return out.status().WithContext("Rewind: re-arming " + RangeString(r.start, r.end));
+      }
+      if (out->walk_end <= args.start) {
+        return Status::Internal("Rewind: PAGEMAP_SCAN made no progress re-arming " +
+                                RangeString(r.start, r.end));
+      }
+      args.start = out->walk_end;
+    }
+    return Status::Ok();
+  }
+
   Env* const env_;
   sys::Userfaultfd uffd_;
   sys::PagemapScanner scanner_;
@@ -256,6 +397,13 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener {
   mutable std::mutex mu_;  // guards ranges_, stats_; serialises the API
   std::vector<PageRange> ranges_;
   TrackerStats stats_;
+  // QuiescedRearm state (guarded by mu_): the last PeekWritten() scan time
+  // per tracked range, the measured price of one per-range write-protect
+  // (a first guess until measured), and the scan's output buffer.
+  std::vector<uint64_t> scan_ns_;
+  double wp_range_ns_ = 1000;
+  std::vector<PageRegion> peek_regions_;
+  RearmWay rearm_way_ = RearmWay::kCheapest;
 
   std::mutex dropped_mu_;             // guards published_, dropped_
   std::vector<PageRange> published_;  // copy of ranges_ for OnDropped
