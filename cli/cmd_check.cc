@@ -10,7 +10,10 @@
 // "rounds", "writes", "pages_compared", "lost_writes", "ok", plus
 // "pages_reported", "scenario_ops", "region_bytes", "threads", "seconds",
 // "elapsed_seconds", "lost_examples" and, for a run that failed with an
-// error, "error".
+// error, "error". With --scenario all, a scenario the backend cannot track
+// (hugetlb on uffd-wp/mprotect, kvm on mprotect) or that this machine lacks
+// the setup for (no free huge pages, no /dev/kvm) is a row with "backend",
+// "scenario" and "skipped" (the reason) instead; named, it fails (exit 3).
 // Exit status: 0 when every run was ok; 1 when a write was lost or a run
 // failed; 2 for bad arguments; 3 when the named backend is unavailable here
 // (or a run needed a kernel feature that is missing, and nothing else failed).
@@ -183,8 +186,33 @@ int Run(const Args& a) {
                        static_cast<unsigned long long>(p.writes));
         };
       }
+      // `all` runs every scenario the backend can track at all, on the
+      // memory this machine has; the rest are listed as not applicable
+      // (asked for by name, they fail).
+      auto skip = [&](const Status& why) {
+        all.push_back({{"backend", std::string(BackendName(backend))},
+                       {"scenario", std::string(ScenarioName(scenario))},
+                       {"skipped", why.message()}});
+        if (!a.json) {
+          std::printf("%-14s %-9s n/a: %s\n", std::string(BackendName(backend)).c_str(),
+                      std::string(ScenarioName(scenario)).c_str(), why.message().c_str());
+        }
+      };
+      const bool every = a.scenario == "all";
+      if (Status applies = CheckApplies(backend, scenario); every && !applies.ok()) {
+        skip(applies);
+        continue;
+      }
       Result<CheckResult> r = RunCheck(o);
       if (progress) std::fprintf(stderr, "\r\033[K");
+      // Huge pages in the pool and /dev/kvm are machine setup, not kernel
+      // features: `all` lists their scenarios as n/a where they are missing.
+      const bool setup_scenario =
+          scenario == CheckScenario::kHugetlb || scenario == CheckScenario::kKvm;
+      if (!r.ok() && every && setup_scenario && r.status().code() == Code::kNotSupported) {
+        skip(r.status());
+        continue;
+      }
       if (!r.ok()) {
         if (r.status().code() == Code::kNotSupported) {
           unsupported = true;
@@ -229,7 +257,8 @@ CommandRegistration reg(
              "atomic backend)")
           ->capture_default_str();
       app->add_option("--scenario", a->scenario,
-                      "writes, dontneed, mprotect, fork, thp, shmem, syscall, or all")
+                      "writes, dontneed, mprotect, fork, thp, shmem, syscall, hugetlb, kvm, "
+                      "or all")
           ->capture_default_str();
       app->add_option("--threads", a->threads, "Writer threads")->capture_default_str();
       app->add_option("--seconds", a->seconds, "Writing time per run")->capture_default_str();

@@ -3,6 +3,7 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "command.h"
 #include "pagewise/probe.h"
@@ -17,6 +18,22 @@ nlohmann::json ProbeJson(const KernelFeatures& f) {
     backends.push_back(
         {{"name", b.name}, {"available", b.available}, {"atomic", b.atomic}, {"reason", b.reason}});
   }
+  nlohmann::json kinds = nlohmann::json::array();
+  for (const MemoryKindSupport& k : f.memory_kinds) {
+    kinds.push_back({{"capability", MemoryCapabilityName(k.capability)},
+                     {"supported", k.supported},
+                     {"memory", k.memory},
+                     {"reason", k.reason}});
+  }
+  nlohmann::json pools = nlohmann::json::array();
+  for (const HugePagePoolInfo& p : f.huge_page_pools) {
+    pools.push_back({{"page_size", p.page_size},
+                     {"total", p.total},
+                     {"free", p.free},
+                     {"reserved", p.reserved},
+                     {"surplus", p.surplus},
+                     {"available", p.available()}});
+  }
   return {{"kernel", f.kernel_release},
           {"uffd",
            {{"available", f.uffd_available},
@@ -28,7 +45,9 @@ nlohmann::json ProbeJson(const KernelFeatures& f) {
           {"pagemap_scan_reason", f.pagemap_scan_reason},
           {"soft_dirty", f.soft_dirty},
           {"soft_dirty_reason", f.soft_dirty_reason},
-          {"thp", {{"mode", f.thp_mode}, {"pmd_size", f.thp_size}}},
+          {"thp", {{"mode", f.thp_mode}, {"pmd_size", f.thp_size}, {"shmem", f.thp_shmem_mode}}},
+          {"memory_kinds", kinds},
+          {"hugetlbfs", {{"default_page_size", f.default_huge_page_size}, {"pools", pools}}},
           {"backends", backends}};
 }
 
@@ -51,8 +70,23 @@ void PrintTable(const KernelFeatures& f) {
               f.pagemap_scan ? "" : ("  " + f.pagemap_scan_reason).c_str());
   std::printf("soft-dirty        %s%s\n", yes(f.soft_dirty),
               f.soft_dirty ? "" : ("  " + f.soft_dirty_reason).c_str());
-  std::printf("THP               %s (PMD %llu KiB)\n", f.thp_mode.c_str(),
-              static_cast<unsigned long long>(f.thp_size / 1024));
+  std::printf("THP               %s (PMD %llu KiB), shmem %s\n", f.thp_mode.c_str(),
+              static_cast<unsigned long long>(f.thp_size / 1024), f.thp_shmem_mode.c_str());
+  std::printf("\n%-19s %-10s %s\n", "memory kind", "supported", "memory / reason");
+  for (const MemoryKindSupport& k : f.memory_kinds) {
+    std::printf("%-19s %-10s %s\n", std::string(MemoryCapabilityName(k.capability)).c_str(),
+                yes(k.supported), (k.supported ? k.memory : k.reason).c_str());
+  }
+  std::printf("\nhugetlbfs pools (default %llu KiB)\n",
+              static_cast<unsigned long long>(f.default_huge_page_size >> 10));
+  if (f.huge_page_pools.empty()) std::printf("  none\n");
+  for (const HugePagePoolInfo& p : f.huge_page_pools) {
+    std::printf("  %8llu KiB  total %llu  free %llu  reserved %llu  surplus %llu\n",
+                static_cast<unsigned long long>(p.page_size >> 10),
+                static_cast<unsigned long long>(p.total), static_cast<unsigned long long>(p.free),
+                static_cast<unsigned long long>(p.reserved),
+                static_cast<unsigned long long>(p.surplus));
+  }
   std::printf("\n%-15s %-10s %-7s %s\n", "backend", "available", "atomic", "notes");
   for (const BackendInfo& b : DescribeBackends(f)) {
     std::printf("%-15s %-10s %-7s %s\n", b.name.c_str(), yes(b.available), yes(b.atomic),

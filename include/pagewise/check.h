@@ -42,8 +42,22 @@
 //             on the program's behalf: read(2) from a pipe into tracked
 //             memory (a write by copy_to_user, not by a user store). A read
 //             that fails (EFAULT) fails the run: the program would break.
-// In every scenario a quarter of the region is left never touched before
-// Track() (unpopulated page tables), so first writes to empty ptes count too.
+//   hugetlb   hugetlbfs memory (2 MiB pages, MAP_HUGETLB; the size rounded
+//             up to huge pages), + every 2 ms MADV_DONTNEED of a random
+//             whole huge page in the hot window (a balloon's drop: it reads
+//             zero and must be reported). Needs free huge pages in the pool
+//             (kNotSupported saying how to add them otherwise) and a
+//             backend that tracks hugetlbfs (uffd-wp-async).
+//   kvm       anonymous memory (4 KiB pages) that writer 0 writes from a
+//             KVM guest: a vCPU running CPL3 code stores the stamps, so the
+//             writes reach memory through KVM's fault path (get_user_pages
+//             on the vCPU's behalf) while the other writers store from the
+//             CPU. Needs /dev/kvm (kNotSupported saying how to get it) and
+//             a userfaultfd backend (KVM's stores into PROT_READ pages fail
+//             instead of faulting, so the mprotect backend cannot track it).
+// In every scenario a quarter of the region (of its huge pages, for thp and
+// hugetlb) is left never touched before Track() (unpopulated page tables),
+// so first writes to empty ptes count too.
 // The scenario's own mprotect/madvise calls are plain libc calls, like a
 // user program's, not calls through pagewise's kernel seam.
 //
@@ -70,10 +84,26 @@
 namespace pagewise {
 PAGEWISE_API_BEGIN
 
-enum class CheckScenario { kWrites, kDontneed, kMprotect, kFork, kThp, kShmem, kSyscall };
+enum class CheckScenario {
+  kWrites,
+  kDontneed,
+  kMprotect,
+  kFork,
+  kThp,
+  kShmem,
+  kSyscall,
+  kHugetlb,
+  kKvm
+};
 
-// "writes", "dontneed", "mprotect", "fork", "thp", "shmem", "syscall".
+// "writes", "dontneed", "mprotect", "fork", "thp", "shmem", "syscall",
+// "hugetlb", "kvm".
 std::string_view ScenarioName(CheckScenario scenario);
+// OK if `backend` (a concrete one) can track `scenario`'s memory at all;
+// kNotSupported with the reason if it never can (hugetlb: only
+// uffd-wp-async tracks hugetlbfs; kvm: the mprotect backend cannot see
+// KVM's writes). Says nothing about this machine (see RunCheck).
+Status CheckApplies(TrackBackend backend, CheckScenario scenario);
 // Every scenario, in the order `all` runs them.
 std::vector<CheckScenario> AllScenarios();
 // Parses one scenario name, or "all" (every scenario). Unknown names get

@@ -50,6 +50,41 @@ std::string UffdFeatureName(uint64_t bit);
 // Names of every bit set in `features`, lowest first.
 std::vector<std::string> UffdFeatureNames(uint64_t features);
 
+// ---- memory kinds -------------------------------------------------------------
+// What userfaultfd can do with each kind of memory besides private anonymous
+// 4 KiB pages, found by registering a scratch mapping of that kind in that
+// mode and checking which ioctls the kernel then allows on it.
+enum class MemoryCapability {
+  kMissingHugetlbfs,  // MISSING faults on hugetlbfs, filled by UFFDIO_COPY (whole huge pages)
+  kMissingShmem,      // MISSING faults on shmem/memfd, filled by UFFDIO_COPY
+  kMinorHugetlbfs,    // MINOR faults on hugetlbfs, page-cache pages mapped by UFFDIO_CONTINUE
+  kMinorShmem,        // MINOR faults on shmem/memfd (UFFDIO_CONTINUE)
+  kWpHugetlbfsShmem,  // write-protect (and WP_ASYNC tracking) of hugetlbfs and shmem
+  kMove,              // UFFDIO_MOVE of anonymous pages (whole THPs when PMD-mapped)
+};
+inline constexpr int kMemoryCapabilityCount = 6;
+// "MISSING_HUGETLBFS", "MISSING_SHMEM", "MINOR_HUGETLBFS", "MINOR_SHMEM",
+// "WP_HUGETLBFS_SHMEM", "MOVE" (the userfaultfd feature names).
+std::string_view MemoryCapabilityName(MemoryCapability c);
+
+struct MemoryKindSupport {
+  MemoryCapability capability = MemoryCapability::kMove;
+  bool supported = false;
+  std::string memory;  // the kinds it covers ("hugetlbfs (MAP_HUGETLB, memfd MFD_HUGETLB)")
+  std::string reason;  // why not (empty when supported)
+};
+
+// One hugetlbfs pool (/sys/kernel/mm/hugepages/hugepages-<size>kB/).
+struct HugePagePoolInfo {
+  uint64_t page_size = 0;  // bytes
+  uint64_t total = 0;      // nr_hugepages
+  uint64_t free = 0;       // free_hugepages (includes reserved ones)
+  uint64_t reserved = 0;   // resv_hugepages: promised to mappings, not yet faulted
+  uint64_t surplus = 0;    // surplus_hugepages
+  // Pages a new mapping can still get.
+  uint64_t available() const { return free > reserved ? free - reserved : 0; }
+};
+
 struct KernelFeatures {
   std::string kernel_release;  // uname -r
 
@@ -71,8 +106,22 @@ struct KernelFeatures {
   // transparent huge pages: "always", "madvise" or "never"
   std::string thp_mode;
   uint64_t thp_size = 0;  // PMD size in bytes (0 when unknown)
+  // THP for shmem/memfd: /sys/kernel/mm/transparent_hugepage/shmem_enabled
+  // ("always", "within_size", "advise", "never", "deny", "force").
+  std::string thp_shmem_mode;
+
+  // Memory kinds, one entry per MemoryCapability, in enum order.
+  std::vector<MemoryKindSupport> memory_kinds;
+  // The default hugetlbfs page size (/proc/meminfo Hugepagesize; 0: none)
+  // and every pool, smallest page size first (as found at probe time; use
+  // ReadHugePagePool for current counts).
+  uint64_t default_huge_page_size = 0;
+  std::vector<HugePagePoolInfo> huge_page_pools;
 
   bool HasUffd(uint64_t bits) const { return uffd_available && (uffd_features & bits) == bits; }
+  // The entry for `c` (always present after ProbeKernel).
+  const MemoryKindSupport& kind(MemoryCapability c) const;
+  bool Supports(MemoryCapability c) const;
 };
 
 // Probes the kernel now (a few system calls; no caching). Never fails:
@@ -87,6 +136,19 @@ const KernelFeatures& Features();
 Status RequireUffd(const KernelFeatures& features, uint64_t bits, std::string_view what);
 // OK if PAGEMAP_SCAN works; otherwise kNotSupported with the reason.
 Status RequirePagemapScan(const KernelFeatures& features, std::string_view what);
+
+// OK if the kernel supports `c`; otherwise kNotSupported naming the
+// capability, the probe's reason and `what` needs it for.
+Status RequireMemoryKind(const KernelFeatures& features, MemoryCapability c, std::string_view what);
+
+// The current counters of the pool of `page_size` pages (read now, not
+// cached). kNotFound when there is no pool of that size (the fix: a page
+// size the kernel offers, see `pagewise probe`).
+Result<HugePagePoolInfo> ReadHugePagePool(uint64_t page_size);
+// OK if the pool of `page_size` pages has at least `pages` available now;
+// otherwise kResourceExhausted saying how many are needed, how many there
+// are, and how to add them (the nr_hugepages file to write).
+Status RequireHugePages(uint64_t page_size, uint64_t pages, std::string_view what);
 
 PAGEWISE_API_END
 }  // namespace pagewise

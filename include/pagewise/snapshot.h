@@ -71,8 +71,11 @@ Result<std::vector<MappingInfo>> ReadSelfMaps();
 // mapping (private without a file: kAnonymous; shared memfd/shmem/dev-zero:
 // kShared; otherwise kFile), prot the union of the mappings' protections
 // (under the mprotect tracking backend pages may read as PROT_READ only),
-// name the mapping's path unless `name` is given. Errors: kInvalidArgument
-// for an unaligned or empty range, kNotFound when part of the range is not
+// name the mapping's path unless `name` is given, page_size the memory's
+// (smaps KernelPageSize: 2 MiB for such hugetlbfs memory; SnapshotFull and
+// SnapshotIncremental record it in the image). Errors: kInvalidArgument
+// for an unaligned or empty range, or one that mixes page sizes or is not
+// aligned to its huge page size; kNotFound when part of the range is not
 // mapped (the message names the first hole).
 Result<Region> RegionFromMaps(const void* addr, size_t len, std::string name = {});
 
@@ -108,7 +111,10 @@ struct SnapshotStats {
 
 // Writes every page of `regions` to a new base image at `out_path`.
 // Preconditions: regions are page aligned, non-empty, non-overlapping,
-// mapped readable in this process, page_size == PageSize(). If every region
+// mapped readable in this process, page_size the memory's page size
+// (PageSize(), or a hugetlbfs huge page size up to 16 MiB, checked against
+// smaps: a mismatch is kInvalidArgument; RegionFromMaps fills it in), the
+// address and length multiples of it. If every region
 // has offset 0 and there are several, they get consecutive flat
 // offsets in the given order (the same rule SnapshotIncremental applies).
 // Errors: kInvalidArgument for bad regions; I/O errors from the writer
@@ -254,10 +260,12 @@ class RestoredMemory {
 // fresh mappings (kFresh, kOriginal, kReplaceExisting) zero and absent
 // pages are not touched, so they stay unpopulated. Errors: the image's
 // (kNotFound, kCorruption naming layer/region/offset, kNotSupported for an
-// unknown version), kNotSupported for regions whose page size is not
-// PageSize(), kResourceExhausted when memory cannot be mapped, plus the
-// placement-specific ones above. What memory holds after an error: see
-// RestorePlacement.
+// unknown version), kResourceExhausted when memory cannot be mapped
+// (for a region recorded with a huge page size: from the hugetlbfs pool of
+// that size; the message names the nr_hugepages file), kFailedPrecondition
+// when existing memory (kReplaceExisting, kOverwriteInPlace) does not have
+// the region's page size, plus the placement-specific ones above. What
+// memory holds after an error: see RestorePlacement.
 Result<std::unique_ptr<RestoredMemory>> RestoreEager(const std::string& path,
                                                      const EagerRestoreOptions& options = {});
 Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,

@@ -27,9 +27,17 @@
 //   - MADV_DONTNEED / MADV_REMOVE / MADV_FREE: the dropped pages read as
 //     zero (or as the file) afterwards; they are reported written by the next
 //     collect. uffd-wp-async and uffd-wp see anonymous DONTNEED through the
-//     kernel (the zapped ptes read as written); shmem MADV_REMOVE, and every
-//     drop for mprotect and soft-dirty, is seen by libpagewise-interpose's
-//     madvise() (below; not seen without that library).
+//     kernel (the zapped ptes read as written). Drops the page tables hide
+//     (shmem MADV_REMOVE, DONTNEED on private hugetlbfs or private file
+//     mappings: the pte keeps its write protection) uffd-wp-async sees
+//     through UFFD_EVENT_REMOVE, with or without libpagewise-interpose, raw
+//     madvise system calls included (such memory then costs its madvise
+//     calls a round trip to a tracker thread). uffd-wp, mprotect and
+//     soft-dirty see them only through libpagewise-interpose's madvise()
+//     (below); without it uffd-wp refuses shared and file-backed memory
+//     (kNotSupported naming uffd-wp-async). Drops through the file
+//     (fallocate PUNCH_HOLE, truncate) are writes through another path: not
+//     seen.
 //   - munmap of a tracked range: those pages are no longer reported; call
 //     Untrack() for them (Untrack of an unmapped range succeeds). If memory
 //     is mapped again at a tracked address before Untrack, uffd-wp-async's
@@ -57,31 +65,33 @@
 // their fortified __*_chk variants (src/sys/interpose/); calls through libc's
 // symbols in this process then reach pagewise first, then the kernel. Only
 // the mprotect backend changes what they do; the other backends use the
-// madvise hook, when present, to see drops the kernel hides (shmem
-// MADV_REMOVE; every drop for soft-dirty): without libpagewise-interpose
-// those drops are not reported. Without it the mprotect backend is
-// unavailable (DescribeBackends says why; kAuto never picks it; asking for it
-// returns kNotSupported naming the library). Raw system calls and
-// glibc-internal calls (malloc trimming its arenas, stdio's fread reading
-// straight into the caller's buffer) bypass the interposers. The read family
-// is reached through raw system calls, which are not pthread cancellation
-// points.
+// madvise hook, when present, to see drops the kernel hides (uffd-wp: shmem
+// MADV_REMOVE; every drop for soft-dirty; uffd-wp-async needs no hook).
+// Without it the mprotect backend is unavailable (DescribeBackends says
+// why; kAuto never picks it; asking for it returns kNotSupported naming the
+// library). Raw system calls and glibc-internal calls (malloc trimming its
+// arenas, stdio's fread reading straight into the caller's buffer) bypass
+// the interposers. The read family is reached through raw system calls,
+// which are not pthread cancellation points.
 //
 // Backends (see DescribeBackends for what this kernel offers):
 //   uffd-wp-async  userfaultfd WP_ASYNC + PAGEMAP_SCAN WP_MATCHING. Atomic,
 //                  fastest; the default where available. Needs Linux 6.7.
-//                  Memory: anonymous private, memfd/shmem, hugetlbfs.
+//                  Memory: anonymous private, memfd/shmem, hugetlbfs (2 MiB
+//                  and 1 GiB pages, private or shared; tracked, reported
+//                  and re-armed in whole huge pages).
 //   uffd-wp        synchronous userfaultfd write-protect faults served by a
 //                  tracker thread that records the page and unprotects it.
 //                  Atomic. Writers pay a round trip to the thread on the
-//                  first write after each collect. Same memory kinds. The
+//                  first write after each collect. Memory: anonymous
+//                  private and memfd/shmem (hugetlbfs: kNotSupported). The
 //                  program must not track the stack of a thread that calls
 //                  Collect(), nor memory its fault hook writes (internal
 //                  UffdWpTracker, src/track/uffd_wp_tracker.h); Track()
 //                  refuses the tracker's own thread stack and bitmaps.
 //   mprotect       PROT_READ + a SIGSEGV handler that records the page and
 //                  gives it the program's protection back. Works without
-//                  userfaultfd, on any mapping. Chains to the SIGSEGV handler
+//                  userfaultfd, on any mapping but hugetlbfs. Chains to the SIGSEGV handler
 //                  installed before the tracker was created (SA_SIGINFO or
 //                  plain; SIG_DFL/SIG_IGN: default action) for faults outside
 //                  tracked pages and for writes to pages the program itself
@@ -220,7 +230,8 @@ class Tracker {
   virtual TrackBackend backend() const = 0;
 
   // Starts tracking [addr, addr+len). Preconditions: addr and len are page
-  // aligned (huge-page aligned for hugetlbfs), len > 0, the range is mapped
+  // aligned (huge-page aligned for hugetlbfs: kInvalidArgument naming the
+  // huge page size otherwise), len > 0, the range is mapped
   // (anonymous private, memfd/shmem shared, or THP-backed anonymous) and
   // overlaps no range this tracker already tracks. Errors: kInvalidArgument
   // for unaligned/empty/unmapped ranges, kAlreadyExists for an overlap,

@@ -12,6 +12,8 @@
 #include <string>
 #include <thread>
 
+#include "sys/smaps.h"
+
 namespace pagewise::snapshot_internal {
 
 uint64_t NowNs() {
@@ -26,8 +28,8 @@ std::string Hex(uint64_t v) {
   return buf;
 }
 
-Status ValidateRegions(const std::vector<Region>& regions, const char* what) {
-  const uint64_t page = PageSize();
+Status ValidateRegions(const std::vector<Region>& regions, const char* what, Env* huge_env) {
+  const uint64_t base = PageSize();
   if (regions.empty()) return Status::InvalidArgument(std::string(what) + ": no regions given");
   std::vector<size_t> order(regions.size());
   std::iota(order.begin(), order.end(), 0);
@@ -35,16 +37,34 @@ Status ValidateRegions(const std::vector<Region>& regions, const char* what) {
     const Region& r = regions[i];
     const std::string where = std::string(what) + ": region " + std::to_string(i) + " [" +
                               Hex(r.address) + ", +" + std::to_string(r.length) + ")";
-    if (r.page_size != page) {
+    const uint64_t page = r.page_size;
+    if (page != base && huge_env == nullptr) {
       return Status::NotSupported(where + " has page size " + std::to_string(r.page_size) +
-                                  "; only the base page size " + std::to_string(page) +
-                                  " is supported (hugetlbfs regions are not)");
+                                  "; only the base page size " + std::to_string(base) +
+                                  " is supported here (hugetlbfs regions are not)");
+    }
+    if (page < base || (page & (page - 1)) != 0 || page > kMaxImagePageSize) {
+      return Status::InvalidArgument(
+          where + " has page size " + std::to_string(page) + ": it must be a power of two from " +
+          std::to_string(base) + " to " + std::to_string(kMaxImagePageSize) +
+          " bytes (images cannot hold 1 GiB pages: snapshot such memory through a 2 MiB pool)");
     }
     if (r.length == 0 || r.address % page != 0 || r.length % page != 0) {
-      return Status::InvalidArgument(where + " must be non-empty and page aligned");
+      return Status::InvalidArgument(where + " must be non-empty and aligned to its page size " +
+                                     std::to_string(page));
     }
     if (r.address + r.length < r.address) {
       return Status::InvalidArgument(where + " wraps around the address space");
+    }
+    if (page != base) {
+      PW_ASSIGN_OR_RETURN(uint64_t mapped,
+                          sys::RangePageSize(huge_env, r.address, r.address + r.length, what));
+      if (mapped != page) {
+        return Status::InvalidArgument(
+            where + " says page size " + std::to_string(page) + " but the memory there has page " +
+            "size " + std::to_string(mapped) + " (smaps KernelPageSize): set page_size to " +
+            std::to_string(mapped) + ", or describe the region with RegionFromMaps");
+      }
     }
   }
   std::sort(order.begin(), order.end(),
@@ -102,9 +122,18 @@ std::vector<Piece> Intersect(const std::vector<PageRange>& ranges,
     // First range that ends after the region starts.
     auto it = std::upper_bound(ranges.begin(), ranges.end(), rs,
                                [](uint64_t v, const PageRange& r) { return v < r.end; });
+    const uint64_t ps = reg.page_size == 0 ? PageSize() : reg.page_size;
     for (; it != ranges.end() && it->start < re; ++it) {
-      const uint64_t s = std::max(rs, it->start), e = std::min(re, it->end);
-      if (s < e) out.push_back({idx, s - rs, e - s});
+      uint64_t s = std::max(rs, it->start), e = std::min(re, it->end);
+      if (s >= e) continue;
+      s = rs + (s - rs) / ps * ps;  // whole pages of the region
+      e = std::min(re, rs + (e - rs + ps - 1) / ps * ps);
+      Piece* last = out.empty() ? nullptr : &out.back();
+      if (last != nullptr && last->region == idx && last->offset + last->len >= s - rs) {
+        last->len = std::max(last->offset + last->len, e - rs) - last->offset;
+      } else {
+        out.push_back({idx, s - rs, e - s});
+      }
     }
   }
   return out;

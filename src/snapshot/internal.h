@@ -21,9 +21,18 @@
 
 namespace pagewise::snapshot_internal {
 
-// Checks that each region is non-empty, page aligned, has page_size ==
-// PageSize() and that no two overlap. `what` prefixes error messages.
-Status ValidateRegions(const std::vector<Region>& regions, const char* what);
+// Checks that each region is non-empty, aligned to its page size, and that
+// no two overlap. `what` prefixes error messages. page_size must be
+// PageSize(), unless `huge_env` is given (snapshots): then it may also be a
+// hugetlbfs page size up to kMaxImagePageSize, which must be the page size
+// of the memory there (read from smaps through `huge_env`; a mismatch is
+// kInvalidArgument naming both sizes).
+Status ValidateRegions(const std::vector<Region>& regions, const char* what,
+                       Env* huge_env = nullptr);
+
+// The largest page size an image stores (docs/image-format.md): 16 MiB, so
+// 2 MiB hugetlbfs pages can be imaged and 1 GiB pages cannot.
+inline constexpr uint64_t kMaxImagePageSize = 16ull << 20;
 
 // Gives several regions whose flat_offset are all 0 consecutive flat
 // offsets in the given order; otherwise returns them unchanged.
@@ -40,7 +49,9 @@ struct Piece {
 };
 
 // Intersects absolute ranges (sorted, coalesced) with the regions: the
-// pieces, in region-address order. Parts outside every region are dropped.
+// pieces, in region-address order. Parts outside every region are dropped;
+// pieces are widened to whole pages of their region's page size (a write
+// anywhere in a huge page makes the whole page part of a layer).
 std::vector<Piece> Intersect(const std::vector<PageRange>& ranges,
                              const std::vector<Region>& regions);
 

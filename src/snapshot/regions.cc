@@ -9,6 +9,7 @@
 #include "pagewise/snapshot.h"
 #include "snapshot/internal.h"
 #include "snapshot/snapshot_env.h"
+#include "sys/smaps.h"
 
 namespace pagewise {
 
@@ -136,6 +137,9 @@ Result<Region> RegionFromMaps(const void* addr, size_t len, std::string name, En
     return Status::NotFound("RegionFromMaps: nothing is mapped at " + Hex(covered) + " inside [" +
                             Hex(start) + ", " + Hex(end) + "); describe only mapped memory");
   }
+  // The page size the kernel maps the range with (hugetlbfs: its huge page
+  // size, checked for alignment); one smaps read per call.
+  PW_ASSIGN_OR_RETURN(r.page_size, sys::RangePageSize(env, start, end, "RegionFromMaps"));
   return r;
 }
 

@@ -4,11 +4,16 @@
 // hold data (Image::ClassifyRuns) and runs of data pages are read straight into
 // the destination (Image::Read checks each chunk's checksum). Zero and
 // absent pages are skipped in fresh mappings (they stay unpopulated) and
-// cleared in existing ones.
+// cleared in existing ones. Regions recorded with a huge page size
+// (hugetlbfs) go back into hugetlbfs memory of that size: fresh mappings are
+// MAP_HUGETLB from the kernel's pool of that size (reserved at mmap, so an
+// empty pool fails there, with the fix in the message); existing memory must
+// have that page size (smaps), else nothing is touched.
 #include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -17,6 +22,7 @@
 #include "pagewise/snapshot.h"
 #include "snapshot/internal.h"
 #include "snapshot/snapshot_env.h"
+#include "sys/smaps.h"
 
 namespace pagewise {
 namespace {
@@ -70,6 +76,20 @@ Status CheckMapped(const std::vector<MappingInfo>& maps, const Region& r, size_t
         "kFresh to create one)");
   }
   return Status::Ok();
+}
+
+// Existing memory for a huge-page region must have its page size: reading
+// 2 MiB pages into 4 KiB memory would work but lose what the image says, and
+// the reverse would not be aligned.
+Status CheckPageSize(Env* env, const Region& r, size_t index) {
+  PW_ASSIGN_OR_RETURN(uint64_t mapped,
+                      sys::RangePageSize(env, r.address, r.address + r.length, "RestoreEager"));
+  if (mapped == r.page_size) return Status::Ok();
+  return Status::FailedPrecondition(
+      "RestoreEager: region " + std::to_string(index) + " '" + r.name + "' was recorded with " +
+      "page size " + std::to_string(r.page_size) + " but the memory at " + Hex(r.address) +
+      " has page size " + std::to_string(mapped) + "; map hugetlbfs memory of " +
+      std::to_string(r.page_size) + "-byte pages there, or restore with kFresh");
 }
 
 struct Job {
@@ -132,16 +152,16 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
   if (regions.empty()) return Status::InvalidArgument("RestoreEager: the image has no regions");
   for (size_t i = 0; i < regions.size(); ++i) {
     const Region& r = regions[i];
-    if (r.page_size != page) {
-      return Status::NotSupported("RestoreEager: region " + std::to_string(i) + " has page size " +
-                                  std::to_string(r.page_size) + "; eager restore supports only " +
-                                  std::to_string(page));
+    if (r.page_size != page && (r.page_size < page || (r.page_size & (r.page_size - 1)) != 0 ||
+                                r.page_size > snapshot_internal::kMaxImagePageSize)) {
+      return Status::Corruption("RestoreEager: region " + std::to_string(i) + " has page size " +
+                                std::to_string(r.page_size));
     }
-    if (r.length == 0 || r.length % page != 0) {
+    if (r.length == 0 || r.length % r.page_size != 0) {
       return Status::Corruption("RestoreEager: region " + std::to_string(i) + " has a bad length " +
                                 std::to_string(r.length));
     }
-    if (placement != RestorePlacement::kFresh && (r.address == 0 || r.address % page != 0)) {
+    if (placement != RestorePlacement::kFresh && (r.address == 0 || r.address % r.page_size != 0)) {
       return Status::InvalidArgument("RestoreEager: region " + std::to_string(i) + " '" + r.name +
                                      "' has no usable recorded address; restore it with kFresh");
     }
@@ -155,6 +175,7 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
       bool anon = false;
       PW_RETURN_IF_ERROR(CheckMapped(maps, regions[i], i, &anon));
       drop_zero[i] = anon;
+      if (regions[i].page_size != page) PW_RETURN_IF_ERROR(CheckPageSize(env, regions[i], i));
     }
   }
   if (in_place) {
@@ -179,11 +200,25 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
     }
     void* hint = nullptr;
     int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    if (r.page_size != page) {
+      // Reserved now (no MAP_NORESERVE): a short pool fails here, not with
+      // SIGBUS in the middle of the fill.
+      flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB |
+              (std::countr_zero(r.page_size) << MAP_HUGE_SHIFT);
+    }
     if (placement == RestorePlacement::kOriginal) {
       hint = reinterpret_cast<void*>(r.address);
       flags |= MAP_FIXED_NOREPLACE;
     }
     Result<void*> m = env->Mmap(hint, r.length, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (!m.ok() && r.page_size != page) {
+      return m.status().WithContext(
+          "RestoreEager: mapping region " + std::to_string(i) + " '" + r.name + "' (" +
+          std::to_string(r.length / r.page_size) + " huge pages of " + std::to_string(r.page_size) +
+          " bytes) from the hugetlbfs pool: add free huge pages " +
+          "(/sys/kernel/mm/hugepages/hugepages-" + std::to_string(r.page_size >> 10) +
+          "kB/nr_hugepages; `pagewise probe` shows the pools)");
+    }
     if (!m.ok()) {
       return m.status().WithContext("RestoreEager: mapping " + std::to_string(r.length) +
                                     " bytes for region " + std::to_string(i) + " '" + r.name + "'" +
@@ -201,8 +236,10 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
   // Fill.
   std::vector<Job> jobs;
   for (uint32_t i = 0; i < regions.size(); ++i) {
-    for (uint64_t off = 0; off < regions[i].length; off += kChunkBytes) {
-      jobs.push_back({i, off, std::min(kChunkBytes, regions[i].length - off)});
+    // Jobs are whole pages of the region (huge pages up to 16 MiB).
+    const uint64_t chunk = std::max<uint64_t>(kChunkBytes, regions[i].page_size);
+    for (uint64_t off = 0; off < regions[i].length; off += chunk) {
+      jobs.push_back({i, off, std::min(chunk, regions[i].length - off)});
     }
   }
   std::atomic<uint64_t> data_pages{0}, zero_pages{0};

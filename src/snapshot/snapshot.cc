@@ -35,13 +35,13 @@ struct Op {
 Status PlanOps(const std::vector<Region>& regions, const std::vector<Piece>& pieces, bool layer,
                const SnapshotOptions& options, Env* env, std::vector<Op>* ops,
                SnapshotStats* stats) {
-  const uint64_t page = PageSize();
-  const uint64_t batch = std::max<uint64_t>(page, options.batch_bytes / page * page);
   std::optional<PresenceScanner> scanner;
   std::vector<Piece> data;
   for (const Piece& p : pieces) {
     const Region& reg = regions[p.region];
-    if (!options.skip_unpopulated || reg.kind != RegionKind::kAnonymous) {
+    const uint64_t page = reg.page_size;
+    // Presence scans speak base pages: huge-page regions are read whole.
+    if (!options.skip_unpopulated || reg.kind != RegionKind::kAnonymous || page != PageSize()) {
       data.push_back(p);
       continue;
     }
@@ -62,9 +62,14 @@ Status PlanOps(const std::vector<Region>& regions, const std::vector<Piece>& pie
     }
     hole(cursor, end);
   }
-  for (const Piece& p : Split(data, batch)) {
-    ops->push_back({p, false});
-    stats->pages_read += p.len / page;
+  for (const Piece& p : data) {
+    // Batches are whole pages of the piece's region.
+    const uint64_t page = regions[p.region].page_size;
+    const uint64_t batch = std::max<uint64_t>(page, options.batch_bytes / page * page);
+    for (const Piece& q : Split({p}, batch)) {
+      ops->push_back({q, false});
+      stats->pages_read += q.len / page;
+    }
   }
   return Status::Ok();
 }
@@ -74,7 +79,7 @@ Result<SnapshotStats> Capture(const std::vector<Region>& regions_in,
                               const std::string& out_path, const SnapshotOptions& options, Env* env,
                               const char* what) {
   const uint64_t t0 = snapshot_internal::NowNs();
-  PW_RETURN_IF_ERROR(snapshot_internal::ValidateRegions(regions_in, what));
+  PW_RETURN_IF_ERROR(snapshot_internal::ValidateRegions(regions_in, what, env));
   if (options.threads < 1) {
     return Status::InvalidArgument(std::string(what) + ": threads must be >= 1");
   }

@@ -10,6 +10,7 @@
 
 #include "sys/pagemap.h"
 #include "sys/probe_env.h"
+#include "sys/probe_kinds.h"
 #include "sys/uapi.h"
 
 namespace pagewise {
@@ -178,6 +179,7 @@ KernelFeatures ProbeKernel(Env* env) {
   f.thp_mode = (lb != std::string::npos && rb > lb) ? thp.substr(lb + 1, rb - lb - 1) : "unknown";
   std::string pmd = ReadSmallFile(env, "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
   f.thp_size = pmd.empty() ? 0 : std::stoull(pmd);
+  sys::ProbeMemoryKinds(env, &f);  // sys/probe_kinds.cc
   return f;
 }
 

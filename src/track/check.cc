@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "kvm/guest.h"
 #include "track/check_internal.h"
 #include "track/tracker_env.h"
 
@@ -74,6 +75,12 @@ Status MapRegion(Env* env, CheckScenario scenario, size_t len, OwnedMapping* m, 
     *data = static_cast<char*>(m->base);
     return Status::Ok();
   }
+  if (scenario == CheckScenario::kHugetlb) {
+    PW_RETURN_IF_ERROR(check_internal::MapHugetlb(env, len, &m->base));
+    m->len = len;
+    *data = static_cast<char*>(m->base);
+    return Status::Ok();
+  }
   const bool thp = scenario == CheckScenario::kThp;
   m->len = thp ? len + kHuge : len;
   PW_ASSIGN_OR_RETURN(m->base,
@@ -90,7 +97,8 @@ Status MapRegion(Env* env, CheckScenario scenario, size_t len, OwnedMapping* m, 
 // a pattern and copies them to the replica; the 4th unit is never touched so
 // its page-table entries stay empty.
 void PrefillAndSnapshot(const RunState& st, char* replica) {
-  const size_t unit = st.scenario == CheckScenario::kThp ? st.huge : st.page;
+  const bool huge = st.scenario == CheckScenario::kThp || st.scenario == CheckScenario::kHugetlb;
+  const size_t unit = huge ? st.huge : st.page;
   const size_t len = st.npages * st.page;
   for (size_t off = 0, u = 0; off < len; off += unit, ++u) {
     if (u % 4 == 3) continue;  // left unpopulated; replica stays zero there
@@ -103,6 +111,10 @@ void PrefillAndSnapshot(const RunState& st, char* replica) {
 }
 
 void Writer(RunState* st, int tid) {
+  if (st->scenario == CheckScenario::kKvm && tid == 0) {
+    check_internal::GuestWriter(st, tid);  // the guest's stores, through KVM
+    return;
+  }
   Rng rng(st->seed * 7919 + static_cast<uint64_t>(tid) + 1);
   const bool guarded = st->scenario == CheckScenario::kMprotect;
   const size_t slot = static_cast<size_t>(tid) * kSlotBytes;
@@ -112,13 +124,7 @@ void Writer(RunState* st, int tid) {
   uint64_t this_round = 0;
   uint32_t round = st->rounds.load(std::memory_order_acquire);
   while (!st->stop.load(std::memory_order_relaxed)) {
-    if (this_round >= st->writes_per_round) {
-      // Quota done: wait for the collector's next round (it bumps `rounds`
-      // after every collect, and keeps collecting until every writer left).
-      st->rounds.wait(round, std::memory_order_acquire);
-      round = st->rounds.load(std::memory_order_acquire);
-      this_round = 0;
-    }
+    check_internal::WaitForNextRound(st, &this_round, &round);
     const uint64_t now = MonoNs();
     if (now >= st->deadline_ns) break;
     if (disturber) {
@@ -270,6 +276,16 @@ Status ValidateCheckOptions(const CheckOptions& o) {
 
 namespace check_internal {
 
+bool WaitForNextRound(RunState* st, uint64_t* this_round, uint32_t* round) {
+  if (*this_round < st->writes_per_round) return false;
+  // Quota done: wait for the collector's next round (it bumps `rounds`
+  // after every collect, and keeps collecting until every writer left).
+  st->rounds.wait(*round, std::memory_order_acquire);
+  *round = st->rounds.load(std::memory_order_acquire);
+  *this_round = 0;
+  return true;
+}
+
 uint64_t MonoNs() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -307,14 +323,33 @@ std::string_view ScenarioName(CheckScenario s) {
       return "shmem";
     case CheckScenario::kSyscall:
       return "syscall";
+    case CheckScenario::kHugetlb:
+      return "hugetlb";
+    case CheckScenario::kKvm:
+      return "kvm";
   }
   return "unknown";
 }
 
+Status CheckApplies(TrackBackend backend, CheckScenario scenario) {
+  if (scenario == CheckScenario::kHugetlb && backend != TrackBackend::kUffdWpAsync) {
+    return Status::NotSupported("check hugetlb: backend " + std::string(BackendName(backend)) +
+                                " cannot track hugetlbfs memory; only uffd-wp-async does");
+  }
+  if (scenario == CheckScenario::kKvm && backend != TrackBackend::kUffdWpAsync &&
+      backend != TrackBackend::kUffdWp) {
+    return Status::NotSupported("check kvm: backend " + std::string(BackendName(backend)) +
+                                " cannot see a KVM guest's writes (KVM stores into memory through "
+                                "the kernel, which a read-only page refuses instead of faulting); "
+                                "use a userfaultfd backend");
+  }
+  return Status::Ok();
+}
+
 std::vector<CheckScenario> AllScenarios() {
-  return {CheckScenario::kWrites, CheckScenario::kDontneed, CheckScenario::kMprotect,
-          CheckScenario::kFork,   CheckScenario::kThp,      CheckScenario::kShmem,
-          CheckScenario::kSyscall};
+  return {CheckScenario::kWrites,  CheckScenario::kDontneed, CheckScenario::kMprotect,
+          CheckScenario::kFork,    CheckScenario::kThp,      CheckScenario::kShmem,
+          CheckScenario::kSyscall, CheckScenario::kHugetlb,  CheckScenario::kKvm};
 }
 
 Result<std::vector<CheckScenario>> ParseScenarios(std::string_view name) {
@@ -324,7 +359,7 @@ Result<std::vector<CheckScenario>> ParseScenarios(std::string_view name) {
   }
   return Status::InvalidArgument("unknown check scenario '" + std::string(name) +
                                  "'; valid: writes, dontneed, mprotect, fork, thp, shmem, syscall, "
-                                 "all");
+                                 "hugetlb, kvm, all");
 }
 
 Result<CheckResult> RunCheck(const CheckOptions& options) {
@@ -336,7 +371,9 @@ Result<CheckResult> RunCheck(const CheckOptions& options) {
   st.page = PageSize();
   st.seed = options.seed != 0 ? options.seed : MonoNs() | 1;
   uint64_t len = (options.size + st.page - 1) / st.page * st.page;
-  if (st.scenario == CheckScenario::kThp) len = (len + kHuge - 1) / kHuge * kHuge;
+  if (st.scenario == CheckScenario::kThp || st.scenario == CheckScenario::kHugetlb) {
+    len = (len + kHuge - 1) / kHuge * kHuge;
+  }
   st.npages = len / st.page;
   st.window_pages = std::min<size_t>(st.npages, std::max<size_t>(256, st.npages / 8));
   st.writes_per_round =
@@ -348,6 +385,8 @@ Result<CheckResult> RunCheck(const CheckOptions& options) {
   } else {
     PW_ASSIGN_OR_RETURN(tracker, CreateTracker({options.backend}, env));
   }
+  // A caller's own tracker (make_tracker) is its business; a backend's is checked.
+  if (!options.make_tracker) PW_RETURN_IF_ERROR(CheckApplies(tracker->backend(), st.scenario));
 
   OwnedMapping source, replica_map;
   PW_RETURN_IF_ERROR(MapRegion(env, st.scenario, len, &source, &st.region));
@@ -360,6 +399,11 @@ Result<CheckResult> RunCheck(const CheckOptions& options) {
   if (st.scenario == CheckScenario::kMprotect) {
     st.nchunks = (st.npages + kChunkPages - 1) / kChunkPages;
     st.chunk_state = std::make_unique<std::atomic<int32_t>[]>(st.nchunks);
+  }
+
+  std::unique_ptr<kvm::Guest> guest;  // kvm: writer 0's stores go through it
+  if (st.scenario == CheckScenario::kKvm) {
+    PW_ASSIGN_OR_RETURN(guest, check_internal::MakeCheckGuest(&st));
   }
 
   PW_RETURN_IF_ERROR(tracker->Track(st.region, len).WithContext("check: Track"));

@@ -17,6 +17,11 @@
 
 #include "pagewise/check.h"
 #include "pagewise/status.h"
+#include "sys/env.h"
+
+namespace pagewise::kvm {
+class Guest;
+}  // namespace pagewise::kvm
 
 namespace pagewise::check_internal {
 
@@ -97,6 +102,11 @@ struct RunState {
   std::unique_ptr<std::atomic<int32_t>[]> chunk_state;
   size_t nchunks = 0;
 
+  // kvm scenario: the guest writer 0 stores through (owned by RunCheck),
+  // and the guest physical address of the region's first byte.
+  kvm::Guest* guest = nullptr;
+  uint64_t guest_phys = 0;
+
   std::atomic<bool> stop{false};  // set on error
   // Collect rounds done (wraps; only compared for change). Writers wait on
   // it when their per-round quota is spent. 32-bit: a futex word.
@@ -113,6 +123,25 @@ struct RunState {
   mutable std::mutex error_mu_;
   Status first_error_;
 };
+
+// A writer's per-round quota: true once `this_round` writes reached the
+// quota and the writer waited for the collector's next round (then
+// *this_round is reset); false while the quota is not spent.
+bool WaitForNextRound(RunState* st, uint64_t* this_round, uint32_t* round);
+
+// ---- hugetlb and kvm scenarios (check_kinds.cc) ----------------------------
+// Maps `len` bytes (a multiple of st's huge page) of 2 MiB hugetlbfs memory
+// at *base. kNotSupported when the pool has too few free pages (the message
+// says how to add them).
+Status MapHugetlb(Env* env, size_t len, void** base);
+// The hugetlb disturber: MADV_DONTNEED of one whole huge page of the window.
+Status DropHugePage(RunState* st, Rng* rng);
+// The kvm scenario: a guest whose memory is the region (st->guest and
+// st->guest_phys are set from it). kNotSupported without /dev/kvm.
+Result<std::unique_ptr<kvm::Guest>> MakeCheckGuest(RunState* st);
+// Writer `tid`'s loop for the kvm scenario: the same stamps as Writer's,
+// stored by the guest in batches.
+void GuestWriter(RunState* st, int tid);
 
 // The mprotect scenario's toggler state: the chunk it holds READ, if any.
 struct Toggle {

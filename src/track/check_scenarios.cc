@@ -279,8 +279,12 @@ Disturber::Disturber(RunState* st) : st_(st), rng_(st->seed ^ 0xD157AB3ull) {
         active_ = false;
       }
       break;
+    case CheckScenario::kHugetlb:
+      interval_ns_ = 2000000;
+      break;
     case CheckScenario::kWrites:
     case CheckScenario::kShmem:
+    case CheckScenario::kKvm:
       active_ = false;
       break;
   }
@@ -311,8 +315,12 @@ Status Disturber::MaybeAct(uint64_t now_ns) {
     case CheckScenario::kSyscall:
       s = KernelWrite(st_, &rng_, pipe_, &kernel_writes_);
       break;
+    case CheckScenario::kHugetlb:
+      s = DropHugePage(st_, &rng_);
+      break;
     case CheckScenario::kWrites:
     case CheckScenario::kShmem:
+    case CheckScenario::kKvm:
       break;
   }
   if (s.ok() && st_->scenario != CheckScenario::kMprotect) {

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@
 #include "sys/pagemap.h"
 #include "sys/uapi.h"  // a broken tracker built on the raw uffd-wp registration
 #include "sys/userfaultfd.h"
+#include "testing/hugepages.h"
+#include "testing/kvm_test_util.h"
 
 namespace pagewise {
 namespace {
@@ -169,7 +172,7 @@ TEST(CheckScenarioNames, RoundTripAndAll) {
   }
   Result<std::vector<CheckScenario>> all = ParseScenarios("all");
   ASSERT_TRUE(all.ok());
-  EXPECT_EQ(all->size(), 7u);
+  EXPECT_EQ(all->size(), 9u);
   Result<std::vector<CheckScenario>> bad = ParseScenarios("sometimes");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
@@ -194,6 +197,12 @@ TEST(CheckOptionsValidation, RejectsBadValues) {
 class ReferenceTrackerScenarios : public ::testing::TestWithParam<CheckScenario> {};
 
 TEST_P(ReferenceTrackerScenarios, NoFalseLoss) {
+  std::optional<testing::HugePagePool> pool;
+  if (GetParam() == CheckScenario::kHugetlb) {
+    pool.emplace(2u << 20, 2);  // Small()'s 4 MiB
+    ASSERT_TRUE(pool->ok()) << pool->reason();
+  }
+  if (GetParam() == CheckScenario::kKvm) PAGEWISE_REQUIRE_KVM();
   CheckOptions o = Small(GetParam());
   o.make_tracker = Reference();
   Result<CheckResult> r = RunCheck(o);
@@ -204,7 +213,8 @@ TEST_P(ReferenceTrackerScenarios, NoFalseLoss) {
   EXPECT_GE(r->rounds, 2u);
   EXPECT_EQ(r->pages_compared, r->region_bytes / PageSize());
   EXPECT_EQ(r->scenario, ScenarioName(GetParam()));
-  if (GetParam() != CheckScenario::kWrites && GetParam() != CheckScenario::kShmem) {
+  if (GetParam() != CheckScenario::kWrites && GetParam() != CheckScenario::kShmem &&
+      GetParam() != CheckScenario::kKvm) {
     EXPECT_GT(r->scenario_ops, 0u) << "the scenario's disturber never acted";
   }
 }

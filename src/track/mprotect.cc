@@ -359,6 +359,8 @@ Status MprotectTracker::Track(void* addr, size_t len) {
   std::lock_guard<std::mutex> lock(mu_);
   PW_RETURN_IF_ERROR(CheckNoOverlap(tracked_unlocked(), start, end));
   PW_ASSIGN_OR_RETURN(std::vector<Vma> vmas, CoveringVmas(env_, start, end, "Track"));
+  PW_RETURN_IF_ERROR(
+      TrackPageSize(env_, vmas, start, end, /*hugetlb_ok=*/false, "mprotect").status());
   size_t slot = kMaxRanges;
   for (size_t i = 0; i < kMaxRanges && slot == kMaxRanges; ++i) {
     if (g_slots[i].load() == nullptr) slot = i;

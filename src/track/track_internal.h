@@ -46,6 +46,14 @@ Result<std::vector<Vma>> ReadMaps(Env* env);
 // `op` names the calling operation for the message ("Track").
 Result<std::vector<Vma>> CoveringVmas(Env* env, uint64_t start, uint64_t end, const char* op);
 
+// The page size of [start, end) (`vmas` from CoveringVmas): PageSize() for
+// anonymous private memory (no smaps read), the VMAs' page size otherwise,
+// checked through sys::RangePageSize (one page size, aligned to it:
+// kInvalidArgument naming the huge page size). A backend that cannot track
+// hugetlbfs (hugetlb_ok false) gets kNotSupported naming uffd-wp-async.
+Result<uint64_t> TrackPageSize(Env* env, const std::vector<Vma>& vmas, uint64_t start, uint64_t end,
+                               bool hugetlb_ok, const char* backend);
+
 // True if `addr` lies in one of `maps` (sorted, as from ReadMaps).
 bool IsMapped(const std::vector<Vma>& maps, uint64_t addr);
 

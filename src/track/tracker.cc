@@ -14,6 +14,7 @@
 #include <iterator>
 #include <string>
 
+#include "sys/smaps.h"
 #include "track/track_internal.h"
 #include "track/tracker_env.h"
 
@@ -112,6 +113,22 @@ Result<std::vector<Vma>> CoveringVmas(Env* env, uint64_t start, uint64_t end, co
                                    "; track only memory that is currently mapped (mmap it first)");
   }
   return out;
+}
+
+Result<uint64_t> TrackPageSize(Env* env, const std::vector<Vma>& vmas, uint64_t start, uint64_t end,
+                               bool hugetlb_ok, const char* backend) {
+  bool plain = true;
+  for (const Vma& v : vmas) plain = plain && v.anonymous_private();
+  if (plain) return static_cast<uint64_t>(PageSize());
+  PW_ASSIGN_OR_RETURN(uint64_t page, sys::RangePageSize(env, start, end, "Track"));
+  if (page != PageSize() && !hugetlb_ok) {
+    return Status::NotSupported("Track " + RangeString(start, end) + ": backend " + backend +
+                                " cannot track hugetlbfs memory (huge page size " +
+                                std::to_string(page) +
+                                "); use the uffd-wp-async backend (or auto), which tracks it in "
+                                "whole huge pages");
+  }
+  return page;
 }
 
 bool IsMapped(const std::vector<Vma>& maps, uint64_t addr) {

@@ -8,7 +8,9 @@
 //     fast path, and as entries without bit 57 in /proc/self/pagemap),
 //     reports them and write-protects them again.
 //   - MADV_REMOVE (shmem) leaves uffd-wp markers in place: the madvise
-//     interposer (memory_events.h) marks those pages written.
+//     interposer (memory_events.h) marks those pages written. Without the
+//     interposer, Track() refuses shared and file-backed memory (naming
+//     uffd-wp-async, which sees those drops by itself).
 //   - munmap/mremap: as uffd-wp-async; a re-protect that finds the memory
 //     gone is not an error.
 //   - fork: the child's VMAs are not registered (no EVENT_FORK) and its ptes
@@ -111,6 +113,26 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
 
   TrackBackend backend() const override { return TrackBackend::kUffdWp; }
 
+  // Drops of shared and file-backed memory leave uffd-wp markers (the page
+  // changed, no fault comes, and it still reads as protected): this backend
+  // sees them only through the madvise interposer. Without it, refuse such
+  // memory rather than lose those writes (uffd-wp-async sees them through
+  // UFFD_EVENT_REMOVE, drop_events.h).
+  static Status CheckDropsVisible(const std::vector<Vma>& vmas, uint64_t start, uint64_t end) {
+    if (InterposersLinked()) return Status::Ok();
+    for (const Vma& v : vmas) {
+      if (v.anonymous_private()) continue;
+      return Status(Code::kNotSupported, 0,
+                    "Track " + RangeString(start, end) + ": backend uffd-wp cannot see " +
+                        "MADV_REMOVE/MADV_DONTNEED drops of shared or file-backed memory (" +
+                        (v.path.empty() ? std::string("shared anonymous") : v.path) +
+                        ") without libpagewise-interpose: use backend uffd-wp-async (it sees " +
+                        "them through UFFD_EVENT_REMOVE), or link libpagewise-interpose " +
+                        "(pkg-config --libs pagewise-interpose, CMake pagewise::interpose)");
+    }
+    return Status::Ok();
+  }
+
   void SetFaultHook(std::function<void(uint64_t)> hook) override {
     std::lock_guard<std::mutex> lock(fs_->mu);
     hook_ = std::move(hook);
@@ -124,6 +146,9 @@ class UffdWpTrackerImpl final : public UffdWpTracker, public MemoryEventListener
     PW_RETURN_IF_ERROR(CheckNoOverlap(TrackedLocked(), start, end));
     PW_RETURN_IF_ERROR(CheckOwnMemory(start, end));
     PW_ASSIGN_OR_RETURN(std::vector<Vma> vmas, CoveringVmas(env_, start, end, "Track"));
+    PW_RETURN_IF_ERROR(
+        TrackPageSize(env_, vmas, start, end, /*hugetlb_ok=*/false, "uffd-wp").status());
+    PW_RETURN_IF_ERROR(CheckDropsVisible(vmas, start, end));
     auto range = std::make_unique<Range>();
     range->start = start;
     range->end = end;

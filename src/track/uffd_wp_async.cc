@@ -13,9 +13,13 @@
 //     DONTNEED needs no help from us, as long as we stay on the fast path.
 //   - MADV_REMOVE on shmem punches the page out of the file, but the kernel
 //     installs a uffd-wp marker in place of a write-protected pte, so a clean
-//     page whose content became zero is NOT reported. The madvise(2)
-//     interposer (memory_events.h) reports it after the call returns; calls
-//     that bypass libc's madvise (raw syscalls) are not seen.
+//     page whose content became zero is NOT reported; likewise MADV_DONTNEED
+//     on private hugetlbfs or a private file mapping (the page reverts to
+//     zero or to the file's content). Such mappings are registered on a
+//     second userfaultfd with UFFD_FEATURE_EVENT_REMOVE (drop_events.h): the
+//     kernel reports every such madvise, raw system calls included, with or
+//     without libpagewise-interpose. Anonymous private memory stays on the
+//     plain userfaultfd (no event round trip on its madvise calls).
 //   - munmap: no VMA, nothing reported; mremap: the moved VMA loses its
 //     registration (no UFFD_FEATURE_EVENT_REMAP), the old range is unmapped.
 //     If other memory is mapped at a tracked address, Collect reports it
@@ -42,7 +46,7 @@
 #include "sys/pagemap.h"
 #include "sys/uapi.h"
 #include "sys/userfaultfd.h"
-#include "track/memory_events.h"
+#include "track/drop_events.h"
 #include "track/quiesced_rearm.h"
 #include "track/track_internal.h"
 
@@ -55,20 +59,17 @@ uint64_t MonotonicNs() {
                                    .count());
 }
 
-class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener, public QuiescedRearm {
+class UffdWpAsyncTracker final : public Tracker, public QuiescedRearm {
  public:
   UffdWpAsyncTracker(Env* env, sys::Userfaultfd uffd, sys::PagemapScanner scanner)
-      : env_(env), uffd_(std::move(uffd)), scanner_(std::move(scanner)), pid_(getpid()) {
-    RegisterMemoryEventListener(this);
-  }
+      : env_(env), uffd_(std::move(uffd)), scanner_(std::move(scanner)), pid_(getpid()) {}
 
   ~UffdWpAsyncTracker() override {
-    UnregisterMemoryEventListener(this);
     if (getpid() != pid_) return;  // a forked child must not touch the parent's registration
     std::lock_guard<std::mutex> lock(mu_);
     for (const PageRange& r : ranges_) {
       // Closing the uffd unregisters everything anyway; this is tidiness.
-      uffd_.Unregister(r.start, r.end - r.start).IgnoreError();
+      UffdOf(r.start).Unregister(r.start, r.end - r.start).IgnoreError();
     }
   }
 
@@ -81,17 +82,29 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener, pub
     std::lock_guard<std::mutex> lock(mu_);
     PW_RETURN_IF_ERROR(CheckNoOverlap(ranges_, start, end));
     PW_ASSIGN_OR_RETURN(std::vector<Vma> vmas, CoveringVmas(env_, start, end, "Track"));
-    Status s = uffd_.Register(start, len, UFFDIO_REGISTER_MODE_WP);
+    PW_RETURN_IF_ERROR(
+        TrackPageSize(env_, vmas, start, end, /*hugetlb_ok=*/true, "uffd-wp-async").status());
+    // Memory whose drops leave uffd-wp markers goes on the drop-events
+    // userfaultfd (see the header comment); one VMA of that kind is enough.
+    const bool hidden_drops =
+        std::any_of(vmas.begin(), vmas.end(), [](const Vma& v) { return !v.anonymous_private(); });
+    if (hidden_drops && drops_ == nullptr) {
+      PW_ASSIGN_OR_RETURN(
+          drops_, DropEvents::Start(env_, [this](uint64_t s, uint64_t e) { OnDropped(s, e); }));
+    }
+    const sys::Userfaultfd& uffd = hidden_drops ? drops_->uffd() : uffd_;
+    Status s = uffd.Register(start, len, UFFDIO_REGISTER_MODE_WP);
     if (!s.ok()) return RegisterError(s, start, end, vmas, "uffd-wp-async");
     // Write-protect everything: with WP_UNPOPULATED this also installs
     // markers on never-touched ptes, so the first collect reports only pages
     // written from now on.
-    s = uffd_.WriteProtect(start, len, /*wp=*/true);
+    s = hidden_drops ? drops_->WriteProtect(start, len) : uffd_.WriteProtect(start, len, true);
     if (!s.ok()) {
-      uffd_.Unregister(start, len).IgnoreError();  // undo; the original error matters
+      uffd.Unregister(start, len).IgnoreError();  // undo; the original error matters
       return s.WithContext("Track " + RangeString(start, end) + ": write-protecting the range");
     }
     InsertSorted(&ranges_, {start, end});
+    if (hidden_drops) InsertSorted(&event_ranges_, {start, end});
     Republish(start, end);  // publishes the new range to OnDropped
     return Status::Ok();
   }
@@ -103,7 +116,7 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener, pub
     std::lock_guard<std::mutex> lock(mu_);
     auto it = FindExact(&ranges_, start, end);
     if (it == ranges_.end()) return NotTracked(start, end, ranges_);
-    Status s = uffd_.Unregister(start, len);
+    Status s = UffdOf(start).Unregister(start, len);
     // UFFDIO_UNREGISTER fails with EINVAL when a VMA in the range cannot be
     // registered (the memory we registered was unmapped and something else,
     // e.g. a file mapping, now sits there) or no VMA is left. Either way our
@@ -111,6 +124,8 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener, pub
     if (!s.ok() && (s.err() == EINVAL || s.err() == ENOMEM)) s = Status::Ok();
     if (!s.ok()) return s.WithContext("Untrack " + RangeString(start, end));
     ranges_.erase(it);
+    auto ev = FindExact(&event_ranges_, start, end);
+    if (ev != event_ranges_.end()) event_ranges_.erase(ev);
     Republish(start, end);
     return Status::Ok();
   }
@@ -120,6 +135,9 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener, pub
     std::lock_guard<std::mutex> lock(mu_);
     const size_t from = written->size();
     Status first_error;
+    // Every drop whose madvise returned before this collect began is in
+    // dropped_ once Sync() returns (drop_events.h, "Ordering").
+    if (drops_ != nullptr) first_error = drops_->Sync().WithContext("Collect");
     for (const PageRange& r : ranges_) {
       Status s = ScanRange(r, written);
       if (!s.ok() && first_error.ok()) first_error = s;
@@ -136,6 +154,9 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener, pub
     PW_RETURN_IF_ERROR(CheckProcess("Rewind"));
     std::lock_guard<std::mutex> lock(mu_);
     const size_t from = written->size();
+    // As in Collect: every drop whose madvise returned before now is in
+    // dropped_ once Sync() returns.
+    if (drops_ != nullptr) PW_RETURN_IF_ERROR(drops_->Sync().WithContext("Rewind"));
     for (size_t i = 0; i < ranges_.size(); ++i) {
       const PageRange& r = ranges_[i];
       // First: without WP_MATCHING the kernel walks unregistered VMAs too
@@ -208,9 +229,10 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener, pub
     return ranges_;
   }
 
-  // MemoryEventListener: pages [start, end) were dropped by madvise (their
-  // content is now zero or the file's). Called after the madvise returned.
-  void OnDropped(uint64_t start, uint64_t end) override {
+  // The drop-events sink: pages [start, end) were dropped by madvise (their
+  // content is now zero or the file's). Called on the drop-events reader
+  // thread (or inside DropEvents::Sync) before that madvise returns.
+  void OnDropped(uint64_t start, uint64_t end) {
     if (getpid() != pid_) return;
     std::lock_guard<std::mutex> lock(dropped_mu_);
     // Clip to tracked ranges under dropped_mu_ only: ranges_ is guarded by
@@ -234,6 +256,19 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener, pub
     auto it = std::lower_bound(v->begin(), v->end(), r.start,
                                [](const PageRange& a, uint64_t s) { return a.start < s; });
     v->insert(it, r);
+  }
+
+  // True if `addr` lies in a tracked range registered on drops_. mu_ held.
+  bool OnDropsUffd(uint64_t addr) const {
+    for (const PageRange& r : event_ranges_) {
+      if (r.start <= addr && addr < r.end) return true;
+    }
+    return false;
+  }
+
+  // The userfaultfd the tracked range starting at `start` is registered on.
+  const sys::Userfaultfd& UffdOf(uint64_t start) const {
+    return OnDropsUffd(start) ? drops_->uffd() : uffd_;
   }
 
   static std::vector<PageRange>::iterator FindExact(std::vector<PageRange>* v, uint64_t start,
@@ -357,9 +392,16 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener, pub
   // retried like everywhere else: nothing was done.
   Status WriteProtectRange(uint64_t start, uint64_t end) {
     Status s;
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      s = uffd_.WriteProtect(start, end - start, /*wp=*/true);
-      if (s.code() != Code::kRetry) break;
+    if (OnDropsUffd(start)) {
+      // Registered on the drop-events userfaultfd: the kernel refuses the
+      // plain one (ENOENT), and a pending REMOVE makes this EAGAIN, which
+      // DropEvents::WriteProtect handles by reading the events first.
+      s = drops_->WriteProtect(start, end - start);
+    } else {
+      for (int attempt = 0; attempt < 100; ++attempt) {
+        s = uffd_.WriteProtect(start, end - start, /*wp=*/true);
+        if (s.code() != Code::kRetry) break;
+      }
     }
     if (!s.ok()) return s.WithContext("Rewind: re-arming " + RangeString(start, end));
     return s;
@@ -394,8 +436,9 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener, pub
   sys::PagemapScanner scanner_;
   const pid_t pid_;
 
-  mutable std::mutex mu_;  // guards ranges_, stats_; serialises the API
+  mutable std::mutex mu_;  // guards ranges_, event_ranges_, drops_, stats_; serialises the API
   std::vector<PageRange> ranges_;
+  std::vector<PageRange> event_ranges_;  // the part of ranges_ registered on drops_
   TrackerStats stats_;
   // QuiescedRearm state (guarded by mu_): the last PeekWritten() scan time
   // per tracked range, the measured price of one per-range write-protect
@@ -408,6 +451,10 @@ class UffdWpAsyncTracker final : public Tracker, public MemoryEventListener, pub
   std::mutex dropped_mu_;             // guards published_, dropped_
   std::vector<PageRange> published_;  // copy of ranges_ for OnDropped
   std::vector<PageRange> dropped_;    // pages dropped by madvise since the last collect
+  // Created by the first Track of memory that needs it. Declared last: it is
+  // destroyed first, so its reader thread (which calls OnDropped) is joined
+  // before the members OnDropped uses go away.
+  std::unique_ptr<DropEvents> drops_;
 };
 
 }  // namespace
