@@ -1,6 +1,9 @@
 // Restore races: a program's fork / mremap / madvise / munmap / faults
-// against a monitor (event reader + background filler, UffdWorld) serving
-// its registered memory with COPY, ZEROPAGE and MOVE.
+// against pagewise's restore engine (restore::Engine: its loop thread and
+// background filler, UffdWorld with options.engine) serving its registered
+// memory with COPY and ZEROPAGE. fork-move, which the engine never does
+// (it issues no UFFDIO_MOVE), runs against the explorer's reference
+// monitor, which follows the engine's rules with MOVE batches.
 #include <sys/mman.h>
 
 #include "explore/race.h"
@@ -13,7 +16,7 @@ using Programs = std::vector<std::pair<std::string, std::vector<ProgramStep>>>;
 using Check = std::function<void(const UffdWorld&, std::vector<std::string>*)>;
 
 // Longest schedule before a run counts as a livelock.
-constexpr size_t kMaxSteps = 40;
+constexpr size_t kMaxSteps = 60;
 
 // One schedule: fresh world, the workers and the program's actors, the
 // schedule's steps, then the final phase and the race's checks.
@@ -21,12 +24,13 @@ Status RunWorld(Schedule* s, pause::Variant v, Outcome* out, const UffdWorldOpti
                 const std::function<Programs(UffdWorld&)>& programs, const Check& check) {
   UffdWorld w(v);
   PW_RETURN_IF_ERROR(w.Setup(o));
-  Controller c({});
+  Controller c({"engine.loop.read", "engine.fill.ioctl", "engine.drain.read"});
   w.AddWorkers(c);
   for (auto& [name, steps] : programs(w)) c.AddProgram(name, std::move(steps));
-  PW_RETURN_IF_ERROR(c.Prologue({}, {}));
-  PW_RETURN_IF_ERROR(Drive(c, s, kMaxSteps, out));
-  w.Finish(c, &out->violations);
+  Status st = w.Begin(c);
+  if (st.ok()) st = Drive(c, s, kMaxSteps, out);
+  w.Finish(c, &out->violations);  // also after an error: it frees and stops every thread
+  PW_RETURN_IF_ERROR(st);
   check(w, &out->violations);
   for (const std::string& l : w.log()) out->notes.push_back("monitor: " + l);
   return Status::Ok();
@@ -41,13 +45,15 @@ void ExpectAll(const UffdWorld& w, size_t pages, const char* what, bool child,
 }
 
 RaceDef ForkRace(const char* name, const char* summary, FillOp op) {
-  return {name,
-          summary,
-          {pause::Variant::kForkChildFromParentState, pause::Variant::kEagainWithoutDrain},
-          -1,
-          500,
-          [op](Schedule* s, pause::Variant v, Outcome* out) {
+  // MOVE: the reference monitor (the engine issues no UFFDIO_MOVE), where
+  // the two monitor-rule controls are explored too.
+  std::vector<pause::Variant> variants;
+  if (op == FillOp::kMove) {
+    variants = {pause::Variant::kForkChildFromParentState, pause::Variant::kEagainWithoutDrain};
+  }
+  return {name, summary, variants, -1, 500, [op](Schedule* s, pause::Variant v, Outcome* out) {
             UffdWorldOptions o;
+            o.engine = op != FillOp::kMove;
             o.fill = op;
             o.batch_pages = 1;
             if (op == FillOp::kZeropage) o.zero_pages = {0, 1};
@@ -66,11 +72,12 @@ RaceDef RemapRace(bool dontunmap) {
   return {dontunmap ? "mremap-dontunmap-copy" : "mremap-copy",
           dontunmap ? "mremap(MREMAP_DONTUNMAP) of the region while the filler copies into it"
                     : "mremap of the region while the filler copies into it",
-          {pause::Variant::kEagainWithoutDrain},
+          {},
           -1,
           500,
           [dontunmap](Schedule* s, pause::Variant v, Outcome* out) {
             UffdWorldOptions o;
+            o.engine = true;
             o.batch_pages = 1;
             o.reserve_target = true;
             return RunWorld(
@@ -89,6 +96,7 @@ RaceDef RemapRace(bool dontunmap) {
 
 Status RunDontneed(Schedule* s, pause::Variant v, Outcome* out) {
   UffdWorldOptions o;
+  o.engine = true;
   o.batch_pages = 1;
   return RunWorld(
       s, v, out, o,
@@ -103,6 +111,7 @@ Status RunDontneed(Schedule* s, pause::Variant v, Outcome* out) {
 
 Status RunMidBatch(Schedule* s, pause::Variant v, Outcome* out) {
   UffdWorldOptions o;
+  o.engine = true;
   o.batch_pages = 2;
   o.gated = {1};
   return RunWorld(
@@ -119,6 +128,7 @@ Status RunMidBatch(Schedule* s, pause::Variant v, Outcome* out) {
 
 Status RunMunmap(Schedule* s, pause::Variant v, Outcome* out) {
   UffdWorldOptions o;
+  o.engine = true;
   o.batch_pages = 2;
   return RunWorld(
       s, v, out, o,
@@ -134,6 +144,7 @@ Status RunMunmap(Schedule* s, pause::Variant v, Outcome* out) {
 
 Status RunTwoFaults(Schedule* s, pause::Variant v, Outcome* out) {
   UffdWorldOptions o;
+  o.engine = true;
   o.filler = false;
   auto seen = std::make_shared<std::vector<std::vector<char>>>(2);
   return RunWorld(
@@ -166,20 +177,20 @@ void AddRestoreRaces(std::vector<RaceDef>* out) {
   out->push_back(RemapRace(true));
   out->push_back({"dontneed-background-copy",
                   "MADV_DONTNEED of two pages while the background filler copies them",
-                  {pause::Variant::kEagainWithoutDrain},
+                  {},
                   -1,
                   500,
                   RunDontneed});
   out->push_back({"munmap-copy",
                   "munmap of a page while the filler copies a batch over it",
-                  {pause::Variant::kEagainWithoutDrain},
+                  {},
                   -1,
                   500,
                   RunMunmap});
   out->push_back({"remove-mid-batch",
                   "REMOVE arriving while a two-page COPY is half done (partial copy, then "
                   "EAGAIN)",
-                  {pause::Variant::kFillPastRemove, pause::Variant::kEagainWithoutDrain},
+                  {pause::Variant::kFillPastRemove},
                   -1,
                   500,
                   RunMidBatch});

@@ -40,6 +40,7 @@ std::string Pages(size_t i, size_t n) {
 }  // namespace
 
 UffdWorld::~UffdWorld() {
+  engine_.reset();  // Stop(): joins its threads, closes its userfaultfds
   {
     std::lock_guard<std::mutex> lk(mu_);
     spaces_.clear();  // closing wakes every thread still waiting on them
@@ -96,13 +97,32 @@ Status UffdWorld::Setup(const UffdWorldOptions& options) {
   PW_ASSIGN_OR_RETURN(sys::Userfaultfd uffd, sys::Userfaultfd::Open(uo));
   PW_RETURN_IF_ERROR(
       uffd.Register(reinterpret_cast<uint64_t>(region_), len, sys::kRegisterMissing));
+  PW_RETURN_IF_ERROR(SetupGate());
+  fds_.push_back(uffd.fd());  // (the forked child closes its copy)
+  if (opt_.engine) {
+    restore::EngineOptions eo;
+    eo.env = env_;
+    eo.fill.fault_window_pages = 1;  // a fault installs its own page only
+    eo.fill.background_batch_pages = opt_.batch_pages;
+    eo.fill.background_fill = opt_.filler;
+    eo.fill.use_zeropage = !opt_.zero_pages.empty();
+    eo.fill.max_latency_samples = 0;
+    // The engine COPYs straight from srcbuf_ (PageSource::Direct), so a
+    // gated source page stops its ioctl mid-batch in the kernel.
+    engine_ = std::make_unique<restore::Engine>(MemorySource(srcbuf_, len), std::move(eo));
+    engine_->AddSpace(std::move(uffd), {{reinterpret_cast<uint64_t>(region_), len, 0}});
+    return Status::Ok();
+  }
   auto s = std::make_unique<Space>();
   s->uffd = std::move(uffd);
   s->base = reinterpret_cast<uint64_t>(region_);
   s->st.assign(n, State::kMissing);
-  fds_.push_back(s->uffd.fd());
   spaces_.push_back(std::move(s));
+  return Status::Ok();
+}
 
+Status UffdWorld::SetupGate() {
+  const size_t n = opt_.pages;
   sys::Userfaultfd::Options go;
   go.env = env_;
   PW_ASSIGN_OR_RETURN(gate_, sys::Userfaultfd::Open(go));
@@ -117,7 +137,17 @@ Status UffdWorld::Setup(const UffdWorldOptions& options) {
   return Status::Ok();
 }
 
+Status UffdWorld::Begin(Controller& c) {
+  if (!opt_.engine) return c.Prologue({}, {});
+  c.Attach();
+  PW_RETURN_IF_ERROR(engine_->Start());
+  std::vector<std::string> expect;
+  if (opt_.filler) expect.push_back("engine.filler");
+  return c.Prologue({"engine.loop"}, expect);
+}
+
 void UffdWorld::AddWorkers(Controller& c) {
+  if (opt_.engine) return;
   c.AddWorker(
       "reader", [this] { return ReaderNext(); }, [this] { ReaderStep(); });
   if (opt_.filler) {

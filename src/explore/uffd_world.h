@@ -1,6 +1,17 @@
-// UffdWorld: fresh memory for one schedule of a kernel-level restore race,
-// served by a monitor that follows pagewise's rules (internal to
+// UffdWorld: fresh memory for one schedule of a restore race, served by
+// pagewise's own restore engine (restore::Engine, options.engine) or by the
+// explorer's reference monitor, which follows the same rules (internal to
 // src/explore/).
+//
+// With options.engine the region is handed to a real restore::Engine (one
+// space, a MemorySource over the source buffer, so its COPYs read the
+// source in place like a mapped memory file). Its loop and filler threads
+// join the schedule at their pause points (engine.loop.start,
+// engine.filler.start) and park at engine.loop.read (before a read of the
+// userfaultfd), engine.fill.ioctl (a piece validated, before its ioctl)
+// and engine.drain.read (a filler reading events after EAGAIN/ENOENT):
+// those and the kernel's own blocking points are the schedule's steps. The
+// reference monitor below is used for what the engine never does (MOVE).
 //
 // A region of `pages` private anonymous pages is registered with a
 // userfaultfd in MISSING mode with the non-cooperative events (FORK, REMAP,
@@ -58,6 +69,7 @@
 #include "base/pause_point.h"
 #include "explore/controller.h"
 #include "pagewise/status.h"
+#include "restore/engine.h"
 #include "sys/env.h"
 #include "sys/userfaultfd.h"
 
@@ -73,6 +85,7 @@ struct UffdWorldOptions {
   std::vector<size_t> gated;
   bool filler = true;           // start the filler worker
   bool reserve_target = false;  // a PROT_NONE reservation to mremap onto
+  bool engine = false;          // serve with restore::Engine (above)
 };
 
 class UffdWorld {
@@ -83,8 +96,13 @@ class UffdWorld {
   UffdWorld& operator=(const UffdWorld&) = delete;
 
   Status Setup(const UffdWorldOptions& options);
-  // Adds the reader and (options.filler) the filler workers.
+  // Adds the reader and (options.filler) the filler workers (reference
+  // monitor only: the engine's threads join by themselves).
   void AddWorkers(Controller& c);
+  // After the program actors were added: attaches `c`, starts the engine
+  // (options.engine) and runs the prologue (the loop thread's first round,
+  // which starts the filler; both then wait at their start points).
+  Status Begin(Controller& c);
 
   size_t ps() const { return ps_; }
   char* page(size_t i) const { return region_ + i * ps_; }
@@ -145,6 +163,7 @@ class UffdWorld {
   };
   enum class Again { kDrained, kResolved, kStuck };
 
+  Status SetupGate();  // the second userfaultfd behind options.gated
   // Reads every pending message of every space, applying events and
   // queueing faults. Caller holds mu_.
   size_t DrainLocked();
@@ -172,6 +191,14 @@ class UffdWorld {
                         std::vector<std::string>* violations);
   // Closes every userfaultfd (tearing down a run that hung).
   void CloseAll();
+  // Engine mode: reads the pages at `base` on a helper thread (the engine
+  // serves its faults); false after a hang (reported, the engine stopped).
+  bool ReadEngineServed(const char* base, std::vector<View>* out, const char* what,
+                        std::vector<std::string>* violations);
+  // Engine mode: the final phase (Finish's counterpart).
+  void FinishEngine(Controller& c, std::vector<std::string>* violations);
+  // Engine mode: lets the forked child copy its view, waiting up to 10 s.
+  bool ChildCopied();
   // "" if v is page i's source bytes (or zeros); else what it is.
   std::string Compare(const View& v, size_t i, bool zero) const;
   char* Base() const;  // the region's current address
@@ -210,6 +237,7 @@ class UffdWorld {
   std::vector<View> old_view_;  // the range a DONTUNMAP mremap left
   std::vector<View> parent_view_;
   std::vector<View> child_view_;
+  std::unique_ptr<restore::Engine> engine_;  // options.engine
 };
 
 }  // namespace pagewise::explore

@@ -179,6 +179,13 @@ void UffdWorld::UnmapAndReuse(size_t lo, size_t hi) {
 void UffdWorld::CloseAll() {
   std::lock_guard<std::mutex> lk(mu_);
   if (closed_) return;
+  if (engine_ != nullptr) {
+    // Stopping the engine closes its userfaultfds: every waiting thread
+    // wakes (a fault then finds no monitor and maps a zero page).
+    engine_->Stop();
+    closed_ = true;
+    return;
+  }
   // Read what is pending (releasing the threads whose events wait), then
   // unregister (waking the faulting threads: they find plain memory).
   DrainLocked();
@@ -261,7 +268,87 @@ void UffdWorld::ReadWhileServing(const char* base, std::vector<View>* out, const
   for (View& v : *out) v.ok = ok;
 }
 
+// ---- final phase with the engine ---------------------------------------------
+
+bool UffdWorld::ReadEngineServed(const char* base, std::vector<View>* out, const char* what,
+                                 std::vector<std::string>* violations) {
+  out->assign(opt_.pages, View{});
+  std::atomic<uint32_t> done{0};
+  std::thread reader([&] {
+    for (size_t i = 0; i < opt_.pages; ++i) {
+      (*out)[i].bytes.assign(base + i * ps_, base + (i + 1) * ps_);
+    }
+    done.store(1);
+    sys::FutexWakeAll(&done, false);
+  });
+  const uint64_t deadline = NowNs() + kFinalDeadlineNs;
+  for (uint64_t now = NowNs(); done.load() == 0 && now < deadline; now = NowNs()) {
+    sys::FutexWait(&done, 0, static_cast<int64_t>(deadline - now), false);
+  }
+  const bool ok = done.load() == 1;
+  if (!ok) {
+    violations->push_back("hang: " + std::string(what) + " did not finish within 10 s");
+    CloseAll();
+  }
+  reader.join();
+  for (View& v : *out) v.ok = ok;
+  return ok;
+}
+
+bool UffdWorld::ChildCopied() {
+  auto* go = reinterpret_cast<std::atomic<uint32_t>*>(shared_);
+  go->store(1);
+  sys::FutexWakeAll(go, true);
+  const uint64_t deadline = NowNs() + kFinalDeadlineNs;
+  for (uint64_t now = NowNs(); go[1].load() == 0 && now < deadline; now = NowNs()) {
+    sys::FutexWait(&go[1], 0, static_cast<int64_t>(deadline - now), true);
+  }
+  return go[1].load() == 1;
+}
+
+void UffdWorld::FinishEngine(Controller& c, std::vector<std::string>* violations) {
+  // The engine serves freely from here; every program thread finishes.
+  c.FreeRun();
+  if (!c.WaitProgramsDone(10 * kSecondNs)) {
+    violations->push_back("hang: " + c.Unfinished() + " never finished");
+    CloseAll();
+    c.WaitProgramsDone(10 * kSecondNs);
+  }
+  if (!closed_ && opt_.filler) {
+    const Status st = engine_->WaitResident(std::chrono::seconds(10));
+    if (!st.ok()) violations->push_back("the background fill did not complete: " + st.ToString());
+  }
+  bool ok = !closed_ && ReadEngineServed(Base(), &parent_view_, "reading the region", violations);
+  if (ok && dontunmap_) {
+    ok = ReadEngineServed(region_, &old_view_, "reading the range mremap left", violations);
+  }
+  const pid_t child = child_.load();
+  if (child > 0) {
+    const bool copied = ok && ChildCopied();
+    if (ok && !copied) violations->push_back("hang: the forked child did not finish within 10 s");
+    int ws = 0;
+    if (!copied) sys::SignalProcess(child, 9).IgnoreError();
+    (void)sys::ReapChild(child, true, &ws);
+    child_.store(-1);
+    child_view_.assign(opt_.pages, View{});
+    for (size_t i = 0; i < opt_.pages; ++i) {
+      child_view_[i].ok = copied;
+      child_view_[i].bytes.assign(shared_ + ps_ * (1 + i), shared_ + ps_ * (2 + i));
+    }
+  }
+  const Status st = engine_->status();
+  if (!st.ok()) violations->push_back("the restore engine failed: " + st.ToString());
+  // Stopped before the controller goes: its threads must not reach a
+  // pause point after that.
+  engine_->Stop();
+  closed_ = true;
+}
+
 void UffdWorld::Finish(Controller& c, std::vector<std::string>* violations) {
+  if (engine_ != nullptr) {
+    FinishEngine(c, violations);
+    return;
+  }
   c.FreeRun();
   if (!stuck_)
     ServeUntil([&] { return c.WaitProgramsDone(0); }, "the program's threads", violations);

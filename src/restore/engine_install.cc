@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <optional>
 
+#include "base/pause_point.h"
 #include "pagewise/probe.h"
 
 namespace pagewise::restore {
@@ -86,8 +87,13 @@ bool Installer::InstallRange(Space& s, const Run& run, const char* data, const u
       s.inflight.push_back({addr, n, who});
     }
     const uint64_t len = n * ps;
+    // Negative control (explore --variant fill-past-remove): leave the gate
+    // during the ioctl. The real code keeps it (see "Ordering" in engine.h).
+    if (PW_TESTING_VARIANT(kFillPastRemove)) hold.Release();
+    PW_PAUSE_POINT("engine.fill.ioctl");  // pagewise explore (base/pause_point.h)
     const FillResult r =
         zero[i] ? s.uffd.Zeropage(addr, len) : s.uffd.Copy(addr, data + i * ps, len);
+    if (PW_TESTING_VARIANT(kFillPastRemove)) hold.Reacquire();
     const size_t done = static_cast<size_t>(std::min<uint64_t>(r.bytes, len) / ps);
     const uint64_t at = addr + done * ps;  // where the kernel stopped
     {

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/pause_point.h"
 #include "restore/engine.h"
 #include "sys/uapi.h"
 
@@ -228,6 +229,7 @@ bool Engine::FillOnce() {
 }
 
 void Engine::FillerLoop() {
+  PW_PAUSE_POINT("engine.filler.start");  // pagewise explore (base/pause_point.h)
   for (;;) {
     fork_.ParkFiller();
     uint64_t epoch;
