@@ -50,11 +50,7 @@ Controller::~Controller() {
   Detach();
 }
 
-int Controller::AddProgram(const std::string& name, std::vector<ProgramStep> steps) {
-  auto a = std::make_unique<Actor>();
-  a->name = name;
-  a->program = true;
-  a->steps = std::move(steps);
+int Controller::StartActor(std::unique_ptr<Actor> a) {
   Actor* raw = a.get();
   int id;
   {
@@ -66,6 +62,14 @@ int Controller::AddProgram(const std::string& name, std::vector<ProgramStep> ste
   return id;
 }
 
+int Controller::AddProgram(const std::string& name, std::vector<ProgramStep> steps) {
+  auto a = std::make_unique<Actor>();
+  a->name = name;
+  a->program = true;
+  a->steps = std::move(steps);
+  return StartActor(std::move(a));
+}
+
 int Controller::AddWorker(const std::string& name, std::function<std::optional<std::string>()> next,
                           std::function<void()> run) {
   auto a = std::make_unique<Actor>();
@@ -74,15 +78,7 @@ int Controller::AddWorker(const std::string& name, std::function<std::optional<s
   a->worker = true;
   a->next_fn = std::move(next);
   a->run_fn = std::move(run);
-  Actor* raw = a.get();
-  int id;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    id = static_cast<int>(actors_.size());
-    actors_.push_back(std::move(a));
-  }
-  raw->thread = std::thread([this, raw] { ProgramMain(raw); });
-  return id;
+  return StartActor(std::move(a));
 }
 
 void Controller::Attach() {

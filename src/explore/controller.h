@@ -138,6 +138,8 @@ class Controller final : public pause::PauseListener {
     std::thread thread;
   };
 
+  // Adds a program or worker actor and starts its thread; returns its id.
+  int StartActor(std::unique_ptr<Actor> a);
   Actor* FindByTid(pid_t tid) const;
   Actor* Register(pid_t tid, const char* point);
   // On the actor's thread: park until released (or free run).

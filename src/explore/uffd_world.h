@@ -197,8 +197,13 @@ class UffdWorld {
                         std::vector<std::string>* violations);
   // Engine mode: the final phase (Finish's counterpart).
   void FinishEngine(Controller& c, std::vector<std::string>* violations);
-  // Engine mode: lets the forked child copy its view, waiting up to 10 s.
+  // Lets the forked child copy its view into shared_ (returns the futex
+  // words: [1] turns 1 when it is done).
+  std::atomic<uint32_t>* ReleaseChild();
+  // Engine mode: ReleaseChild, then waits up to 10 s for the copy.
   bool ChildCopied();
+  // Reaps the child (killing it unless `copied`) and keeps its view.
+  void TakeChildView(pid_t child, bool copied);
   // "" if v is page i's source bytes (or zeros); else what it is.
   std::string Compare(const View& v, size_t i, bool zero) const;
   char* Base() const;  // the region's current address

@@ -295,10 +295,27 @@ bool UffdWorld::ReadEngineServed(const char* base, std::vector<View>* out, const
   return ok;
 }
 
-bool UffdWorld::ChildCopied() {
+std::atomic<uint32_t>* UffdWorld::ReleaseChild() {
   auto* go = reinterpret_cast<std::atomic<uint32_t>*>(shared_);
   go->store(1);
   sys::FutexWakeAll(go, true);
+  return go;
+}
+
+void UffdWorld::TakeChildView(pid_t child, bool copied) {
+  int ws = 0;
+  if (!copied) sys::SignalProcess(child, 9).IgnoreError();
+  (void)sys::ReapChild(child, true, &ws);
+  child_.store(-1);
+  child_view_.assign(opt_.pages, View{});
+  for (size_t i = 0; i < opt_.pages; ++i) {
+    child_view_[i].ok = copied;
+    child_view_[i].bytes.assign(shared_ + ps_ * (1 + i), shared_ + ps_ * (2 + i));
+  }
+}
+
+bool UffdWorld::ChildCopied() {
+  auto* go = ReleaseChild();
   const uint64_t deadline = NowNs() + kFinalDeadlineNs;
   for (uint64_t now = NowNs(); go[1].load() == 0 && now < deadline; now = NowNs()) {
     sys::FutexWait(&go[1], 0, static_cast<int64_t>(deadline - now), true);
@@ -326,15 +343,7 @@ void UffdWorld::FinishEngine(Controller& c, std::vector<std::string>* violations
   if (child > 0) {
     const bool copied = ok && ChildCopied();
     if (ok && !copied) violations->push_back("hang: the forked child did not finish within 10 s");
-    int ws = 0;
-    if (!copied) sys::SignalProcess(child, 9).IgnoreError();
-    (void)sys::ReapChild(child, true, &ws);
-    child_.store(-1);
-    child_view_.assign(opt_.pages, View{});
-    for (size_t i = 0; i < opt_.pages; ++i) {
-      child_view_[i].ok = copied;
-      child_view_[i].bytes.assign(shared_ + ps_ * (1 + i), shared_ + ps_ * (2 + i));
-    }
+    TakeChildView(child, copied);
   }
   const Status st = engine_->status();
   if (!st.ok()) violations->push_back("the restore engine failed: " + st.ToString());
@@ -368,20 +377,10 @@ void UffdWorld::Finish(Controller& c, std::vector<std::string>* violations) {
   }
   const pid_t child = child_.load();
   if (child > 0) {
-    auto* go = reinterpret_cast<std::atomic<uint32_t>*>(shared_);
-    go->store(1);
-    sys::FutexWakeAll(go, true);
+    auto* go = ReleaseChild();
     const bool ok =
         !closed_ && ServeUntil([&] { return go[1].load() == 1; }, "the forked child", violations);
-    int ws = 0;
-    if (!ok) sys::SignalProcess(child, 9).IgnoreError();
-    (void)sys::ReapChild(child, true, &ws);
-    child_.store(-1);
-    child_view_.assign(opt_.pages, View{});
-    for (size_t i = 0; i < opt_.pages; ++i) {
-      child_view_[i].ok = ok;
-      child_view_[i].bytes.assign(shared_ + ps_ * (1 + i), shared_ + ps_ * (2 + i));
-    }
+    TakeChildView(child, ok);
   }
   std::lock_guard<std::mutex> lk(mu_);
   violations->insert(violations->end(), fill_violations_.begin(), fill_violations_.end());
