@@ -52,11 +52,7 @@ class S3RestoreTest : public ::testing::Test {
   std::string Url(const std::string& name) const { return "s3://" + bucket_ + "/" + name; }
   std::unique_ptr<LazyRestore> Start(std::shared_ptr<PageSource> src, size_t len,
                                      const RestoreOptions& o) {
-    auto r = LazyRestore::Start(std::move(src), {{0, len, 0}}, o);
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    if (!r.ok()) return nullptr;
-    (*r)->Release();  // the tests unmap (parts of) the memory themselves
-    return std::move(*r);
+    return StartReleased(std::move(src), len, o);
   }
   size_t Bad(const char* mem, const PatternBuffer& buf, size_t lo, size_t hi, size_t drop_lo = 0,
              size_t drop_hi = 0) {
