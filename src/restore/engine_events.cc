@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <utility>
 
+#include "base/pause_point.h"
 #include "restore/engine.h"
 
 namespace pagewise::restore {
@@ -38,6 +39,7 @@ class Engine::SpaceSink final : public sys::UffdHandler {
 };
 
 size_t Engine::DrainEvents(Space& s) {
+  PW_PAUSE_POINT("engine.drain.read");  // pagewise explore (base/pause_point.h)
   s.gate.EnterRead();
   const size_t n = DrainEventsHeld(s);
   s.gate.ExitRead();
