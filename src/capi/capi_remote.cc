@@ -47,6 +47,20 @@ int CheckArgs(const char* fn, const char* a, const char* b) {
   return 0;
 }
 
+// The argument checks and Image::Open of both open functions; clears *out.
+template <typename Handle>
+Result<std::unique_ptr<Image>> OpenRemote(const char* fn, const char* url,
+                                          const pagewise_remote_options* options, Handle** out) {
+  if (out == nullptr || url == nullptr) {
+    return Status::InvalidArgument(std::string(fn) + ": NULL argument");
+  }
+  *out = nullptr;
+  PW_ASSIGN_OR_RETURN(RemoteOptions r, ToRemoteOptions(options, fn));
+  ImageOpenOptions io;
+  io.remote = std::move(r);
+  return Image::Open(url, io);
+}
+
 }  // namespace
 }  // namespace pagewise::capi
 
@@ -99,14 +113,8 @@ int pagewise_pull(const char* url, const char* image, const pagewise_remote_opti
 int pagewise_image_open_remote(const char* url, const pagewise_remote_options* options,
                                pagewise_image** out) {
   return pc::Guard([&] {
-    if (out == nullptr) return pc::InvalidArgument("pagewise_image_open_remote: out is NULL");
-    *out = nullptr;
-    if (int rc = pc::CheckArgs("pagewise_image_open_remote", url, ""); rc != 0) return rc;
-    Result<pagewise::RemoteOptions> r = pc::ToRemoteOptions(options, "pagewise_image_open_remote");
-    if (!r.ok()) return pc::SetError(r.status());
-    pagewise::ImageOpenOptions io;
-    io.remote = std::move(*r);
-    Result<std::unique_ptr<pagewise::Image>> img = pagewise::Image::Open(url, io);
+    Result<std::unique_ptr<pagewise::Image>> img =
+        pc::OpenRemote("pagewise_image_open_remote", url, options, out);
     if (!img.ok()) return pc::SetError(img.status());
     *out = new pagewise_image{std::move(*img)};
     return 0;
@@ -116,14 +124,8 @@ int pagewise_image_open_remote(const char* url, const pagewise_remote_options* o
 int pagewise_source_open_remote(const char* url, const pagewise_remote_options* options,
                                 pagewise_source** out) {
   return pc::Guard([&] {
-    if (out == nullptr) return pc::InvalidArgument("pagewise_source_open_remote: out is NULL");
-    *out = nullptr;
-    if (int rc = pc::CheckArgs("pagewise_source_open_remote", url, ""); rc != 0) return rc;
-    Result<pagewise::RemoteOptions> r = pc::ToRemoteOptions(options, "pagewise_source_open_remote");
-    if (!r.ok()) return pc::SetError(r.status());
-    pagewise::ImageOpenOptions io;
-    io.remote = std::move(*r);
-    Result<std::unique_ptr<pagewise::Image>> img = pagewise::Image::Open(url, io);
+    Result<std::unique_ptr<pagewise::Image>> img =
+        pc::OpenRemote("pagewise_source_open_remote", url, options, out);
     if (!img.ok()) return pc::SetError(img.status());
     *out = new pagewise_source{pagewise::ImageSource(std::move(*img))};
     return 0;
