@@ -41,8 +41,16 @@ struct CommandRegistration {
 };
 
 // Prints "pagewise <cmd>: <status>" to stderr and returns exit status 1
-// (2 for invalid arguments, 3 for unsupported features).
+// (2 for invalid arguments, with the command's usage line; 3 for
+// unsupported features).
 int Fail(const std::string& cmd, const Status& status);
+
+// Records the usage line Fail() prints for `cmd` (main() sets it for every
+// registered command).
+void SetUsage(const std::string& cmd, std::string usage);
+
+// A CLI11 check: a power of two in [min, max].
+CLI::Validator PowerOfTwoIn(uint64_t min, uint64_t max);
 
 // True when stderr is a terminal (progress output is shown only then).
 bool StderrIsTerminal();

@@ -144,7 +144,11 @@ enum class MemFileAccess { kMmap, kPread };
 // Opens a flat memory file (Firecracker's memory snapshot layout: the
 // guest's regions at their offsets). kMmap maps it read-only (the file must
 // not shrink while in use: a read past its new end would raise SIGBUS);
-// kPread reads it with pread. Errors: the file cannot be opened or mapped.
+// kPread reads it with pread, so a file that shrinks or changes cannot
+// crash the reader: pages past the new end fail to read (a restore then
+// poisons them, SIGBUS for the program, never zeros). A page server serves
+// memory files with kPread. Errors: the file cannot be opened or mapped,
+// or is not a regular file (kInvalidArgument).
 Result<std::shared_ptr<PageSource>> OpenMemFileSource(const std::string& path,
                                                       MemFileAccess access = MemFileAccess::kMmap);
 
@@ -268,6 +272,7 @@ struct RestoreStats {
   uint64_t forks = 0, remaps = 0, removes = 0, unmaps = 0, unknown_events = 0;
   uint64_t spaces_total = 0;    // address spaces served (1 + forked children)
   uint64_t spaces_live = 0;     // of those, still served
+  uint64_t spaces_refused = 0;  // forked children over a page server's max_spaces
   int64_t first_fault_ns = -1;  // time to first access (first demand fault)
   int64_t resident_ns = -1;     // time until fully resident
   uint64_t fill_ns = 0;         // time spent reading the source and filling

@@ -18,6 +18,15 @@
 // Firecracker never reads the socket after the handshake, so the byte just
 // stays in the socket buffer.
 //
+// Trust: every client is treated as hostile (docs/security.md). The
+// descriptor a client sends must be a userfaultfd set up with at least
+// EVENT_REMOVE (checked on the file itself), its peer credentials must be
+// allowed (ServeAccess), its regions must be page aligned, must not wrap,
+// overlap or lie beyond the source, and must stay within ServeLimits.
+// Anything else is refused, logged (ServeEvent) and ends that connection
+// only; a client's error, death or resource use never reaches another
+// client or the server's own descriptors.
+//
 // PageServer serves any number of clients at once from one PageSource (a
 // flat memory file as is, an image as if it were that flat file), each with
 // its own restore engine (demand faults in windows, background fill,
@@ -90,13 +99,72 @@ Result<std::vector<Region>> ParseHandshake(std::string_view body);
 std::string HandshakeJson(const std::vector<Region>& regions);
 
 struct ClientReport {
-  uint64_t id = 0;  // 0, 1, 2... in connection order
-  pid_t pid = 0;    // SO_PEERCRED
+  uint64_t id = 0;          // 0, 1, 2... in admission order
+  uint64_t connection = 0;  // 0, 1, 2... in accept order (ServeEvent::connection)
+  pid_t pid = 0;            // SO_PEERCRED at connect time
+  uid_t uid = 0;
+  gid_t gid = 0;
+  uint64_t uffd_features = 0;  // UFFD_FEATURE_* the client's userfaultfd was set up with
   std::vector<Region> regions;
   bool active = false;  // still being served
   Status status;        // why serving ended (kPeerGone: the client went away)
   RestoreStats stats;
 };
+
+// What a page server accepts from one client, and in all. A handshake
+// over a limit is refused (naming the limit); a running client that
+// exceeds one (max_spaces) is contained as described there. Every limit
+// must be >= 1.
+struct ServeLimits {
+  size_t max_regions = 64;  // regions in one handshake
+  // Bytes a client may register (the server keeps one byte of state per
+  // page of each of the client's address spaces).
+  uint64_t max_client_bytes = uint64_t{256} << 30;
+  uint64_t max_total_bytes = uint64_t{1} << 40;  // registered by all active clients
+  size_t max_pending = 64;                       // connections whose handshake is not complete
+  size_t max_clients = 128;                      // clients being served at once
+  // Address spaces per client: its own plus the children its forks created
+  // (UFFD_EVENT_FORK gives the server one userfaultfd per child). A child
+  // beyond the limit is not served: every page it does not have yet is
+  // poisoned (an access raises SIGBUS, never reads zeros) and its
+  // userfaultfd is closed.
+  size_t max_spaces = 16;
+  size_t max_finished_records = 256;  // finished clients kept for clients()
+  size_t max_handshake_bytes = 1 << 20;
+};
+
+// Who may connect. A peer is admitted if its uid (SO_PEERCRED) is in
+// allow_uids, or its primary or a supplementary group is in allow_gids.
+// Empty allow_uids means the server's own effective uid.
+struct ServeAccess {
+  std::vector<uid_t> allow_uids;
+  std::vector<gid_t> allow_gids;
+  mode_t socket_mode = 0600;  // of the socket file, set before it listens
+};
+
+// One line's worth of what happened to a connection that did not go well
+// (or ended): a refused handshake, a client dropped by the server, a
+// client done (it went away), a limit hit.
+struct ServeEvent {
+  enum class Kind { kRefused, kDropped, kDone, kLimit };
+  Kind kind = Kind::kRefused;
+  uint64_t connection = 0;  // accept order; the value of no connection for server-wide events
+  int64_t client = -1;      // ClientReport::id once admitted, else -1
+  pid_t pid = 0;            // 0 when unknown
+  int64_t uid = -1;         // -1 when unknown
+  int64_t gid = -1;
+  std::string limit;  // the limit hit ("regions", "client_bytes", "total_bytes", "pending",
+                      // "clients", "spaces", "handshake_bytes", "descriptors"), or empty
+  Status reason;
+};
+// "refused", "dropped", "done", "limit".
+std::string_view ServeEventKindName(ServeEvent::Kind kind);
+// The event as one structured line (no newline):
+// event=refused conn=3 client=- pid=123 uid=1000 gid=1000 limit=regions
+// code=invalid_argument reason="handshake lists 70 regions (limit 64)".
+// Values with spaces are quoted; quotes, backslashes and control
+// characters in them are escaped, so one event is always one line.
+std::string FormatServeEvent(const ServeEvent& event);
 
 struct ServeOptions {
   // How each client's pages are installed (fill.prefetch: flat offsets
@@ -107,16 +175,27 @@ struct ServeOptions {
   // A client must send its handshake message within this (> 0).
   Duration handshake_timeout = std::chrono::seconds(10);
   bool send_ready = true;  // write kReadyByte once prefetch is in (above)
+  ServeLimits limits;
+  ServeAccess access;
   // Called on an internal thread when a client connects (active) and when
   // it is dropped (inactive, with its final stats and status).
   std::function<void(const ClientReport&)> on_client;
+  // Called on an internal thread, once per event (FormatServeEvent gives
+  // its log line). Must not block for long: the accept loop waits for it.
+  std::function<void(const ServeEvent&)> on_event;
 };
+
+// Checks the options' numbers (the fill policy, limits >= 1, a positive
+// handshake timeout, a socket mode within 0777): kInvalidArgument naming
+// the field and its range.
+Status ValidateServeOptions(const ServeOptions& options);
 
 class PageServer {
  public:
-  // Listens on `socket_path` (an existing socket file there is replaced)
-  // and starts accepting. Errors: a bad fill policy or handshake timeout
-  // (kInvalidArgument), the socket cannot be created.
+  // Listens on `socket_path` and starts accepting. Only a stale socket (a
+  // socket file nobody listens on) there is replaced; a live socket or any
+  // other file is refused (kAlreadyExists naming the path). Errors: bad
+  // options (ValidateServeOptions), the socket cannot be created.
   static Result<std::unique_ptr<PageServer>> Start(const std::string& socket_path,
                                                    std::shared_ptr<const PageSource> source,
                                                    const ServeOptions& options = {});
@@ -127,21 +206,27 @@ class PageServer {
   PageServer& operator=(const PageServer&) = delete;
 
   // Stops accepting, stops serving every client (closing our copies of
-  // their userfaultfds and their sockets) and removes the socket file.
-  // Idempotent.
+  // their userfaultfds and their sockets) and removes the socket file if
+  // it is still the one this server created. Idempotent.
   virtual void Stop() = 0;
 
   virtual const std::string& socket_path() const = 0;
+  // Active clients and the last limits.max_finished_records finished ones.
   virtual std::vector<ClientReport> clients() const = 0;
 
   // Waits until at least `count` clients have been dropped. OK, or
   // kTimeout once `timeout` expired (kNoTimeout: no limit).
   virtual Status WaitClientsDone(size_t count, Duration timeout) = 0;
 
-  // Handshakes refused so far (malformed body, no descriptor, unsupported
-  // page size, regions beyond the source), with the last reason.
+  // Handshakes refused so far (malformed body, no descriptor or not a
+  // userfaultfd, a peer not allowed, a limit, unsupported page size,
+  // regions beyond the source), with the last reason.
   virtual uint64_t refused() const = 0;
   virtual Status last_refusal() const = 0;
+  // Times accept(2) failed for lack of descriptors or memory (EMFILE,
+  // ENFILE, ENOBUFS, ENOMEM); each time the server stops accepting for a
+  // while (10 ms doubling to 1 s) instead of retrying at once.
+  virtual uint64_t accept_failures() const = 0;
 
   // The first client's demand-fault trace (fill.record_trace).
   virtual WorkingSetTrace trace() const = 0;

@@ -35,13 +35,21 @@ bool ParseVersion(const std::string& text, int* major, int* minor, std::string* 
 }
 
 Result<CriuBinary> Probe(const std::string& path) {
-  const std::string out = "/tmp/pagewise-criu-version-" + std::to_string(sys::SelfPid());
+  // In a private directory of our own (mkdtemp): a predictable name in
+  // /tmp could be a link planted by another user, and we may be root.
+  PW_ASSIGN_OR_RETURN(const std::string dir, sys::MakeTempDir("/tmp/pagewise-criu-version-"));
+  const std::string out = dir + "/out";
   sys::SpawnOptions so;
   so.stdout_path = out;
   so.stderr_path = out;
   so.append_output = false;
-  PW_ASSIGN_OR_RETURN(pid_t pid, sys::Spawn({path, "--version"}, so));
-  PW_ASSIGN_OR_RETURN(int st, sys::WaitPid(pid));
+  Result<pid_t> pid = sys::Spawn({path, "--version"}, so);
+  if (!pid.ok()) {
+    sys::RemoveFile(out).IgnoreError();  // scratch
+    sys::RemoveEmptyDir(dir).IgnoreError();
+    return pid.status();
+  }
+  PW_ASSIGN_OR_RETURN(int st, sys::WaitPid(*pid));
   std::string text;
   Result<int> fd = sys::OpenFd(out, O_RDONLY);
   if (fd.ok()) {
@@ -51,6 +59,7 @@ Result<CriuBinary> Probe(const std::string& path) {
     sys::CloseFd(*fd).IgnoreError();
   }
   sys::RemoveFile(out).IgnoreError();  // scratch file
+  sys::RemoveEmptyDir(dir).IgnoreError();
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
     return Status::NotFound(path + " --version: " + sys::DescribeWaitStatus(st));
   }

@@ -58,10 +58,8 @@ Status ImageWriterImpl::Add(uint32_t region, uint64_t offset, const uint8_t* dat
     std::lock_guard<std::mutex> lock(mu_);
     PW_RETURN_IF_ERROR(CheckAdd(region, offset, len, &ps));
     if (data == nullptr) {
-      PageTable& t = tables_[region];
-      for (uint64_t p = offset / ps, e = (offset + len) / ps; p < e; ++p) {
-        if (t.Set(p, PageTable::kZero) == PageTable::kAbsent) stats_.pages++;
-      }
+      // One interval, whatever the length: no per-page work.
+      stats_.pages += tables_[region].SetZeroRange(offset / ps, len / ps);
       return Status::Ok();
     }
   }

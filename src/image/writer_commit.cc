@@ -34,16 +34,17 @@ Status ImageWriterImpl::BuildIndex(Index* ix, Header* h) {
   std::vector<bool> used(slot_base.back(), false);
   uint64_t pages = 0, zero = 0, data = 0, distinct = 0;
   for (uint32_t r = 0; r < tables_.size(); ++r) {
-    tables_[r].ForEach([&](uint64_t page, uint64_t entry) {
+    // Zero ranges come as one span each; data pages one at a time.
+    tables_[r].ForEachSpan([&](uint64_t page, uint64_t count, uint64_t entry) {
       const RunKind kind = entry == PageTable::kZero ? RunKind::kZero : RunKind::kData;
       if (ix->runs.empty() || ix->runs.back().region != r || ix->runs.back().kind != kind ||
           ix->runs.back().first_page + ix->runs.back().count != page) {
         ix->runs.push_back(Run{r, kind, page, 0, ix->refs.size()});
       }
-      ix->runs.back().count++;
-      pages++;
+      ix->runs.back().count += count;
+      pages += count;
       if (kind == RunKind::kZero) {
-        zero++;
+        zero += count;
       } else {
         const uint64_t ref = PageTable::EntryRef(entry);
         ix->refs.push_back(ref);

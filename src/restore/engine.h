@@ -138,6 +138,15 @@ struct EngineOptions {
   // A socket to watch (not owned): end of stream or an error on it means
   // the client is gone and the engine stops serving.
   int watch_fd = -1;
+  // > 0: at most this many spaces (the root ones plus forked children)
+  // are served at once. A child beyond it is refused: every page it does
+  // not have yet is poisoned (SIGBUS on access, never zeros) and its
+  // userfaultfd closed (engine_events.cc, RefuseForkLocked). Bounds the
+  // descriptors and page maps a page server's client can make it hold.
+  size_t max_spaces = 0;
+  // Called (on the loop thread, under a space's lock: keep it short) each
+  // time a forked child is refused for max_spaces, with the reason.
+  std::function<void(const Status&)> on_space_refused;
   // Called once when every space is resident (or failed); no locks held.
   std::function<void(const Status&, const RestoreStats&)> on_resident;
   // Called once when the engine stopped serving by itself (client gone, all
@@ -243,6 +252,8 @@ class Engine final : public ForkAware, private InstallHost {
   void OnMessageLocked(Space& s, const UffdEvent& e, Clock::time_point read_at);
   void ApplyEventLocked(Space& s, const UffdEvent& e);
   void AdoptForkLocked(Space& parent, int child_fd);
+  // A child over max_spaces: poisons what it lacks, closes its fd.
+  void RefuseForkLocked(Space& parent, int child_fd);
 
   // ---- filling (fill.cc) ---------------------------------------------------
   // Serves one page-fault message (loop thread).

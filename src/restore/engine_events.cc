@@ -4,6 +4,7 @@
 // the page map, faults queued for the loop thread.
 #include <algorithm>
 #include <cerrno>
+#include <string>
 #include <utility>
 
 #include "base/pause_point.h"
@@ -139,6 +140,11 @@ void Engine::ApplyEventLocked(Space& s, const UffdEvent& e) {
 
 void Engine::AdoptForkLocked(Space& parent, int child_fd) {
   if (child_fd < 0) return;
+  if (opt_.max_spaces > 0) {
+    size_t live = 0;
+    for (const SpacePtr& sp : SnapshotSpaces()) live += sp->closed.load() ? 0 : 1;
+    if (live >= opt_.max_spaces) return RefuseForkLocked(parent, child_fd);
+  }
   auto child = std::make_shared<Space>();
   child->uffd = sys::Userfaultfd::Adopt(Relocate(child_fd), parent.uffd.features(), env_);
   child->map = parent.map;
@@ -154,5 +160,39 @@ void Engine::AdoptForkLocked(Space& parent, int child_fd) {
   Notify();  // the loop thread must start polling the child's fd
   stats_.Add(&RestoreStats::spaces_total);
 }
+
+void Engine::RefuseForkLocked(Space& parent, int child_fd) {
+  // The child's memory is the parent's filled pages plus holes where the
+  // parent's map says unfilled (see kFork above). Closing its userfaultfd
+  // alone would let those holes read as zeros; poisoned, they raise SIGBUS.
+  // The forking thread waits until this returns, so the child cannot touch
+  // them first.
+  sys::Userfaultfd child = sys::Userfaultfd::Adopt(child_fd, parent.uffd.features(), env_);
+  std::vector<uint64_t> holes;
+  parent.map.PagesIn(PageState::kUnfilled, &holes);
+  for (size_t i = 0; i < holes.size();) {
+    size_t n = 1;
+    while (i + n < holes.size() && holes[i + n] == holes[i] + n * page_size_) ++n;
+    // Partial progress (EAGAIN: the child's mm is changing; EEXIST: a page
+    // is there after all) resumes after what was done, past the page that
+    // stopped it; attempts are bounded.
+    uint64_t at = holes[i];
+    const uint64_t end = holes[i] + n * page_size_;
+    for (int attempt = 0; at < end && attempt < 64; ++attempt) {
+      const FillResult r = child.Poison(at, end - at);
+      at += r.bytes;
+      if (r.ok() || r.error == ESRCH) break;
+      if (r.error != EAGAIN) at += page_size_;
+    }
+    i += n;
+  }
+  stats_.Add(&RestoreStats::spaces_refused);
+  if (opt_.on_space_refused) {
+    opt_.on_space_refused(Status(Code::kResourceExhausted, 0,
+                                 "a forked child was not served: more than " +
+                                     std::to_string(opt_.max_spaces) +
+                                     " address spaces (its missing pages were poisoned)"));
+  }
+}  // `child` closes the child's userfaultfd
 
 }  // namespace pagewise::restore

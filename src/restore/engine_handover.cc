@@ -36,6 +36,7 @@ using nlohmann::json;
   X(unmaps) \
   X(unknown_events) \
   X(spaces_total) \
+  X(spaces_refused) \
   X(prefetch_hit_faults) \
   X(prefetch_waste_entries) \
   X(bytes_demand) \

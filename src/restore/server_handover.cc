@@ -190,11 +190,7 @@ void restore::ServerExport::CloseAll() {
 
 Status restore::CheckServeOptions(const PageSource* source, const ServeOptions& options) {
   if (source == nullptr) return Status::InvalidArgument("page server: no source");
-  PW_RETURN_IF_ERROR(ValidateFillPolicy(options.fill).WithContext("page server"));
-  if (options.handshake_timeout <= Duration::zero()) {
-    return Status::InvalidArgument("page server: ServeOptions::handshake_timeout must be > 0");
-  }
-  return Status::Ok();
+  return ValidateServeOptions(options).WithContext("page server options");
 }
 
 restore::HandoverPort* restore::HandoverPortOf(PageServer* server) {

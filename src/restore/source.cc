@@ -13,6 +13,7 @@
 #include "pagewise/image.h"
 #include "pagewise/restore.h"
 #include "restore/restore_env.h"
+#include "sys/files.h"
 
 namespace pagewise {
 namespace {
@@ -200,7 +201,14 @@ Result<std::shared_ptr<PageSource>> OpenMemFileSource(const std::string& path,
 
 Result<std::shared_ptr<PageSource>> OpenMemFileSource(const std::string& path, MemFileAccess access,
                                                       Env* env) {
-  PW_ASSIGN_OR_RETURN(int fd, env->Open(path, O_RDONLY));
+  // O_NONBLOCK: a FIFO must not block the open (it is refused below).
+  PW_ASSIGN_OR_RETURN(int fd, env->Open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY));
+  Result<sys::FileIdentity> id = sys::IdentifyFd(fd);
+  if (id.ok() && !id->regular()) {
+    env->Close(fd).IgnoreError();  // refusing it
+    return Status::InvalidArgument("memory file " + path + " is a " + id->TypeName() +
+                                   ", not a regular file");
+  }
   Result<uint64_t> size = env->FileSize(fd);
   if (!size.ok()) {
     env->Close(fd).IgnoreError();  // already failing; report the size error

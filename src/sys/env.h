@@ -158,8 +158,9 @@ class Env {
   virtual Result<int> Poll(void* pollfds, size_t nfds, int timeout_ms) = 0;
 
   // ---- Unix sockets (the Firecracker UFFD handshake) ----------------------
-  // Creates, binds and listens on a SOCK_STREAM Unix socket at `path`
-  // (an existing socket file there is replaced). Caller owns the fd.
+  // Creates, binds and listens on a SOCK_STREAM Unix socket at `path`,
+  // mode 0600 (sys::ListenUnixSocket: only a stale socket there is
+  // replaced; anything else is kAlreadyExists). Caller owns the fd.
   virtual Result<int> UnixListen(const std::string& path, int backlog) = 0;
   // accept4(SOCK_CLOEXEC). Caller owns the fd.
   virtual Result<int> Accept(int listen_fd) = 0;

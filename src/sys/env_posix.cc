@@ -11,10 +11,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -22,6 +24,7 @@
 #include "sys/env.h"
 #include "sys/raw_mm.h"
 #include "sys/uapi.h"
+#include "sys/unix_socket.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise {
@@ -166,9 +169,21 @@ class PosixEnv final : public Env {
     constexpr size_t kBatch = 64;
     struct uffd_msg msgs[kBatch];
     if (max > kBatch) max = kBatch;
+    // RWF_NOWAIT makes this read non-blocking whatever the fd's O_NONBLOCK
+    // says. O_NONBLOCK belongs to the open file, which a page server shares
+    // with its client: a client that clears it (or reads its own events
+    // between our poll and our read) must not be able to park our thread
+    // in a blocking read. Kernels before 6.8 (no read_iter for
+    // userfaultfd) answer EOPNOTSUPP/EINVAL: plain read then.
+    struct iovec iov = {msgs, sizeof(msgs[0]) * max};
     ssize_t n;
+    static std::atomic<bool> nowait_works{true};
     do {
-      n = read(fd, msgs, sizeof(msgs[0]) * max);
+      n = nowait_works.load(std::memory_order_relaxed) ? preadv2(fd, &iov, 1, -1, RWF_NOWAIT) : -1;
+      if (n < 0 && (!nowait_works.load(std::memory_order_relaxed) || errno == EOPNOTSUPP)) {
+        nowait_works.store(false, std::memory_order_relaxed);
+        n = read(fd, msgs, sizeof(msgs[0]) * max);
+      }
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (errno == EAGAIN) return size_t{0};
@@ -390,23 +405,9 @@ class PosixEnv final : public Env {
   }
 
   Result<int> UnixListen(const std::string& path, int backlog) override {
-    struct sockaddr_un addr = {};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof(addr.sun_path)) {
-      return Status::InvalidArgument("socket path too long (max " +
-                                     std::to_string(sizeof(addr.sun_path) - 1) + "): " + path);
-    }
-    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return ErrnoStatus(errno, "socket(AF_UNIX)");
-    unlink(path.c_str());  // a stale socket file from an earlier run
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        listen(fd, backlog) != 0) {
-      int err = errno;
-      close(fd);
-      return ErrnoStatus(err, "bind/listen " + path);
-    }
-    return fd;
+    // Never clobbers: only a stale socket is replaced (sys/unix_socket.h).
+    PW_ASSIGN_OR_RETURN(sys::ListeningSocket l, sys::ListenUnixSocket(path, backlog, 0600));
+    return l.fd;
   }
 
   Result<int> Accept(int listen_fd) override {

@@ -152,6 +152,11 @@ Status RemoveFile(const std::string& path) {
   return Status::Ok();
 }
 
+Status RemoveEmptyDir(const std::string& path) {
+  if (rmdir(path.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "rmdir " + path);
+  return Status::Ok();
+}
+
 namespace {
 sigset_t TermSet() {
   sigset_t s;

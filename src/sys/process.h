@@ -67,6 +67,8 @@ Status BecomeSubreaper();
 Status MakePipe(int fds[2]);
 // unlink(2); a missing file is not an error.
 Status RemoveFile(const std::string& path);
+// rmdir(2) of an empty directory; a missing one is not an error.
+Status RemoveEmptyDir(const std::string& path);
 // Blocks SIGINT and SIGTERM in the calling thread (threads it starts
 // afterwards inherit the mask), then WaitTerminationSignal() sigwaits for
 // one of them and returns it.

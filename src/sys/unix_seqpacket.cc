@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "sys/files.h"
+
 namespace pagewise::sys {
 namespace {
 
@@ -29,7 +31,20 @@ Result<int> ListenSeqpacket(const std::string& path, int backlog) {
   PW_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
   const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return ErrnoStatus(errno, "socket(AF_UNIX, SOCK_SEQPACKET)");
-  unlink(path.c_str());  // a stale socket file from an earlier run
+  // A socket file there (stale, or a predecessor's during a handover) is
+  // replaced; anything else (a regular file, a directory, a symbolic link)
+  // is refused: never destroy a file we did not make.
+  Result<FileIdentity> there = IdentifyPath(path, /*follow_symlinks=*/false);
+  if (there.ok() && !there->socket()) {
+    close(fd);
+    return Status::AlreadyExists(path + " exists and is a " + there->TypeName() +
+                                 ", not a socket: refusing to replace it");
+  }
+  if (!there.ok() && there.status().code() != Code::kNotFound) {
+    close(fd);
+    return there.status().WithContext("checking socket path " + path);
+  }
+  unlink(path.c_str());  // a socket file from an earlier run
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
       chmod(path.c_str(), 0600) != 0 || listen(fd, backlog) != 0) {
     const int err = errno;

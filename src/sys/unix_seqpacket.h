@@ -14,8 +14,9 @@
 
 namespace pagewise::sys {
 
-// Listens on `path` (a stale socket file there is replaced), then makes the
-// socket file mode 0600. Close-on-exec, non-blocking.
+// Listens on `path` (a socket file there is replaced; any other kind of
+// file is refused, kAlreadyExists), then makes the socket file mode 0600.
+// Close-on-exec, non-blocking.
 Result<int> ListenSeqpacket(const std::string& path, int backlog);
 // Accepts one connection (close-on-exec, blocking). kRetry if none waits.
 Result<int> AcceptSeqpacket(int listen_fd);
