@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -57,7 +58,17 @@ void Legend(std::ostringstream& o, const std::vector<std::string>& names) {
   }
 }
 
+// Creates the plot's directory when missing (`--svg DIR` names a directory to
+// fill, as --json names a file to write), so that a run never measures for
+// minutes and then fails at its last step.
 Status Save(const std::string& path, const std::ostringstream& o) {
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return Status::IoError("cannot create the SVG directory " + dir.string() + ": " + ec.message() +
+                           " (pass --svg a directory you can write)");
+  }
   std::ofstream f(path);
   f << o.str() << "</svg>\n";
   f.close();

@@ -17,8 +17,8 @@
 // Exit status: 0 when every run was ok; 1 when a write was lost or a run
 // failed; 2 for bad arguments; 3 when the named backend is unavailable here
 // (or a run needed a kernel feature that is missing, and nothing else failed).
-// --backend all runs every available atomic backend (soft-dirty, which is
-// documented to lose racing writes, only when named).
+// --backend all runs every available atomic backend (soft-dirty and
+// two-step, which are documented to lose racing writes, only when named).
 #include <cctype>
 #include <cstdio>
 #include <iostream>
@@ -252,8 +252,9 @@ CommandRegistration reg(
       auto a = std::make_shared<Args>();
       app->add_option(
              "--backend", a->backend,
-             "Tracking backend: auto, uffd-wp-async, uffd-wp, mprotect, soft-dirty, or all "
-             "(every available atomic backend)")
+             "Tracking backend: auto, uffd-wp-async, uffd-wp, mprotect, soft-dirty, two-step "
+             "(a non-atomic negative control that loses writes), or all (every available "
+             "atomic backend)")
           ->capture_default_str();
       app->add_option("--scenario", a->scenario,
                       "writes, dontneed, mprotect, fork, thp, shmem, syscall, hugetlb, kvm, "

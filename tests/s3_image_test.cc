@@ -258,19 +258,6 @@ TEST_F(S3ImageTest, DamagedCacheEntryIsFetchedAgain) {
   ExpectOnlyCompleteEntries(cache_.path());  // the damaged entries were replaced
 }
 
-// A TCP port nothing listens on (bound a moment ago, then closed).
-int ClosedPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 TEST_F(S3ImageTest, BadInputFailsClearlyWithinBoundedTime) {
   const std::vector<char> a = Content(8);
   const std::string base = dir_.File("base.img");

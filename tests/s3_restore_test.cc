@@ -20,6 +20,7 @@
 #include "pagewise/remote.h"
 #include "pagewise/restore.h"
 #include "pagewise/serve.h"
+#include "remote/chunk_store.h"
 #include "remote/manifest.h"
 #include "restore/restore_testing.h"
 #include "s3_test_support.h"
@@ -51,11 +52,7 @@ class S3RestoreTest : public ::testing::Test {
   std::string Url(const std::string& name) const { return "s3://" + bucket_ + "/" + name; }
   std::unique_ptr<LazyRestore> Start(std::shared_ptr<PageSource> src, size_t len,
                                      const RestoreOptions& o) {
-    auto r = LazyRestore::Start(std::move(src), {{0, len, 0}}, o);
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    if (!r.ok()) return nullptr;
-    (*r)->Release();  // the tests unmap (parts of) the memory themselves
-    return std::move(*r);
+    return StartReleased(std::move(src), len, o);
   }
   size_t Bad(const char* mem, const PatternBuffer& buf, size_t lo, size_t hi, size_t drop_lo = 0,
              size_t drop_hi = 0) {
@@ -189,6 +186,41 @@ TEST_F(S3RestoreTest, MunmapDuringRestoreStopsFillingThatRange) {
   EXPECT_LE(st.pages_demand + st.pages_background, 768u + 16u);
   munmap(mem, 256 * Ps());
   munmap(mem + 512 * Ps(), 512 * Ps());
+}
+
+// A lazy restore's engine threads run in a private copy of the fd table
+// (engine.h, "File descriptors"). The chunk store's threads serve every
+// restore and outlive each one: they must live in the table of the thread
+// that opened the image, never in a restore's copy, or they would keep the
+// copy alive, and with it every descriptor that was open when the restore
+// started (here a pipe's write end: its reader would never see end of file).
+TEST_F(S3RestoreTest, StoreThreadsKeepNoDescriptorOfAFinishedRestore) {
+  PatternBuffer buf(256, 69);
+  auto src = Pushed(buf, "fdtable");
+  ASSERT_NE(src, nullptr);
+  int pfd[2];
+  ASSERT_EQ(pipe2(pfd, O_CLOEXEC), 0);
+  {
+    RestoreOptions o;
+    o.fill.background_fill = true;  // hints go to the store's threads
+    auto r = Start(src, buf.size(), o);
+    ASSERT_NE(r, nullptr);
+    char* mem = r->data(0);
+    ASSERT_TRUE(r->WaitResident(std::chrono::milliseconds(kFailureTimeoutMs)).ok());
+    EXPECT_EQ(Bad(mem, buf, 0, buf.pages()), 0u);
+    ASSERT_TRUE(r->Finish().ok());
+    r.reset();  // the engine's threads are gone, and with them its table
+    munmap(mem, buf.size());
+  }
+  ASSERT_GT(remote::ChunkStore::Shared(RemoteOptions{}).value()->stats().fetched, 0u);
+  close(pfd[1]);
+  // The last write end is gone once the exiting engine threads have dropped
+  // their table (a thread's join can return just before that): wait for the
+  // hang-up, with a timeout only as a failure detector.
+  struct pollfd pf = {pfd[0], POLLIN, 0};
+  EXPECT_EQ(poll(&pf, 1, 30000), 1) << "a copy of the pipe's write end is still open";
+  EXPECT_TRUE(pf.revents & POLLHUP);
+  close(pfd[0]);
 }
 
 TEST_F(S3RestoreTest, MissingChunkMakesItsPagesSigbusNeverZeros) {

@@ -7,7 +7,11 @@
 #ifndef PAGEWISE_TESTS_S3_TEST_SUPPORT_H_
 #define PAGEWISE_TESTS_S3_TEST_SUPPORT_H_
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -18,6 +22,7 @@
 #include <string>
 
 #include "pagewise/image.h"
+#include "pagewise/restore.h"
 #include "remote/aws_config.h"
 #include "remote/s3_client.h"
 #include "rgw_server.h"
@@ -127,6 +132,30 @@ class CacheDir {
   TempDir dir_;
   std::string old_;
 };
+
+// A lazy restore of the flat range [0, len) of `src` whose memory the test
+// owns (Release()d: the test unmaps it, or parts of it, itself).
+inline std::unique_ptr<LazyRestore> StartReleased(std::shared_ptr<PageSource> src, size_t len,
+                                                  const RestoreOptions& o) {
+  auto r = LazyRestore::Start(std::move(src), {{0, len, 0}}, o);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  if (!r.ok()) return nullptr;
+  (*r)->Release();
+  return std::move(*r);
+}
+
+// A TCP port nothing listens on (bound a moment ago, then closed).
+inline int ClosedPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
 
 inline std::string ReadWholeFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -253,6 +253,76 @@ PAGEWISE_EXPORT int pagewise_source_from_memory(const void* data, uint64_t size,
 PAGEWISE_EXPORT uint64_t pagewise_source_size(const pagewise_source* source);
 PAGEWISE_EXPORT void pagewise_source_release(pagewise_source* source);
 
+/* ---- remote images: S3-compatible object storage ------------------------------ */
+/* Images pushed to a bucket are named s3://BUCKET/NAME; an image file behind
+ * http(s):// is read with range requests. pagewise_image_open and
+ * pagewise_source_open_image accept both with the defaults below; the
+ * functions here take them explicitly. Credentials come from the
+ * environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)
+ * or ~/.aws/credentials and ~/.aws/config profiles, and never appear in a
+ * message. Thread safety: any thread; calls are independent. */
+
+/* Zeroed fields (or options NULL) take the defaults given; a negative
+ * count or duration is -EINVAL. Strings are borrowed for the call. */
+typedef struct pagewise_remote_options {
+  const char* endpoint;        /* NULL or "": AWS_ENDPOINT_URL, else the profile's, else AWS */
+  const char* profile;         /* NULL or "": AWS_PROFILE, else "default" */
+  const char* region;          /* NULL or "": AWS_REGION, else the profile's */
+  int allow_http;              /* 1: plain http:// also to an endpoint not on this host */
+  const char* cache_dir;       /* NULL or "": PAGEWISE_CACHE_DIR, else $XDG_CACHE_HOME/pagewise
+                                * or ~/.cache/pagewise; shared by every pagewise process */
+  uint64_t cache_bytes;        /* the chunk cache's bound; 0: PAGEWISE_CACHE_BYTES or 10 GiB */
+  uint64_t memory_cache_bytes; /* verified chunks kept in memory; 0: 64 MiB */
+  int connections;             /* parallel HTTP connections, 1..64 (else -EINVAL); 0: 8 */
+  int64_t timeout_ns; /* per object, retries included; 0: PAGEWISE_REMOTE_TIMEOUT_MS or 30 s */
+  int64_t connect_timeout_ns; /* per connection attempt; 0: 5 s */
+} pagewise_remote_options;
+
+typedef struct pagewise_push_stats {
+  uint64_t layers;                  /* layers in the chain */
+  uint64_t layers_uploaded;         /* layers whose manifest was new to the bucket */
+  uint64_t chunks;                  /* distinct chunks the new layers use */
+  uint64_t chunks_uploaded;         /* of those, not yet in the bucket */
+  uint64_t chunk_bytes_uploaded;    /* bytes of the uploaded chunks */
+  uint64_t manifest_bytes_uploaded; /* bytes of the uploaded manifests (and NAME) */
+  int name_updated;                 /* 1: NAME was written (it held something else) */
+} pagewise_push_stats;
+
+typedef struct pagewise_pull_stats {
+  uint64_t files;            /* layer files written: IMAGE, IMAGE.parent-1, ... */
+  uint64_t bytes;            /* bytes written */
+  uint64_t chunks_fetched;   /* chunks from the network */
+  uint64_t chunks_cached;    /* ... from the host's chunk cache */
+  uint64_t chunks_from_peer; /* ... fetched meanwhile by another pagewise process */
+} pagewise_pull_stats;
+
+/* Uploads the local chain `image` to `url` (s3://BUCKET/NAME), skipping
+ * layers and chunks the bucket has. stats may be NULL. -ENOENT: no such
+ * bucket or image; -EPERM: keys refused; -ETIMEDOUT: the endpoint failed
+ * past the timeout; -EBADMSG: the image is damaged. A failed push leaves
+ * NAME as it was. */
+PAGEWISE_EXPORT int pagewise_push(const char* image, const char* url,
+                                  const pagewise_remote_options* options,
+                                  pagewise_push_stats* stats);
+/* Downloads `url` as a local chain: the top layer at `image`, its parents
+ * beside it (IMAGE.parent-1, ...). Every chunk is verified; files appear
+ * only when complete. stats may be NULL. Errors as pagewise_push. */
+PAGEWISE_EXPORT int pagewise_pull(const char* url, const char* image,
+                                  const pagewise_remote_options* options,
+                                  pagewise_pull_stats* stats);
+/* pagewise_image_open for a URL (or a local path), with these options. */
+PAGEWISE_EXPORT int pagewise_image_open_remote(const char* url,
+                                               const pagewise_remote_options* options,
+                                               pagewise_image** out);
+/* pagewise_source_open_image for a URL (or a local path), with these
+ * options: a lazy restore from it fetches chunks on demand, demand faults
+ * first; a chunk that cannot be fetched or fails its hash raises SIGBUS in
+ * the pages it holds (never zeros), and pagewise_lazy_restore_wait returns
+ * the error. */
+PAGEWISE_EXPORT int pagewise_source_open_remote(const char* url,
+                                                const pagewise_remote_options* options,
+                                                pagewise_source** out);
+
 /* How pages are filled (lazy restore and page server); zeroed fields take
  * the defaults given. */
 typedef struct pagewise_fill_policy {

@@ -149,6 +149,12 @@
 //                  process-wide and separate from reading, so a write racing
 //                  a collect can be lost. Offered only where the kernel has
 //                  it, and never chosen automatically.
+//   two-step       a negative control, NOT atomic and never chosen
+//                  automatically: uffd-wp-async's machinery in a soft-dirty
+//                  pre-dump's order (report written pages without re-arming
+//                  them; re-arm them at the start of the next collect), so
+//                  a write between the caller's copy and that re-arm is
+//                  lost. `pagewise check --backend two-step` shows it.
 //
 // Thread safety: one Tracker may be used from several threads; Track,
 // Untrack and Collect serialise on an internal lock. Writers (any thread of
@@ -171,9 +177,9 @@
 namespace pagewise {
 PAGEWISE_API_BEGIN
 
-enum class TrackBackend { kAuto, kUffdWpAsync, kUffdWp, kMprotect, kSoftDirty };
+enum class TrackBackend { kAuto, kUffdWpAsync, kUffdWp, kMprotect, kSoftDirty, kTwoStep };
 
-// "auto", "uffd-wp-async", "uffd-wp", "mprotect", "soft-dirty".
+// "auto", "uffd-wp-async", "uffd-wp", "mprotect", "soft-dirty", "two-step".
 std::string_view BackendName(TrackBackend backend);
 // Parses a backend name; unknown names get kInvalidArgument listing the valid ones.
 Result<TrackBackend> ParseBackend(std::string_view name);

@@ -140,6 +140,8 @@ pagewise_backend FromBackend(TrackBackend b) {
       return PAGEWISE_BACKEND_MPROTECT;
     case TrackBackend::kSoftDirty:
       return PAGEWISE_BACKEND_SOFT_DIRTY;
+    case TrackBackend::kTwoStep:
+      break;  // a negative control (pagewise check/explore), not in the C API
   }
   return PAGEWISE_BACKEND_AUTO;
 }

@@ -10,10 +10,6 @@ namespace pc = pagewise::capi;
 using pagewise::Result;
 using pagewise::Status;
 
-struct pagewise_image {
-  std::unique_ptr<pagewise::Image> image;
-};
-
 namespace pagewise::capi {
 namespace {
 

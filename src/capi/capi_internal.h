@@ -69,4 +69,8 @@ struct pagewise_source {
   std::shared_ptr<const pagewise::PageSource> source;
 };
 
+struct pagewise_image {
+  std::unique_ptr<pagewise::Image> image;
+};
+
 #endif  // PAGEWISE_CAPI_CAPI_INTERNAL_H_

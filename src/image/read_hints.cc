@@ -66,8 +66,8 @@ void ChainImage::HintPages(uint32_t region, uint64_t p, uint64_t pend, ReadPrior
 void ChainImage::HintRange(uint32_t region, uint64_t p, uint64_t pend,
                            ReadPriority priority) const {
   // The chunks of this read itself, so that a read spanning several chunks
-  // fetches them all at once - except the first, which the reading thread
-  // fetches itself right away (handing it to a worker only adds a wait).
+  // fetches them all at once - except the first, which the read itself asks
+  // for right away (a hint for it would only queue it twice).
   if (pend - p > 1) HintPages(region, p, pend, priority, /*skip_first=*/true);
   const uint64_t last = last_end_[region].exchange(pend, std::memory_order_relaxed);
   const bool sequential =

@@ -64,6 +64,16 @@ Result<std::shared_ptr<ChunkStore>> ChunkStore::Create(const Options& options) {
   if (!options.cache_dir.empty()) {
     PW_ASSIGN_OR_RETURN(s->disk_, DiskCache::Open(options.cache_dir, options.cache_bytes));
   }
+  // Here, on the opener's thread, never later on whichever thread reads or
+  // hints first (a restore engine's, in its private fd table): see
+  // "Descriptors" in the header.
+  const int general = std::max(1, options.connections - 2);
+  const int demand = options.connections >= 4 ? 2 : 1;
+  ChunkStore* raw = s.get();
+  for (int i = 0; i < demand + general; ++i) {
+    const bool demand_only = i < demand;
+    s->workers_.emplace_back([raw, demand_only] { raw->WorkerLoop(demand_only); });
+  }
   return s;
 }
 
@@ -132,49 +142,45 @@ Status ChunkStore::Read(const ChunkLocation& loc, uint8_t* dst, ReadPriority pri
       return Status::Ok();
     }
   }
-  FlightPtr f;
-  auto it = flights_.find(loc.cache_key);
-  if (it != flights_.end() && it->second->state == State::kRunning) {
-    // Someone in this process is fetching it: wait for that fetch.
-    f = it->second;
-    stats_.joined++;
+  // The fetch itself runs on the store's threads (see "Descriptors" in the
+  // header); a demand read goes to threads that take demand reads only.
+  const int q = std::clamp(static_cast<int>(priority), 0, 2);
+  for (bool retried = false;; retried = true) {
+    FlightPtr f;
+    bool was_running = false;
+    auto it = flights_.find(loc.cache_key);
+    if (it == flights_.end()) {
+      f = std::make_shared<Flight>();
+      f->loc = loc;
+      f->priority = priority;
+      flights_[loc.cache_key] = f;
+      queues_[q].push_back(f);
+      work_cv_.notify_all();
+    } else {
+      f = it->second;
+      was_running = f->state == State::kRunning;
+      if (was_running) {
+        stats_.joined++;  // someone in this process is fetching it: wait for that fetch
+      } else if (priority < f->priority) {
+        f->priority = priority;  // queued by a hint: move it up; the old entry is skipped
+        queues_[q].push_back(f);
+        work_cv_.notify_all();
+      }
+    }
     f->cv.wait(lk, [&] { return f->state == State::kDone; });
     if (f->result.ok()) {
       std::memcpy(dst, f->data->data(), loc.length);
       return Status::Ok();
     }
-    // A fetch that gave up (an outage it started in) says nothing about
-    // now: fetch again, with a deadline of our own. Missing and damaged
-    // objects stay what they are.
-    if (f->result.code() == Code::kNotFound || f->result.code() == Code::kCorruption ||
-        f->result.code() == Code::kPermissionDenied) {
+    // A fetch that was already running gave up (an outage it started in):
+    // that says nothing about now: fetch again, once, with a deadline of
+    // our own. Missing, damaged and forbidden objects stay what they are.
+    const Code c = f->result.code();
+    if (!was_running || retried || c == Code::kNotFound || c == Code::kCorruption ||
+        c == Code::kPermissionDenied) {
       return f->result;
     }
-    it = flights_.find(loc.cache_key);
-    if (it != flights_.end() && it->second->state == State::kRunning) {
-      f = it->second;  // someone already fetches again: wait for that one
-      f->cv.wait(lk, [&] { return f->state == State::kDone; });
-      if (!f->result.ok()) return f->result;
-      std::memcpy(dst, f->data->data(), loc.length);
-      return Status::Ok();
-    }
   }
-  if (it != flights_.end()) {
-    f = it->second;  // queued by a hint: fetch it now, on this thread
-  } else {
-    f = std::make_shared<Flight>();
-    f->loc = loc;
-    flights_[loc.cache_key] = f;
-  }
-  f->state = State::kRunning;
-  f->priority = priority;
-  lk.unlock();
-  std::vector<uint8_t> bytes;
-  Status st = Fetch(loc, &bytes, priority);
-  if (st.ok()) std::memcpy(dst, bytes.data(), loc.length);
-  lk.lock();
-  FinishLocked(f, st, std::move(bytes));
-  return st;
 }
 
 void ChunkStore::Hint(std::vector<ChunkLocation> locs, ReadPriority priority) {
@@ -200,27 +206,26 @@ void ChunkStore::Hint(std::vector<ChunkLocation> locs, ReadPriority priority) {
       flights_[key] = f;
       queues_[q].push_back(std::move(f));
     }
-    // Workers: as many as the connections not kept for demand reads.
-    const size_t want = static_cast<size_t>(std::max(1, opt_.connections - 2));
-    while (workers_.size() < want) workers_.emplace_back([this] { WorkerLoop(); });
   }
   work_cv_.notify_all();
 }
 
-void ChunkStore::WorkerLoop() {
+void ChunkStore::WorkerLoop(bool demand_only) {
   std::unique_lock<std::mutex> lk(mu_);
   while (true) {
+    // Stopping: nobody reads any more (readers hold the store); queued
+    // hints are dropped.
+    if (stop_) return;
     FlightPtr f;
-    for (auto& q : queues_) {
+    for (int i = 0; i < (demand_only ? 1 : 3) && !f; ++i) {
+      std::deque<FlightPtr>& q = queues_[i];
       while (!q.empty() && q.front()->state != State::kQueued) q.pop_front();
       if (!q.empty()) {
         f = std::move(q.front());
         q.pop_front();
-        break;
       }
     }
     if (!f) {
-      if (stop_) return;
       work_cv_.wait(lk);
       continue;
     }

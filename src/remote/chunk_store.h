@@ -13,12 +13,28 @@
 //      content-addressed chunks) or XXH3 (for ranges of an image file)
 //      before it is used or cached. Bytes that fail their hash are never
 //      returned and never cached.
-// Reads run on the calling thread (a blocked reader never waits in a
-// queue); hinted chunks (Hint) are fetched by worker threads, demand ahead
-// of prefetch ahead of background, over the HttpEngine's parallel
-// connections. A failed fetch is not remembered: the next read tries again.
+// Fetches (steps 3 and 4) run on the store's own threads: a read waits for
+// its chunk's fetch, hinted chunks (Hint) are fetched ahead of need, demand
+// ahead of prefetch ahead of background, over the HttpEngine's parallel
+// connections. Some threads take demand reads only, so a demand read never
+// waits behind queued prefetch or background fetches. A failed fetch is not
+// remembered: the next read tries again.
 //
-// Thread safety: every method is safe from any number of threads.
+// Descriptors: the store opens, uses and closes its descriptors (cache
+// entries, the lock file; the HttpEngine's sockets) only on its own
+// threads, which Create starts on the calling thread and which therefore
+// share that thread's fd table. A lazy restore's engine threads, which read
+// and hint, run in a private copy of the table (restore/engine.h, "File
+// descriptors"): a thread started there would keep that copy, and every
+// descriptor open when the restore started, alive as long as the store;
+// and a cache entry opened there would get a number that may name another
+// descriptor in the process's table at the same time (harmless to the
+// kernel, but tools that track descriptors by number, like TSan, then see
+// one descriptor used by two threads without synchronisation).
+//
+// Thread safety: every method is safe from any number of threads. Create
+// (and Shared, which may create) must be called on a thread that shares
+// the process's fd table (not from a restore engine's callbacks).
 #ifndef PAGEWISE_REMOTE_CHUNK_STORE_H_
 #define PAGEWISE_REMOTE_CHUNK_STORE_H_
 
@@ -127,7 +143,9 @@ class ChunkStore {
   void FinishLocked(const FlightPtr& f, Status st, std::vector<uint8_t>&& bytes);
   std::shared_ptr<const std::vector<uint8_t>> MemoryGetLocked(const std::string& key);
   void MemoryPutLocked(const std::string& key, std::shared_ptr<const std::vector<uint8_t>> v);
-  void WorkerLoop();
+  // Fetches queued flights, highest priority first; `demand_only` threads
+  // take demand flights only.
+  void WorkerLoop(bool demand_only);
 
   Options opt_;
   std::shared_ptr<HttpEngine> http_;
@@ -139,7 +157,7 @@ class ChunkStore {
   std::atomic<bool> cancel_{false};
   std::unordered_map<std::string, FlightPtr> flights_;
   std::deque<FlightPtr> queues_[3];
-  std::vector<std::thread> workers_;
+  std::vector<std::thread> workers_;  // started by Create
   // Memory tier: LRU list of keys, most recent first.
   std::list<std::string> lru_;
   struct MemEntry {

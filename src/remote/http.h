@@ -14,6 +14,10 @@
 // turned off); no redirects are followed; only http and https are allowed.
 // Transport failures are reported in the response (curl_code), never thrown.
 //
+// Descriptors: every socket lives in the fd table of the engine's thread,
+// which Create starts on the calling thread: call Create on a thread that
+// shares the process's table (not on a lazy restore's engine threads).
+//
 // Thread safety: Submit and Perform may be called from any thread, except
 // from a completion callback (which runs on the engine's thread and must
 // not block). The destructor cancels queued requests (their callbacks run

@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "base/pause_point.h"
 #include "restore/engine.h"
 
 namespace pagewise::restore {
@@ -39,6 +40,7 @@ class Engine::SpaceSink final : public sys::UffdHandler {
 };
 
 size_t Engine::DrainEvents(Space& s) {
+  PW_PAUSE_POINT("engine.drain.read");  // pagewise explore (base/pause_point.h)
   s.gate.EnterRead();
   const size_t n = DrainEventsHeld(s);
   s.gate.ExitRead();

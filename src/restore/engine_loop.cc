@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "base/pause_point.h"
 #include "restore/engine.h"
 #include "sys/fd_util.h"
 
@@ -37,6 +38,7 @@ class Engine::LoopHandler final : public sys::UffdHandler {
   explicit LoopHandler(Engine* e) : e_(e) {}
 
   void BeforeRead(uint64_t tag) override {
+    PW_PAUSE_POINT("engine.loop.read");  // pagewise explore (base/pause_point.h)
     s_ = e_->SpaceById(static_cast<uint32_t>(tag));
     if (s_ == nullptr) return;
     s_->gate.EnterRead();
@@ -142,6 +144,7 @@ void Engine::ServerMain(const std::function<Status()>& setup, std::promise<Statu
       Finish(st);
     }
   }
+  PW_PAUSE_POINT("engine.loop.start");
   const Status ran = finished() ? Status::Ok() : loop_->Run(&handler);
   if (!ran.ok()) {
     Fail(ran.WithContext("restore server poll"));

@@ -11,6 +11,10 @@
 
 namespace pagewise::sys {
 
+static_assert(kRegisterMissing == UFFDIO_REGISTER_MODE_MISSING);
+static_assert(kRegisterWp == UFFDIO_REGISTER_MODE_WP);
+static_assert(kRegisterMinor == UFFDIO_REGISTER_MODE_MINOR);
+
 Result<Userfaultfd> Userfaultfd::Open(const Options& options) {
   Env* env = options.env ? options.env : Env::Default();
   int flags = O_CLOEXEC;

@@ -23,6 +23,12 @@
 
 namespace pagewise::sys {
 
+// Register modes (UFFDIO_REGISTER_MODE_*), for code outside src/sys that
+// must not include sys/uapi.h (checked against it in userfaultfd.cc).
+inline constexpr uint64_t kRegisterMissing = 1u << 0;
+inline constexpr uint64_t kRegisterWp = 1u << 1;
+inline constexpr uint64_t kRegisterMinor = 1u << 2;
+
 class Userfaultfd {
  public:
   struct Options {

@@ -19,17 +19,21 @@ std::string_view BackendName(TrackBackend backend) {
       return "mprotect";
     case TrackBackend::kSoftDirty:
       return "soft-dirty";
+    case TrackBackend::kTwoStep:
+      return "two-step";
   }
   return "unknown";
 }
 
 Result<TrackBackend> ParseBackend(std::string_view name) {
-  for (TrackBackend b : {TrackBackend::kAuto, TrackBackend::kUffdWpAsync, TrackBackend::kUffdWp,
-                         TrackBackend::kMprotect, TrackBackend::kSoftDirty}) {
+  for (TrackBackend b :
+       {TrackBackend::kAuto, TrackBackend::kUffdWpAsync, TrackBackend::kUffdWp,
+        TrackBackend::kMprotect, TrackBackend::kSoftDirty, TrackBackend::kTwoStep}) {
     if (name == BackendName(b)) return b;
   }
   return Status::InvalidArgument("unknown tracking backend '" + std::string(name) +
-                                 "'; valid: auto, uffd-wp-async, uffd-wp, mprotect, soft-dirty");
+                                 "'; valid: auto, uffd-wp-async, uffd-wp, mprotect, soft-dirty, "
+                                 "two-step");
 }
 
 std::vector<BackendInfo> DescribeBackends(const KernelFeatures& f) {
@@ -67,6 +71,15 @@ std::vector<BackendInfo> DescribeBackends(const KernelFeatures& f) {
                     "so a write racing a collect can be lost"
                   : f.soft_dirty_reason;
   out.push_back(sd);
+
+  // Last: never chosen automatically, and not atomic by design.
+  BackendInfo two{"two-step", async.available, false,
+                  async.available ? "not atomic, on purpose (a negative control): reports written "
+                                    "pages without re-arming them and re-arms them at the next "
+                                    "collect, so a write between the caller's copy and that "
+                                    "re-arm is lost"
+                                  : async.reason};
+  out.push_back(two);
   return out;
 }
 

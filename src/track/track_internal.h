@@ -190,6 +190,8 @@ inline constexpr const char* kMprotectNeedsInterposers =
     "(pkg-config --libs pagewise-interpose, or CMake pagewise::interpose) or run with "
     "LD_PRELOAD=libpagewise-interpose.so.0, or use a userfaultfd backend";
 Result<std::unique_ptr<Tracker>> CreateSoftDirty(Env* env, const KernelFeatures& features);
+// two_step.cc: the non-atomic negative control.
+Result<std::unique_ptr<Tracker>> CreateTwoStep(Env* env, const KernelFeatures& features);
 // The soft-dirty tracker without the availability check (tests drive it
 // through an Env that fakes the pagemap bits).
 Result<std::unique_ptr<Tracker>> NewSoftDirtyTracker(Env* env);

@@ -11,6 +11,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <string>
 
 #include "sys/smaps.h"
@@ -300,6 +301,8 @@ Result<std::unique_ptr<Tracker>> CreateBackend(TrackBackend b, Env* env, const K
       return track_internal::CreateMprotect(env, f);
     case TrackBackend::kSoftDirty:
       return track_internal::CreateSoftDirty(env, f);
+    case TrackBackend::kTwoStep:
+      return track_internal::CreateTwoStep(env, f);
     case TrackBackend::kAuto:
       break;
   }
@@ -315,8 +318,10 @@ Result<std::unique_ptr<Tracker>> Tracker::Create(const TrackerOptions& options) 
 Result<std::unique_ptr<Tracker>> CreateTracker(const TrackerOptions& options, Env* env) {
   const KernelFeatures& features = Features();
   const std::vector<BackendInfo> infos = DescribeBackends(features);
+  // In DescribeBackends' order.
   const TrackBackend concrete[] = {TrackBackend::kUffdWpAsync, TrackBackend::kUffdWp,
-                                   TrackBackend::kMprotect, TrackBackend::kSoftDirty};
+                                   TrackBackend::kMprotect, TrackBackend::kSoftDirty,
+                                   TrackBackend::kTwoStep};
 
   if (options.backend == TrackBackend::kAuto) {
     // Best atomic backend first; soft-dirty is never chosen automatically.
@@ -327,7 +332,7 @@ Result<std::unique_ptr<Tracker>> CreateTracker(const TrackerOptions& options, En
     for (size_t i = 0; i < 3; ++i) reasons += "; " + infos[i].name + ": " + infos[i].reason;
     return Status::NotSupported("no atomic tracking backend is available" + reasons);
   }
-  for (size_t i = 0; i < 4; ++i) {
+  for (size_t i = 0; i < std::size(concrete); ++i) {
     if (concrete[i] != options.backend) continue;
     if (infos[i].available) return CreateBackend(concrete[i], env, features);
     std::string alternatives;
@@ -339,7 +344,8 @@ Result<std::unique_ptr<Tracker>> CreateTracker(const TrackerOptions& options, En
   }
   return Status::InvalidArgument("unknown tracking backend value " +
                                  std::to_string(static_cast<int>(options.backend)) +
-                                 "; valid: auto, uffd-wp-async, uffd-wp, mprotect, soft-dirty");
+                                 "; valid: auto, uffd-wp-async, uffd-wp, mprotect, soft-dirty, "
+                                 "two-step");
 }
 
 }  // namespace pagewise

@@ -41,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "base/pause_point.h"
 #include "pagewise/tracker.h"
 #include "sys/pagemap.h"
 #include "sys/uapi.h"
@@ -311,7 +312,9 @@ class UffdWpAsyncTracker final : public Tracker, public QuiescedRearm {
     args.category_mask = sys::page_is::kWritten;
     args.return_mask = sys::page_is::kWritten;
     std::vector<PageRegion> regions;
+    PW_PAUSE_POINT("track.scan.before");
     Status s = scanner_.ScanAll(args, &regions);
+    PW_PAUSE_POINT("track.scan.after");
     // Whatever was reported was also re-armed: hand it out even on error.
     for (const PageRegion& reg : regions) AppendRange(written, reg.start, reg.end);
     if (!s.ok()) return s.WithContext("Collect " + RangeString(r.start, r.end));
