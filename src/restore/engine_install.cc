@@ -93,7 +93,9 @@ bool Installer::InstallRange(Space& s, const Run& run, const char* data, const u
       s.inflight.push_back({addr, n, who});
     }
     const uint64_t len = n * ps;
-    const FillResult r = zero[i] ? Zeros(s, addr, len) : s.uffd.Copy(addr, data + i * ps, len);
+    const FillResult r = zero[i]     ? Zeros(s, addr, len)
+                         : continue_ ? s.uffd.Continue(addr, len)
+                                     : s.uffd.Copy(addr, data + i * ps, len);
     const size_t done = static_cast<size_t>(std::min<uint64_t>(r.bytes, len) / ps);
     const uint64_t at = addr + done * ps;  // where the kernel stopped
     {
@@ -118,7 +120,7 @@ bool Installer::InstallRange(Space& s, const Run& run, const char* data, const u
       s.Sync();
     }
     s.inflight_done.notify_all();
-    if (done > 0) stats_->Installed(kind, zero[i] != 0, done);
+    if (done > 0) stats_->Installed(kind, zero[i] != 0, done, continue_);
     i += done;
     if (r.ok()) {
       if (done == 0) ++i;
@@ -181,7 +183,9 @@ bool Installer::InstallRange(Space& s, const Run& run, const char* data, const u
       case ESRCH:
         return read_waited;
       default:
-        host_->Fail(sys::FillStatus(r, zero[i] ? ZeroIoctlName() : "UFFDIO_COPY", at, len));
+        host_->Fail(sys::FillStatus(
+            r, zero[i] ? ZeroIoctlName() : (continue_ ? "UFFDIO_CONTINUE" : "UFFDIO_COPY"), at,
+            len));
         s.uffd.Wake(at, ps).IgnoreError();  // let it refault and be poisoned
         ++i;
         break;
