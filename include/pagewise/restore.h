@@ -265,7 +265,7 @@ struct RestoreStats {
   // Pages installed with UFFDIO_ZEROPAGE on any path: zero source pages
   // (also counted above) and faults on dropped or foreign pages (not).
   uint64_t zero_pages = 0;
-  uint64_t bytes_copied = 0;    // bytes installed with UFFDIO_COPY
+  uint64_t bytes_copied = 0;  // bytes installed with UFFDIO_COPY
   // Pages installed with UFFDIO_CONTINUE from a shared page cache (no copy
   // into the region; counted in pages_demand/pages_background too).
   uint64_t pages_continued = 0;
@@ -336,8 +336,8 @@ class SharedPageCache {
   SharedPageCache(const SharedPageCache&) = delete;
   SharedPageCache& operator=(const SharedPageCache&) = delete;
 
-  virtual int fd() const = 0;               // the memfd (owned: closed on destruction)
-  virtual uint64_t size() const = 0;        // bytes (the source's size, page aligned)
+  virtual int fd() const = 0;                 // the memfd (owned: closed on destruction)
+  virtual uint64_t size() const = 0;          // bytes (the source's size, page aligned)
   virtual uint64_t cached_pages() const = 0;  // pages written into the page cache so far
 
  protected:

@@ -193,8 +193,8 @@ Result<void*> MapFresh(Env* env, const Region& r, uint64_t ps, size_t index,
                        const restore::PageCacheImpl* cache) {
   const std::string what = "lazy restore: mapping region " + std::to_string(index);
   if (cache != nullptr) {
-    Result<void*> m = env->Mmap(nullptr, r.length, PROT_READ | PROT_WRITE, MAP_PRIVATE,
-                                cache->fd(), static_cast<off_t>(r.offset));
+    Result<void*> m = env->Mmap(nullptr, r.length, PROT_READ | PROT_WRITE, MAP_PRIVATE, cache->fd(),
+                                static_cast<off_t>(r.offset));
     if (!m.ok()) return m.status().WithContext(what + " from the shared page cache");
     return m;
   }
@@ -277,8 +277,8 @@ Result<std::unique_ptr<LazyRestore>> StartLazyRestore(std::shared_ptr<const Page
     if (huge) uo.required_features |= uffd_feature::kMissingHugetlbfs;
     if (shmem) uo.required_features |= uffd_feature::kMissingShmem;
     if (cache != nullptr) uo.required_features |= uffd_feature::kMinorShmem;
-    const uint64_t mode = UFFDIO_REGISTER_MODE_MISSING |
-                          (cache != nullptr ? UFFDIO_REGISTER_MODE_MINOR : 0);
+    const uint64_t mode =
+        UFFDIO_REGISTER_MODE_MISSING | (cache != nullptr ? UFFDIO_REGISTER_MODE_MINOR : 0);
     uo.optional_features = uffd_feature::kThreadId | uffd_feature::kPoison;
     uo.env = env;
     Result<sys::Userfaultfd> uffd = sys::Userfaultfd::Open(uo);

@@ -10,7 +10,8 @@ namespace pagewise {
 
 Result<std::unique_ptr<SharedPageCache>> SharedPageCache::Create(
     std::shared_ptr<const PageSource> source) {
-  PW_ASSIGN_OR_RETURN(auto cache, restore::PageCacheImpl::Create(std::move(source), Env::Default()));
+  PW_ASSIGN_OR_RETURN(auto cache,
+                      restore::PageCacheImpl::Create(std::move(source), Env::Default()));
   return std::unique_ptr<SharedPageCache>(std::move(cache));
 }
 
@@ -19,7 +20,11 @@ namespace restore {
 PageCacheImpl::PageCacheImpl(std::shared_ptr<const PageSource> source, Env* env, int fd,
                              uint64_t size)
     : source_(std::move(source)),
-      env_(env), fd_(fd), size_(size), ps_(PageSize()), state_((size + ps_ - 1) / ps_) {}
+      env_(env),
+      fd_(fd),
+      size_(size),
+      ps_(PageSize()),
+      state_((size + ps_ - 1) / ps_) {}
 
 PageCacheImpl::~PageCacheImpl() {
   // Clones that mapped the memfd keep the file alive through their
@@ -32,8 +37,9 @@ Result<std::unique_ptr<PageCacheImpl>> PageCacheImpl::Create(
   if (source == nullptr) return Status::InvalidArgument("shared page cache: no source");
   Result<int> fd = env->MemfdCreate("pagewise-page-cache", MFD_CLOEXEC);
   if (!fd.ok()) {
-    return fd.status().WithContext("shared page cache: creating its memfd (needs memfd_create, "
-                                   "Linux 3.17+, and shmem)");
+    return fd.status().WithContext(
+        "shared page cache: creating its memfd (needs memfd_create, "
+        "Linux 3.17+, and shmem)");
   }
   const uint64_t ps = PageSize();
   const uint64_t size = (source->size() + ps - 1) / ps * ps;
@@ -75,8 +81,9 @@ Status PageCacheImpl::Populate(uint64_t off, size_t pages, const char* data, con
       ++i;
       continue;
     }
-    if (data == nullptr) return Status::Internal("shared page cache: no bytes for page " +
-                                                 std::to_string(off + i * ps_));
+    if (data == nullptr)
+      return Status::Internal("shared page cache: no bytes for page " +
+                              std::to_string(off + i * ps_));
     // A run of pages to write with one pwrite.
     size_t n = 1;
     while (i + n < pages && !zero[i + n] &&
