@@ -200,7 +200,7 @@ TEST(HugetlbLazyRestore, DontneedDuringRestoreReadsZerosAtHugePageGranularity) {
 }
 
 TEST(HugetlbLazyRestore, MremapAndMunmapDuringRestore) {
-  RESERVE_OR_FAIL(pool, 11);  // 8 restored + the 3-page mremap target
+  RESERVE_OR_FAIL(pool, 8);
   HugeBuffer buf(8, 5);
   for (int rep = 0; rep < 3; ++rep) {
     auto r = StartWhileEventsMatter(buf, rep == 2);

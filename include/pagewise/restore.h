@@ -40,13 +40,8 @@
 // size, and every fill is a whole huge page at an aligned address (zero
 // pages too: UFFDIO_COPY of zeros, hugetlbfs has no UFFDIO_ZEROPAGE);
 // MADV_DONTNEED, mremap, munmap and fork work at huge-page granularity.
-// Shared memory: a fresh region with kind RegionKind::kShared is a memfd
-// of its own mapped MAP_SHARED, and a given region may be a memfd/shmem
-// mapping (MAP_SHARED or MAP_PRIVATE): MISSING mode, UFFDIO_COPY (into
-// the page cache for MAP_SHARED). On shmem a REMOVE event cannot tell
-// MADV_REMOVE from MADV_DONTNEED: both read zeros afterwards. MINOR mode
-// (RestoreOptions::page_cache): clones share one page-cache copy, see
-// SharedPageCache. Limits: THP-enabled ranges are filled 4 KiB at a time.
+// Limits: no shmem/memfd destinations yet; THP-enabled ranges are filled
+// 4 KiB at a time.
 //
 // How pages are installed is a FillPolicy (fault window, background
 // batches, zero pages, prefetch list, trace recording), the same struct for
@@ -269,10 +264,7 @@ struct RestoreStats {
   // Pages installed with UFFDIO_ZEROPAGE on any path: zero source pages
   // (also counted above) and faults on dropped or foreign pages (not).
   uint64_t zero_pages = 0;
-  uint64_t bytes_copied = 0;  // bytes installed with UFFDIO_COPY
-  // Pages installed with UFFDIO_CONTINUE from a shared page cache (no copy
-  // into the region; counted in pages_demand/pages_background too).
-  uint64_t pages_continued = 0;
+  uint64_t bytes_copied = 0;    // bytes installed with UFFDIO_COPY
   uint64_t eexist_pages = 0;    // pages found already present (EEXIST)
   uint64_t eagain_retries = 0;  // fills retried after EAGAIN
   uint64_t enoent_pages = 0;    // pages whose mapping vanished (ENOENT)
@@ -317,46 +309,8 @@ struct RestoreStats {
   uint64_t pages_readahead = 0;  // of pages_demand: installed by stream read-ahead
 };
 
-// ---- shared page cache (MINOR mode, clones) ----------------------------------
-
-// One page-cache copy of a source for many clones. A memfd holding the
-// source's flat view (file offset = flat offset), put into the page cache
-// page by page the first time any clone needs a page. Every LazyRestore
-// given it (RestoreOptions::page_cache) maps its fresh regions MAP_PRIVATE
-// from the memfd at their offsets, registers them in MISSING and MINOR mode
-// and installs pages with UFFDIO_CONTINUE: the clones share each page-cache
-// page (read-only in their page tables) until one writes it, which copies
-// it for that clone alone. Zero source pages are installed with
-// UFFDIO_ZEROPAGE and take no page-cache memory. MADV_DONTNEED in a clone
-// brings back the source's bytes (as for any private file mapping).
-//
-// The memfd may also be handed to another process (fd()) that maps it the
-// same way. Thread safety: safe from any thread; clones may restore at once.
-class SharedPageCache {
- public:
-  // Creates the memfd, sized to the source (nothing is read yet). Errors:
-  // memfd_create or ftruncate failed.
-  static Result<std::unique_ptr<SharedPageCache>> Create(std::shared_ptr<const PageSource> source);
-  virtual ~SharedPageCache() = default;
-  SharedPageCache(const SharedPageCache&) = delete;
-  SharedPageCache& operator=(const SharedPageCache&) = delete;
-
-  virtual int fd() const = 0;                 // the memfd (owned: closed on destruction)
-  virtual uint64_t size() const = 0;          // bytes (the source's size, page aligned)
-  virtual uint64_t cached_pages() const = 0;  // pages written into the page cache so far
-
- protected:
-  SharedPageCache() = default;
-};
-
 struct RestoreOptions {
   FillPolicy fill;
-  // MINOR mode: fresh regions (address 0) map this page cache's memfd
-  // MAP_PRIVATE and share its pages with every other restore given it (see
-  // SharedPageCache). Regions of the base page size only, address 0 only,
-  // from a source whose flat view is the page cache's. nullptr: each page
-  // is copied into the region (MISSING mode).
-  std::shared_ptr<SharedPageCache> page_cache;
   // When every page is resident: close the userfaultfd (the kernel then
   // unregisters the ranges; everything is in place, so nothing changes for
   // the program) and stop serving. Keep true unless you need the events.

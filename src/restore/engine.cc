@@ -51,7 +51,6 @@ Engine::Engine(std::shared_ptr<const PageSource> source, EngineOptions options)
              InPagesOf(opt_.fill.background_batch_pages, page_size_), &opt_.fill.prefetch,
              opt_.fill.background_fill && !opt_.fill.record_trace),
       installer_(this, &stats_, page_size_) {
-  if (opt_.page_cache != nullptr) installer_.SetContinue();
   if (page_size_ != PageSize()) {
     // hugetlbfs refuses UFFDIO_ZEROPAGE: zero pages are copied from here.
     // Never written, so reading it maps the shared zero page: no memory.

@@ -110,7 +110,6 @@
 #include "restore/engine_space.h"
 #include "restore/engine_stats.h"
 #include "restore/fork_guard.h"
-#include "restore/page_cache.h"
 #include "restore/space_map.h"
 #include "sys/env.h"
 #include "sys/uffd_loop.h"
@@ -130,14 +129,6 @@ struct EngineOptions {
   // address, and zero pages UFFDIO_COPY of zeros (hugetlbfs has no
   // UFFDIO_ZEROPAGE). The caller checked that the memory has this page size.
   uint64_t page_size = 0;
-  // MINOR mode (shared page cache, pagewise::SharedPageCache): every
-  // region is a MAP_PRIVATE mapping of this memfd at its source offset,
-  // registered MISSING|MINOR. Source pages go into the page cache once (for
-  // every engine sharing it) and are installed with UFFDIO_CONTINUE; zero
-  // pages with UFFDIO_ZEROPAGE; MINOR faults are served like missing ones;
-  // REMOVE (MADV_DONTNEED) makes pages unfilled again (a private file
-  // mapping reads the file again). nullptr: MISSING mode, UFFDIO_COPY.
-  std::shared_ptr<PageCacheImpl> page_cache;
   // Close a space's userfaultfd once all its pages are in place (in-process
   // restore). A page server keeps serving until the client goes away.
   bool release_when_resident = false;

@@ -122,12 +122,8 @@ void Engine::ApplyEventLocked(Space& s, const UffdEvent& e) {
       // MADV_DONTNEED/MADV_REMOVE (or MADV_FREE): the program threw these
       // pages away and expects zeros. The range stays registered: never
       // fill it from the source again; its later faults get zero pages.
-      // In MINOR mode the region is a private mapping of the page cache:
-      // the kernel maps the file's page again at the next access, and we
-      // install the source's bytes (the file's) again.
       counter = &RestoreStats::removes;
-      s.map.Drop(e.start, e.end,
-                 opt_.page_cache != nullptr ? PageState::kUnfilled : PageState::kDropped);
+      s.map.Drop(e.start, e.end);
       break;
     case UffdEvent::Kind::kUnmap:
       // munmap (or an mmap/mremap over it): the range is gone; forget it

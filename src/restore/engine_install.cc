@@ -98,9 +98,7 @@ bool Installer::InstallRange(Space& s, const Run& run, const char* data, const u
     // during the ioctl. The real code keeps it (see "Ordering" in engine.h).
     if (PW_TESTING_VARIANT(kFillPastRemove)) hold.Release();
     PW_PAUSE_POINT("engine.fill.ioctl");  // pagewise explore (base/pause_point.h)
-    const FillResult r = zero[i]     ? Zeros(s, addr, len)
-                         : continue_ ? s.uffd.Continue(addr, len)
-                                     : s.uffd.Copy(addr, data + i * ps, len);
+    const FillResult r = zero[i] ? Zeros(s, addr, len) : s.uffd.Copy(addr, data + i * ps, len);
     if (PW_TESTING_VARIANT(kFillPastRemove)) hold.Reacquire();
     const size_t done = static_cast<size_t>(std::min<uint64_t>(r.bytes, len) / ps);
     const uint64_t at = addr + done * ps;  // where the kernel stopped
@@ -126,7 +124,7 @@ bool Installer::InstallRange(Space& s, const Run& run, const char* data, const u
       s.Sync();
     }
     s.inflight_done.notify_all();
-    if (done > 0) stats_->Installed(kind, zero[i] != 0, done, continue_);
+    if (done > 0) stats_->Installed(kind, zero[i] != 0, done);
     i += done;
     if (r.ok()) {
       if (done == 0) ++i;
@@ -189,9 +187,7 @@ bool Installer::InstallRange(Space& s, const Run& run, const char* data, const u
       case ESRCH:
         return read_waited;
       default:
-        host_->Fail(sys::FillStatus(
-            r, zero[i] ? ZeroIoctlName() : (continue_ ? "UFFDIO_CONTINUE" : "UFFDIO_COPY"), at,
-            len));
+        host_->Fail(sys::FillStatus(r, zero[i] ? ZeroIoctlName() : "UFFDIO_COPY", at, len));
         s.uffd.Wake(at, ps).IgnoreError();  // let it refault and be poisoned
         ++i;
         break;

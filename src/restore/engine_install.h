@@ -73,10 +73,6 @@ class Installer {
   // Zero pages are copied from `zero` (granularity() zero bytes, valid for
   // the installer's lifetime) instead of UFFDIO_ZEROPAGE. Before any fill.
   void SetZeroSource(const char* zero) { zero_src_ = zero; }
-  // MINOR mode: source pages are already in the page cache (the caller
-  // put them there); install them with UFFDIO_CONTINUE, not UFFDIO_COPY
-  // (`data` is then not read). Before any fill.
-  void SetContinue() { continue_ = true; }
 
   // Installs the pages of `run` that are still unfilled with the same
   // source offsets and not in flight by another filler. data holds the
@@ -122,7 +118,6 @@ class Installer {
   StatsRecorder* stats_;
   size_t ps_;
   const char* zero_src_ = nullptr;
-  bool continue_ = false;
 };
 
 }  // namespace pagewise::restore

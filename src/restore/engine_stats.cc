@@ -46,9 +46,9 @@ void StatsRecorder::SpaceAdded(uint64_t pages) {
   stats_.spaces_total++;
 }
 
-void StatsRecorder::Installed(FillKind kind, bool zero, uint64_t pages, bool continued) {
+void StatsRecorder::Installed(FillKind kind, bool zero, uint64_t pages) {
   std::lock_guard<std::mutex> lk(mu_);
-  const uint64_t bytes = zero || continued ? 0 : pages * ps_;
+  const uint64_t bytes = zero ? 0 : pages * ps_;
   switch (kind) {
     case FillKind::kDemand:
       stats_.pages_demand += pages;
@@ -71,8 +71,6 @@ void StatsRecorder::Installed(FillKind kind, bool zero, uint64_t pages, bool con
   }
   if (zero) {
     stats_.zero_pages += pages;
-  } else if (continued) {
-    stats_.pages_continued += pages;
   } else {
     stats_.bytes_copied += bytes;
   }

@@ -36,8 +36,7 @@ class StatsRecorder {
 
   void SpaceAdded(uint64_t pages);
   // Pages installed from the source by `kind` (zero: with UFFDIO_ZEROPAGE).
-  // `continued`: installed with UFFDIO_CONTINUE (no bytes copied).
-  void Installed(FillKind kind, bool zero, uint64_t pages, bool continued = false);
+  void Installed(FillKind kind, bool zero, uint64_t pages);
   // A fault needed source data: counts it, and records the pages of `run`
   // (faulting page first) in the trace. `late_prefetch`: the page is on the
   // prefetch list but was not installed yet.

@@ -68,16 +68,6 @@ bool Engine::FillSlice(Space& s, const Run& run, FillKind kind, FillScratch* scr
   const Clock::time_point t0 = Clock::now();
   std::vector<uint8_t>& zero = scratch->zero;
   zero.assign(run.pages, 0);
-  PageCacheImpl* cache = opt_.page_cache.get();
-  if (cache != nullptr && cache->Known(run.src, run.pages, zero.data())) {
-    // MINOR mode, every page already in the page cache (or zero): nothing
-    // to read, only to map.
-    const bool waited = installer_.Install(s, run, nullptr, zero.data(), kind, who, first,
-                                           max_piece, yield_to_reads);
-    stats_.AddFillNs(static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
-    return waited;
-  }
   Status st;
   if (opt_.fill.use_zeropage && source_->can_classify()) {
     st = source_->ClassifyZero(run.src, run.pages, ps, &zero);
@@ -94,11 +84,6 @@ bool Engine::FillSlice(Space& s, const Run& run, FillKind kind, FillScratch* scr
   }
   if (st.ok() && opt_.fill.use_zeropage && !source_->can_classify()) {
     for (size_t i = 0; i < run.pages; ++i) zero[i] = IsZeroPage(data + i * ps, ps) ? 1 : 0;
-  }
-  if (st.ok() && cache != nullptr) {
-    // MINOR mode: the bytes go into the shared page cache (once for every
-    // clone); the installer then maps them with UFFDIO_CONTINUE.
-    st = cache->Populate(run.src, run.pages, data, zero.data());
   }
   if (!st.ok()) {
     // The source cannot give these pages. They must never read as zero:
@@ -120,12 +105,9 @@ bool Engine::FillSlice(Space& s, const Run& run, FillKind kind, FillScratch* scr
 void Engine::ServeFault(Space& s, const QueuedFault& f) {
   const size_t ps = page_size_;
   const uint64_t page = f.event.address & ~static_cast<uint64_t>(ps - 1);
-  const bool minor_ok = opt_.page_cache != nullptr;
-  if ((f.event.flags & UFFD_PAGEFAULT_FLAG_WP) ||
-      ((f.event.flags & UFFD_PAGEFAULT_FLAG_MINOR) && !minor_ok)) {
-    // Write-protect (and, outside MINOR mode, minor) faults belong to modes
-    // a client may have registered for its own purposes; we only serve
-    // missing pages (and, in MINOR mode, pages of the page cache).
+  if (f.event.flags & (UFFD_PAGEFAULT_FLAG_WP | UFFD_PAGEFAULT_FLAG_MINOR)) {
+    // Write-protect and minor faults belong to modes a client may have
+    // registered for its own purposes; we only serve missing pages.
     stats_.Add(&RestoreStats::unknown_events);
     return;
   }

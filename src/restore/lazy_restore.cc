@@ -9,7 +9,6 @@
 #include "pagewise/probe.h"
 #include "pagewise/restore.h"
 #include "restore/engine.h"
-#include "restore/page_cache.h"
 #include "restore/restore_env.h"
 #include "sys/smaps.h"
 #include "sys/uapi.h"
@@ -146,59 +145,11 @@ Status CheckGivenMemory(Env* env, const std::vector<Region>& regions, uint64_t p
   return Status::Ok();
 }
 
-// A fresh shared memfd of `len` bytes, mapped MAP_SHARED (the mapping
-// keeps the file alive; the descriptor is closed).
-Result<void*> MapSharedMemfd(Env* env, uint64_t len, const std::string& what) {
-  Result<int> fd = env->MemfdCreate("pagewise-restore", MFD_CLOEXEC);
-  if (!fd.ok()) return fd.status().WithContext(what + ": creating a memfd");
-  Status st = env->Ftruncate(*fd, static_cast<off_t>(len));
-  Result<void*> m = st.ok() ? env->Mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0)
-                            : Result<void*>(st);
-  env->Close(*fd).IgnoreError();  // the mapping holds the file
-  if (!m.ok()) return m.status().WithContext(what + ": sizing and mapping a memfd");
-  return m;
-}
-
-// Checks the MINOR-mode conditions: fresh base-page regions inside the
-// page cache, which holds this very source.
-Status CheckPageCache(const restore::PageCacheImpl& cache, const PageSource& source,
-                      const std::vector<Region>& regions, uint64_t ps) {
-  if (cache.source().get() != &source) {
-    return Status::InvalidArgument(
-        "lazy restore: the shared page cache was created from another source; restore from "
-        "its own (SharedPageCache::Create(source), then LazyRestore::Start(source, ...))");
-  }
-  if (ps != PageSize()) {
-    return Status::InvalidArgument("lazy restore: a shared page cache holds base pages only (" +
-                                   std::to_string(PageSize()) + " bytes), not page size " +
-                                   std::to_string(ps));
-  }
-  for (size_t i = 0; i < regions.size(); ++i) {
-    if (regions[i].address != 0) {
-      return Status::InvalidArgument(
-          "lazy restore region " + std::to_string(i) +
-          ": with a shared page cache every region must have address 0 (it is mapped from the "
-          "page cache's memfd)");
-    }
-  }
-  return Status::Ok();
-}
-
-// Maps a fresh region: private anonymous memory; a private mapping of the
-// shared page cache's memfd at the region's offset (MINOR mode); a shared
-// memfd of its own (RegionKind::kShared); or private hugetlbfs memory of
-// page size `ps`, reserved now (a short pool fails here, naming the pool
-// to grow, rather than with SIGBUS in the middle of the restore).
-Result<void*> MapFresh(Env* env, const Region& r, uint64_t ps, size_t index,
-                       const restore::PageCacheImpl* cache) {
+// Maps a fresh region: private anonymous memory, or private hugetlbfs
+// memory of page size `ps`, reserved now (a short pool fails here, naming
+// the pool to grow, rather than with SIGBUS in the middle of the restore).
+Result<void*> MapFresh(Env* env, const Region& r, uint64_t ps, size_t index) {
   const std::string what = "lazy restore: mapping region " + std::to_string(index);
-  if (cache != nullptr) {
-    Result<void*> m = env->Mmap(nullptr, r.length, PROT_READ | PROT_WRITE, MAP_PRIVATE, cache->fd(),
-                                static_cast<off_t>(r.offset));
-    if (!m.ok()) return m.status().WithContext(what + " from the shared page cache");
-    return m;
-  }
-  if (ps == PageSize() && r.kind == RegionKind::kShared) return MapSharedMemfd(env, r.length, what);
   if (ps == PageSize()) {
     Result<void*> m = env->Mmap(nullptr, r.length, PROT_READ | PROT_WRITE,
                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -231,10 +182,6 @@ Result<std::unique_ptr<LazyRestore>> StartLazyRestore(std::shared_ptr<const Page
   PW_ASSIGN_OR_RETURN(const uint64_t ps, Validate(*source, regions));
   const bool huge = ps != PageSize();
   PW_RETURN_IF_ERROR(CheckGivenMemory(env, regions, ps));
-  auto cache = std::static_pointer_cast<restore::PageCacheImpl>(options.page_cache);
-  if (cache != nullptr) PW_RETURN_IF_ERROR(CheckPageCache(*cache, *source, regions, ps));
-  bool shmem = cache != nullptr;
-  for (const Region& r : regions) shmem = shmem || r.kind == RegionKind::kShared;
 
   std::vector<size_t> mapped;  // regions we mapped (to undo on failure)
   auto unmap_ours = [&] {
@@ -245,7 +192,7 @@ Result<std::unique_ptr<LazyRestore>> StartLazyRestore(std::shared_ptr<const Page
   for (size_t i = 0; i < regions.size(); ++i) {
     Region& r = regions[i];
     if (r.address != 0) continue;
-    Result<void*> m = MapFresh(env, r, ps, i, cache.get());
+    Result<void*> m = MapFresh(env, r, ps, i);
     if (!m.ok()) {
       unmap_ours();
       return m.status();
@@ -258,7 +205,6 @@ Result<std::unique_ptr<LazyRestore>> StartLazyRestore(std::shared_ptr<const Page
   eo.env = env;
   eo.fill = options.fill;
   eo.page_size = ps;
-  eo.page_cache = cache;
   eo.release_when_resident = options.release_when_resident;
   eo.on_resident = options.on_resident;
   eo.private_fd_table = true;
@@ -275,10 +221,6 @@ Result<std::unique_ptr<LazyRestore>> StartLazyRestore(std::shared_ptr<const Page
     uo.required_features = uffd_feature::kEventFork | uffd_feature::kEventRemap |
                            uffd_feature::kEventRemove | uffd_feature::kEventUnmap;
     if (huge) uo.required_features |= uffd_feature::kMissingHugetlbfs;
-    if (shmem) uo.required_features |= uffd_feature::kMissingShmem;
-    if (cache != nullptr) uo.required_features |= uffd_feature::kMinorShmem;
-    const uint64_t mode =
-        UFFDIO_REGISTER_MODE_MISSING | (cache != nullptr ? UFFDIO_REGISTER_MODE_MINOR : 0);
     uo.optional_features = uffd_feature::kThreadId | uffd_feature::kPoison;
     uo.env = env;
     Result<sys::Userfaultfd> uffd = sys::Userfaultfd::Open(uo);
@@ -286,13 +228,13 @@ Result<std::unique_ptr<LazyRestore>> StartLazyRestore(std::shared_ptr<const Page
     std::vector<restore::SpaceRegion> space_regions;
     for (size_t i = 0; i < regions.size(); ++i) {
       const Region& r = regions[i];
-      Status st = uffd->Register(r.address, r.length, mode);
+      Status st = uffd->Register(r.address, r.length, UFFDIO_REGISTER_MODE_MISSING);
       if (!st.ok()) {
         // Closing the uffd (on return) unregisters what was registered.
         return st.WithContext("lazy restore: registering region " + std::to_string(i) +
                               (huge ? " (it must be hugetlbfs read/write memory of page size " +
                                           std::to_string(ps) + ")"
-                                    : " (it must be anonymous or memfd/shmem read/write memory)"));
+                                    : " (it must be private anonymous read/write memory)"));
       }
       space_regions.push_back({r.address, r.length, r.offset});
     }

@@ -83,7 +83,7 @@ SpaceMap::Lookup SpaceMap::Find(uint64_t addr) const {
   return out;
 }
 
-void SpaceMap::Drop(uint64_t start, uint64_t end, PageState to) {
+void SpaceMap::Drop(uint64_t start, uint64_t end) {
   auto it = ranges_.upper_bound(start);
   if (it != ranges_.begin()) --it;
   for (; it != ranges_.end() && it->first < end; ++it) {
@@ -91,9 +91,9 @@ void SpaceMap::Drop(uint64_t start, uint64_t end, PageState to) {
     const uint64_t hi = std::min(end, End(it));
     for (uint64_t a = lo; a < hi; a += page_size_) {
       PageState& s = it->second.pages[(a - it->first) / page_size_];
-      if (s == PageState::kGone || (to == PageState::kUnfilled && s == PageState::kBad)) continue;
-      Account(s, to);
-      s = to;
+      if (s == PageState::kGone) continue;
+      Account(s, PageState::kDropped);
+      s = PageState::kDropped;
     }
   }
 }

@@ -55,10 +55,8 @@ class SpaceMap {
   Lookup Find(uint64_t addr) const;
 
   // UFFD_EVENT_REMOVE: pages in [start, end) become kDropped (whatever they
-  // were, except kGone). With `to` kUnfilled (a private mapping of a file
-  // whose page cache holds the source: dropped pages read the file again)
-  // kFilled and kDropped pages become kUnfilled instead.
-  void Drop(uint64_t start, uint64_t end, PageState to = PageState::kDropped);
+  // were, except kGone).
+  void Drop(uint64_t start, uint64_t end);
   // UFFD_EVENT_UNMAP: forgets [start, end).
   void Erase(uint64_t start, uint64_t end);
   // UFFD_EVENT_REMAP: [from, from+len) now lives at [to, to+len) with its
