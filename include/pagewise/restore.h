@@ -32,16 +32,8 @@
 // IMAGE.trace); a later restore given that trace installs those pages
 // first, in large batches (by default before Start() returns).
 //
-// Memory kinds: private anonymous memory (4 KiB pages), and hugetlbfs
-// (Region::page_size 2 MiB or 1 GiB, the same for every region of one
-// restore): fresh regions are mapped MAP_HUGETLB of that size and reserved
-// at once (a short pool fails Start() with kResourceExhausted naming the
-// nr_hugepages file), given regions must be hugetlbfs memory of that page
-// size, and every fill is a whole huge page at an aligned address (zero
-// pages too: UFFDIO_COPY of zeros, hugetlbfs has no UFFDIO_ZEROPAGE);
-// MADV_DONTNEED, mremap, munmap and fork work at huge-page granularity.
-// Limits: no shmem/memfd destinations yet; THP-enabled ranges are filled
-// 4 KiB at a time.
+// Limits: 4 KiB pages of private anonymous memory only (no hugetlbfs, no
+// shmem/memfd destinations; THP-enabled ranges are filled 4 KiB at a time).
 //
 // How pages are installed is a FillPolicy (fault window, background
 // batches, zero pages, prefetch list, trace recording), the same struct for
@@ -323,15 +315,12 @@ struct RestoreOptions {
 class LazyRestore {
  public:
   // Maps (or adopts) the regions, registers them, and starts serving.
-  // Each Region gives address (0: map fresh memory), length, offset (in
-  // the source's flat view) and page_size (4096, or a hugetlbfs size: see
-  // "Memory kinds"), all aligned to the page size; the other fields are
-  // ignored. On return the regions may be used at once. Errors: a bad fill
-  // policy or invalid regions (unaligned, outside the source, mixed page
-  // sizes, a page size without a pool, given memory of another page size:
-  // kInvalidArgument), too few free huge pages (kResourceExhausted),
-  // userfaultfd missing or lacking the EVENT_* features (kNotSupported /
-  // kPermissionDenied), mapping or registration failures.
+  // Each Region gives address (0: map fresh anonymous memory), length and
+  // offset (in the source's flat view), all page aligned; the other fields
+  // are ignored. On return the regions may be used at once. Errors: a bad
+  // fill policy or invalid regions (unaligned, outside the source:
+  // kInvalidArgument), userfaultfd missing or lacking the EVENT_* features
+  // (kNotSupported / kPermissionDenied), mapping or registration failures.
   // On error nothing stays mapped or registered (mappings the caller gave
   // are left as they were).
   static Result<std::unique_ptr<LazyRestore>> Start(std::shared_ptr<const PageSource> source,

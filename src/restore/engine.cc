@@ -4,7 +4,6 @@
 #include "restore/engine.h"
 
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -30,52 +29,23 @@ int Engine::Relocate(int fd) {
   return sys::MoveFdAtOrAbove(fd, fd_base_);
 }
 
-namespace {
-
-// A count of base pages as pages of `page_size` covering the same bytes
-// (at least one).
-size_t InPagesOf(size_t base_pages, size_t page_size) {
-  return std::max<size_t>(1, base_pages * PageSize() / page_size);
-}
-
-}  // namespace
-
 Engine::Engine(std::shared_ptr<const PageSource> source, EngineOptions options)
     : source_(std::move(source)),
       opt_(std::move(options)),
       env_(opt_.env ? opt_.env : Env::Default()),
-      page_size_(opt_.page_size != 0 ? opt_.page_size : PageSize()),
+      page_size_(PageSize()),
       stats_(page_size_, opt_.fill.max_latency_samples, opt_.fill.record_trace),
       // (The policy was validated by the caller: ValidateFillPolicy.)
-      sched_(page_size_, InPagesOf(opt_.fill.fault_window_pages, page_size_),
-             InPagesOf(opt_.fill.background_batch_pages, page_size_), &opt_.fill.prefetch,
-             opt_.fill.background_fill && !opt_.fill.record_trace),
+      sched_(page_size_, opt_.fill.fault_window_pages, opt_.fill.background_batch_pages,
+             &opt_.fill.prefetch, opt_.fill.background_fill && !opt_.fill.record_trace),
       installer_(this, &stats_, page_size_) {
-  if (page_size_ != PageSize()) {
-    // hugetlbfs refuses UFFDIO_ZEROPAGE: zero pages are copied from here.
-    // Never written, so reading it maps the shared zero page: no memory.
-    Result<void*> z = env_->Mmap(nullptr, page_size_, PROT_READ,
-                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (z.ok()) {
-      zero_src_ = *z;
-      installer_.SetZeroSource(static_cast<const char*>(zero_src_));
-    } else {
-      Fail(z.status().WithContext("restore: mapping a zero page of " + std::to_string(page_size_) +
-                                  " bytes"));
-    }
-  }
   for (uint64_t off : opt_.fill.prefetch) prefetch_set_.insert(off & ~(page_size_ - 1));
   piece_pages_ = sched_.batch();
   // A remote source starts fetching the working set now, in parallel.
   if (!opt_.fill.prefetch.empty()) source_->WillNeed(opt_.fill.prefetch, ReadPriority::kPrefetch);
 }
 
-Engine::~Engine() {
-  Stop();
-  if (zero_src_ != nullptr && !forked_copy_.load()) {
-    env_->Munmap(zero_src_, page_size_).IgnoreError();  // destructor: nowhere to report
-  }
-}
+Engine::~Engine() { Stop(); }
 
 void Engine::AddSpace(sys::Userfaultfd uffd, const std::vector<SpaceRegion>& regions) {
   auto s = std::make_shared<Space>();
@@ -97,7 +67,6 @@ void Engine::AddSpace(sys::Userfaultfd uffd, const std::vector<SpaceRegion>& reg
 }
 
 Status Engine::Start(std::function<Status()> setup) {
-  if (page_size_ != PageSize() && zero_src_ == nullptr) return status();  // (the constructor's)
   sys::UffdLoop::Options lo;
   lo.capacity = 16;
   PW_ASSIGN_OR_RETURN(loop_, sys::UffdLoop::Create(env_, lo));

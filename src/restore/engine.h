@@ -120,15 +120,8 @@ namespace pagewise::restore {
 struct EngineOptions {
   Env* env = nullptr;
   // Validated by the caller (ValidateFillPolicy). wait_for_prefetch is the
-  // caller's business (WaitPrefetched). Its page counts (fault window,
-  // background batch) are in base pages; with huge pages they cover the
-  // same bytes, rounded up to at least one huge page.
+  // caller's business (WaitPrefetched).
   FillPolicy fill;
-  // The page size of every region of every space (0: the base page size).
-  // A hugetlbfs page size makes every fill a whole huge page at an aligned
-  // address, and zero pages UFFDIO_COPY of zeros (hugetlbfs has no
-  // UFFDIO_ZEROPAGE). The caller checked that the memory has this page size.
-  uint64_t page_size = 0;
   // Close a space's userfaultfd once all its pages are in place (in-process
   // restore). A page server keeps serving until the client goes away.
   bool release_when_resident = false;
@@ -291,9 +284,6 @@ class Engine final : public ForkAware, private InstallHost {
   EngineOptions opt_;
   Env* env_;
   size_t page_size_;
-  // Huge pages only: a read-only zero-filled mapping of one page, the
-  // source of UFFDIO_COPY for zero pages (nullptr: UFFDIO_ZEROPAGE works).
-  void* zero_src_ = nullptr;
   std::unordered_set<uint64_t> prefetch_set_;  // immutable after construction
   StatsRecorder stats_;
   Scheduler sched_;

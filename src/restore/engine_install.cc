@@ -21,11 +21,6 @@ void EndInFlight(Space& s, int who) {
 
 }  // namespace
 
-FillResult Installer::Zeros(Space& s, uint64_t addr, uint64_t len) const {
-  if (zero_src_ == nullptr) return s.uffd.Zeropage(addr, len);
-  return s.uffd.Copy(addr, zero_src_, ps_);
-}
-
 int Installer::EnoentPatience(const Space& s) const {
   // With EVENT_UNMAP and EVENT_REMAP every disappearance of a registered
   // mapping is announced (exit shows as ESRCH instead), so keep waiting for
@@ -72,8 +67,6 @@ bool Installer::InstallRange(Space& s, const Run& run, const char* data, const u
       // Re-validate: since the run was planned its pages may have been
       // filled (by another filler), dropped, moved or unmapped.
       n = std::min(s.map.UnfilledPrefix(run.addr + i * ps, run.src + i * ps, hi - i), max_piece);
-      // Zero pages copied from zero_src_ go one at a time.
-      if (zero[i] && zero_src_ != nullptr) n = std::min<size_t>(n, 1);
       for (size_t k = 1; k < n; ++k) {
         if (zero[i + k] != zero[i]) {
           n = k;
@@ -98,7 +91,8 @@ bool Installer::InstallRange(Space& s, const Run& run, const char* data, const u
     // during the ioctl. The real code keeps it (see "Ordering" in engine.h).
     if (PW_TESTING_VARIANT(kFillPastRemove)) hold.Release();
     PW_PAUSE_POINT("engine.fill.ioctl");  // pagewise explore (base/pause_point.h)
-    const FillResult r = zero[i] ? Zeros(s, addr, len) : s.uffd.Copy(addr, data + i * ps, len);
+    const FillResult r =
+        zero[i] ? s.uffd.Zeropage(addr, len) : s.uffd.Copy(addr, data + i * ps, len);
     if (PW_TESTING_VARIANT(kFillPastRemove)) hold.Reacquire();
     const size_t done = static_cast<size_t>(std::min<uint64_t>(r.bytes, len) / ps);
     const uint64_t at = addr + done * ps;  // where the kernel stopped
@@ -187,7 +181,7 @@ bool Installer::InstallRange(Space& s, const Run& run, const char* data, const u
       case ESRCH:
         return read_waited;
       default:
-        host_->Fail(sys::FillStatus(r, zero[i] ? ZeroIoctlName() : "UFFDIO_COPY", at, len));
+        host_->Fail(sys::FillStatus(r, zero[i] ? "UFFDIO_ZEROPAGE" : "UFFDIO_COPY", at, len));
         s.uffd.Wake(at, ps).IgnoreError();  // let it refault and be poisoned
         ++i;
         break;
@@ -218,7 +212,7 @@ bool Installer::ZeroOrWake(Space& s, uint64_t page) {
   {
     FillHold hold(s.gate);
     if (s.closed.load() || !s.uffd.valid()) return false;
-    r = Zeros(s, page, ps_);
+    r = s.uffd.Zeropage(page, ps_);
     if (r.ok()) {
       stats_->Add(&RestoreStats::zero_pages);
       return false;
@@ -236,7 +230,7 @@ bool Installer::ZeroOrWake(Space& s, uint64_t page) {
         return false;
       }
       default:
-        host_->Fail(sys::FillStatus(r, ZeroIoctlName(), page, ps_));
+        host_->Fail(sys::FillStatus(r, "UFFDIO_ZEROPAGE", page, ps_));
         s.uffd.Wake(page, ps_).IgnoreError();  // best effort: the fill failed
         return false;
     }

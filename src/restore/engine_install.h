@@ -20,10 +20,10 @@
 // ioctl returned and the map was updated, and marks the piece in flight so
 // that no other filler installs it twice and a fault on it waits for it.
 //
-// Memory kinds: the unit of every ioctl is `granularity` bytes, the
-// space's page size. hugetlbfs: whole huge pages at aligned addresses, and
-// no UFFDIO_ZEROPAGE (the kernel refuses it there with EINVAL), so zero
-// pages are UFFDIO_COPY of a zero page (SetZeroSource), one page per ioctl.
+// What kinds of memory add here (hugetlbfs: whole huge pages per ioctl, no
+// ZEROPAGE; shmem MINOR: UFFDIO_CONTINUE of page-cache pages; THP:
+// UFFDIO_MOVE of whole huge pages): the unit is `granularity` bytes and
+// the choice of ioctl is InstallPiece's.
 //
 // Thread safety: any number of threads may install into the same space at
 // once (that is the point of the gate); the InstallHost callbacks must be
@@ -70,9 +70,6 @@ class Installer {
       : host_(host), stats_(stats), ps_(page_size) {}
 
   size_t granularity() const { return ps_; }
-  // Zero pages are copied from `zero` (granularity() zero bytes, valid for
-  // the installer's lifetime) instead of UFFDIO_ZEROPAGE. Before any fill.
-  void SetZeroSource(const char* zero) { zero_src_ = zero; }
 
   // Installs the pages of `run` that are still unfilled with the same
   // source offsets and not in flight by another filler. data holds the
@@ -107,17 +104,10 @@ class Installer {
   int EnoentPatience(const Space& s) const;
   // Handles an EAGAIN of a fill that is not an install (zero, poison).
   void AfterEagain(Space& s, GateUse gate);
-  // Installs `len` bytes of zeros at `addr`: UFFDIO_ZEROPAGE, or one page
-  // copied from zero_src_ (the result then covers at most one page).
-  FillResult Zeros(Space& s, uint64_t addr, uint64_t len) const;
-  const char* ZeroIoctlName() const {
-    return zero_src_ ? "UFFDIO_COPY (zeros)" : "UFFDIO_ZEROPAGE";
-  }
 
   InstallHost* host_;
   StatsRecorder* stats_;
   size_t ps_;
-  const char* zero_src_ = nullptr;
 };
 
 }  // namespace pagewise::restore

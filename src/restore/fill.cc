@@ -26,34 +26,32 @@ bool IsZeroPage(const char* p, size_t len) {
 
 // Background pieces shrink to this while reads keep waiting for them.
 constexpr size_t kMinPiecePages = 8;
-// Base pages read from the source at a time (64 KiB of 4 KiB pages: one
-// image chunk); huge pages are read one at a time.
+// Pages read from the source at a time (64 KiB of 4 KiB pages: one image
+// chunk).
 constexpr size_t kReadPages = 16;
 
 }  // namespace
 
 bool Engine::FillRun(Space& s, const Run& run, FillKind kind, FillScratch* scratch, size_t first,
                      int who, size_t max_piece, bool yield_to_reads) {
-  // The source is read (and installed) in slices of at most kReadPages
-  // base pages' bytes (one huge page at least), so that a filler's buffer
-  // stays small (a server runs one engine per client) and the first slice
-  // is in place before the next is read. The slice holding `first` goes
-  // first.
-  const size_t per = std::max<size_t>(1, kReadPages * PageSize() / page_size_);
-  if (run.pages <= per) {
+  // The source is read (and installed) in slices of at most kReadPages, so
+  // that a filler's buffer stays small (a server runs one engine per
+  // client) and the first slice is in place before the next is read. The
+  // slice holding `first` goes first.
+  if (run.pages <= kReadPages) {
     return FillSlice(s, run, kind, scratch, first, who, max_piece, yield_to_reads);
   }
   auto slice = [&](size_t k) {
     Run r = run;
-    r.addr += k * per * page_size_;
-    r.src += k * per * page_size_;
-    r.pages = std::min(per, run.pages - k * per);
+    r.addr += k * kReadPages * page_size_;
+    r.src += k * kReadPages * page_size_;
+    r.pages = std::min(kReadPages, run.pages - k * kReadPages);
     return r;
   };
-  const size_t slices = (run.pages + per - 1) / per;
-  const size_t lead = std::min(first, run.pages - 1) / per;
-  bool waited =
-      FillSlice(s, slice(lead), kind, scratch, first - lead * per, who, max_piece, yield_to_reads);
+  const size_t slices = (run.pages + kReadPages - 1) / kReadPages;
+  const size_t lead = std::min(first, run.pages - 1) / kReadPages;
+  bool waited = FillSlice(s, slice(lead), kind, scratch, first - lead * kReadPages, who, max_piece,
+                          yield_to_reads);
   for (size_t k = 0; k < slices; ++k) {
     if (k == lead || stopping()) continue;
     waited |= FillSlice(s, slice(k), kind, scratch, 0, who, max_piece, yield_to_reads);
@@ -217,7 +215,7 @@ bool Engine::FillOnce() {
       // Adapt the ioctl size: halve it while fault reads keep waiting for
       // our pieces, grow it back after a few calm batches.
       if (waited) {
-        piece_pages_ = std::max(std::min(kMinPiecePages, sched_.batch()), piece_pages_ / 2);
+        piece_pages_ = std::max(kMinPiecePages, piece_pages_ / 2);
         calm_pieces_ = 0;
       } else if (++calm_pieces_ >= 8) {
         piece_pages_ = std::min(sched_.batch(), piece_pages_ * 2);

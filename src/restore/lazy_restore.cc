@@ -1,7 +1,6 @@
 // LazyRestore: maps and registers the regions, then hands them to an Engine.
 #include <sys/mman.h>
 
-#include <bit>
 #include <memory>
 #include <string>
 #include <utility>
@@ -10,7 +9,6 @@
 #include "pagewise/restore.h"
 #include "restore/engine.h"
 #include "restore/restore_env.h"
-#include "sys/smaps.h"
 #include "sys/uapi.h"
 #include "sys/userfaultfd.h"
 
@@ -85,38 +83,16 @@ class LazyRestoreImpl final : public LazyRestore {
   Status finish_status_;   // guarded by finish_mu_
 };
 
-// The page size every region uses (0 in a Region means the base page
-// size), checked: one size for all, the base size or that of an existing
-// hugetlbfs pool, regions aligned to it and inside the source.
-Result<uint64_t> Validate(const PageSource& source, const std::vector<Region>& regions) {
-  const uint64_t base = PageSize();
+Status Validate(const PageSource& source, const std::vector<Region>& regions) {
+  const uint64_t ps = PageSize();
   if (regions.empty()) return Status::InvalidArgument("lazy restore: no regions given");
-  const uint64_t ps = regions[0].page_size ? regions[0].page_size : base;
-  if (ps != base) {
-    if (ps < base || (ps & (ps - 1)) != 0) {
-      return Status::InvalidArgument("lazy restore: page size " + std::to_string(ps) +
-                                     " is not a power of two of at least " + std::to_string(base));
-    }
-    Result<HugePagePoolInfo> pool = ReadHugePagePool(ps);
-    if (!pool.ok()) {
-      return Status::InvalidArgument("lazy restore: page size " + std::to_string(ps) +
-                                     " has no hugetlbfs pool on this kernel (`pagewise probe` "
-                                     "lists the huge page sizes it offers)");
-    }
-  }
   for (size_t i = 0; i < regions.size(); ++i) {
     const Region& r = regions[i];
     const std::string where = "lazy restore region " + std::to_string(i);
-    const uint64_t rps = r.page_size ? r.page_size : base;
-    if (rps != ps) {
-      return Status::InvalidArgument(where + " has page size " + std::to_string(rps) +
-                                     " but region 0 has " + std::to_string(ps) +
-                                     ": restore regions of different page sizes separately");
-    }
     if (r.length == 0 || r.length % ps != 0 || r.offset % ps != 0 || r.address % ps != 0) {
       return Status::InvalidArgument(where + ": length, offset and address must be " +
-                                     "non-zero and aligned to the page size " + std::to_string(ps) +
-                                     (ps != base ? " (whole huge pages)" : ""));
+                                     "non-zero/page aligned (page size " + std::to_string(ps) +
+                                     ")");
     }
     if (r.offset > source.size() || r.length > source.size() - r.offset) {
       return Status::InvalidArgument(where + ": [" + std::to_string(r.offset) + ", +" +
@@ -124,46 +100,7 @@ Result<uint64_t> Validate(const PageSource& source, const std::vector<Region>& r
                                      source.Describe() + ")");
     }
   }
-  return ps;
-}
-
-// Checks that memory the caller gave has the regions' page size.
-Status CheckGivenMemory(Env* env, const std::vector<Region>& regions, uint64_t ps) {
-  for (size_t i = 0; i < regions.size(); ++i) {
-    const Region& r = regions[i];
-    if (r.address == 0) continue;
-    const std::string where = "lazy restore region " + std::to_string(i);
-    PW_ASSIGN_OR_RETURN(uint64_t mapped,
-                        sys::RangePageSize(env, r.address, r.address + r.length, where.c_str()));
-    if (mapped != ps) {
-      return Status::InvalidArgument(
-          where + " says page size " + std::to_string(ps) +
-          " but the memory it names has page size " + std::to_string(mapped) +
-          " (smaps KernelPageSize): set Region::page_size to " + std::to_string(mapped));
-    }
-  }
   return Status::Ok();
-}
-
-// Maps a fresh region: private anonymous memory, or private hugetlbfs
-// memory of page size `ps`, reserved now (a short pool fails here, naming
-// the pool to grow, rather than with SIGBUS in the middle of the restore).
-Result<void*> MapFresh(Env* env, const Region& r, uint64_t ps, size_t index) {
-  const std::string what = "lazy restore: mapping region " + std::to_string(index);
-  if (ps == PageSize()) {
-    Result<void*> m = env->Mmap(nullptr, r.length, PROT_READ | PROT_WRITE,
-                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (!m.ok()) return m.status().WithContext(what);
-    return m;
-  }
-  const int flags =
-      MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | (std::countr_zero(ps) << MAP_HUGE_SHIFT);
-  Result<void*> m = env->Mmap(nullptr, r.length, PROT_READ | PROT_WRITE, flags, -1, 0);
-  if (m.ok()) return m;
-  Status pool = RequireHugePages(ps, r.length / ps, what);
-  if (!pool.ok()) return pool;
-  return m.status().WithContext(what + " (" + std::to_string(r.length / ps) + " huge pages of " +
-                                std::to_string(ps) + " bytes)");
 }
 
 }  // namespace
@@ -179,9 +116,7 @@ Result<std::unique_ptr<LazyRestore>> StartLazyRestore(std::shared_ptr<const Page
                                                       const RestoreOptions& options, Env* env) {
   if (source == nullptr) return Status::InvalidArgument("lazy restore: no source");
   PW_RETURN_IF_ERROR(ValidateFillPolicy(options.fill).WithContext("lazy restore"));
-  PW_ASSIGN_OR_RETURN(const uint64_t ps, Validate(*source, regions));
-  const bool huge = ps != PageSize();
-  PW_RETURN_IF_ERROR(CheckGivenMemory(env, regions, ps));
+  PW_RETURN_IF_ERROR(Validate(*source, regions));
 
   std::vector<size_t> mapped;  // regions we mapped (to undo on failure)
   auto unmap_ours = [&] {
@@ -192,10 +127,11 @@ Result<std::unique_ptr<LazyRestore>> StartLazyRestore(std::shared_ptr<const Page
   for (size_t i = 0; i < regions.size(); ++i) {
     Region& r = regions[i];
     if (r.address != 0) continue;
-    Result<void*> m = MapFresh(env, r, ps, i);
+    Result<void*> m = env->Mmap(nullptr, r.length, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (!m.ok()) {
       unmap_ours();
-      return m.status();
+      return m.status().WithContext("lazy restore: mapping region " + std::to_string(i));
     }
     r.address = reinterpret_cast<uint64_t>(*m);
     mapped.push_back(i);
@@ -204,7 +140,6 @@ Result<std::unique_ptr<LazyRestore>> StartLazyRestore(std::shared_ptr<const Page
   restore::EngineOptions eo;
   eo.env = env;
   eo.fill = options.fill;
-  eo.page_size = ps;
   eo.release_when_resident = options.release_when_resident;
   eo.on_resident = options.on_resident;
   eo.private_fd_table = true;
@@ -220,7 +155,6 @@ Result<std::unique_ptr<LazyRestore>> StartLazyRestore(std::shared_ptr<const Page
     sys::Userfaultfd::Options uo;
     uo.required_features = uffd_feature::kEventFork | uffd_feature::kEventRemap |
                            uffd_feature::kEventRemove | uffd_feature::kEventUnmap;
-    if (huge) uo.required_features |= uffd_feature::kMissingHugetlbfs;
     uo.optional_features = uffd_feature::kThreadId | uffd_feature::kPoison;
     uo.env = env;
     Result<sys::Userfaultfd> uffd = sys::Userfaultfd::Open(uo);
@@ -232,9 +166,7 @@ Result<std::unique_ptr<LazyRestore>> StartLazyRestore(std::shared_ptr<const Page
       if (!st.ok()) {
         // Closing the uffd (on return) unregisters what was registered.
         return st.WithContext("lazy restore: registering region " + std::to_string(i) +
-                              (huge ? " (it must be hugetlbfs read/write memory of page size " +
-                                          std::to_string(ps) + ")"
-                                    : " (it must be private anonymous read/write memory)"));
+                              " (it must be private anonymous read/write memory)");
       }
       space_regions.push_back({r.address, r.length, r.offset});
     }
