@@ -27,7 +27,8 @@ TEST(ProbeCliTest, JsonHasRequiredFieldsAndTruthForThisKernel) {
   EXPECT_FALSE(j["soft_dirty"].get<bool>());  // this kernel lacks it
   std::map<std::string, nlohmann::json> backends;
   for (const auto& b : j["backends"]) backends[b["name"]] = b;
-  ASSERT_EQ(backends.size(), 4u);
+  ASSERT_EQ(backends.size(), 5u);  // and the two-step negative control:
+  EXPECT_FALSE(backends["two-step"]["atomic"].get<bool>());
   for (const char* name : {"uffd-wp-async", "uffd-wp", "mprotect"}) {
     EXPECT_TRUE(backends[name]["available"].get<bool>()) << name;
     EXPECT_TRUE(backends[name]["atomic"].get<bool>()) << name;

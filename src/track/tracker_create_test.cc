@@ -53,7 +53,11 @@ TEST(TrackerCreate, SoftDirtyIsNotSupportedWithReasonAndAlternatives) {
 
 TEST(TrackerCreate, DescribeBackendsMatchesWhatCreateDoes) {
   std::vector<BackendInfo> infos = DescribeBackends(Features());
-  ASSERT_EQ(infos.size(), 4u);
+  // uffd-wp-async, uffd-wp, mprotect, soft-dirty, then the two-step negative
+  // control, which is never atomic and never chosen by kAuto.
+  ASSERT_EQ(infos.size(), 5u);
+  EXPECT_EQ(infos.back().name, "two-step");
+  EXPECT_FALSE(infos.back().atomic);
   for (const BackendInfo& info : infos) {
     Result<TrackBackend> b = ParseBackend(info.name);
     ASSERT_TRUE(b.ok());
