@@ -5,7 +5,17 @@ namespace pagewise::restore {
 
 void ForkMode::Request(const std::function<void()>& wake) {
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    std::unique_lock<std::mutex> lk(mu_);
+    if (server_gone_) return;
+    // A fork right after another one: until the server has applied what it
+    // recorded during the last fork (kApplying -> kServing), server_parked_
+    // and filler_parked_ still hold that fork's acknowledgement. Taking it
+    // for this request would let glibc take its malloc locks while the
+    // server is about to allocate (ApplyRecorded, then the next request's
+    // storage), and fork(2) would wait forever for a FORK message nobody
+    // reads. Waiting here is safe: glibc has taken no lock yet, and the
+    // server applies as soon as Release() woke it.
+    cv_.wait(lk, [&] { return phase_.load() == Phase::kServing || server_gone_; });
     if (server_gone_) return;
     phase_.store(Phase::kRequested);
   }
