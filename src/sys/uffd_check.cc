@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <charconv>
 
+#include "pagewise/probe.h"
 #include "sys/files.h"
 #include "sys/uapi.h"
 
@@ -85,28 +86,11 @@ Result<UffdInfo> InspectUserfaultfd(int fd) {
 bool UffdInfo::reports_removes() const { return (features & UFFD_FEATURE_EVENT_REMOVE) != 0; }
 
 std::string UffdFeatureNames(uint64_t f) {
-  static const char* const kNames[] = {"PAGEFAULT_FLAG_WP",
-                                       "EVENT_FORK",
-                                       "EVENT_REMAP",
-                                       "EVENT_REMOVE",
-                                       "MISSING_HUGETLBFS",
-                                       "MISSING_SHMEM",
-                                       "EVENT_UNMAP",
-                                       "SIGBUS",
-                                       "THREAD_ID",
-                                       "MINOR_HUGETLBFS",
-                                       "MINOR_SHMEM",
-                                       "EXACT_ADDRESS",
-                                       "WP_HUGETLBFS_SHMEM",
-                                       "WP_UNPOPULATED",
-                                       "POISON",
-                                       "WP_ASYNC",
-                                       "MOVE"};
+  // The names themselves live in one table (pagewise/probe.h).
   std::string out;
-  for (size_t i = 0; i < 64; ++i) {
-    if ((f & (uint64_t{1} << i)) == 0) continue;
+  for (const std::string& name : pagewise::UffdFeatureNames(f)) {
     if (!out.empty()) out += '|';
-    out += i < sizeof(kNames) / sizeof(kNames[0]) ? kNames[i] : "bit" + std::to_string(i);
+    out += name;
   }
   return out.empty() ? "none" : out;
 }
