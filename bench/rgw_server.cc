@@ -3,9 +3,11 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "sys/process.h"
@@ -59,6 +61,17 @@ std::string ScriptPath() {
 #endif
 }
 
+// The lowest port the kernel hands out to outgoing connections
+// (/proc/sys/net/ipv4/ip_local_port_range; 32768 if unreadable). A port at
+// or above it can be taken at any moment by some other test's connect(2),
+// which the script's "is anyone listening" check cannot see.
+int EphemeralLow() {
+  std::ifstream f("/proc/sys/net/ipv4/ip_local_port_range");
+  int lo = 0;
+  if (!(f >> lo) || lo <= 0) lo = 32768;
+  return lo;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<RgwServer>> RgwServer::Start() {
@@ -72,13 +85,17 @@ Result<std::unique_ptr<RgwServer>> RgwServer::Start() {
   PW_ASSIGN_OR_RETURN(s->dir_, sys::MakeTempDir("/tmp/pagewise-rgw-"));
   std::mt19937 rng(std::random_device{}());
   Output o;
+  // Three consecutive ports below the ephemeral range (from 10000 up);
+  // if that range is too small, anywhere from 10000 and rely on the retry.
+  const int lowest = 10000;
+  const int slots = std::max(1, (std::max(EphemeralLow(), lowest + 300) - lowest - 3) / 3);
   for (int attempt = 0; attempt < 8; ++attempt) {
-    const int base = 20000 + static_cast<int>(rng() % 13333) * 3;
+    const int base = lowest + static_cast<int>(rng() % static_cast<unsigned>(slots)) * 3;
     // $PPID of popen's shell: this process (the watchdog's owner).
     o = Run("RGW_OWNER_PID=$PPID RGW_PORT=" + std::to_string(base) +
             " MON_PORT=" + std::to_string(base + 1) + " MON_V1_PORT=" + std::to_string(base + 2) +
             " bash " + Quote(s->script_) + " start " + Quote(s->dir_));
-    if (o.status != 75) break;  // 75: a port was busy; try others
+    if (o.status != 75) break;  // 75: a port was busy (listened on or bound); try others
   }
   if (o.status != 0) {
     std::string why = o.text.size() > 4000 ? o.text.substr(o.text.size() - 4000) : o.text;

@@ -14,8 +14,10 @@
 #                         in the OSD (tests of an S3 outage)
 #
 # Ports: RGW_PORT (S3), MON_PORT and MON_V1_PORT (monitor), 127.0.0.1 only;
-# defaults 7480/3300/6789. Parallel jobs must each choose their own; a busy
-# port fails `start` with exit status 75 so that a caller can pick others.
+# defaults 7480/3300/6789. Parallel jobs must each choose their own, below
+# the kernel's ephemeral range (ip_local_port_range), where connect(2) may
+# take them; a busy monitor port fails `start` with exit status 75 so that
+# a caller can pick others.
 # Keys: S3_ACCESS_KEY / S3_SECRET_KEY (test keys by default).
 # RGW_OWNER_PID: stop the cluster (and delete DIR) once that process is gone,
 # so that a crashed test leaves nothing running.
@@ -179,13 +181,29 @@ start_cluster() {
     return 1
   }
   ceph-mon -c "$DIR/ceph.conf" -i a
+  # The ports were free when checked above, but an outgoing connection of
+  # another process may take one since (the check only sees listeners). The
+  # monitor then logs "unable to bind" and gives up after 15 s, and the OSD
+  # would wait 300 s for it: say so at once with status 75 (choose others).
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  until timeout 6 ceph --connect-timeout 3 mon stat >/dev/null 2>&1; do
+    if grep -q "unable to bind" "$DIR/log/mon.a.log" 2>/dev/null; then
+      say "the monitor could not bind 127.0.0.1:$MON_PORT/$MON_V1_PORT (taken since the check)"
+      stop_all
+      exit 75
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      say "timed out waiting for the monitor"
+      return 1
+    fi
+    sleep 0.1
+  done
   local uuid
   uuid=$(cat /proc/sys/kernel/random/uuid)
   ceph-osd -i 0 --mkfs --osd-uuid "$uuid" >"$DIR/log/osd-mkfs.log" 2>&1 || {
     say "ceph-osd --mkfs failed: $(tail -3 "$DIR/log/osd-mkfs.log")"
     return 1
   }
-  wait_until "the monitor" timeout 10 ceph --connect-timeout 5 mon stat
   [ "$(timeout 60 ceph osd new "$uuid" 0)" = 0 ] || { say "ceph osd new failed"; return 1; }
   ceph-osd -c "$DIR/ceph.conf" -i 0 2>>"$DIR/log/osd.stderr"
   osd_up() { timeout 20 ceph osd dump -f json | grep -q '"up":1'; }
