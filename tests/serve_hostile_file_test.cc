@@ -65,23 +65,13 @@ class Victim {
   }
 
  private:
+  // The child: allocates nothing (forked from a multi-threaded process; see
+  // FormatRegionJson).
   static int Run(const std::string& sock, const PatternBuffer& file, int up, int down) {
     const size_t len = 256 * Ps();
-    char* mem = static_cast<char*>(
-        mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    const int uffd = MakeUffd(kEventRemove);
-    if (uffd < 0 ||
-        !Env::Default()
-             ->UffdRegister(uffd, reinterpret_cast<uint64_t>(mem), len, kRegisterMissing, nullptr)
-             .ok()) {
-      return 2;
-    }
-    const int s = Connect(sock);
-    if (s < 0 ||
-        !SendMsg(s, "[" + RegionJson(reinterpret_cast<uint64_t>(mem), len, 256 * Ps(), Ps()) + "]",
-                 {uffd})) {
-      return 2;
-    }
+    char* mem = nullptr;
+    int uffd = -1;
+    if (MapAndHandshake(sock.c_str(), len, 256 * Ps(), kEventRemove, &mem, &uffd) < 0) return 2;
     for (size_t i = 0; i < 16; ++i) {
       if (!file.Matches(mem + i * Ps(), 256 + i)) return 1;
     }

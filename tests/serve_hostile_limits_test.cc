@@ -223,7 +223,7 @@ int OtherUser(const std::string& sock, const PatternBuffer& file) {
   const int s = Connect(sock);
   if (s < 0) return errno == EACCES ? 20 : 4;
   // The server may refuse before reading anything: the send then fails.
-  if (!SendMsg(s, One(reinterpret_cast<uint64_t>(mem), len, 0), {uffd})) {
+  if (!SendOneRegion(s, mem, len, 0, uffd)) {  // forked: no allocation
     return errno == EPIPE || errno == ECONNRESET ? 0 : 5;
   }
   struct pollfd pf = {s, POLLIN, 0};
@@ -346,8 +346,9 @@ TEST(ServeHostileLimits, ClientsDyingMidHandshakeAndMidRestoreEndOnlyThemselves)
     const pid_t pid = fork();
     if (pid == 0) {
       const int uffd = MakeUffd(kEventRemove);
-      const int s = Connect(f.sock);
-      SendMsg(s, "[{\"base_host_virt_addr\":", {uffd});
+      const int s = Connect(f.sock.c_str());
+      static const char kHalf[] = "[{\"base_host_virt_addr\":";
+      SendRaw(s, kHalf, sizeof(kHalf) - 1, &uffd, 1);  // forked: no allocation
       _exit(0);
     }
     EXPECT_EQ(WaitExit(pid), 0);

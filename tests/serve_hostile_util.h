@@ -30,6 +30,7 @@ extern "C" {  // glibc 2.36's header lacks the C++ guard
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -56,41 +57,67 @@ struct Layout {
   uint64_t size;
 };
 
-inline std::string RegionJson(uint64_t addr, uint64_t size, uint64_t offset, uint64_t ps) {
-  return "{\"base_host_virt_addr\":" + std::to_string(addr) + ",\"size\":" + std::to_string(size) +
-         ",\"offset\":" + std::to_string(offset) + ",\"page_size\":" + std::to_string(ps) + "}";
+// A region of a handshake as JSON, written into `buf` without allocating
+// (safe in a child forked from this multi-threaded test process: under
+// AddressSanitizer, whose allocator has no fork handler, malloc there can
+// wait forever for a lock another thread held at the fork). Returns its
+// length, or 0 if it did not fit.
+inline size_t FormatRegionJson(char* buf, size_t cap, uint64_t addr, uint64_t size, uint64_t offset,
+                               uint64_t ps) {
+  const int n =
+      std::snprintf(buf, cap,
+                    "{\"base_host_virt_addr\":%llu,\"size\":%llu,\"offset\":%llu,"
+                    "\"page_size\":%llu}",
+                    static_cast<unsigned long long>(addr), static_cast<unsigned long long>(size),
+                    static_cast<unsigned long long>(offset), static_cast<unsigned long long>(ps));
+  return n > 0 && static_cast<size_t>(n) < cap ? static_cast<size_t>(n) : 0;
 }
 
-// Connects to `sock` (-1 on failure).
-inline int Connect(const std::string& sock) {
+inline std::string RegionJson(uint64_t addr, uint64_t size, uint64_t offset, uint64_t ps) {
+  char buf[160];
+  return std::string(buf, FormatRegionJson(buf, sizeof(buf), addr, size, offset, ps));
+}
+
+// Connects to `sock` (-1 on failure). Allocates nothing.
+inline int Connect(const char* sock) {
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un addr = {};
   addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, sock.c_str(), sizeof(addr.sun_path) - 1);
+  std::strncpy(addr.sun_path, sock, sizeof(addr.sun_path) - 1);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     close(fd);
     return -1;
   }
   return fd;
 }
+inline int Connect(const std::string& sock) { return Connect(sock.c_str()); }
 
-// One sendmsg of `body` carrying `fds` by SCM_RIGHTS.
-inline bool SendMsg(int sock, const std::string& body, const std::vector<int>& fds) {
-  struct iovec iov = {const_cast<char*>(body.data()), body.size()};
+// One sendmsg of `len` bytes at `body` carrying `nfds` descriptors by
+// SCM_RIGHTS (at most kMaxSentFds; more: false). Allocates nothing, so a
+// forked child may call it (see FormatRegionJson).
+constexpr size_t kMaxSentFds = 64;
+inline bool SendRaw(int sock, const char* body, size_t len, const int* fds, size_t nfds) {
+  if (nfds > kMaxSentFds) return false;
+  struct iovec iov = {const_cast<char*>(body), len};
   struct msghdr msg = {};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * (fds.empty() ? 1 : fds.size())), 0);
-  if (!fds.empty()) {
-    msg.msg_control = control.data();
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxSentFds)] = {};
+  if (nfds > 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
     struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
   }
-  return sendmsg(sock, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(body.size());
+  return sendmsg(sock, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(len);
+}
+
+// One sendmsg of `body` carrying `fds` by SCM_RIGHTS.
+inline bool SendMsg(int sock, const std::string& body, const std::vector<int>& fds) {
+  return SendRaw(sock, body.data(), body.size(), fds.data(), fds.size());
 }
 
 // True once the server closed `sock` (end of stream, after any ready byte).
@@ -120,6 +147,40 @@ inline int MakeUffd(uint64_t features, bool api = true) {
   if (!fd.ok()) return -1;
   if (api && !env->UffdApi(*fd, features, nullptr, nullptr).ok()) return -1;
   return *fd;
+}
+
+// For a child forked from this multi-threaded test: sends the one-region
+// handshake for [mem, mem + len) at file offset `offset` over the connected
+// `sock`, with `uffd`. Allocates nothing (see FormatRegionJson).
+inline bool SendOneRegion(int sock, const char* mem, size_t len, uint64_t offset, int uffd) {
+  char body[256] = "[";
+  const size_t n = FormatRegionJson(body + 1, sizeof(body) - 2, reinterpret_cast<uint64_t>(mem),
+                                    len, offset, Ps());
+  if (n == 0) return false;
+  body[n + 1] = ']';
+  return SendRaw(sock, body, n + 2, &uffd, 1);
+}
+
+// For a forked child (allocates nothing): maps `len` bytes of anonymous
+// memory, registers them MISSING with a new userfaultfd of `features`,
+// connects to `sock` and sends the one-region handshake for file offset
+// `offset`. Returns the connected socket (and the mapping, the uffd), or
+// -1 on any failure.
+inline int MapAndHandshake(const char* sock, size_t len, uint64_t offset, uint64_t features,
+                           char** mem, int* uffd) {
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return -1;
+  *mem = static_cast<char*>(p);
+  *uffd = MakeUffd(features);
+  if (*uffd < 0 ||
+      !Env::Default()
+           ->UffdRegister(*uffd, reinterpret_cast<uint64_t>(p), len, kRegisterMissing, nullptr)
+           .ok()) {
+    return -1;
+  }
+  const int s = Connect(sock);
+  if (s < 0 || !SendOneRegion(s, *mem, len, offset, *uffd)) return -1;
+  return s;
 }
 
 // The exit status of child `pid` (128+signal if killed); -1 if it did not
@@ -156,22 +217,38 @@ class HonestClient {
   // Forks the client. It maps and registers `layout`, connects to `sock`,
   // checks every byte of the first half of each region against `file`,
   // reports, waits for Finish(), checks the second half and exits 0 iff
-  // every byte matched (1: a mismatch, 2: setup failed).
+  // every byte matched (1: a mismatch, 2: setup failed). The mappings and
+  // the handshake are made here, before the fork: the child allocates
+  // nothing (see FormatRegionJson), it inherits the mappings untouched
+  // (so every page of them still faults) and this process unmaps its copies.
   bool Start(const std::string& sock, const PatternBuffer& file, std::vector<Layout> layout) {
-    int up[2], down[2];
-    if (pipe2(up, O_CLOEXEC) != 0 || pipe2(down, O_CLOEXEC) != 0) return false;
-    pid_ = fork();
-    if (pid_ < 0) return false;
+    std::vector<char*> mem;
+    std::string body = "[";
+    for (size_t i = 0; i < layout.size(); ++i) {
+      void* p = mmap(nullptr, layout[i].size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (p == MAP_FAILED) break;
+      mem.push_back(static_cast<char*>(p));
+      body += (i ? "," : "") +
+              RegionJson(reinterpret_cast<uint64_t>(p), layout[i].size, layout[i].offset, Ps());
+    }
+    body += "]";
+    int up[2] = {-1, -1}, down[2] = {-1, -1};
+    const bool ready =
+        mem.size() == layout.size() && pipe2(up, O_CLOEXEC) == 0 && pipe2(down, O_CLOEXEC) == 0;
+    pid_ = ready ? fork() : -1;
     if (pid_ == 0) {
       close(up[0]);
       close(down[1]);
-      _exit(Run(sock, file, layout, up[1], down[0]));
+      _exit(Run(sock.c_str(), file, layout, mem, body, up[1], down[0]));
     }
-    close(up[1]);
-    close(down[0]);
+    for (size_t i = 0; i < mem.size(); ++i) munmap(mem[i], layout[i].size);
+    for (int fd : {up[1], down[0]}) {
+      if (fd >= 0) close(fd);
+    }
     up_ = up[0];
     down_ = down[1];
-    return true;
+    return pid_ > 0;
   }
 
   // True when the child reported its first half exact.
@@ -194,25 +271,21 @@ class HonestClient {
   }
 
  private:
-  static int Run(const std::string& sock, const PatternBuffer& file,
-                 const std::vector<Layout>& layout, int up, int down) {
+  // The child: allocates nothing (it was forked from a multi-threaded
+  // process); everything it needs was made before the fork.
+  static int Run(const char* sock, const PatternBuffer& file, const std::vector<Layout>& layout,
+                 const std::vector<char*>& mem, const std::string& body, int up, int down) {
     const int uffd = MakeUffd(kEventRemove);
     if (uffd < 0) return 2;
-    std::string body = "[";
-    std::vector<char*> mem;
     for (size_t i = 0; i < layout.size(); ++i) {
-      void* p = mmap(nullptr, layout[i].size, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-      if (p == MAP_FAILED) return 2;
-      mem.push_back(static_cast<char*>(p));
-      const uint64_t addr = reinterpret_cast<uint64_t>(p);
-      if (!Env::Default()->UffdRegister(uffd, addr, layout[i].size, kRegisterMissing, nullptr).ok())
+      if (!Env::Default()
+               ->UffdRegister(uffd, reinterpret_cast<uint64_t>(mem[i]), layout[i].size,
+                              kRegisterMissing, nullptr)
+               .ok())
         return 2;
-      body += (i ? "," : "") + RegionJson(addr, layout[i].size, layout[i].offset, Ps());
     }
-    body += "]";
     const int s = Connect(sock);
-    if (s < 0 || !SendMsg(s, body, {uffd})) return 2;
+    if (s < 0 || !SendRaw(s, body.data(), body.size(), &uffd, 1)) return 2;
     auto check = [&](bool second) {
       size_t bad = 0;
       for (size_t r = 0; r < layout.size(); ++r) {

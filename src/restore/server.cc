@@ -130,6 +130,9 @@ void PageServerImpl::Drop(Client& c, Status why) {
     c.sock = -1;
   }
   engine->Stop();  // joins its threads; they close its userfaultfds
+  // Closed before the drop is counted: WaitClientsDone() may return as soon
+  // as dropped_ moves, and then nothing of this client may be left open.
+  env_->Close(sock).IgnoreError();  // the client is gone or being dropped
   const Status engine_status = engine->status();
   ClientReport final_report;
   {
@@ -149,7 +152,6 @@ void PageServerImpl::Drop(Client& c, Status why) {
     }
     while (finished_.size() > opt_.limits.max_finished_records) finished_.pop_front();
   }
-  env_->Close(sock).IgnoreError();  // the client is gone or being dropped
   cv_.notify_all();
   ServeEvent e;
   // The client going away is the normal end; anything else is the server
@@ -186,8 +188,10 @@ void PageServerImpl::Refuse(Pending* p, const Status& why, const std::string& li
   ServeEvent e = EventFor(*p, ServeEvent::Kind::kRefused);
   e.limit = limit;
   e.reason = why;
-  Emit(e);
+  // Closed before the event: whoever acts on it (a test counting our
+  // descriptors, an operator) sees the connection already gone.
   ClosePending(p);  // the client sees end of stream
+  Emit(e);
 }
 
 void PageServerImpl::Emit(ServeEvent e) const {
