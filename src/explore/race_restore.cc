@@ -133,8 +133,9 @@ Status RunMunmap(Schedule* s, pause::Variant v, Outcome* out) {
   return RunWorld(
       s, v, out, o,
       [](UffdWorld& w) -> Programs {
-        return {{"program",
-                 {{"munmap(p1), then a new mapping there", [&w] { w.UnmapAndReuse(1, 2); }}}}};
+        return {{"program", {{"mmap(MAP_FIXED) over p1: unmapped, a new mapping there", [&w] {
+                                w.UnmapAndReuse(1, 2);
+                              }}}}};
       },
       [](const UffdWorld& w, std::vector<std::string>* e) {
         w.ExpectParent(0, false, "a page outside the unmap keeps its content", e);

@@ -54,7 +54,14 @@ UffdWorld::~UffdWorld() {
     }
   }
   const size_t len = opt_.pages * ps_;
-  for (char* p : {region_, target_, srcbuf_, staging_}) {
+  // After a plain mremap the first address is not ours any more: another
+  // thread's mmap (the sanitizers' allocators, whose thread records live in
+  // small mappings) may be there now. Unmapping it would pull memory from
+  // under its owner, and the next world's region could then be mapped and
+  // registered there: the owner's next access would wait forever on a
+  // userfaultfd nobody serves (ExploreCli hung so under ASan).
+  char* const region = remapped_base_.load() == 0 || dontunmap_ ? region_ : nullptr;
+  for (char* p : {region, target_, srcbuf_, staging_}) {
     if (p != nullptr) env_->Munmap(p, len).IgnoreError();
   }
   if (remapped_base_.load() != 0) {

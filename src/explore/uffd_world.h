@@ -118,8 +118,8 @@ class UffdWorld {
   // madvise(pages [lo, hi), advice) at the region's current address.
   void Advise(size_t lo, size_t hi, int advice);
   void Remap(bool dontunmap);  // mremap the region onto the target
-  // munmap(2) of pages [lo, hi), then a fresh private mapping in their
-  // place (a later allocation reusing the addresses).
+  // Unmaps pages [lo, hi) and maps fresh private memory in their place (a
+  // later allocation reusing the addresses), in one mmap(MAP_FIXED).
   void UnmapAndReuse(size_t lo, size_t hi);
 
   // After the schedule (exploring thread): lets every actor run freely

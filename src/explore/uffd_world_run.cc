@@ -169,9 +169,13 @@ void UffdWorld::Remap(bool dontunmap) {
 void UffdWorld::UnmapAndReuse(size_t lo, size_t hi) {
   char* p = Base() + lo * ps_;
   const size_t len = (hi - lo) * ps_;
-  env_->Munmap(p, len).IgnoreError();
-  (void)env_->Mmap(p, len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  // One mmap(MAP_FIXED): the kernel unmaps the old pages (raising UNMAP,
+  // as munmap(2) does) and maps the new ones in the same mmap_lock hold.
+  // munmap then mmap would leave a hole in which another thread's mmap
+  // (the sanitizers' allocators map small blocks) could land; this world
+  // would then unmap that memory at its end, and a later world's region
+  // could be registered over what the allocator still uses.
+  (void)env_->Mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 }
 
 // ---- final phase -----------------------------------------------------------
