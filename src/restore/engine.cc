@@ -40,6 +40,7 @@ Engine::Engine(std::shared_ptr<const PageSource> source, EngineOptions options)
              &opt_.fill.prefetch, opt_.fill.background_fill && !opt_.fill.record_trace),
       installer_(this, &stats_, page_size_) {
   for (uint64_t off : opt_.fill.prefetch) prefetch_set_.insert(off & ~(page_size_ - 1));
+  piece_pages_ = sched_.batch();
   // A remote source starts fetching the working set now, in parallel.
   if (!opt_.fill.prefetch.empty()) source_->WillNeed(opt_.fill.prefetch, ReadPriority::kPrefetch);
 }

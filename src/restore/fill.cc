@@ -24,8 +24,7 @@ bool IsZeroPage(const char* p, size_t len) {
   return true;
 }
 
-// Background pieces shrink to this while reads keep waiting for them, and
-// start at it (see FillerLoop).
+// Background pieces shrink to this while reads keep waiting for them.
 constexpr size_t kMinPiecePages = 8;
 // Pages read from the source at a time (64 KiB of 4 KiB pages: one image
 // chunk).
@@ -231,14 +230,6 @@ bool Engine::FillOnce() {
 
 void Engine::FillerLoop() {
   PW_PAUSE_POINT("engine.filler.start");  // pagewise explore (base/pause_point.h)
-  // Slow start: the first pieces are small and grow as they go unwaited
-  // for. A program's first accesses come right after the restore starts;
-  // a full-size first piece (64 fresh pages) covering one of them made that
-  // access wait for the whole ioctl. 24 restores of 128 MiB each way,
-  // interleaved, at load 2-3: median first access 1.18 ms with full-size
-  // first pieces, 0.12 ms with these.
-  piece_pages_ = std::min(kMinPiecePages, sched_.batch());
-  calm_pieces_ = 0;
   for (;;) {
     fork_.ParkFiller();
     uint64_t epoch;
