@@ -130,17 +130,22 @@ void PageServerImpl::Drop(Client& c, Status why) {
     c.sock = -1;
   }
   engine->Stop();  // joins its threads; they close its userfaultfds
-  // Closed before the drop is counted: WaitClientsDone() may return as soon
-  // as dropped_ moves, and then nothing of this client may be left open.
-  env_->Close(sock).IgnoreError();  // the client is gone or being dropped
   const Status engine_status = engine->status();
+  RestoreStats stats = engine->Stats();
+  WorkingSetTrace trace;
+  if (c.report.id == 0) trace = engine->Trace();
+  // Destroyed and closed before the drop is counted: WaitClientsDone() may
+  // return as soon as dropped_ moves, and then nothing of this client (its
+  // socket, the engine's event loop descriptors) may be left open.
+  engine.reset();
+  env_->Close(sock).IgnoreError();  // the client is gone or being dropped
   ClientReport final_report;
   {
     std::lock_guard<std::mutex> lk(mu_);
     c.report.active = false;
-    c.report.stats = engine->Stats();
+    c.report.stats = std::move(stats);
     c.report.status = engine_status.ok() ? why : engine_status;
-    if (c.report.id == 0) first_trace_ = engine->Trace();
+    if (c.report.id == 0) first_trace_ = std::move(trace);
     registered_total_ -= std::min(registered_total_, c.bytes);
     final_report = c.report;
     dropped_++;
