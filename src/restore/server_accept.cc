@@ -43,15 +43,20 @@ void PageServerImpl::AcceptLoop() {
       at_most(MsUntil(p.deadline, now));
     }
     Result<int> n = env_->Poll(fds.data(), fds.size(), timeout_ms);
+    // Drained before stopped_/paused_ are read. Stop() and the handover set
+    // them and then signal: a signal drained here is one whose flag the
+    // check below sees. Checked first and drained after, a Stop() landing
+    // in between (while a finished client's signal woke us) had its signal
+    // eaten, and the next poll waited forever (bench restore hung in
+    // Stop()'s join).
+    const bool woken = n.ok() && (fds[0].revents & POLLIN) != 0;
+    if (woken) sys::EventfdDrain(wake_fd_);
     {
       std::lock_guard<std::mutex> lk(mu_);
       if (stopped_ || paused_) break;
     }
     if (!n.ok()) break;  // EINVAL/ENOMEM on poll: nothing sensible left to do
-    if (fds[0].revents & POLLIN) {
-      sys::EventfdDrain(wake_fd_);
-      Reap();
-    }
+    if (woken) Reap();
     // Progress on pending handshakes (back to front: entries may go).
     for (size_t i = pending_.size(); i-- > 0;) {
       Pending& p = pending_[i];
