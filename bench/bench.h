@@ -52,6 +52,9 @@ struct BenchOptions {
   bool quiet = false;     // no progress lines
   std::string svg_dir;    // non-empty: also write plots (histograms, timelines) here
   std::string endpoint;   // bench remote: an S3 endpoint to use instead of its own server
+  // bench criu: restore with these subjects only (empty: all). A partial run
+  // reports only the rows whose subject and baseline both ran.
+  std::vector<std::string> subjects;
 };
 
 using BenchFn = std::function<Status(const BenchOptions&, BenchReport*)>;

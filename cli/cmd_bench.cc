@@ -28,6 +28,14 @@ CommandRegistration reg("bench", "Run a benchmark (each figure beside a same-run
                                               "S3 endpoint to use (default: start a local "
                                               "RADOS Gateway)");
                             }
+                            if (b.name == "criu") {
+                              sub->add_option("--subjects", opts->subjects,
+                                              "Restore with these subjects only (criu_restore, "
+                                              "criu_lazy_pages, pagewise, pagewise_tcp)")
+                                  ->delimiter(',')
+                                  ->check(CLI::IsMember({"criu_restore", "criu_lazy_pages",
+                                                         "pagewise", "pagewise_tcp"}));
+                            }
                             sub->callback([chosen, &b] { *chosen = &b; });
                           }
                           return [opts, chosen]() -> int {
