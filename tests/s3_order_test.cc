@@ -89,6 +89,35 @@ TEST_F(S3OrderTest, DemandReadOvertakesQueuedBackgroundFetches) {
               static_cast<unsigned long long>(queued));
 }
 
+// A sequential stream hints the stretch ahead of it once: each read adds
+// the pages its window moved by, not the whole window again (which made
+// hinting cost more CPU than the reads in bench remote's warm restores).
+TEST_F(S3OrderTest, SequentialStreamHintsEachChunkAheadOnce) {
+  constexpr uint64_t kSeed = 71;
+  const std::vector<char> mem = PushedDense("stream", 1024, kSeed);
+  TempDir cache;
+  ImageOpenOptions io;
+  io.remote.cache_dir = cache.path();
+  Result<std::unique_ptr<Image>> img = Image::Open(Url("stream"), io);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  std::shared_ptr<PageSource> src = ImageSource(std::move(*img));
+  std::shared_ptr<remote::ChunkStore> store = remote::ChunkStore::Shared(io.remote).value();
+  const uint64_t chunks = mem.size() / kDenseChunk;
+  const uint64_t before = store->stats().hinted;
+  std::vector<char> buf(kDenseChunk);
+  for (uint64_t c = 0; c < chunks; ++c) {  // fill-sized reads, one chunk each
+    ASSERT_TRUE(
+        src->ReadWithPriority(c * kDenseChunk, buf.data(), buf.size(), ReadPriority::kBackground)
+            .ok());
+    ASSERT_EQ(std::memcmp(buf.data(), mem.data() + c * kDenseChunk, buf.size()), 0) << c;
+  }
+  const uint64_t hinted = store->stats().hinted - before;
+  // Every chunk ahead of the stream once (the first window whole); the
+  // window hinted again per read would be about chunks * chunks / 2.
+  EXPECT_GT(hinted, chunks / 2);
+  EXPECT_LE(hinted, chunks + 8) << "chunks hinted again and again";
+}
+
 // The same through a lazy restore: a prefetch list covering the image is
 // queued when the restore starts; a fault on the last page is served ahead
 // of it.

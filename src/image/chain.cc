@@ -153,6 +153,7 @@ Result<std::unique_ptr<ChainImage>> ChainImage::OpenChainWith(LayerResolver* res
   const size_t nregions = img->layers_.front()->index().regions.size();
   img->last_end_ = std::make_unique<std::atomic<uint64_t>[]>(nregions);
   img->seq_reads_ = std::make_unique<std::atomic<uint32_t>[]>(nregions);
+  img->ahead_end_ = std::make_unique<std::atomic<uint64_t>[]>(2 * nregions);
   img->regions_ = img->layers_.front()->index().regions;
   img->Resolve();
 

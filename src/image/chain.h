@@ -130,6 +130,9 @@ class ChainImage : public Image {
   // Per region: the page where the last read ended (read-ahead detection).
   std::unique_ptr<std::atomic<uint64_t>[]> last_end_;
   std::unique_ptr<std::atomic<uint32_t>[]> seq_reads_;  // sequential reads in a row
+  // Per region and stream kind (2r: demand, 2r+1: background fill): the
+  // page up to which a read-ahead hint was given.
+  std::unique_ptr<std::atomic<uint64_t>[]> ahead_end_;
 };
 
 }  // namespace pagewise::image

@@ -79,10 +79,19 @@ void ChainImage::HintRange(uint32_t region, uint64_t p, uint64_t pend,
   if (run < kSequentialReads) return;
   const uint64_t ps = regions_[region].page_size;
   const uint64_t pages = regions_[region].length / ps;
-  const uint64_t ahead =
-      (priority == ReadPriority::kBackground ? kFillAheadBytes : kDemandAheadBytes) / ps;
+  const bool fill = priority == ReadPriority::kBackground;
+  const uint64_t ahead = (fill ? kFillAheadBytes : kDemandAheadBytes) / ps;
   if (pend >= pages) return;
-  HintPages(region, pend, std::min(pages, pend + ahead),
+  const uint64_t to = std::min(pages, pend + ahead);
+  // Each read of a stream moves the window by a few pages: hint only what
+  // the last hint of this stream did not cover (hinting all of it again
+  // per read cost more CPU than the reads). A window that does not
+  // overlap (the stream jumped) is hinted whole.
+  std::atomic<uint64_t>& hinted = ahead_end_[2 * size_t{region} + (fill ? 1 : 0)];
+  const uint64_t done = hinted.exchange(to, std::memory_order_relaxed);
+  const uint64_t from = done > pend && done <= to ? done : pend;
+  if (from >= to) return;
+  HintPages(region, from, to,
             priority == ReadPriority::kDemand ? ReadPriority::kPrefetch : priority);
 }
 

@@ -185,9 +185,11 @@ Status ChunkStore::Read(const ChunkLocation& loc, uint8_t* dst, ReadPriority pri
 
 void ChunkStore::Hint(std::vector<ChunkLocation> locs, ReadPriority priority) {
   const int q = static_cast<int>(priority);
+  size_t queued = 0;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (stop_) return;
+    stats_.hinted += locs.size();
     for (ChunkLocation& loc : locs) {
       if (opt_.cache_reads && memory_.count(loc.cache_key)) continue;
       auto it = flights_.find(loc.cache_key);
@@ -196,6 +198,7 @@ void ChunkStore::Hint(std::vector<ChunkLocation> locs, ReadPriority priority) {
         if (f->state == State::kQueued && priority < f->priority) {
           f->priority = priority;
           queues_[q].push_back(f);  // its old queue entry is skipped later
+          queued++;
         }
         continue;
       }
@@ -205,9 +208,15 @@ void ChunkStore::Hint(std::vector<ChunkLocation> locs, ReadPriority priority) {
       f->loc = std::move(loc);
       flights_[key] = f;
       queues_[q].push_back(std::move(f));
+      queued++;
     }
   }
-  work_cv_.notify_all();
+  // Workers are woken only for new work. Reads hint the same chunks again
+  // and again (every read of a sequential stream hints the stretch ahead),
+  // and waking every worker for nothing cost the restore's own threads
+  // their CPU (on 2 cores, a demand read's handoff waited behind them).
+  // All of them: a demand-only worker would not take a prefetch.
+  if (queued > 0) work_cv_.notify_all();
 }
 
 void ChunkStore::WorkerLoop(bool demand_only) {

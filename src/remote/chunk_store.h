@@ -115,6 +115,7 @@ class ChunkStore {
     uint64_t waited_for_peer = 0;  // fetches another process did for us
     uint64_t damaged_cache = 0;    // cache entries that failed their checksum
     uint64_t bad_objects = 0;      // fetched bytes that failed their hash
+    uint64_t hinted = 0;           // chunk locations passed to Hint
   };
   Stats stats() const;
   DiskCache* disk() const { return disk_.get(); }

@@ -53,12 +53,16 @@ class S3Chunks final : public RemoteChunks {
       : RemoteChunks(std::move(store)),
         s3_(std::move(s3)),
         bucket_(std::move(bucket)),
-        shas_(std::move(shas)) {}
+        shas_(std::move(shas)) {
+    // Every read and hint names its chunks: hex once, not at each mention.
+    hex_.reserve(shas_.size());
+    for (const Sha256Digest& d : shas_) hex_.push_back(HexLower(d));
+  }
 
  private:
   ChunkLocation Location(uint64_t id) const override {
     ChunkLocation l;
-    const std::string hex = HexLower(shas_[id]);
+    const std::string& hex = hex_[id];
     l.cache_key = "s3-" + hex;
     l.length = Entry(id).stored_length;
     l.checksum = Entry(id).stored_checksum;
@@ -73,6 +77,7 @@ class S3Chunks final : public RemoteChunks {
   std::shared_ptr<const S3Client> s3_;
   std::string bucket_;
   std::vector<Sha256Digest> shas_;
+  std::vector<std::string> hex_;  // HexLower(shas_[i])
 };
 
 class HttpChunks final : public RemoteChunks {
