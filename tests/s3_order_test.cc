@@ -42,8 +42,25 @@ class S3OrderTest : public ::testing::Test {
     return mem;
   }
   std::string Url(const std::string& name) const { return "s3://" + bucket_ + "/" + name; }
+  // Opens `name` with a chunk cache of its own and a store of `connections`
+  // threads (0: the default), as a page source; src null after a failed
+  // expectation.
+  struct Opened {
+    std::shared_ptr<PageSource> src;
+    std::shared_ptr<remote::ChunkStore> store;
+  };
+  Opened Open(const std::string& name, int connections) {
+    ImageOpenOptions io;
+    io.remote.cache_dir = caches_.File(name);
+    if (connections > 0) io.remote.connections = connections;
+    Result<std::unique_ptr<Image>> img = Image::Open(Url(name), io);
+    EXPECT_TRUE(img.ok()) << img.status().ToString();
+    if (!img.ok()) return {};
+    return {ImageSource(std::move(*img)), remote::ChunkStore::Shared(io.remote).value()};
+  }
 
   TempDir dir_;
+  TempDir caches_;  // chunk caches of Open(), one per image
   CacheDir cache_;
   std::shared_ptr<remote::S3Client> client_;
   std::string bucket_;
@@ -57,14 +74,8 @@ class S3OrderTest : public ::testing::Test {
 TEST_F(S3OrderTest, DemandReadOvertakesQueuedBackgroundFetches) {
   constexpr uint64_t kSeed = 70;
   const std::vector<char> mem = PushedDense("order", 1024, kSeed);
-  TempDir cache;
-  ImageOpenOptions io;
-  io.remote.cache_dir = cache.path();
-  io.remote.connections = 3;
-  Result<std::unique_ptr<Image>> img = Image::Open(Url("order"), io);
-  ASSERT_TRUE(img.ok()) << img.status().ToString();
-  std::shared_ptr<PageSource> src = ImageSource(std::move(*img));
-  std::shared_ptr<remote::ChunkStore> store = remote::ChunkStore::Shared(io.remote).value();
+  const auto [src, store] = Open("order", 3);
+  ASSERT_NE(src, nullptr);
   const uint64_t chunks = mem.size() / kDenseChunk;
   std::vector<uint64_t> offsets;
   for (uint64_t c = 0; c + 2 < chunks; ++c) offsets.push_back(c * kDenseChunk);
@@ -95,13 +106,8 @@ TEST_F(S3OrderTest, DemandReadOvertakesQueuedBackgroundFetches) {
 TEST_F(S3OrderTest, SequentialStreamHintsEachChunkAheadOnce) {
   constexpr uint64_t kSeed = 71;
   const std::vector<char> mem = PushedDense("stream", 1024, kSeed);
-  TempDir cache;
-  ImageOpenOptions io;
-  io.remote.cache_dir = cache.path();
-  Result<std::unique_ptr<Image>> img = Image::Open(Url("stream"), io);
-  ASSERT_TRUE(img.ok()) << img.status().ToString();
-  std::shared_ptr<PageSource> src = ImageSource(std::move(*img));
-  std::shared_ptr<remote::ChunkStore> store = remote::ChunkStore::Shared(io.remote).value();
+  const auto [src, store] = Open("stream", 0);
+  ASSERT_NE(src, nullptr);
   const uint64_t chunks = mem.size() / kDenseChunk;
   const uint64_t before = store->stats().hinted;
   std::vector<char> buf(kDenseChunk);
@@ -124,13 +130,8 @@ TEST_F(S3OrderTest, SequentialStreamHintsEachChunkAheadOnce) {
 TEST_F(S3OrderTest, DemandFaultIsServedAheadOfTheQueuedPrefetch) {
   constexpr uint64_t kSeed = 71;
   const std::vector<char> want = PushedDense("prefetch", 1024, kSeed);
-  TempDir cache;
-  ImageOpenOptions io;
-  io.remote.cache_dir = cache.path();
-  io.remote.connections = 3;
-  Result<std::unique_ptr<Image>> img = Image::Open(Url("prefetch"), io);
-  ASSERT_TRUE(img.ok()) << img.status().ToString();
-  std::shared_ptr<remote::ChunkStore> store = remote::ChunkStore::Shared(io.remote).value();
+  const auto [src, store] = Open("prefetch", 3);
+  ASSERT_NE(src, nullptr);
   const uint64_t chunks = want.size() / kDenseChunk;
   RestoreOptions o;
   o.fill.background_fill = false;
@@ -140,7 +141,7 @@ TEST_F(S3OrderTest, DemandFaultIsServedAheadOfTheQueuedPrefetch) {
     o.fill.prefetch.push_back(off);
   }
   const uint64_t before = store->stats().fetched;
-  auto r = StartReleased(ImageSource(std::move(*img)), want.size(), o);
+  auto r = StartReleased(src, want.size(), o);
   ASSERT_NE(r, nullptr);
   char* mem = r->data(0);
   const size_t pages = want.size() / Ps();
