@@ -278,6 +278,11 @@ TEST(ServeHostileFile, RealDescriptorExhaustionIsSurvived) {
   for (int i = 0; i < 100; ++i) idle.push_back(Connect(sock));  // more than it can hold
   ASSERT_TRUE(server.WaitStderr("limit=descriptors"));
   for (int fd : idle) close(fd);  // it sees them leave and frees their slots
+  // Every one of them refused (peer gone) first: the client then comes to
+  // a server that has its descriptors back, which is what this test is
+  // about (it once connected while the server was still accepting the dead
+  // connections left in its backlog).
+  ASSERT_TRUE(server.WaitStderr("event=refused", idle.size())) << server.err();
   HonestClient c;
   ASSERT_TRUE(c.Start(sock, file, {{0, 256 * Ps()}}));
   ASSERT_TRUE(c.WaitFirstHalf());

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -331,7 +332,18 @@ class HandoverOfferImpl final : public HandoverOffer {
         listen_fd_(listen_fd),
         stop_fd_(stop_fd),
         path_(std::move(path)) {
-    thread_ = std::thread([this] { Loop(); });
+    // Returns once the thread runs. A thread that first runs later may find
+    // the process out of descriptors (a flood of connections): harmless to
+    // Loop(), but a UBSan build checks the thread's start through a pipe it
+    // cannot create then, reports an "invalid vptr" and aborts the server
+    // (ServeHostileFile.RealDescriptorExhaustionIsSurvived under load).
+    std::promise<void> running;
+    std::future<void> started = running.get_future();
+    thread_ = std::thread([this, &running] {
+      running.set_value();
+      Loop();
+    });
+    started.wait();
   }
   ~HandoverOfferImpl() override {
     sys::SignalEventfd(stop_fd_);
