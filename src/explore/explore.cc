@@ -56,6 +56,9 @@ Status RequireKernel() {
   return RequirePagemapScan(f, "pagewise explore");
 }
 
+// Runs of one prefix before a replay that keeps diverging is an error.
+constexpr int kReplayAttempts = 3;
+
 ExploreResult ExploreOne(const RaceDef& race, pause::Variant variant,
                          const ExploreOptions& options) {
   ExploreResult r;
@@ -71,15 +74,13 @@ ExploreResult ExploreOne(const RaceDef& race, pause::Variant variant,
     // took another turn (seen once under TSan, in mremap-copy): that run
     // says nothing about the race, so the same prefix is run again, and
     // only a prefix that diverges kReplayAttempts times is an error.
-    constexpr int kReplayAttempts = 3;
     Schedule s(prefix, race.preemption_bound);
     Outcome o;
-    Status st;
-    for (int attempt = 1;; ++attempt) {
+    Status st = race.run(&s, variant, &o);
+    for (int attempt = 1; st.ok() && s.diverged() && attempt < kReplayAttempts; ++attempt) {
       s = Schedule(prefix, race.preemption_bound);
       o = Outcome();
       st = race.run(&s, variant, &o);
-      if (!st.ok() || !s.diverged() || attempt == kReplayAttempts) break;
     }
     r.schedules++;
     r.max_steps = std::max<uint64_t>(r.max_steps, s.steps());
@@ -88,8 +89,8 @@ ExploreResult ExploreOne(const RaceDef& race, pause::Variant variant,
       break;
     }
     if (s.diverged()) {
-      r.error = "schedule " + std::to_string(r.schedules) +
-                " did not replay its prefix in 3 attempts (the run was not deterministic)";
+      r.error = "schedule " + std::to_string(r.schedules) + " did not replay its prefix in " +
+                std::to_string(kReplayAttempts) + " attempts (the run was not deterministic)";
       break;
     }
     if (!o.violations.empty()) {
