@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "sys/files.h"
+#include "sys/signal_handler.h"
 
 namespace pagewise::sys {
 namespace {
@@ -59,11 +60,8 @@ void OnSignal(int sig, siginfo_t* info, void* context) {
   } else if (prev.sa_handler == SIG_DFL) {
     // Die of the signal as we would have: default action, re-raised. It
     // is blocked while we run, so it is delivered when we return.
-    struct sigaction dfl = {};
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
-    sigaction(sig, &dfl, nullptr);
-    raise(sig);
+    SetDefaultSignalAction(sig);
+    RaiseSignal(sig);
   } else if (prev.sa_handler != SIG_IGN) {
     prev.sa_handler(sig);
   }

@@ -29,217 +29,44 @@
 // write to a page whose user protection lacks PROT_WRITE is a genuine fault
 // passed on to the previously installed SIGSEGV handler. madvise calls that
 // drop pages mark them written.
-#include <signal.h>
+//
+// The fault path (the table of published ranges the handler reads without
+// locks, the SIGSEGV handler, the read(2) destination opener) is
+// mprotect_fault.cc; this file is the tracker: Track, Untrack, Collect and
+// the interposed mprotect/mremap calls.
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <cstring>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "sys/process.h"
 #include "sys/raw_mm.h"
 #include "track/kernel_writes.h"
 #include "track/memory_events.h"
+#include "track/mprotect_fault.h"
 #include "track/track_internal.h"
 
 namespace pagewise::track_internal {
 namespace {
 
-constexpr size_t kMaxRanges = 1024;
-
-// One tracked range, read by the signal handler without locks.
-struct MpRange {
-  uint64_t start = 0, end = 0;
-  PageBitmap bits;     // written since the last collect
-  PageBitmap scratch;  // Collect's working set
-  // The protection the program asked for, per page (from /proc/self/maps at
-  // Track, then from its mprotect calls). Own mapping; atomic byte access.
-  uint8_t* user_prot = nullptr;
-  size_t prot_bytes = 0;
-  Env* env = nullptr;
-
-  ~MpRange() {
-    if (user_prot != nullptr) env->Munmap(user_prot, prot_bytes).IgnoreError();  // nothing to do
-  }
-  int Prot(size_t page) const { return __atomic_load_n(&user_prot[page], __ATOMIC_ACQUIRE); }
-  void SetProt(size_t page, int prot) {
-    __atomic_store_n(&user_prot[page], static_cast<uint8_t>(prot), __ATOMIC_RELEASE);
-  }
-};
-
-// Process-wide state shared with the signal handler.
-std::atomic<MpRange*> g_slots[kMaxRanges];
-std::atomic<int> g_in_flight{0};
-std::atomic<uint64_t> g_faults{
-    0};  // write faults served, ever  // handlers that may be reading a slot's range
-// Slots at and above it have never held a range (lets OpenForKernelWrite
-// scan only the used part of g_slots). Raised by Track before publishing.
-std::atomic<size_t> g_slot_limit{0};
-struct sigaction g_previous;  // written before our handler is installed
-std::atomic<bool> g_installed{false};
 std::mutex g_singleton_mu;
 bool g_singleton_exists = false;  // g_singleton_mu
 
 constexpr int kEffectiveMask = ~PROT_WRITE;
-
-// Tries to make [start, end) have protection `prot`, where `fault_page` is
-// the page that must become writable: the page alone first; if the kernel
-// refuses (ENOMEM: per-page unprotects have split the range into too many
-// VMAs), the 2 MiB window around it, then the whole run of pages with the
-// same user protection, which lets the kernel merge VMAs. Every page made
-// writable gets its bit set afterwards (see the invariant above).
-bool GrantWrite(MpRange* r, size_t page_index, int prot) {
-  const uint64_t pg = PageSize();
-  const uint64_t addr = r->start + page_index * pg;
-  if (sys::RawMprotect(reinterpret_cast<void*>(addr), pg, prot) == 0) {
-    r->bits.Set(page_index);
-    return true;
-  }
-  if (errno != ENOMEM) return false;
-  const size_t n = r->bits.pages();
-  size_t lo = page_index, hi = page_index + 1;
-  const size_t window = (2u << 20) / pg;
-  const size_t wlo = page_index / window * window, whi = std::min(n, wlo + window);
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    const size_t min_lo = attempt == 0 ? wlo : 0, max_hi = attempt == 0 ? whi : n;
-    while (lo > min_lo && r->Prot(lo - 1) == prot) --lo;
-    while (hi < max_hi && r->Prot(hi) == prot) ++hi;
-    if (sys::RawMprotect(reinterpret_cast<void*>(r->start + lo * pg), (hi - lo) * pg, prot) == 0) {
-      r->bits.SetRange(lo, hi);
-      return true;
-    }
-  }
-  return false;
-}
-
-void ChainToPrevious(int sig, siginfo_t* info, void* uctx) {
-  const struct sigaction& prev = g_previous;
-  if (prev.sa_flags & SA_SIGINFO) {
-    if (prev.sa_sigaction != nullptr) prev.sa_sigaction(sig, info, uctx);
-    return;
-  }
-  if (prev.sa_handler == SIG_IGN || prev.sa_handler == SIG_DFL) {
-    // Restore the default action and let the fault happen again (a real
-    // fault re-executes the instruction; a signal sent by kill/raise is
-    // raised again). The kernel kills a process that ignores a fault-made
-    // SIGSEGV too, so SIG_IGN is treated like SIG_DFL.
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
-    sigaction(sig, &dfl, nullptr);
-    if (info->si_code <= 0) raise(sig);
-    return;
-  }
-  prev.sa_handler(sig);
-}
-
-void SegvHandler(int sig, siginfo_t* info, void* uctx) {
-  const int saved_errno = errno;
-  bool handled = false;
-  if (info->si_code == SEGV_ACCERR) {
-    const uint64_t addr = reinterpret_cast<uint64_t>(info->si_addr);
-    g_in_flight.fetch_add(1, std::memory_order_seq_cst);
-    for (size_t i = 0; i < kMaxRanges && !handled; ++i) {
-      MpRange* r = g_slots[i].load(std::memory_order_seq_cst);
-      if (r == nullptr || addr < r->start || addr >= r->end) continue;
-      const size_t page = (addr - r->start) / PageSize();
-      const int prot = r->Prot(page);
-      // Only a page the program may write is ours; a write to a page the
-      // program made read-only (or PROT_NONE) is its own fault.
-      if (prot & PROT_WRITE) handled = GrantWrite(r, page, prot);
-      if (handled) g_faults.fetch_add(1, std::memory_order_relaxed);
-      if (!handled && (prot & PROT_WRITE)) {
-        static const char kMsg[] =
-            "pagewise: mprotect tracker could not make a written page writable again; "
-            "passing the fault on\n";
-        (void)!write(2, kMsg, sizeof(kMsg) - 1);
-      }
-      break;
-    }
-    g_in_flight.fetch_sub(1, std::memory_order_seq_cst);
-  }
-  errno = saved_errno;
-  if (!handled) ChainToPrevious(sig, info, uctx);
-}
-
-// The KernelWriteOpener (kernel_writes.h): before a read-family call lets
-// the kernel store into [start, end), write-fault every tracked page of it
-// that the program may write, with an atomic no-op write of the page's first
-// byte inside [start, end). The fault takes the path of any other first
-// write: SegvHandler records the page and makes it writable, so the kernel's
-// copy succeeds and the next collect reports the page. Pages the program
-// itself keeps without PROT_WRITE are left alone (the kernel's EFAULT is the
-// program's own), and so is untracked memory. Pages are opened last to
-// first: the kernel copies first to last, so the page it needs first is the
-// one opened last, and a collect that re-protects an earlier-opened page in
-// between costs a short count rather than an EFAULT. Async-signal-safe;
-// like the handler, it reads the published ranges under g_in_flight.
-size_t OpenForKernelWrite(uint64_t start, uint64_t end) {
-  const size_t limit = g_slot_limit.load(std::memory_order_acquire);
-  if (limit == 0 || start >= end) return 0;
-  const uint64_t pg = PageSize();
-  size_t opened = 0;
-  g_in_flight.fetch_add(1, std::memory_order_seq_cst);
-  MpRange* r = nullptr;  // the range holding the current page, if any
-  uint64_t page = (end - 1) & ~(pg - 1);
-  while (true) {
-    if (r == nullptr || page < r->start || page >= r->end) {
-      // Find the range holding `page`, or else skip down to the end of the
-      // nearest range below it (untracked stretches cost one scan each).
-      r = nullptr;
-      uint64_t below = 0;
-      for (size_t i = 0; i < limit && r == nullptr; ++i) {
-        MpRange* c = g_slots[i].load(std::memory_order_seq_cst);
-        if (c == nullptr) continue;
-        if (page >= c->start && page < c->end) r = c;
-        if (c->end <= page) below = std::max(below, c->end);
-      }
-      if (r == nullptr) {
-        if (below <= start) break;
-        page = below - pg;
-        continue;
-      }
-    }
-    if (r->Prot((page - r->start) / pg) & PROT_WRITE) {
-      AtomicNoOpWrite(reinterpret_cast<void*>(std::max(page, start)));
-      ++opened;
-    }
-    if (page <= start) break;
-    page -= pg;
-  }
-  g_in_flight.fetch_sub(1, std::memory_order_seq_cst);
-  return opened;
-}
 
 class MprotectTracker final : public Tracker,
                               public MemoryEventListener,
                               public MprotectInterceptor {
  public:
   explicit MprotectTracker(Env* env)
-      : env_(env), pid_(getpid()), faults_base_(g_faults.load(std::memory_order_relaxed)) {}
+      : env_(env), pid_(sys::SelfPid()), faults_base_(MprotectFaultsServed()) {}
 
   // Installs the handler (chaining to the current one) and the hooks.
   Status Install() {
-    if (!g_installed.load()) {
-      struct sigaction sa;
-      memset(&sa, 0, sizeof(sa));
-      sa.sa_sigaction = SegvHandler;
-      sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
-      sigemptyset(&sa.sa_mask);
-      struct sigaction prev;
-      if (sigaction(SIGSEGV, nullptr, &prev) != 0) {
-        return ErrnoStatus(errno, "sigaction(SIGSEGV) query");
-      }
-      g_previous = prev;  // before ours can run
-      if (sigaction(SIGSEGV, &sa, nullptr) != 0) return ErrnoStatus(errno, "sigaction(SIGSEGV)");
-      g_installed.store(true);
-    }
+    PW_RETURN_IF_ERROR(InstallFaultHandler());
     RegisterMemoryEventListener(this);
     InstallMprotectInterceptor(this);  // the singleton guarantees it is free
     SetKernelWriteOpener(OpenForKernelWrite);
@@ -250,22 +77,17 @@ class MprotectTracker final : public Tracker,
     SetKernelWriteOpener(nullptr);  // a call that loaded it finds no range below
     RemoveMprotectInterceptor(this);
     UnregisterMemoryEventListener(this);
-    if (getpid() == pid_) {
+    if (sys::SelfPid() == pid_) {
       std::lock_guard<std::mutex> lock(mu_);
       while (!ranges_.empty()) {
         UntrackLocked(ranges_.back(), /*force=*/true).IgnoreError();  // cannot fail when forced
         ranges_.pop_back();
       }
-      g_slot_limit.store(0, std::memory_order_release);  // every slot is empty now
+      ForgetMprotectSlots();  // every slot is empty now
     }
     // Put the previous handler back unless someone replaced ours meanwhile
     // (then ours stays, and keeps chaining, harmlessly).
-    struct sigaction cur;
-    if (sigaction(SIGSEGV, nullptr, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
-        cur.sa_sigaction == SegvHandler) {
-      sigaction(SIGSEGV, &g_previous, nullptr);
-      g_installed.store(false);
-    }
+    RemoveFaultHandler();
     std::lock_guard<std::mutex> lock(g_singleton_mu);
     g_singleton_exists = false;
   }
@@ -279,7 +101,7 @@ class MprotectTracker final : public Tracker,
   TrackerStats stats() const override {
     std::lock_guard<std::mutex> lock(mu_);
     TrackerStats st = stats_;
-    st.faults_handled = g_faults.load(std::memory_order_relaxed) - faults_base_;
+    st.faults_handled = MprotectFaultsServed() - faults_base_;
     return st;
   }
 
@@ -295,7 +117,7 @@ class MprotectTracker final : public Tracker,
 
  private:
   Status CheckProcess(const char* op) const {
-    if (getpid() == pid_) return Status::Ok();
+    if (sys::SelfPid() == pid_) return Status::Ok();
     return Status::FailedPrecondition(std::string(op) +
                                       ": this tracker belongs to the parent process; a forked "
                                       "child is not tracked");
@@ -361,16 +183,12 @@ Status MprotectTracker::Track(void* addr, size_t len) {
   PW_ASSIGN_OR_RETURN(std::vector<Vma> vmas, CoveringVmas(env_, start, end, "Track"));
   PW_RETURN_IF_ERROR(
       TrackPageSize(env_, vmas, start, end, /*hugetlb_ok=*/false, "mprotect").status());
-  size_t slot = kMaxRanges;
-  for (size_t i = 0; i < kMaxRanges && slot == kMaxRanges; ++i) {
-    if (g_slots[i].load() == nullptr) slot = i;
-  }
-  if (slot == kMaxRanges) {
+  const size_t slot = FreeMprotectSlot();
+  if (slot == kMaxMprotectRanges) {
     return Status(Code::kResourceExhausted, 0,
                   "Track " + RangeString(start, end) + ": the mprotect backend tracks at most " +
-                      std::to_string(kMaxRanges) + " ranges; merge adjacent ranges");
+                      std::to_string(kMaxMprotectRanges) + " ranges; merge adjacent ranges");
   }
-  if (g_slot_limit.load() < slot + 1) g_slot_limit.store(slot + 1);  // before publishing
   auto r = std::make_unique<MpRange>();
   r->start = start;
   r->end = end;
@@ -395,14 +213,13 @@ Status MprotectTracker::Track(void* addr, size_t len) {
     if ((v.prot & PROT_WRITE) && !v.shared) AtomicNoOpWrite(reinterpret_cast<void*>(v.start));
   }
   // Publish before protecting: the first fault must find the range.
-  g_slots[slot].store(r.get(), std::memory_order_seq_cst);
+  PublishRange(slot, r.get());
   Status s = ProtectRuns(r.get(), 0, n, /*restore_user=*/false);
   if (!s.ok()) {
     // Undo: give every page its protection back, then unpublish. A page
     // left read-only and unpublished would crash the program's next write.
     if (!ProtectRuns(r.get(), 0, n, /*restore_user=*/true).ok()) RawRestore(r.get());
-    g_slots[slot].store(nullptr, std::memory_order_seq_cst);
-    while (g_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    UnpublishRange(r.get());
     return s.WithContext("Track " + RangeString(start, end) + ": write-protecting the range");
   }
   auto pos =
@@ -423,13 +240,7 @@ Status MprotectTracker::UntrackLocked(const std::unique_ptr<MpRange>& r, bool fo
     s = Status::Ok();
   }
   if (!s.ok()) return s;
-  for (auto& slot : g_slots) {
-    MpRange* expected = r.get();
-    slot.compare_exchange_strong(expected, nullptr, std::memory_order_seq_cst);
-  }
-  // A handler that loaded the pointer before it was cleared is counted in
-  // g_in_flight; wait for it before the range's memory goes away.
-  while (g_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  UnpublishRange(r.get());  // returns once no handler can still be reading r
   return Status::Ok();
 }
 
