@@ -5,14 +5,13 @@
 // MaybeAct(), which acts when the scenario's interval has passed. (A separate
 // thread woken per collect was tried: on a loaded machine its wake-ups lag by
 // a whole scheduler slice, so it acted a few dozen times a second.) Its
-// mprotect/madvise calls are plain libc calls on purpose: they model a user
-// program that knows nothing of pagewise, so they do not go through Env.
-#include <fcntl.h>
+// mprotect/madvise calls go through libc on purpose (sys/program_mm.h): they
+// model a user program that knows nothing of pagewise, so they do not go
+// through Env, which bypasses libpagewise-interpose.
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -21,6 +20,11 @@
 #include <string>
 
 #include "pagewise/status.h"
+#include "sys/env.h"
+#include "sys/process.h"
+#include "sys/program_mm.h"
+#include "sys/signal_handler.h"
+#include "sys/task.h"
 #include "track/check_internal.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -62,8 +66,8 @@ Status DropRun(RunState* st, Rng* rng) {
   char* p;
   size_t len;
   RandomRun(st, rng, rng->Below(2) == 0, 32, &p, &len);
-  if (madvise(p, len, MADV_DONTNEED) != 0) {
-    return ErrnoStatus(errno, RangeText("check dontneed: madvise(MADV_DONTNEED)", p, len));
+  if (Status s = sys::ProgramMadvise(p, len, MADV_DONTNEED); !s.ok()) {
+    return ErrnoStatus(s.err(), RangeText("check dontneed: madvise(MADV_DONTNEED)", p, len));
   }
   return Status::Ok();
 }
@@ -75,17 +79,17 @@ Status SplitHuge(RunState* st, Rng* rng) {
   const size_t h = rng->Below((huge_count + 1) / 2) * 2;
   if (h >= huge_count) return Status::Ok();
   char* p = st->region + h * st->huge + rng->Below(st->huge / st->page) * st->page;
-  if (madvise(p, st->page, MADV_DONTNEED) != 0) {
+  if (Status s = sys::ProgramMadvise(p, st->page, MADV_DONTNEED); !s.ok()) {
     return ErrnoStatus(
-        errno, RangeText("check thp: madvise(MADV_DONTNEED) inside a huge page", p, st->page));
+        s.err(), RangeText("check thp: madvise(MADV_DONTNEED) inside a huge page", p, st->page));
   }
   return Status::Ok();
 }
 
 Status ReleaseChunk(RunState* st, Toggle* t) {
   if (t->chunk < 0) return Status::Ok();
-  if (mprotect(t->start, t->len, PROT_READ | PROT_WRITE) != 0) {
-    return ErrnoStatus(errno, RangeText("check mprotect: mprotect(RW) back", t->start, t->len));
+  if (Status s = sys::ProgramMprotect(t->start, t->len, PROT_READ | PROT_WRITE); !s.ok()) {
+    return ErrnoStatus(s.err(), RangeText("check mprotect: mprotect(RW) back", t->start, t->len));
   }
   st->chunk_state[t->chunk].store(0, std::memory_order_release);
   t->chunk = -1;
@@ -119,9 +123,9 @@ Status ToggleProtection(RunState* st, Rng* rng, Toggle* t) {
       t->round = round;
       t->start = st->region + (first + a) * st->page;
       t->len = n * st->page;
-      if (mprotect(t->start, t->len, PROT_READ) != 0) {
+      if (Status m = sys::ProgramMprotect(t->start, t->len, PROT_READ); !m.ok()) {
         Status s =
-            ErrnoStatus(errno, RangeText("check mprotect: mprotect(READ)", t->start, t->len));
+            ErrnoStatus(m.err(), RangeText("check mprotect: mprotect(READ)", t->start, t->len));
         st->chunk_state[c].store(0, std::memory_order_release);
         t->chunk = -1;
         return s;
@@ -138,8 +142,9 @@ Status ToggleProtection(RunState* st, Rng* rng, Toggle* t) {
     len = p < t->start ? static_cast<size_t>(t->start - p) : 0;
   }
   if (len > 0) {
-    if (mprotect(p, len, PROT_READ | PROT_WRITE) != 0) {
-      return ErrnoStatus(errno, RangeText("check mprotect: mprotect(RW) of written pages", p, len));
+    if (Status s = sys::ProgramMprotect(p, len, PROT_READ | PROT_WRITE); !s.ok()) {
+      return ErrnoStatus(s.err(),
+                         RangeText("check mprotect: mprotect(RW) of written pages", p, len));
     }
     st->scenario_ops.fetch_add(1, std::memory_order_relaxed);
   }
@@ -148,20 +153,22 @@ Status ToggleProtection(RunState* st, Rng* rng, Toggle* t) {
 
 // Forks a child that writes kChildWrites random pages of its own copy of the
 // region, checks it reads them back, reports on a pipe and _exits. The child
-// runs only async-signal-safe code (memory stores, write, _exit).
+// runs only async-signal-safe code (memory stores, sys/signal_handler.h's
+// close and write, _exit).
 Status ForkOnce(RunState* st, Rng* rng) {
   int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus(errno, "check fork: pipe2");
+  if (Status s = sys::MakePipe(fds); !s.ok()) return ErrnoStatus(s.err(), "check fork: pipe2");
   const uint64_t child_seed = rng->Next();
-  const pid_t pid = fork();
-  if (pid < 0) {
-    Status s = ErrnoStatus(errno, "check fork: fork");
-    close(fds[0]);
-    close(fds[1]);
+  Result<pid_t> forked = sys::Fork();
+  if (!forked.ok()) {
+    Status s = ErrnoStatus(forked.status().err(), "check fork: fork");
+    sys::CloseFd(fds[0]).IgnoreError();  // our own pipe: nothing to report
+    sys::CloseFd(fds[1]).IgnoreError();
     return s;
   }
+  const pid_t pid = *forked;
   if (pid == 0) {
-    close(fds[0]);
+    sys::SignalSafeClose(fds[0]);
     Rng crng(child_seed);
     bool ok = true;
     for (int i = 0; i < kChildWrites; ++i) {
@@ -173,25 +180,26 @@ Status ForkOnce(RunState* st, Rng* rng) {
       ok = ok && slot[0] == kChildTag && slot[1] == p;
     }
     const char byte = ok ? 'k' : 'x';
-    ssize_t w = write(fds[1], &byte, 1);
-    _exit(ok && w == 1 ? 0 : 1);
+    const ssize_t w = sys::SignalSafeWrite(fds[1], &byte, 1);
+    sys::ExitChild(ok && w == 1 ? 0 : 1);
   }
-  close(fds[1]);
+  sys::CloseFd(fds[1]).IgnoreError();  // our own pipe: nothing to report
   struct pollfd pfd = {fds[0], POLLIN, 0};
-  int ready;
-  do {
-    ready = poll(&pfd, 1, kChildTimeoutMs);
-  } while (ready < 0 && errno == EINTR);
+  Result<int> polled = Env::Default()->Poll(&pfd, 1, kChildTimeoutMs);  // EINTR retried
+  const int ready = polled.ok() ? *polled : -1;
   char byte = 0;
-  const bool reported = ready > 0 && read(fds[0], &byte, 1) == 1;
-  close(fds[0]);
-  if (ready == 0) kill(pid, SIGKILL);  // our own child, stuck
-  int wstatus = 0;
-  pid_t w;
-  do {
-    w = waitpid(pid, &wstatus, 0);
-  } while (w < 0 && errno == EINTR);
-  if (w < 0) return ErrnoStatus(errno, "check fork: waitpid(" + std::to_string(pid) + ")");
+  bool reported = false;
+  if (ready > 0) {
+    Result<size_t> n = sys::ReadSome(fds[0], &byte, 1);
+    reported = n.ok() && *n == 1;
+  }
+  sys::CloseFd(fds[0]).IgnoreError();
+  if (ready == 0) sys::KillProcess(pid, SIGKILL).IgnoreError();  // our own child, stuck
+  Result<int> waited = sys::WaitPid(pid);                        // EINTR retried
+  if (!waited.ok()) {
+    return ErrnoStatus(waited.status().err(), "check fork: waitpid(" + std::to_string(pid) + ")");
+  }
+  const int wstatus = *waited;
   if (ready == 0) {
     return Status::Internal("check fork: child " + std::to_string(pid) + " did not finish " +
                             std::to_string(kChildWrites) +
@@ -220,35 +228,36 @@ Status KernelWrite(RunState* st, Rng* rng, const int pipe_fds[2], uint64_t* coun
   const uint64_t p = st->HotPage(MonoNs(), rng);
   const uint64_t stamp[2] = {StampTag(p, kKernelSlot), ++*count};
   char* dst = st->region + p * st->page + kKernelSlot * kSlotBytes;
-  if (write(pipe_fds[1], stamp, sizeof stamp) != static_cast<ssize_t>(sizeof stamp)) {
-    return ErrnoStatus(errno, "check syscall: write to the stamp pipe");
+  // A pipe write below PIPE_BUF bytes is whole or fails: WriteAll does not
+  // split it.
+  if (Status s = sys::WriteAll(pipe_fds[1], stamp, sizeof stamp); !s.ok()) {
+    return ErrnoStatus(s.err(), "check syscall: write to the stamp pipe");
   }
-  ssize_t n;
-  do {
+  // ReadSome is libc's read(2) (which libpagewise-interpose sees), EINTR
+  // retried.
 #ifdef PAGEWISE_CHECK_TSAN
-    // TSan models read(2) as a plain store into dst, racing the collector's
-    // atomic loads. The store is the kernel's, like a DONTNEED's zeroing:
-    // the race is what the scenario tests, so keep it out of TSan's view.
-    __tsan_ignore_thread_begin();
+  // TSan models read(2) as a plain store into dst, racing the collector's
+  // atomic loads. The store is the kernel's, like a DONTNEED's zeroing:
+  // the race is what the scenario tests, so keep it out of TSan's view.
+  __tsan_ignore_thread_begin();
 #endif
-    n = read(pipe_fds[0], dst, sizeof stamp);
+  Result<size_t> n = sys::ReadSome(pipe_fds[0], dst, sizeof stamp);
 #ifdef PAGEWISE_CHECK_TSAN
-    __tsan_ignore_thread_end();
+  __tsan_ignore_thread_end();
 #endif
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
+  if (!n.ok()) {
     // Not the caller's bad argument (ErrnoStatus maps EFAULT so): the
     // tracker broke a correct program.
     Status s = ErrnoStatus(
-        errno,
+        n.status().err(),
         RangeText("check syscall: read(2) from a pipe into tracked memory", dst, sizeof stamp),
         "the backend let a system call that writes into tracked memory fail "
         "(kernel writes raise no SIGSEGV; the mprotect backend opens read(2) "
         "destinations first, src/track/kernel_writes.h)");
     return Status(Code::kFailedPrecondition, s.err(), s.message());
   }
-  if (n != static_cast<ssize_t>(sizeof stamp)) {
-    return Status::Internal("check syscall: short read(2) of " + std::to_string(n) +
+  if (*n != sizeof stamp) {
+    return Status::Internal("check syscall: short read(2) of " + std::to_string(*n) +
                             " bytes from the stamp pipe");
   }
   return Status::Ok();
@@ -274,8 +283,8 @@ Disturber::Disturber(RunState* st) : st_(st), rng_(st->seed ^ 0xD157AB3ull) {
       break;
     case CheckScenario::kSyscall:
       interval_ns_ = 50000;
-      if (pipe2(pipe_, O_CLOEXEC) != 0) {
-        st->Fail(ErrnoStatus(errno, "check syscall: pipe2"));
+      if (Status s = sys::MakePipe(pipe_); !s.ok()) {
+        st->Fail(ErrnoStatus(s.err(), "check syscall: pipe2"));
         active_ = false;
       }
       break;
@@ -291,8 +300,8 @@ Disturber::Disturber(RunState* st) : st_(st), rng_(st->seed ^ 0xD157AB3ull) {
 }
 
 Disturber::~Disturber() {
-  if (pipe_[0] >= 0) close(pipe_[0]);
-  if (pipe_[1] >= 0) close(pipe_[1]);
+  if (pipe_[0] >= 0) sys::CloseFd(pipe_[0]).IgnoreError();  // our own pipe: nothing to report
+  if (pipe_[1] >= 0) sys::CloseFd(pipe_[1]).IgnoreError();
 }
 
 Status Disturber::MaybeAct(uint64_t now_ns) {
