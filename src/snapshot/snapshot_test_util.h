@@ -7,7 +7,6 @@
 #define PAGEWISE_SNAPSHOT_SNAPSHOT_TEST_UTIL_H_
 
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
@@ -20,6 +19,7 @@
 #include "pagewise/tracker.h"
 #include "snapshot/snapshot_env.h"
 #include "sys/env.h"
+#include "sys/residency.h"
 
 namespace pagewise::testing {
 
@@ -80,20 +80,22 @@ inline std::vector<PageRange> ToRanges(const std::set<uint64_t>& idx, uint64_t b
   return out;
 }
 
-// Is page `p` resident (populated)? mincore on anonymous memory.
+// Is page `p` resident (populated)? mincore on anonymous memory; false if
+// it is not mapped.
 inline bool Resident(const void* p) {
-  unsigned char v = 0;
-  if (mincore(const_cast<void*>(p), Pg(), &v) != 0) return false;
-  return (v & 1) != 0;
+  Result<std::vector<bool>> resident = sys::ResidentPages(p, Pg());
+  return resident.ok() && (*resident)[0];
 }
 
-// True if nothing is mapped in [addr, addr+len).
+// True if nothing is mapped in [addr, addr+len): a MAP_FIXED_NOREPLACE
+// mapping there succeeds (and is unmapped again).
 inline bool AddressFree(uint64_t addr, size_t len) {
   void* want = reinterpret_cast<void*>(addr);
-  void* p = mmap(want, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-  if (p == MAP_FAILED) return false;
-  munmap(p, len);
-  return p == want;
+  Result<void*> p = Env::Default()->Mmap(want, len, PROT_NONE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  if (!p.ok()) return false;
+  Env::Default()->Munmap(*p, len).IgnoreError();  // our own probe mapping
+  return *p == want;
 }
 
 // Count of lines in /proc/self/maps (to detect leaked mappings).
