@@ -2,8 +2,6 @@
 // The index codec is in index_codec.cc.
 #include "image/format.h"
 
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -12,6 +10,8 @@
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
+
+#include "sys/process.h"
 
 namespace pagewise::image {
 
@@ -48,7 +48,7 @@ Uuid NewUuid() {
   uint64_t mix[4] = {
       a, b,
       static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
-          (uint64_t{static_cast<uint32_t>(getpid())} << 32),
+          (uint64_t{static_cast<uint32_t>(sys::SelfPid())} << 32),
       counter.fetch_add(1)};
   XXH128_hash_t h = XXH3_128bits(mix, sizeof(mix));
   Uuid u;

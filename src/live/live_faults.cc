@@ -5,8 +5,8 @@
 
 #include "live/live_snapshot_impl.h"
 #include "pagewise/probe.h"
-#include "sys/uapi.h"
 #include "sys/uffd_loop.h"
+#include "sys/userfaultfd.h"
 
 namespace pagewise::live {
 
@@ -36,7 +36,7 @@ Status LiveSnapshotImpl::BeginBase() {
   Status s;
   for (const LiveRegion& r : core_->regions()) {
     uint64_t ioctls = 0;
-    s = uffd_.Register(r.start, r.length, UFFDIO_REGISTER_MODE_WP, &ioctls);
+    s = uffd_.Register(r.start, r.length, sys::kRegisterWp, &ioctls);
     if (!s.ok()) {
       s = s.WithContext("live snapshot: registering region '" + r.name + "' [" + Hex(r.start) +
                         ", +" + std::to_string(r.length) +
@@ -44,7 +44,7 @@ Status LiveSnapshotImpl::BeginBase() {
       break;
     }
     registered_.push_back(&r);
-    if ((ioctls & (1ULL << _UFFDIO_WRITEPROTECT)) == 0) {
+    if ((ioctls & sys::kRangeIoctlWriteProtect) == 0) {
       s = Status::NotSupported(
           "live snapshot: the kernel does not allow UFFDIO_WRITEPROTECT on "
           "region '" +

@@ -29,7 +29,6 @@
 #include "pagewise/probe.h"
 #include "pagewise/serve.h"
 #include "restore/restore_env.h"
-#include "sys/uapi.h"
 #include "sys/uffd_loop.h"
 #include "sys/userfaultfd.h"
 
@@ -293,12 +292,12 @@ Result<std::unique_ptr<LazyClient>> ConnectLazyClient(const std::string& socket_
   for (size_t i = 0; i < regions.size(); ++i) {
     const Region& r = regions[i];
     uint64_t ioctls = 0;
-    Status s = uffd.Register(r.address, r.length, UFFDIO_REGISTER_MODE_MISSING, &ioctls);
+    Status s = uffd.Register(r.address, r.length, sys::kRegisterMissing, &ioctls);
     if (!s.ok()) {
       return s.WithContext("lazy client: registering region " + std::to_string(i) +
                            " (guest memory must be private anonymous, page aligned)");
     }
-    can_poison = can_poison && (ioctls & (1ULL << _UFFDIO_POISON)) != 0;
+    can_poison = can_poison && (ioctls & sys::kRangeIoctlPoison) != 0;
   }
   PW_ASSIGN_OR_RETURN(int sock, env->UnixConnect(socket_path));
   const std::string body = HandshakeJson(regions);

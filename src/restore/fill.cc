@@ -8,7 +8,6 @@
 
 #include "base/pause_point.h"
 #include "restore/engine.h"
-#include "sys/uapi.h"
 
 namespace pagewise::restore {
 namespace {
@@ -103,7 +102,7 @@ bool Engine::FillSlice(Space& s, const Run& run, FillKind kind, FillScratch* scr
 void Engine::ServeFault(Space& s, const QueuedFault& f) {
   const size_t ps = page_size_;
   const uint64_t page = f.event.address & ~static_cast<uint64_t>(ps - 1);
-  if (f.event.flags & (UFFD_PAGEFAULT_FLAG_WP | UFFD_PAGEFAULT_FLAG_MINOR)) {
+  if (f.event.flags & (UffdEvent::kFlagWp | UffdEvent::kFlagMinor)) {
     // Write-protect and minor faults belong to modes a client may have
     // registered for its own purposes; we only serve missing pages.
     stats_.Add(&RestoreStats::unknown_events);

@@ -9,7 +9,6 @@
 #include "pagewise/restore.h"
 #include "restore/engine.h"
 #include "restore/restore_env.h"
-#include "sys/uapi.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise {
@@ -162,7 +161,7 @@ Result<std::unique_ptr<LazyRestore>> StartLazyRestore(std::shared_ptr<const Page
     std::vector<restore::SpaceRegion> space_regions;
     for (size_t i = 0; i < regions.size(); ++i) {
       const Region& r = regions[i];
-      Status st = uffd->Register(r.address, r.length, UFFDIO_REGISTER_MODE_MISSING);
+      Status st = uffd->Register(r.address, r.length, sys::kRegisterMissing);
       if (!st.ok()) {
         // Closing the uffd (on return) unregisters what was registered.
         return st.WithContext("lazy restore: registering region " + std::to_string(i) +

@@ -47,6 +47,11 @@ struct FillResult {
 // One message read from a userfaultfd, decoded from struct uffd_msg.
 struct UffdEvent {
   enum class Kind { kPagefault, kFork, kRemap, kRemove, kUnmap, kUnknown };
+  // Bits of `flags` for kPagefault (UFFD_PAGEFAULT_FLAG_*, for code that does
+  // not include sys/uapi.h; checked against it in sys/userfaultfd.cc).
+  static constexpr uint64_t kFlagWrite = 1 << 0;  // a write fault
+  static constexpr uint64_t kFlagWp = 1 << 1;     // on a write-protected page
+  static constexpr uint64_t kFlagMinor = 1 << 2;  // a minor fault (page cache hit)
   Kind kind = Kind::kUnknown;
   uint8_t raw_event = 0;
   // kPagefault: UFFD_PAGEFAULT_FLAG_* bits, faulting address, thread id

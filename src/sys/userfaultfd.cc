@@ -14,6 +14,11 @@ namespace pagewise::sys {
 static_assert(kRegisterMissing == UFFDIO_REGISTER_MODE_MISSING);
 static_assert(kRegisterWp == UFFDIO_REGISTER_MODE_WP);
 static_assert(kRegisterMinor == UFFDIO_REGISTER_MODE_MINOR);
+static_assert(kRangeIoctlWriteProtect == uint64_t{1} << _UFFDIO_WRITEPROTECT);
+static_assert(kRangeIoctlPoison == uint64_t{1} << _UFFDIO_POISON);
+static_assert(UffdEvent::kFlagWrite == UFFD_PAGEFAULT_FLAG_WRITE);
+static_assert(UffdEvent::kFlagWp == UFFD_PAGEFAULT_FLAG_WP);
+static_assert(UffdEvent::kFlagMinor == UFFD_PAGEFAULT_FLAG_MINOR);
 
 Result<Userfaultfd> Userfaultfd::Open(const Options& options) {
   Env* env = options.env ? options.env : Env::Default();

@@ -28,6 +28,10 @@ namespace pagewise::sys {
 inline constexpr uint64_t kRegisterMissing = 1u << 0;
 inline constexpr uint64_t kRegisterWp = 1u << 1;
 inline constexpr uint64_t kRegisterMinor = 1u << 2;
+// Bits of the ioctls mask Register() returns (1 << _UFFDIO_*): the range
+// ioctls the kernel allows on the registered range, for the same code.
+inline constexpr uint64_t kRangeIoctlWriteProtect = uint64_t{1} << 0x06;  // UFFDIO_WRITEPROTECT
+inline constexpr uint64_t kRangeIoctlPoison = uint64_t{1} << 0x08;        // UFFDIO_POISON
 
 class Userfaultfd {
  public:

@@ -9,7 +9,6 @@
 // chosen automatically; offered only where the probe saw bit 55 set after a
 // write (kernels built with CONFIG_MEM_SOFT_DIRTY).
 #include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <mutex>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "pagewise/probe.h"
+#include "sys/process.h"
 #include "track/memory_events.h"
 #include "track/track_internal.h"
 
@@ -28,7 +28,7 @@ constexpr uint64_t kPmSoftDirty = 1ULL << 55;
 class SoftDirtyTracker final : public Tracker, public MemoryEventListener {
  public:
   SoftDirtyTracker(Env* env, int pagemap_fd, int clear_refs_fd)
-      : env_(env), pagemap_fd_(pagemap_fd), clear_refs_fd_(clear_refs_fd), pid_(getpid()) {
+      : env_(env), pagemap_fd_(pagemap_fd), clear_refs_fd_(clear_refs_fd), pid_(sys::SelfPid()) {
     RegisterMemoryEventListener(this);
   }
   ~SoftDirtyTracker() override {
@@ -41,7 +41,8 @@ class SoftDirtyTracker final : public Tracker, public MemoryEventListener {
 
   Status Track(void* addr, size_t len) override {
     PW_RETURN_IF_ERROR(CheckRangeArgs(addr, len, "Track"));
-    if (getpid() != pid_) return Status::FailedPrecondition("Track: tracker of the parent process");
+    if (sys::SelfPid() != pid_)
+      return Status::FailedPrecondition("Track: tracker of the parent process");
     const uint64_t start = reinterpret_cast<uint64_t>(addr), end = start + len;
     std::lock_guard<std::mutex> lock(mu_);
     PW_RETURN_IF_ERROR(CheckNoOverlap(ranges_, start, end));
@@ -76,7 +77,7 @@ class SoftDirtyTracker final : public Tracker, public MemoryEventListener {
   }
 
   Status Collect(std::vector<PageRange>* written) override {
-    if (getpid() != pid_)
+    if (sys::SelfPid() != pid_)
       return Status::FailedPrecondition("Collect: tracker of the parent process");
     std::lock_guard<std::mutex> lock(mu_);
     const size_t from = written->size();

@@ -30,7 +30,6 @@
 //     like any write, so the parent's tracking is unaffected.
 //   - mprotect: uffd-wp bits live in the ptes and survive protection changes.
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -44,7 +43,7 @@
 #include "base/pause_point.h"
 #include "pagewise/tracker.h"
 #include "sys/pagemap.h"
-#include "sys/uapi.h"
+#include "sys/process.h"
 #include "sys/userfaultfd.h"
 #include "track/drop_events.h"
 #include "track/quiesced_rearm.h"
@@ -62,10 +61,10 @@ uint64_t MonotonicNs() {
 class UffdWpAsyncTracker final : public Tracker, public QuiescedRearm {
  public:
   UffdWpAsyncTracker(Env* env, sys::Userfaultfd uffd, sys::PagemapScanner scanner)
-      : env_(env), uffd_(std::move(uffd)), scanner_(std::move(scanner)), pid_(getpid()) {}
+      : env_(env), uffd_(std::move(uffd)), scanner_(std::move(scanner)), pid_(sys::SelfPid()) {}
 
   ~UffdWpAsyncTracker() override {
-    if (getpid() != pid_) return;  // a forked child must not touch the parent's registration
+    if (sys::SelfPid() != pid_) return;  // a forked child must not touch the parent's registration
     std::lock_guard<std::mutex> lock(mu_);
     for (const PageRange& r : ranges_) {
       // Closing the uffd unregisters everything anyway; this is tidiness.
@@ -93,7 +92,7 @@ class UffdWpAsyncTracker final : public Tracker, public QuiescedRearm {
           drops_, DropEvents::Start(env_, [this](uint64_t s, uint64_t e) { OnDropped(s, e); }));
     }
     const sys::Userfaultfd& uffd = hidden_drops ? drops_->uffd() : uffd_;
-    Status s = uffd.Register(start, len, UFFDIO_REGISTER_MODE_WP);
+    Status s = uffd.Register(start, len, sys::kRegisterWp);
     if (!s.ok()) return RegisterError(s, start, end, vmas, "uffd-wp-async");
     // Write-protect everything: with WP_UNPOPULATED this also installs
     // markers on never-touched ptes, so the first collect reports only pages
@@ -233,7 +232,7 @@ class UffdWpAsyncTracker final : public Tracker, public QuiescedRearm {
   // content is now zero or the file's). Called on the drop-events reader
   // thread (or inside DropEvents::Sync) before that madvise returns.
   void OnDropped(uint64_t start, uint64_t end) {
-    if (getpid() != pid_) return;
+    if (sys::SelfPid() != pid_) return;
     std::lock_guard<std::mutex> lock(dropped_mu_);
     // Clip to tracked ranges under dropped_mu_ only: ranges_ is guarded by
     // mu_, which a Collect may hold while this thread waits; keep a copy of
@@ -246,7 +245,7 @@ class UffdWpAsyncTracker final : public Tracker, public QuiescedRearm {
 
  private:
   Status CheckProcess(const char* op) const {
-    if (getpid() == pid_) return Status::Ok();
+    if (sys::SelfPid() == pid_) return Status::Ok();
     return Status::FailedPrecondition(std::string(op) +
                                       ": this tracker belongs to the parent process; a forked "
                                       "child is not tracked (create a new Tracker in the child)");
