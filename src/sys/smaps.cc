@@ -12,6 +12,27 @@
 #include "base/bytes.h"
 
 namespace pagewise::sys {
+namespace {
+
+std::string ProcFile(pid_t pid, const char* name) {
+  return pid == 0 ? std::string("/proc/self/") + name : "/proc/" + std::to_string(pid) + "/" + name;
+}
+
+// Calls fn(line) for each line of `text` (without its newline) until fn
+// returns false.
+template <typename Fn>
+void ForEachLine(const std::string& text, Fn fn) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    const std::string line = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    if (!fn(line)) return;
+  }
+}
+
+}  // namespace
 
 bool MappingInfo::IsShmemPath(const std::string& path) {
   return path.rfind("/memfd:", 0) == 0 || path.rfind("/dev/zero", 0) == 0 ||
@@ -66,24 +87,22 @@ Result<std::string> ReadProcText(Env* env, const std::string& path) {
 }
 
 Result<std::vector<MappingInfo>> ReadMaps(Env* env, pid_t pid) {
-  const std::string path =
-      pid == 0 ? std::string("/proc/self/maps") : "/proc/" + std::to_string(pid) + "/maps";
+  const std::string path = ProcFile(pid, "maps");
   PW_ASSIGN_OR_RETURN(std::string text, ReadProcText(env, path));
   std::vector<MappingInfo> out;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
-    const std::string line = text.substr(pos, nl - pos);
-    pos = nl + 1;
-    if (line.empty()) continue;
+  Status bad;
+  ForEachLine(text, [&](const std::string& line) {
+    if (line.empty()) return true;
     MappingInfo m;
     if (!ParseMapsLine(line, &m)) {
-      return Status::Internal("cannot parse " + path + " line '" + line +
-                              "'; please report this kernel's format");
+      bad = Status::Internal("cannot parse " + path + " line '" + line +
+                             "'; please report this kernel's format");
+      return false;
     }
     out.push_back(std::move(m));
-  }
+    return true;
+  });
+  PW_RETURN_IF_ERROR(bad);
   return out;
 }
 
@@ -97,17 +116,10 @@ bool MappingInfo::HasFlag(const char* flag) const {
 }
 
 Result<std::vector<MappingInfo>> ReadMappings(Env* env, pid_t pid, uint64_t start, uint64_t end) {
-  const std::string path =
-      pid == 0 ? std::string("/proc/self/smaps") : "/proc/" + std::to_string(pid) + "/smaps";
-  PW_ASSIGN_OR_RETURN(std::string text, ReadProcText(env, path));
+  PW_ASSIGN_OR_RETURN(std::string text, ReadProcText(env, ProcFile(pid, "smaps")));
   std::vector<MappingInfo> out;
   bool in = false;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
-    const std::string line = text.substr(pos, nl - pos);
-    pos = nl + 1;
+  ForEachLine(text, [&](const std::string& line) {
     // Field lines start with a capitalised key; headers with a hex digit.
     const char c = line.empty() ? ' ' : line[0];
     const bool header = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -115,19 +127,17 @@ Result<std::vector<MappingInfo>> ReadMappings(Env* env, pid_t pid, uint64_t star
       MappingInfo m;
       in = ParseMapsLine(line, &m) && m.end > start && m.start < end;
       if (in) out.push_back(std::move(m));
-      continue;
-    }
-    if (!in) continue;
-    if (line.rfind("KernelPageSize:", 0) == 0) {
+    } else if (in && line.rfind("KernelPageSize:", 0) == 0) {
       out.back().page_size = std::strtoull(line.c_str() + 15, nullptr, 10) << 10;
-    } else if (line.rfind("VmFlags:", 0) == 0) {
+    } else if (in && line.rfind("VmFlags:", 0) == 0) {
       size_t f = 8;
       while (f < line.size() && line[f] == ' ') ++f;
       std::string flags = line.substr(f);
       while (!flags.empty() && flags.back() == ' ') flags.pop_back();
       out.back().vm_flags = flags;
     }
-  }
+    return true;
+  });
   return out;
 }
 
