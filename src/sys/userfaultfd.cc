@@ -14,6 +14,10 @@ namespace pagewise::sys {
 static_assert(kRegisterMissing == UFFDIO_REGISTER_MODE_MISSING);
 static_assert(kRegisterWp == UFFDIO_REGISTER_MODE_WP);
 static_assert(kRegisterMinor == UFFDIO_REGISTER_MODE_MINOR);
+static_assert(kFeaturePagefaultFlagWp == UFFD_FEATURE_PAGEFAULT_FLAG_WP);
+static_assert(kFeatureWpUnpopulated == UFFD_FEATURE_WP_UNPOPULATED);
+static_assert(kFeatureWpAsync == UFFD_FEATURE_WP_ASYNC);
+static_assert(kFeatureMove == UFFD_FEATURE_MOVE);
 
 Result<Userfaultfd> Userfaultfd::Open(const Options& options) {
   Env* env = options.env ? options.env : Env::Default();
