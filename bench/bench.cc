@@ -1,7 +1,6 @@
 // BenchReport printing/JSON and timing helpers.
 #include "bench.h"
 
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,8 +13,6 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <system_error>
-
-#include "sys/env.h"
 
 namespace pagewise::bench {
 
@@ -57,22 +54,16 @@ Status BenchReport::WriteJson(const std::string& path) const {
   return Status::Ok();
 }
 
-AnonMapping::~AnonMapping() {
-  if (p_ != nullptr) Env::Default()->Munmap(p_, len_).IgnoreError();  // nowhere to report
-}
-
 Status AnonMapping::Map(size_t len, bool small_pages, bool warm) {
-  Env* env = Env::Default();
-  Result<void*> m =
-      env->Mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  MapOptions o;
+  if (small_pages) o.huge_pages = HugePages::kNever;
+  Result<MemoryMapping> m = MemoryMapping::Anonymous(len, o);
   if (!m.ok()) {
     return m.status().WithContext("benchmark memory of " + std::to_string(len >> 20) +
                                   " MiB (lower --scale)");
   }
-  p_ = static_cast<char*>(*m);
-  len_ = len;
-  if (small_pages) PW_RETURN_IF_ERROR(env->Madvise(p_, len_, MADV_NOHUGEPAGE));
-  if (warm) WarmUp(p_, len_);
+  m_ = std::move(*m);
+  if (warm) WarmUp(m_.data(), m_.size());
   return Status::Ok();
 }
 
@@ -124,7 +115,7 @@ double Percentile(std::vector<double> s, double q) {
 }
 
 void Progress(const BenchOptions& opts, const std::string& line) {
-  if (opts.quiet || !isatty(STDERR_FILENO)) return;
+  if (opts.quiet || !IsTerminal(STDERR_FILENO)) return;
   std::fprintf(stderr, "\r\033[K%s", line.c_str());
   std::fflush(stderr);
 }

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "pagewise/host.h"
 #include "pagewise/status.h"
 
 namespace pagewise::bench {
@@ -73,24 +74,24 @@ struct BenchRegistration {
   }
 };
 
-// An anonymous private mapping made through Env (benchmarks make no raw
-// system calls), unmapped on destruction.
+// An anonymous private mapping (a MemoryMapping, pagewise/host.h: benchmarks
+// make no raw system calls), unmapped on destruction.
 class AnonMapping {
  public:
   AnonMapping() = default;
   AnonMapping(const AnonMapping&) = delete;
   AnonMapping& operator=(const AnonMapping&) = delete;
-  ~AnonMapping();
-  // Maps `len` bytes read-write; with `small_pages`, MADV_NOHUGEPAGE (exact
+  // Maps `len` bytes (a multiple of the page size) read-write, replacing
+  // what an earlier Map() mapped; with `small_pages`, MADV_NOHUGEPAGE (exact
   // 4 KiB tracking and copy-on-write whatever the THP mode); with `warm`,
-  // touches every page (WarmUp). Errors: the mapping failed.
+  // touches every page (WarmUp). Errors: the mapping failed (the message
+  // says to lower --scale).
   Status Map(size_t len, bool small_pages, bool warm);
-  char* data() const { return p_; }
-  size_t size() const { return len_; }
+  char* data() const { return m_.data(); }
+  size_t size() const { return m_.size(); }
 
  private:
-  char* p_ = nullptr;
-  size_t len_ = 0;
+  MemoryMapping m_;
 };
 
 // A fresh directory for a benchmark's files ($TMPDIR or /tmp, named

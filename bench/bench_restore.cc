@@ -9,14 +9,12 @@
 // Both files are written by the benchmark and sit in the page cache, so the
 // figures measure the CPU and kernel paths, not a disk.
 #include <fcntl.h>
-#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <filesystem>
 #include <random>
 #include <thread>
 #include <unordered_set>
@@ -28,6 +26,7 @@
 #include "pagewise/restore.h"
 #include "restore/copy_baseline.h"
 #include "svg.h"
+#include "sys/cpu_pin.h"
 #include "sys/env.h"
 
 namespace pagewise::bench {
@@ -100,46 +99,14 @@ Series LatencyOverTime(const std::string& name, const RestoreStats& st) {
   return s;
 }
 
-// Pins the calling thread, and the threads it starts meanwhile, to the CPU
-// it is running on; the destructor restores the previous mask. Best effort:
-// if the mask cannot be read or set, nothing is pinned.
-class PinToCurrentCpu {
- public:
-  PinToCurrentCpu() {
-    CPU_ZERO(&saved_);
-    if (sched_getaffinity(0, sizeof(saved_), &saved_) != 0) return;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    const int cpu = sched_getcpu();
-    CPU_SET(cpu < 0 ? 0 : cpu, &one);
-    pinned_ = sched_setaffinity(0, sizeof(one), &one) == 0;
-  }
-  ~PinToCurrentCpu() {
-    if (pinned_) sched_setaffinity(0, sizeof(saved_), &saved_);
-  }
-  PinToCurrentCpu(const PinToCurrentCpu&) = delete;
-  PinToCurrentCpu& operator=(const PinToCurrentCpu&) = delete;
-
- private:
-  cpu_set_t saved_;
-  bool pinned_ = false;
-};
-
 Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
   const size_t len = std::max<size_t>(
       64 * kPage,
       static_cast<size_t>(static_cast<double>(1ull << 30) * opts.scale) / kPage * kPage);
   const size_t pages = len / kPage;
-  char tmpl[] = "/tmp/pagewise-bench-restore-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) return ErrnoStatus(errno, "mkdtemp for bench restore");
-  const std::string dir = tmpl;
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } cleanup{dir};
+  BenchTempDir tmp;  // removed with its files on return
+  PW_RETURN_IF_ERROR(tmp.Create("restore"));
+  const std::string dir = tmp.path();
 
   Progress(opts, "restore: generating content");
   PW_ASSIGN_OR_RETURN(BenchMem content, BenchMem::Map(len));
@@ -183,7 +150,7 @@ Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
   std::vector<double> raw_g, fill_g, mem_g;
   Run fill;
   {
-    PinToCurrentCpu pin;  // until the end of the rounds
+    sys::PinToCurrentCpu pin;  // until the end of the rounds
     for (int round = 0; round < kFillRounds; ++round) {
       Progress(opts, "restore: fill round " + std::to_string(round + 1) + "/" +
                          std::to_string(kFillRounds) + " (raw UFFDIO_COPY, image, flat file)");

@@ -17,7 +17,6 @@
 //                   page and compares with the previous pass's hashes.
 // Every Collect() is also checked (outside the timing) to report every page
 // that was written; a miss fails the benchmark.
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -50,34 +49,19 @@ constexpr Fraction kFractions[] = {{"collect_0pct", 0.0, 7},
                                    {"collect_100pct", 1.0, 3}};
 constexpr int kFirstWriteReps = 3;
 
-// A warmed anonymous region, unmapped on destruction.
+// A warmed anonymous region of exact 4 KiB pages whatever the THP mode (so
+// every backend sees the same), unmapped on destruction.
 class TrackedMapping {
  public:
-  TrackedMapping() = default;
-  TrackedMapping(const TrackedMapping&) = delete;
-  TrackedMapping& operator=(const TrackedMapping&) = delete;
-  ~TrackedMapping() {
-    if (p_ != nullptr) munmap(p_, len_);
-  }
   Status Map(size_t len) {
-    void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return ErrnoStatus(errno, "bench track: mmap " + std::to_string(len));
-    p_ = static_cast<char*>(p);
-    len_ = len;
-    // Exact 4 KiB pages whatever the THP mode, so every backend sees the same.
-    if (madvise(p_, len_, MADV_NOHUGEPAGE) != 0) {
-      return ErrnoStatus(errno, "bench track: madvise(MADV_NOHUGEPAGE)");
-    }
-    WarmUp(p_, len_);
-    return Status::Ok();
+    return m_.Map(len, /*small_pages=*/true, /*warm=*/true).WithContext("bench track");
   }
-  char* data() const { return p_; }
-  size_t size() const { return len_; }
-  size_t pages() const { return len_ / PageSize(); }
+  char* data() const { return m_.data(); }
+  size_t size() const { return m_.size(); }
+  size_t pages() const { return m_.size() / PageSize(); }
 
  private:
-  char* p_ = nullptr;
-  size_t len_ = 0;
+  AnonMapping m_;
 };
 
 // One byte per listed page (the pages are sorted: a realistic access order

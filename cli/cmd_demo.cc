@@ -8,11 +8,6 @@
 //      Firecracker-style client) lazily restores it from `pagewise serve`'s
 //      server, first recording its working set, then again with prefetch;
 //   5. every restored byte is compared (by digest) with the heap; a report.
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
@@ -26,6 +21,7 @@
 
 #include "command.h"
 #include "pagewise/check.h"
+#include "pagewise/host.h"
 #include "pagewise/image.h"
 #include "pagewise/live.h"
 #include "pagewise/probe.h"
@@ -115,11 +111,10 @@ class Workload {
 // byte (its prefetch list is in), touches a working set first (as a
 // resuming program would), then everything; prints its digest.
 int RunClient(const std::string& socket, uint64_t size, uint64_t ws_seed) {
-  void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) return Fail("demo client", ErrnoStatus(errno, "mmap"));
-  madvise(mem, size, MADV_NOHUGEPAGE);
+  Result<MemoryMapping> mem = MemoryMapping::Anonymous(size, {.huge_pages = HugePages::kNever});
+  if (!mem.ok()) return Fail("demo client", mem.status());
   Region region;
-  region.address = reinterpret_cast<uint64_t>(mem);
+  region.address = reinterpret_cast<uint64_t>(mem->data());
   region.length = size;
   region.offset = 0;
   region.page_size = kPage;
@@ -128,7 +123,7 @@ int RunClient(const std::string& socket, uint64_t size, uint64_t ws_seed) {
   lo.wait_ready = std::chrono::seconds(10);  // a server without a prefetch list answers at once
   Result<std::unique_ptr<LazyClient>> client = LazyClient::Connect(socket, {region}, lo);
   if (!client.ok()) return Fail("demo client", client.status());
-  const char* p = static_cast<const char*>(mem);
+  const char* p = mem->data();
   // Working set: 48 clusters of 32 pages, the same every run (ws_seed).
   std::mt19937_64 rng(ws_seed);
   const size_t pages = size / kPage;
@@ -160,29 +155,14 @@ Result<ClientRun> RestoreInNewProcess(const std::string& image_path, const std::
   PW_ASSIGN_OR_RETURN(std::unique_ptr<Image> img, Image::Open(image_path));
   std::shared_ptr<const Image> image(std::move(img));
   PW_ASSIGN_OR_RETURN(auto server, PageServer::Start(socket, ImageSource(image), serve_opts));
-  int out[2];
-  if (pipe2(out, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");
-  pid_t pid = fork();
-  if (pid < 0) return ErrnoStatus(errno, "fork");
-  if (pid == 0) {
-    dup2(out[1], STDOUT_FILENO);
-    std::string sz = std::to_string(size);
-    execl("/proc/self/exe", "pagewise", "demo-client", "--socket", socket.c_str(), "--size",
-          sz.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
+  PW_ASSIGN_OR_RETURN(ProgramOutput client,
+                      RunProgram("/proc/self/exe", {"demo-client", "--socket", socket, "--size",
+                                                    std::to_string(size)}));
+  if (client.exit_status != 0) {
+    return Status::Internal("the restoring client process failed (exit status " +
+                            std::to_string(client.exit_status) + "); see its message above");
   }
-  close(out[1]);
-  std::string text;
-  char buf[256];
-  ssize_t n;
-  while ((n = read(out[0], buf, sizeof(buf))) > 0) text.append(buf, static_cast<size_t>(n));
-  close(out[0]);
-  int wstatus = 0;
-  waitpid(pid, &wstatus, 0);
-  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
-    return Status::Internal("the restoring client process failed (status " +
-                            std::to_string(wstatus) + "); see its message above");
-  }
+  const std::string& text = client.stdout_text;
   PW_RETURN_IF_ERROR(server->WaitClientsDone(1, std::chrono::seconds(30)));
   ClientRun run;
   if (std::sscanf(text.c_str(), "%" SCNx64 " %lf %lf %d", &run.digest, &run.ws_ms, &run.total_ms,
@@ -217,19 +197,20 @@ Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep
   if (!check.ok) return Status::Internal("the tracking guarantee check lost writes");
 
   std::string dir = dir_arg;
+  TempDirectory tmp;  // removed when the demo ends, unless kept
   if (dir.empty()) {
-    char tmpl[] = "/tmp/pagewise-demo-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return ErrnoStatus(errno, "mkdtemp");
-    dir = tmpl;
+    PW_ASSIGN_OR_RETURN(tmp, TempDirectory::Create("/tmp/pagewise-demo-"));
+    if (keep) tmp.Keep();
+    dir = tmp.path();
   }
   std::filesystem::create_directories(dir);
 
   // ---- 2. the workload ---------------------------------------------------
   std::printf("== 2. workload: %d writer threads mutating a %.0f MiB heap\n", threads, MiB(size));
-  char* heap = static_cast<char*>(
-      mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-  if (heap == MAP_FAILED) return ErrnoStatus(errno, "mmap heap");
-  madvise(heap, size, MADV_NOHUGEPAGE);
+  Result<MemoryMapping> heap_mem =
+      MemoryMapping::Anonymous(size, {.huge_pages = HugePages::kNever});
+  if (!heap_mem.ok()) return heap_mem.status().WithContext("the demo heap");
+  char* heap = heap_mem->data();
   {
     std::mt19937_64 rng(7);  // initial content: 1/3 zero, 1/3 duplicate, 1/3 random
     for (size_t off = 0; off < size; off += kPage) {
@@ -243,8 +224,7 @@ Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep
         }
     }
   }
-  std::vector<Region> regions = {
-      MakeRegion(heap, size, RegionKind::kAnonymous, PROT_READ | PROT_WRITE, "heap")};
+  std::vector<Region> regions = {heap_mem->AsRegion("heap")};
   PW_ASSIGN_OR_RETURN(std::unique_ptr<Tracker> tracker, Tracker::Create({TrackBackend::kUffdWp}));
   PW_RETURN_IF_ERROR(tracker->Track(heap, size));
   Workload work(heap, size, threads);
@@ -342,11 +322,10 @@ Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep
   if (keep || !dir_arg.empty()) {
     std::printf("   images kept in %s\n", dir.c_str());
   } else {
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
+    tmp.Remove().IgnoreError();  // as before: a directory that will not go is left behind
   }
   tracker.reset();
-  munmap(heap, size);
+  heap_mem->Unmap().IgnoreError();  // the demo's result does not depend on it
   if (!match) return Status::Corruption("a lazily restored process saw different memory");
   return Status::Ok();
 }

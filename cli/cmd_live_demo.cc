@@ -2,9 +2,6 @@
 // keep writing, with a progress bar on a terminal, then proves the image
 // equals memory at the snapshot instant (the writers are held for the
 // instant of Start() only, while a reference copy is taken).
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -17,6 +14,7 @@
 #include <vector>
 
 #include "command.h"
+#include "pagewise/host.h"
 #include "pagewise/image.h"
 #include "pagewise/live.h"
 
@@ -107,46 +105,35 @@ int RunDemo(const DemoOptions& o) {
   const size_t huge = 2 << 20;
   const size_t len = (o.size_mib << 20) / huge * huge;
   if (len == 0) return Fail(cmd, Status::InvalidArgument("--size-mib must be at least 2"));
-  Region region;
-  region.page_size = static_cast<uint32_t>(PageSize());
-  region.prot = PROT_READ | PROT_WRITE;
-  region.name = "demo-heap";
-  char* mem = nullptr;
-  int memfd = -1;
+  Result<MemoryMapping> heap = Status::InvalidArgument("--kind must be anon, memfd or thp");
   if (o.kind == "memfd") {
-    memfd = memfd_create("pagewise-demo", MFD_CLOEXEC);
-    if (memfd < 0 || ftruncate(memfd, static_cast<off_t>(len)) != 0) {
-      return Fail(cmd, ErrnoStatus(errno, "memfd for the demo heap"));
-    }
-    void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-    if (p == MAP_FAILED) return Fail(cmd, ErrnoStatus(errno, "mmap of the demo heap"));
-    mem = static_cast<char*>(p);
-    region.kind = RegionKind::kShared;
+    heap = MemoryMapping::Memfd(len, "pagewise-demo");
   } else if (o.kind == "anon" || o.kind == "thp") {
-    void* p = mmap(nullptr, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-      return Fail(cmd, ErrnoStatus(errno, "mmap of the demo heap", "lower --size-mib"));
-    mem = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(p) + huge - 1) & ~(huge - 1));
-    madvise(mem, len, o.kind == "thp" ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
-    region.kind = RegionKind::kAnonymous;
-  } else {
-    return Fail(cmd, Status::InvalidArgument("--kind must be anon, memfd or thp"));
+    // 2 MiB aligned, so that thp can back all of it with huge pages.
+    heap = MemoryMapping::Anonymous(
+        len, {.huge_pages = o.kind == "thp" ? HugePages::kAlways : HugePages::kNever,
+              .alignment = huge});
   }
-  region.address = reinterpret_cast<uint64_t>(mem);
-  region.length = len;
+  if (!heap.ok()) {
+    if (heap.status().code() == Code::kInvalidArgument) return Fail(cmd, heap.status());
+    return Fail(cmd, heap.status().WithContext("the demo heap (lower --size-mib)"));
+  }
+  char* mem = heap->data();
+  const Region region = heap->AsRegion("demo-heap");
   std::mt19937_64 fill(7);
   for (size_t off = 0; off < len; off += PageSize()) {
     uint64_t* q = reinterpret_cast<uint64_t*>(mem + off);
     for (size_t i = 0; i < 64; ++i) q[i] = fill();
   }
 
-  char tmpl[] = "/tmp/pagewise-live-demo-XXXXXX";
   std::string out = o.out;
-  std::string tmpdir;
+  TempDirectory tmpdir;  // removed (with the image) on return, unless --keep
   if (out.empty()) {
-    if (mkdtemp(tmpl) == nullptr) return Fail(cmd, ErrnoStatus(errno, "mkdtemp"));
-    tmpdir = tmpl;
-    out = tmpdir + "/demo.pwi";
+    Result<TempDirectory> t = TempDirectory::Create("/tmp/pagewise-live-demo-");
+    if (!t.ok()) return Fail(cmd, t.status());
+    tmpdir = std::move(*t);
+    if (o.keep) tmpdir.Keep();
+    out = tmpdir.File("demo.pwi");
   }
   const bool tty = StderrIsTerminal();
   LiveSnapshotOptions lo;
@@ -203,10 +190,6 @@ int RunDemo(const DemoOptions& o) {
   }
   std::printf("image %s equals memory at the snapshot instant: %s (%zu of %zu pages differ)\n",
               out.c_str(), bad == 0 ? "yes" : "NO", bad, len / PageSize());
-  if (!tmpdir.empty() && !o.keep) {
-    unlink(out.c_str());
-    rmdir(tmpdir.c_str());
-  }
   return bad == 0 ? 0 : 1;
 }
 

@@ -4,10 +4,11 @@
 
 #include "app.h"
 #include "command.h"
+#include "pagewise/host.h"
 
 namespace pagewise::cli {
 
-bool StderrIsTerminal() { return isatty(STDERR_FILENO) == 1; }
+bool StderrIsTerminal() { return IsTerminal(STDERR_FILENO); }
 
 }  // namespace pagewise::cli
 

@@ -1,10 +1,10 @@
 // ProgressBar implementation.
 #include "progress.h"
 
-#include <unistd.h>
-
 #include <cstdio>
 #include <ctime>
+
+#include "command.h"
 
 namespace pagewise::cli {
 namespace {
@@ -19,7 +19,7 @@ ProgressBar::ProgressBar(std::string label, uint64_t total, bool unit_bytes)
     : label_(std::move(label)),
       total_(total),
       unit_bytes_(unit_bytes),
-      enabled_(isatty(STDERR_FILENO) == 1),
+      enabled_(StderrIsTerminal()),
       start_ns_(Now()) {}
 
 ProgressBar::~ProgressBar() { Finish(); }

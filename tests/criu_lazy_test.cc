@@ -89,7 +89,7 @@ TEST_F(CriuLazyTest, MultiThreadedProgramRestoresExactly) {
   ASSERT_EQ(r["tasks"].size(), 1u);
   EXPECT_TRUE(r["tasks"][0]["ok"].get<bool>()) << r.dump(2);
   // 48 MiB of heap went through the daemon.
-  EXPECT_GE(Sum(r, "pages_demand") + Sum(r, "pages_background"), 48u * 256);
+  EXPECT_GE(Sum(r, "pages_demand") + Sum(r, "pages_background"), 48u * 256) << r.dump(2);
 }
 
 TEST_F(CriuLazyTest, ForkMremapDontneedMunmapWhileRestoring) {

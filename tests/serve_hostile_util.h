@@ -7,7 +7,8 @@
 //   - raw connections that send any body with any descriptors;
 //   - EventLog: the server's ServeEvents, waitable;
 //   - OpenFds: descriptors of this process (to prove none leaked);
-//   - CliServer: the built `pagewise serve` as a child process.
+//   - CliServer: the built `pagewise serve` as a child process (also used by
+//     the Firecracker-client tests, tests/serve_firecracker_util.h).
 // Header-only, for tests.
 //
 // Thread safety: EventLog is safe from any thread; the rest is used by the
@@ -377,6 +378,13 @@ class CliServer {
 
   // Waits for it to exit by itself.
   int Wait() { return Stop(0); }
+
+  // SIGSTOPs it and waits until it is stopped (Stop(SIGKILL) ends it later).
+  bool Pause() {
+    if (pid_ <= 0 || kill(pid_, SIGSTOP) != 0) return false;
+    int st = 0;
+    return waitpid(pid_, &st, WUNTRACED) == pid_ && WIFSTOPPED(st);
+  }
 
   pid_t pid() const { return pid_; }
   const std::string& out() const { return stdout_; }

@@ -7,16 +7,15 @@
 // Every benchmark maps fresh memory per batch outside the timed region and
 // warms the source buffers, so the timed region holds only the operation.
 #include <benchmark/benchmark.h>
-#include <linux/userfaultfd.h>
-#include <sys/mman.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "pagewise/host.h"
 #include "sys/env.h"
 #include "sys/pagemap.h"
-#include "sys/uapi.h"
 #include "sys/userfaultfd.h"
 
 namespace pagewise {
@@ -25,11 +24,15 @@ namespace {
 const size_t kPage = PageSize();
 constexpr size_t kRegion = 64 << 20;  // per measurement round
 
-char* MapAnon(size_t len) {
-  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) std::abort();
-  madvise(p, len, MADV_NOHUGEPAGE);
-  return static_cast<char*>(p);
+// Fresh 4 KiB-page memory (unmapped when the returned owner goes).
+MemoryMapping MapAnon(size_t len) {
+  Result<MemoryMapping> m = MemoryMapping::Anonymous(len, {.huge_pages = HugePages::kNever});
+  if (!m.ok()) std::abort();
+  return std::move(*m);
+}
+
+void Unmap(MemoryMapping* m) {
+  if (!m->Unmap().ok()) std::abort();
 }
 
 sys::Userfaultfd OpenUffd(uint64_t features) {
@@ -47,8 +50,9 @@ void BM_UffdCopy(benchmark::State& state) {
   sys::Userfaultfd u = OpenUffd(0);
   for (auto _ : state) {
     state.PauseTiming();
-    char* dst = MapAnon(kRegion);
-    if (!u.Register(reinterpret_cast<uint64_t>(dst), kRegion, UFFDIO_REGISTER_MODE_MISSING).ok())
+    MemoryMapping dst_map = MapAnon(kRegion);
+    char* dst = dst_map.data();
+    if (!u.Register(reinterpret_cast<uint64_t>(dst), kRegion, sys::kRegisterMissing).ok())
       std::abort();
     state.ResumeTiming();
     for (size_t off = 0; off < kRegion; off += batch) {
@@ -56,7 +60,7 @@ void BM_UffdCopy(benchmark::State& state) {
       benchmark::DoNotOptimize(r);
     }
     state.PauseTiming();
-    munmap(dst, kRegion);
+    Unmap(&dst_map);
     state.ResumeTiming();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kRegion));
@@ -68,15 +72,16 @@ void BM_UffdZeropage(benchmark::State& state) {
   sys::Userfaultfd u = OpenUffd(0);
   for (auto _ : state) {
     state.PauseTiming();
-    char* dst = MapAnon(kRegion);
-    if (!u.Register(reinterpret_cast<uint64_t>(dst), kRegion, UFFDIO_REGISTER_MODE_MISSING).ok())
+    MemoryMapping dst_map = MapAnon(kRegion);
+    char* dst = dst_map.data();
+    if (!u.Register(reinterpret_cast<uint64_t>(dst), kRegion, sys::kRegisterMissing).ok())
       std::abort();
     state.ResumeTiming();
     for (size_t off = 0; off < kRegion; off += batch) {
       benchmark::DoNotOptimize(u.Zeropage(reinterpret_cast<uint64_t>(dst) + off, batch));
     }
     state.PauseTiming();
-    munmap(dst, kRegion);
+    Unmap(&dst_map);
     state.ResumeTiming();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kRegion));
@@ -85,13 +90,15 @@ BENCHMARK(BM_UffdZeropage)->Arg(1)->Arg(64)->Unit(benchmark::kMillisecond);
 
 void BM_UffdMove(benchmark::State& state) {
   const size_t batch = static_cast<size_t>(state.range(0)) * kPage;
-  sys::Userfaultfd u = OpenUffd(UFFD_FEATURE_MOVE);
+  sys::Userfaultfd u = OpenUffd(sys::kFeatureMove);
   for (auto _ : state) {
     state.PauseTiming();
-    char* src = MapAnon(kRegion);
+    MemoryMapping src_map = MapAnon(kRegion);
+    char* src = src_map.data();
     for (size_t off = 0; off < kRegion; off += kPage) src[off] = 1;
-    char* dst = MapAnon(kRegion);
-    if (!u.Register(reinterpret_cast<uint64_t>(dst), kRegion, UFFDIO_REGISTER_MODE_MISSING).ok())
+    MemoryMapping dst_map = MapAnon(kRegion);
+    char* dst = dst_map.data();
+    if (!u.Register(reinterpret_cast<uint64_t>(dst), kRegion, sys::kRegisterMissing).ok())
       std::abort();
     state.ResumeTiming();
     for (size_t off = 0; off < kRegion; off += batch) {
@@ -99,8 +106,8 @@ void BM_UffdMove(benchmark::State& state) {
                                       reinterpret_cast<uint64_t>(src) + off, batch));
     }
     state.PauseTiming();
-    munmap(dst, kRegion);
-    munmap(src, kRegion);
+    Unmap(&dst_map);
+    Unmap(&src_map);
     state.ResumeTiming();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kRegion));
@@ -110,7 +117,8 @@ BENCHMARK(BM_UffdMove)->Arg(1)->Arg(64)->Unit(benchmark::kMillisecond);
 // Baseline for the fills: memcpy into already-populated memory, and the
 // kernel's own first-touch fault.
 void BM_Memcpy(benchmark::State& state) {
-  char* dst = MapAnon(kRegion);
+  MemoryMapping dst_map = MapAnon(kRegion);
+  char* dst = dst_map.data();
   std::vector<char> src(kRegion, 'p');
   std::memset(dst, 1, kRegion);
   for (auto _ : state) {
@@ -118,19 +126,20 @@ void BM_Memcpy(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kRegion));
-  munmap(dst, kRegion);
+  Unmap(&dst_map);
 }
 BENCHMARK(BM_Memcpy)->Unit(benchmark::kMillisecond);
 
 void BM_FirstTouch(benchmark::State& state) {
   for (auto _ : state) {
     state.PauseTiming();
-    char* dst = MapAnon(kRegion);
+    MemoryMapping dst_map = MapAnon(kRegion);
+    char* dst = dst_map.data();
     state.ResumeTiming();
     for (size_t off = 0; off < kRegion; off += kPage) dst[off] = 1;
     benchmark::ClobberMemory();
     state.PauseTiming();
-    munmap(dst, kRegion);
+    Unmap(&dst_map);
     state.ResumeTiming();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kRegion));
@@ -141,12 +150,13 @@ BENCHMARK(BM_FirstTouch)->Unit(benchmark::kMillisecond);
 // given per-mille of pages written since the last scan.
 void BM_PagemapScanRearm(benchmark::State& state) {
   const int permille = static_cast<int>(state.range(0));
-  char* mem = MapAnon(kRegion);
+  MemoryMapping mem_map = MapAnon(kRegion);
+  char* mem = mem_map.data();
   std::memset(mem, 1, kRegion);
-  sys::Userfaultfd u = OpenUffd(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_ASYNC |
-                                UFFD_FEATURE_WP_UNPOPULATED);
+  sys::Userfaultfd u =
+      OpenUffd(sys::kFeaturePagefaultFlagWp | sys::kFeatureWpAsync | sys::kFeatureWpUnpopulated);
   const uint64_t start = reinterpret_cast<uint64_t>(mem);
-  if (!u.Register(start, kRegion, UFFDIO_REGISTER_MODE_WP).ok() ||
+  if (!u.Register(start, kRegion, sys::kRegisterWp).ok() ||
       !u.WriteProtect(start, kRegion, true).ok())
     std::abort();
   auto scanner = sys::PagemapScanner::Open();
@@ -169,23 +179,24 @@ void BM_PagemapScanRearm(benchmark::State& state) {
     if (!scanner->ScanAll(args, &out).ok()) std::abort();
     benchmark::DoNotOptimize(out.data());
   }
-  munmap(mem, kRegion);
+  Unmap(&mem_map);
 }
 BENCHMARK(BM_PagemapScanRearm)->Arg(0)->Arg(10)->Arg(100)->Arg(1000)->Unit(benchmark::kMicrosecond);
 
 void BM_UffdWriteProtectRange(benchmark::State& state) {
-  char* mem = MapAnon(kRegion);
+  MemoryMapping mem_map = MapAnon(kRegion);
+  char* mem = mem_map.data();
   std::memset(mem, 1, kRegion);
-  sys::Userfaultfd u = OpenUffd(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_ASYNC);
+  sys::Userfaultfd u = OpenUffd(sys::kFeaturePagefaultFlagWp | sys::kFeatureWpAsync);
   const uint64_t start = reinterpret_cast<uint64_t>(mem);
-  if (!u.Register(start, kRegion, UFFDIO_REGISTER_MODE_WP).ok()) std::abort();
+  if (!u.Register(start, kRegion, sys::kRegisterWp).ok()) std::abort();
   for (auto _ : state) {
     if (!u.WriteProtect(start, kRegion, true).ok()) std::abort();
     state.PauseTiming();
     if (!u.WriteProtect(start, kRegion, false).ok()) std::abort();
     state.ResumeTiming();
   }
-  munmap(mem, kRegion);
+  Unmap(&mem_map);
 }
 BENCHMARK(BM_UffdWriteProtectRange)->Unit(benchmark::kMicrosecond);
 

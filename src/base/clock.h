@@ -27,6 +27,15 @@ inline uint64_t NowNs() {
                                    .count());
 }
 
+// Wall-clock time (system_clock) in nanoseconds since the Unix epoch: for
+// times kept across runs (the disk cache's last-use times). May go back
+// when the clock is set; never use it for deadlines.
+inline int64_t WallClockNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // True if `timeout` means "no limit" (kNoTimeout, or so far away that a
 // deadline computed from it would overflow: more than a century).
 inline bool IsUnlimited(Duration timeout) {

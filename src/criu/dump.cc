@@ -10,17 +10,13 @@
 #include <map>
 #include <utility>
 
+#include "base/bytes.h"
+
 namespace pagewise::criu {
 namespace {
 
 constexpr uint64_t kMaxSmallImage = 256ull << 20;  // pagemap/mm/pstree/inventory
 constexpr int kMaxParents = 64;                    // a loop of parent links ends here
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof(buf), "%#llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 // A mapped pages-N.img.
 struct PagesFile {
@@ -130,7 +126,7 @@ class Layer {
     while (at < end) {
       if (i >= es.size() || es[i].vaddr > at) {
         return Status::Corruption(dir_ + "/pagemap-" + std::to_string(pid) +
-                                  ".img has no entry for page " + Hex(at) +
+                                  ".img has no entry for page " + HexAddr(at) +
                                   " that a later dump says is in this (parent) dump");
       }
       const PagemapEntry& e = es[i];
@@ -141,7 +137,7 @@ class Layer {
         const uint64_t off = tm->pages_off[i] + (at - e.vaddr);
         if (off > f->size || piece > f->size - off) {
           return Status::Corruption(f->path + " is " + std::to_string(f->size) + " bytes; pid " +
-                                    std::to_string(pid) + " page " + Hex(at) +
+                                    std::to_string(pid) + " page " + HexAddr(at) +
                                     " needs bytes up to " + std::to_string(off + piece) +
                                     " (truncated dump)");
         }
@@ -149,14 +145,14 @@ class Layer {
       } else if (e.flags & kPeParent) {
         PW_ASSIGN_OR_RETURN(Layer * parent, Parent());
         if (parent == nullptr) {
-          return Status::NotFound(dir_ + ": pid " + std::to_string(pid) + " page " + Hex(at) +
+          return Status::NotFound(dir_ + ": pid " + std::to_string(pid) + " page " + HexAddr(at) +
                                   " is in the parent dump (PE_PARENT), but " + dir_ +
                                   "/parent is missing");
         }
         PW_RETURN_IF_ERROR(parent->Resolve(pid, at, piece, flat + (at - vaddr), ps, out));
       } else {
         return Status::NotSupported(
-            dir_ + ": pid " + std::to_string(pid) + " page " + Hex(at) +
+            dir_ + ": pid " + std::to_string(pid) + " page " + HexAddr(at) +
             " is lazy but not in the images (dumped with `criu dump --lazy-pages`: its pages "
             "stay in the dumped process); dump without --lazy-pages");
       }
@@ -298,8 +294,8 @@ class DumpImpl final : public CriuDump {
       while (at < end) {
         while (v < mm.vmas.size() && mm.vmas[v].end <= at) ++v;
         if (v >= mm.vmas.size() || mm.vmas[v].start > at) {
-          return Status::Corruption("pagemap-" + std::to_string(t->pid) + ".img: page " + Hex(at) +
-                                    " lies in no VMA of " + mm_path);
+          return Status::Corruption("pagemap-" + std::to_string(t->pid) + ".img: page " +
+                                    HexAddr(at) + " lies in no VMA of " + mm_path);
         }
         const Vma& vma = mm.vmas[v];
         const uint64_t piece = std::min(end, vma.end) - at;

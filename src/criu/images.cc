@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "base/bytes.h"
 #include "criu/wire.h"
 
 namespace pagewise::criu {
@@ -17,12 +18,6 @@ uint32_t LoadU32(std::string_view s, size_t at) {
   uint32_t v = 0;
   std::memcpy(&v, s.data() + at, 4);
   return v;  // CRIU writes host order: little-endian on the x86-64 we support
-}
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof(buf), "%#llx", static_cast<unsigned long long>(v));
-  return buf;
 }
 
 // Decodes one message's fields with `on_field`, adding the entry index to
@@ -62,16 +57,16 @@ Result<std::vector<std::string_view>> SplitImage(std::string_view file, uint32_t
     if (file.size() < 4) return Status::Corruption(name + ": shorter than its 4-byte head magic");
     const uint32_t head = LoadU32(file, 0);
     if (head != kImgCommonMagic) {
-      return Status::Corruption(name + ": head magic " + Hex(head) + " is not CRIU's " +
-                                Hex(kImgCommonMagic) + " (not a CRIU image, or damaged)");
+      return Status::Corruption(name + ": head magic " + HexAddr(head) + " is not CRIU's " +
+                                HexAddr(kImgCommonMagic) + " (not a CRIU image, or damaged)");
     }
     pos = 4;
   }
   if (file.size() - pos < 4) return Status::Corruption(name + ": no image type magic");
   const uint32_t magic = LoadU32(file, pos);
   if (magic != type_magic) {
-    return Status::Corruption(name + ": type magic " + Hex(magic) + ", expected " +
-                              Hex(type_magic) + " (wrong image type, or damaged)");
+    return Status::Corruption(name + ": type magic " + HexAddr(magic) + ", expected " +
+                              HexAddr(type_magic) + " (wrong image type, or damaged)");
   }
   pos += 4;
   std::vector<std::string_view> out;
@@ -205,19 +200,19 @@ Result<Pagemap> ParsePagemapImage(std::string_view file, const std::string& name
     }
     e.nr_pages = has_nr ? nr : compat;
     if (e.flags & ~(kPeParent | kPeLazy | kPePresent)) {
-      return Status::Corruption(where + ": unknown flags " + Hex(e.flags));
+      return Status::Corruption(where + ": unknown flags " + HexAddr(e.flags));
     }
     if ((e.flags & kPeParent) && (e.flags & kPePresent)) {
       return Status::Corruption(where + ": both PE_PARENT and PE_PRESENT");
     }
     if (e.vaddr % page_size)
-      return Status::Corruption(where + ": vaddr " + Hex(e.vaddr) + " not page aligned");
+      return Status::Corruption(where + ": vaddr " + HexAddr(e.vaddr) + " not page aligned");
     if (e.nr_pages == 0 || e.vaddr >= kMaxAddr || e.nr_pages > (kMaxAddr - e.vaddr) / page_size) {
-      return Status::Corruption(where + ": bad range " + Hex(e.vaddr) + " + " +
+      return Status::Corruption(where + ": bad range " + HexAddr(e.vaddr) + " + " +
                                 std::to_string(e.nr_pages) + " pages");
     }
     if (e.vaddr < prev_end) {
-      return Status::Corruption(where + ": " + Hex(e.vaddr) +
+      return Status::Corruption(where + ": " + HexAddr(e.vaddr) +
                                 " overlaps or precedes the entry before");
     }
     prev_end = e.vaddr + e.nr_pages * page_size;
@@ -269,7 +264,7 @@ Result<Mm> ParseMmImage(std::string_view file, const std::string& name, size_t p
     }));
     if ((seen & 0xe) != 0xe) return Status::Corruption(where + ": no start, end or pgoff");
     if (v.start % page_size || v.end % page_size || v.end <= v.start) {
-      return Status::Corruption(where + ": bad range " + Hex(v.start) + "-" + Hex(v.end));
+      return Status::Corruption(where + ": bad range " + HexAddr(v.start) + "-" + HexAddr(v.end));
     }
     if (v.start < prev_end)
       return Status::Corruption(where + ": overlaps or precedes the one before");

@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "base/bytes.h"
 #include "image/format.h"
 #include "pagewise/image.h"
 #include "testing/test_util.h"
@@ -203,14 +204,14 @@ TEST_F(Corruption, RandomMultiByteDamageNeverCrashes) {
 void EditHeader(const std::string& path, const std::function<void(uint8_t*)>& edit) {
   std::vector<uint8_t> b = Slurp(path);
   edit(b.data());
-  image::Put64(b.data() + 248, image::Checksum64(b.data(), 248));
+  StoreLe64(b.data() + 248, image::Checksum64(b.data(), 248));
   Spit(path, b);
 }
 
 TEST_F(Corruption, OtherVersionsAreRefusedNamingBoth) {
   const std::vector<uint8_t> pristine = Slurp(top_);
   for (uint32_t v : {0u, 2u, 77u}) {
-    EditHeader(top_, [v](uint8_t* h) { image::Put32(h + 8, v); });
+    EditHeader(top_, [v](uint8_t* h) { StoreLe32(h + 8, v); });
     auto img = Image::Open(top_);
     ASSERT_FALSE(img.ok());
     EXPECT_EQ(img.status().code(), Code::kNotSupported) << img.status().ToString();
@@ -221,10 +222,10 @@ TEST_F(Corruption, OtherVersionsAreRefusedNamingBoth) {
   }
   Spit(top_, pristine);
   // Unknown incompatible flags are refused; unknown compatible flags ignored.
-  EditHeader(top_, [](uint8_t* h) { image::Put32(h + 16, 4); });
+  EditHeader(top_, [](uint8_t* h) { StoreLe32(h + 16, 4); });
   EXPECT_EQ(Image::Open(top_).status().code(), Code::kNotSupported);
   Spit(top_, pristine);
-  EditHeader(top_, [](uint8_t* h) { image::Put32(h + 20, 0x80); });
+  EditHeader(top_, [](uint8_t* h) { StoreLe32(h + 20, 0x80); });
   EXPECT_TRUE(Image::Open(top_).ok());
   // A version change without a matching checksum is damage, not a version.
   std::vector<uint8_t> b = pristine;

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <random>
 
+#include "base/bytes.h"
+
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
@@ -20,21 +22,6 @@ uint64_t Checksum64(const void* data, size_t len) { return XXH3_64bits(data, len
 Hash128 PageHash(const void* data, size_t len) {
   XXH128_hash_t h = XXH3_128bits(data, len);
   return Hash128{h.low64, h.high64};
-}
-
-bool IsZeroPage(const void* data, size_t len) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  // Check 64 bytes at a time with an OR reduction; pages are multiples of 512.
-  for (size_t i = 0; i < len; i += 64) {
-    uint64_t acc = 0;
-    for (size_t j = 0; j < 64; j += 8) {
-      uint64_t w;
-      std::memcpy(&w, p + i + j, 8);
-      acc |= w;
-    }
-    if (acc != 0) return false;
-  }
-  return true;
 }
 
 Uuid NewUuid() {
@@ -74,29 +61,6 @@ std::string UuidString(const Uuid& u) {
     s.push_back(hex[u[i] & 15]);
   }
   return s;
-}
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
-void Put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void Put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t Get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
 }
 
 // Header field offsets (docs/image-format.md, "Header").
@@ -141,28 +105,28 @@ Status HeaderCorrupt(uint64_t* bad_at, const std::string& where, size_t off,
 std::vector<uint8_t> EncodeHeader(const Header& h) {
   std::vector<uint8_t> b(kHeaderSize, 0);
   std::memcpy(b.data() + kOffMagic, kMagic, 8);
-  Put32(&b[kOffVersion], h.version);
-  Put32(&b[kOffHeaderSize], kHeaderSize);
-  Put32(&b[kOffIncompat], h.incompat_flags);
-  Put32(&b[kOffCompat], h.compat_flags);
-  Put32(&b[kOffPageSize], h.page_size);
-  Put32(&b[kOffRegionCount], h.region_count);
-  Put64(&b[kOffFileSize], h.file_size);
-  Put64(&b[kOffIndexOffset], h.index_offset);
-  Put64(&b[kOffIndexLength], h.index_length);
-  Put64(&b[kOffIndexChecksum], h.index_checksum);
+  StoreLe32(&b[kOffVersion], h.version);
+  StoreLe32(&b[kOffHeaderSize], kHeaderSize);
+  StoreLe32(&b[kOffIncompat], h.incompat_flags);
+  StoreLe32(&b[kOffCompat], h.compat_flags);
+  StoreLe32(&b[kOffPageSize], h.page_size);
+  StoreLe32(&b[kOffRegionCount], h.region_count);
+  StoreLe64(&b[kOffFileSize], h.file_size);
+  StoreLe64(&b[kOffIndexOffset], h.index_offset);
+  StoreLe64(&b[kOffIndexLength], h.index_length);
+  StoreLe64(&b[kOffIndexChecksum], h.index_checksum);
   std::memcpy(&b[kOffUuid], h.uuid.data(), 16);
   std::memcpy(&b[kOffParentUuid], h.parent_uuid.data(), 16);
-  Put64(&b[kOffStatPages], h.stat_pages);
-  Put64(&b[kOffStatZero], h.stat_zero_pages);
-  Put64(&b[kOffStatDup], h.stat_duplicate_pages);
-  Put64(&b[kOffStatStored], h.stat_stored_pages);
-  Put64(&b[kOffStatRaw], h.stat_raw_bytes);
-  Put64(&b[kOffStatCompressed], h.stat_compressed_bytes);
-  Put64(&b[kOffChunkCount], h.chunk_count);
-  Put64(&b[kOffRunCount], h.run_count);
+  StoreLe64(&b[kOffStatPages], h.stat_pages);
+  StoreLe64(&b[kOffStatZero], h.stat_zero_pages);
+  StoreLe64(&b[kOffStatDup], h.stat_duplicate_pages);
+  StoreLe64(&b[kOffStatStored], h.stat_stored_pages);
+  StoreLe64(&b[kOffStatRaw], h.stat_raw_bytes);
+  StoreLe64(&b[kOffStatCompressed], h.stat_compressed_bytes);
+  StoreLe64(&b[kOffChunkCount], h.chunk_count);
+  StoreLe64(&b[kOffRunCount], h.run_count);
   b[kOffCompression] = h.compression;
-  Put64(&b[kOffHeaderChecksum], Checksum64(b.data(), kOffHeaderChecksum));
+  StoreLe64(&b[kOffHeaderChecksum], Checksum64(b.data(), kOffHeaderChecksum));
   return b;
 }
 
@@ -182,7 +146,7 @@ Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_si
                               "(or its first bytes are damaged)");
   }
   Header h;
-  h.header_size = Get32(buf + kOffHeaderSize);
+  h.header_size = LoadLe32(buf + kOffHeaderSize);
   if (h.header_size < kMinHeaderSize || h.header_size > kMaxHeaderSize || h.header_size % 8 != 0) {
     return HeaderCorrupt(bad_at, where, kOffHeaderSize,
                          "impossible header size " + std::to_string(h.header_size));
@@ -193,12 +157,12 @@ Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_si
                               "-byte header (truncated)");
   }
   const size_t ck_off = h.header_size - 8;
-  const uint64_t want = Get64(buf + ck_off);
+  const uint64_t want = LoadLe64(buf + ck_off);
   const uint64_t got = Checksum64(buf, ck_off);
   if (want != got) {
     return HeaderCorrupt(bad_at, where, ck_off, "header checksum mismatch");
   }
-  h.version = Get32(buf + kOffVersion);
+  h.version = LoadLe32(buf + kOffVersion);
   if (h.version != kVersion) {
     *bad_at = kOffVersion;
     return Status::NotSupported(
@@ -211,30 +175,30 @@ Result<Header> DecodeHeader(const uint8_t* buf, size_t buf_len, uint64_t file_si
     return HeaderCorrupt(bad_at, where, kOffHeaderSize,
                          "version 1 header size must be 256, is " + std::to_string(h.header_size));
   }
-  h.incompat_flags = Get32(buf + kOffIncompat);
-  h.compat_flags = Get32(buf + kOffCompat);
+  h.incompat_flags = LoadLe32(buf + kOffIncompat);
+  h.compat_flags = LoadLe32(buf + kOffCompat);
   if (h.incompat_flags != 0) {
     *bad_at = kOffIncompat;
     return Status::NotSupported("image " + where + " uses incompatible feature flags " +
-                                Hex(h.incompat_flags) +
+                                HexAddr(h.incompat_flags) +
                                 " that this pagewise does not know: use a newer pagewise");
   }
-  h.page_size = Get32(buf + kOffPageSize);
-  h.region_count = Get32(buf + kOffRegionCount);
-  h.file_size = Get64(buf + kOffFileSize);
-  h.index_offset = Get64(buf + kOffIndexOffset);
-  h.index_length = Get64(buf + kOffIndexLength);
-  h.index_checksum = Get64(buf + kOffIndexChecksum);
+  h.page_size = LoadLe32(buf + kOffPageSize);
+  h.region_count = LoadLe32(buf + kOffRegionCount);
+  h.file_size = LoadLe64(buf + kOffFileSize);
+  h.index_offset = LoadLe64(buf + kOffIndexOffset);
+  h.index_length = LoadLe64(buf + kOffIndexLength);
+  h.index_checksum = LoadLe64(buf + kOffIndexChecksum);
   std::memcpy(h.uuid.data(), buf + kOffUuid, 16);
   std::memcpy(h.parent_uuid.data(), buf + kOffParentUuid, 16);
-  h.stat_pages = Get64(buf + kOffStatPages);
-  h.stat_zero_pages = Get64(buf + kOffStatZero);
-  h.stat_duplicate_pages = Get64(buf + kOffStatDup);
-  h.stat_stored_pages = Get64(buf + kOffStatStored);
-  h.stat_raw_bytes = Get64(buf + kOffStatRaw);
-  h.stat_compressed_bytes = Get64(buf + kOffStatCompressed);
-  h.chunk_count = Get64(buf + kOffChunkCount);
-  h.run_count = Get64(buf + kOffRunCount);
+  h.stat_pages = LoadLe64(buf + kOffStatPages);
+  h.stat_zero_pages = LoadLe64(buf + kOffStatZero);
+  h.stat_duplicate_pages = LoadLe64(buf + kOffStatDup);
+  h.stat_stored_pages = LoadLe64(buf + kOffStatStored);
+  h.stat_raw_bytes = LoadLe64(buf + kOffStatRaw);
+  h.stat_compressed_bytes = LoadLe64(buf + kOffStatCompressed);
+  h.chunk_count = LoadLe64(buf + kOffChunkCount);
+  h.run_count = LoadLe64(buf + kOffRunCount);
   h.compression = buf[kOffCompression];
 
   if (h.file_size != file_size) {

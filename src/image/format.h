@@ -112,21 +112,11 @@ struct Hash128 {
   bool operator==(const Hash128& o) const { return lo == o.lo && hi == o.hi; }
 };
 Hash128 PageHash(const void* data, size_t len);  // XXH3-128, seed 0
-// True if all `len` bytes (a multiple of 8) are zero.
-bool IsZeroPage(const void* data, size_t len);
 
 // A fresh random image identity (never all zero).
 Uuid NewUuid();
 bool IsNullUuid(const Uuid& u);
 std::string UuidString(const Uuid& u);
-// "0x" followed by lower-case hex digits.
-std::string Hex(uint64_t v);
-
-// ---- little-endian helpers ---------------------------------------------------------
-void Put32(uint8_t* p, uint32_t v);
-void Put64(uint8_t* p, uint64_t v);
-uint32_t Get32(const uint8_t* p);
-uint64_t Get64(const uint8_t* p);
 
 // ---- header ---------------------------------------------------------------------
 // Encodes `h` into exactly kHeaderSize bytes, with the header checksum.

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/bytes.h"
 #include "image/format.h"
 
 namespace pagewise::image {
@@ -11,11 +12,11 @@ class Writer {
  public:
   void U32(uint32_t v) {
     size_t o = Grow(4);
-    Put32(&b_[o], v);
+    StoreLe32(&b_[o], v);
   }
   void U64(uint64_t v) {
     size_t o = Grow(8);
-    Put64(&b_[o], v);
+    StoreLe64(&b_[o], v);
   }
   void U8(uint8_t v) { b_.push_back(v); }
   void Bytes(const void* p, size_t n) {
@@ -43,12 +44,12 @@ class Reader {
   uint64_t file_offset() const { return base_ + pos_; }
   bool Need(size_t k) const { return left() >= k; }
   uint32_t U32() {
-    uint32_t v = Get32(p_ + pos_);
+    uint32_t v = LoadLe32(p_ + pos_);
     pos_ += 4;
     return v;
   }
   uint64_t U64() {
-    uint64_t v = Get64(p_ + pos_);
+    uint64_t v = LoadLe64(p_ + pos_);
     pos_ += 8;
     return v;
   }
@@ -229,8 +230,9 @@ Status DecodeRuns(Reader& r, const Header& h, Index* ix) {
         uint64_t chunk = RefChunk(ref);
         if (chunk >= ix->chunks.size() || RefSlot(ref) >= ix->chunks[chunk].page_count ||
             ix->chunks[chunk].page_size != reg.page_size) {
-          return r.Bad(name + " page " + std::to_string(k) + ": bad chunk reference " + Hex(ref),
-                       ref_at);
+          return r.Bad(
+              name + " page " + std::to_string(k) + ": bad chunk reference " + HexAddr(ref),
+              ref_at);
         }
         ix->refs.push_back(ref);
       }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/bytes.h"
 #include "image/chain.h"
 
 namespace pagewise::image {
@@ -28,14 +29,14 @@ Status ChainImage::CheckRange(uint32_t region, uint64_t offset, uint64_t len) co
   }
   const Region& r = regions_[region];
   if (offset % r.page_size != 0 || len % r.page_size != 0) {
-    return Status::InvalidArgument("range [" + Hex(offset) + ", +" + Hex(len) + ") of region " +
-                                   std::to_string(region) + " is not aligned to its page size " +
-                                   std::to_string(r.page_size));
+    return Status::InvalidArgument(
+        "range [" + HexAddr(offset) + ", +" + HexAddr(len) + ") of region " +
+        std::to_string(region) + " is not aligned to its page size " + std::to_string(r.page_size));
   }
   if (offset > r.length || len > r.length - offset) {
-    return Status::InvalidArgument("range [" + Hex(offset) + ", +" + Hex(len) +
+    return Status::InvalidArgument("range [" + HexAddr(offset) + ", +" + HexAddr(len) +
                                    ") is outside region " + std::to_string(region) + " (length " +
-                                   Hex(r.length) + ")");
+                                   HexAddr(r.length) + ")");
   }
   return Status::Ok();
 }
@@ -93,7 +94,7 @@ Status ChainImage::ReadWithPriority(uint32_t region, uint64_t offset, void* dst,
         Result<ChunkCache::Data> data = Chunk(s.layer, chunk, priority);
         if (!data.ok()) {
           return data.status().WithContext("reading region " + std::to_string(region) + " offset " +
-                                           Hex(p * ps));
+                                           HexAddr(p * ps));
         }
         std::memcpy(out, (*data)->data() + uint64_t{slot} * ps, n * ps);
         out += n * ps;
@@ -184,8 +185,8 @@ Status ChainImage::ReadFlatWithPriority(uint64_t offset, void* dst, size_t len,
                                       "flat_offset positions");
   }
   if (offset > flat_size_ || len > flat_size_ - offset) {
-    return Status::InvalidArgument("flat range [" + Hex(offset) + ", +" + Hex(len) +
-                                   ") is beyond the flat size " + Hex(flat_size_));
+    return Status::InvalidArgument("flat range [" + HexAddr(offset) + ", +" + HexAddr(len) +
+                                   ") is beyond the flat size " + HexAddr(flat_size_));
   }
   uint8_t* out = static_cast<uint8_t*>(dst);
   std::memset(out, 0, len);  // gaps between regions read as zero

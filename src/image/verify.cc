@@ -1,5 +1,6 @@
 // ChainImage::Verify: reads and checks every data chunk of every layer.
 // Headers and indexes were checked when the chain was opened.
+#include "base/bytes.h"
 #include "image/chain.h"
 
 namespace pagewise::image {
@@ -26,7 +27,7 @@ Status ChainImage::VerifyWithProgress(VerifyError* error, const ProgressFn& prog
         }
         if (used) {
           return s.WithContext("layer " + l->path() + " region " + std::to_string(region) +
-                               " offset " + Hex(offset));
+                               " offset " + HexAddr(offset));
         }
         return s.WithContext("layer " + l->path() + " (chunk used by no page)");
       }

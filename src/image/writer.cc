@@ -5,6 +5,7 @@
 #include <cstring>
 #include <thread>
 
+#include "base/bytes.h"
 #include "image/compression.h"
 
 namespace pagewise::image {
@@ -42,10 +43,10 @@ Status ImageWriterImpl::CheckAdd(uint32_t region, uint64_t offset, size_t len,
   const Region& r = regions_[region];
   if (offset % r.page_size != 0 || len % r.page_size != 0 || offset > r.length ||
       len > r.length - offset) {
-    return Status::InvalidArgument("image " + path_ + ": pages [" + Hex(offset) + ", +" + Hex(len) +
-                                   ") are unaligned or outside region " + std::to_string(region) +
-                                   " (length " + Hex(r.length) + ", page size " +
-                                   std::to_string(r.page_size) + ")");
+    return Status::InvalidArgument("image " + path_ + ": pages [" + HexAddr(offset) + ", +" +
+                                   HexAddr(len) + ") are unaligned or outside region " +
+                                   std::to_string(region) + " (length " + HexAddr(r.length) +
+                                   ", page size " + std::to_string(r.page_size) + ")");
   }
   *page_size = r.page_size;
   pages_added_ = true;
@@ -139,7 +140,7 @@ void ImageWriterImpl::ProcessBatch(const Batch& b) {
   sc.hash.resize(b.pages);
   for (size_t i = 0; i < b.pages; ++i) {
     const uint8_t* page = b.staging + i * ps;
-    sc.zero[i] = IsZeroPage(page, ps);
+    sc.zero[i] = IsAllZero(page, ps);
     if (!sc.zero[i] && opts_.dedup) sc.hash[i] = PageHash(page, ps);
   }
   std::vector<OpenChunk> full;

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "base/atomic_file.h"
+#include "base/bytes.h"
 #include "image/chain.h"
 #include "image/format.h"
 #include "image/page_table.h"
@@ -122,10 +123,11 @@ class ImageWriterImpl : public ImageWriter {
       const Region& p = parent_regions_[i];
       if (p.address != region.address || p.length != region.length ||
           p.page_size != region.page_size) {
-        return Status::InvalidArgument(
-            "image " + path_ + ": region " + std::to_string(i) + " (" + Hex(region.address) +
-            ", length " + Hex(region.length) + ") differs from the parent's (" + Hex(p.address) +
-            ", length " + Hex(p.length) + "); a layer must list its parent's regions in order");
+        return Status::InvalidArgument("image " + path_ + ": region " + std::to_string(i) + " (" +
+                                       HexAddr(region.address) + ", length " +
+                                       HexAddr(region.length) + ") differs from the parent's (" +
+                                       HexAddr(p.address) + ", length " + HexAddr(p.length) +
+                                       "); a layer must list its parent's regions in order");
       }
     }
     if (regions_.size() >= UINT32_MAX) return Status::InvalidArgument("too many regions");

@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 
+#include "base/bytes.h"
 #include "live/live_snapshot_impl.h"
 #include "pagewise/probe.h"
 #include "sys/uffd_loop.h"
@@ -14,7 +15,7 @@ namespace {
 constexpr int kMaxEagainRetries = 1000;
 constexpr size_t kEventBatch = 32;
 
-std::string Hex(uint64_t v) {
+std::string HexAddr(uint64_t v) {
   char buf[24];
   snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(v));
   return buf;
@@ -38,7 +39,7 @@ Status LiveSnapshotImpl::BeginBase() {
     uint64_t ioctls = 0;
     s = uffd_.Register(r.start, r.length, sys::kRegisterWp, &ioctls);
     if (!s.ok()) {
-      s = s.WithContext("live snapshot: registering region '" + r.name + "' [" + Hex(r.start) +
+      s = s.WithContext("live snapshot: registering region '" + r.name + "' [" + HexAddr(r.start) +
                         ", +" + std::to_string(r.length) +
                         ") for write-protect (is it mapped, and anonymous or shmem?)");
       break;
@@ -162,7 +163,7 @@ Status LiveSnapshotImpl::Unprotect(uint64_t start, uint64_t len) const {
     if (s.code() != Code::kRetry) break;
   }
   if (!s.ok()) {
-    return s.WithContext("clearing write protection of [" + Hex(start) + ", +" +
+    return s.WithContext("clearing write protection of [" + HexAddr(start) + ", +" +
                          std::to_string(len) + ")");
   }
   return s;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <utility>
 
+#include "base/clock.h"
 #include "image/image_env.h"
 #include "image/writer.h"
 #include "live/copy_user.h"
@@ -17,12 +18,6 @@
 
 namespace pagewise {
 namespace live {
-
-uint64_t NowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 void ForEachRun(const uint64_t* bits, uint64_t n,
                 const std::function<void(uint64_t, uint64_t)>& fn) {

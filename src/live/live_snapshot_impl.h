@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/clock.h"
 #include "live/live_core.h"
 #include "pagewise/image.h"
 #include "pagewise/live.h"
@@ -39,8 +40,6 @@ namespace pagewise::live {
 
 struct TrackerHookState;
 
-// CLOCK_MONOTONIC in nanoseconds.
-uint64_t NowNs();
 // Calls fn(first, count) for every run of set bits among bits [0, n).
 void ForEachRun(const uint64_t* bits, uint64_t n,
                 const std::function<void(uint64_t, uint64_t)>& fn);

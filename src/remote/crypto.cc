@@ -21,17 +21,6 @@ Sha256Digest HmacSha256(std::string_view key, std::string_view msg) {
   return d;
 }
 
-std::string HexLower(const void* data, size_t len) {
-  static const char* digits = "0123456789abcdef";
-  const auto* p = static_cast<const uint8_t*>(data);
-  std::string s(len * 2, '0');
-  for (size_t i = 0; i < len; ++i) {
-    s[2 * i] = digits[p[i] >> 4];
-    s[2 * i + 1] = digits[p[i] & 15];
-  }
-  return s;
-}
-
 bool ParseSha256Hex(std::string_view hex, Sha256Digest* out) {
   if (hex.size() != 64) return false;
   auto nibble = [](char c) -> int {

@@ -12,6 +12,8 @@
 #include <string>
 #include <string_view>
 
+#include "base/bytes.h"
+
 namespace pagewise::remote {
 
 using Sha256Digest = std::array<uint8_t, 32>;
@@ -20,9 +22,8 @@ Sha256Digest Sha256(const void* data, size_t len);
 inline Sha256Digest Sha256(std::string_view s) { return Sha256(s.data(), s.size()); }
 Sha256Digest HmacSha256(std::string_view key, std::string_view msg);
 
-// Lower-case hex of `len` bytes.
-std::string HexLower(const void* data, size_t len);
-inline std::string HexLower(const Sha256Digest& d) { return HexLower(d.data(), d.size()); }
+// Lower-case hex of a digest (base/bytes.h's HexBytes).
+inline std::string HexLower(const Sha256Digest& d) { return HexBytes(d.data(), d.size()); }
 // Parses 64 hex digits into *out; false if `hex` is anything else.
 bool ParseSha256Hex(std::string_view hex, Sha256Digest* out);
 

@@ -8,6 +8,8 @@
 #include <random>
 #include <vector>
 
+#include "base/bytes.h"
+#include "base/clock.h"
 #include "image/format.h"
 #include "sys/fs.h"
 
@@ -18,15 +20,10 @@ constexpr int64_t kTouchAfterNs = 60'000'000'000;      // refresh LRU time at mo
 constexpr int64_t kStaleTempNs = 600'000'000'000;      // abandoned temporary files
 constexpr uint64_t kRecountEveryBytes = 256ull << 20;  // re-count the directory this often
 
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
+// The fan-out subdirectory of a key: its checksum's low byte, in hex.
 std::string Hex2(uint64_t v) {
-  static const char* d = "0123456789abcdef";
-  return {d[(v >> 4) & 15], d[v & 15]};
+  const auto low = static_cast<unsigned char>(v);
+  return HexBytes(&low, 1);
 }
 
 bool ValidKey(const std::string& key) {
@@ -50,7 +47,7 @@ Result<std::shared_ptr<DiskCache>> DiskCache::Open(const std::string& dir, uint6
   // Temporary files of writers that died long ago.
   Result<std::vector<sys::DirEntry>> tmp = sys::ListDir(c->dir_ + "/tmp");
   if (tmp.ok()) {
-    const int64_t now = NowNs();
+    const int64_t now = WallClockNs();
     for (const sys::DirEntry& e : *tmp) {
       if (now - e.mtime_ns > kStaleTempNs) {
         env->Unlink(c->dir_ + "/tmp/" + e.name).IgnoreError();  // another opener may race us
@@ -90,7 +87,7 @@ Result<bool> DiskCache::Get(const std::string& key, uint8_t* dst, size_t len, ui
   if (s.ok() && info->regular && info->size == len) {
     s = ReadFully(env_, *fd, dst, len, 0);
     good = s.ok() && image::Checksum64(dst, len) == checksum;
-    if (good && NowNs() - info->mtime_ns > kTouchAfterNs) {
+    if (good && WallClockNs() - info->mtime_ns > kTouchAfterNs) {
       sys::TouchFd(*fd).IgnoreError();  // LRU recency is advisory
     }
   }

@@ -3,26 +3,28 @@
 
 #include <cstring>
 
+#include "base/bytes.h"
+
 namespace pagewise::remote {
 
 std::vector<uint8_t> EncodeManifest(const Manifest& m) {
   std::vector<uint8_t> out(kManifestFixedBytes);
   uint8_t* p = out.data();
   std::memcpy(p, kManifestMagic, 8);
-  image::Put32(p + 8, kManifestVersion);
-  image::Put32(p + 12, 0);  // flags
+  StoreLe32(p + 8, kManifestVersion);
+  StoreLe32(p + 12, 0);  // flags
   std::memcpy(p + 16, m.uuid.data(), 16);
   std::memcpy(p + 32, m.parent_uuid.data(), 16);
-  image::Put64(p + 48, m.file_size);
-  image::Put32(p + 56, static_cast<uint32_t>(m.header.size()));
-  image::Put32(p + 60, 0);
-  image::Put64(p + 64, m.index.size());
-  image::Put64(p + 72, m.chunks.size());
+  StoreLe64(p + 48, m.file_size);
+  StoreLe32(p + 56, static_cast<uint32_t>(m.header.size()));
+  StoreLe32(p + 60, 0);
+  StoreLe64(p + 64, m.index.size());
+  StoreLe64(p + 72, m.chunks.size());
   out.insert(out.end(), m.header.begin(), m.header.end());
   out.insert(out.end(), m.index.begin(), m.index.end());
   for (const Sha256Digest& d : m.chunks) out.insert(out.end(), d.begin(), d.end());
   uint8_t sum[8];
-  image::Put64(sum, image::Checksum64(out.data(), out.size()));
+  StoreLe64(sum, image::Checksum64(out.data(), out.size()));
   out.insert(out.end(), sum, sum + 8);
   return out;
 }
@@ -36,8 +38,8 @@ Result<Manifest> DecodeManifest(const uint8_t* data, size_t len, const std::stri
   if (len < kManifestFixedBytes + 8 || std::memcmp(data, kManifestMagic, 8) != 0) {
     return bad("no manifest magic (" + std::to_string(len) + " bytes)");
   }
-  const uint32_t version = image::Get32(data + 8);
-  if (image::Checksum64(data, len - 8) != image::Get64(data + len - 8)) {
+  const uint32_t version = LoadLe32(data + 8);
+  if (image::Checksum64(data, len - 8) != LoadLe64(data + len - 8)) {
     return bad("checksum mismatch");
   }
   if (version != kManifestVersion) {
@@ -45,14 +47,14 @@ Result<Manifest> DecodeManifest(const uint8_t* data, size_t len, const std::stri
                                 "; this pagewise reads version " +
                                 std::to_string(kManifestVersion) + " only");
   }
-  if (image::Get32(data + 12) != 0) return bad("unknown flags");
+  if (LoadLe32(data + 12) != 0) return bad("unknown flags");
   Manifest m;
   std::memcpy(m.uuid.data(), data + 16, 16);
   std::memcpy(m.parent_uuid.data(), data + 32, 16);
-  m.file_size = image::Get64(data + 48);
-  const uint64_t header_len = image::Get32(data + 56);
-  const uint64_t index_len = image::Get64(data + 64);
-  const uint64_t chunk_count = image::Get64(data + 72);
+  m.file_size = LoadLe64(data + 48);
+  const uint64_t header_len = LoadLe32(data + 56);
+  const uint64_t index_len = LoadLe64(data + 64);
+  const uint64_t chunk_count = LoadLe64(data + 72);
   // Every size bounded by the object before anything is allocated.
   const uint64_t body = len - kManifestFixedBytes - 8;
   if (header_len > body || index_len > body - header_len ||

@@ -2,6 +2,7 @@
 #include <atomic>
 
 #include "base/atomic_file.h"
+#include "base/bytes.h"
 #include "image/chain.h"
 #include "pagewise/remote.h"
 #include "remote/manifest.h"
@@ -23,9 +24,9 @@ std::string Basename(const std::string& p) {
 Status Reparent(const image::Layer& l, const std::string& parent, std::vector<uint8_t>* header,
                 std::vector<uint8_t>* index) {
   if (l.index().parent_path == parent) return Status::Ok();
-  const uint32_t old_len = image::Get32(index->data() + 4);
+  const uint32_t old_len = LoadLe32(index->data() + 4);
   std::vector<uint8_t> ix(index->begin(), index->begin() + 16);
-  image::Put32(ix.data() + 4, static_cast<uint32_t>(parent.size()));
+  StoreLe32(ix.data() + 4, static_cast<uint32_t>(parent.size()));
   ix.insert(ix.end(), parent.begin(), parent.end());
   ix.insert(ix.end(), index->begin() + 16 + old_len, index->end());
   image::Header h = l.header();

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "base/bytes.h"
 #include "remote/url.h"
 
 namespace pagewise::remote {
@@ -11,7 +12,7 @@ namespace {
 
 constexpr size_t kHttpHeadBytes = 65536;
 
-std::string UuidHex(const image::Uuid& u) { return HexLower(u.data(), u.size()); }
+std::string UuidHex(const image::Uuid& u) { return HexBytes(u.data(), u.size()); }
 
 Deadline After(std::chrono::nanoseconds t) {
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(t);

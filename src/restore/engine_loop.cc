@@ -231,15 +231,23 @@ bool Engine::CloseFinished(const std::vector<SpacePtr>& spaces) {
   bool any_open = false;
   for (const SpacePtr& s : spaces) {
     bool close = false;
+    bool release = false;
     {
       std::lock_guard<std::mutex> lk(s->mu);
       if (!s->uffd.valid()) continue;
       const bool complete = s->map.unfilled() == 0 && s->map.bad() == 0 && s->faults.empty();
       close = s->dead || (opt_.release_when_resident && complete);
-      if (close) s->released = !s->dead;
+      release = close && !s->dead;
+      if (close) s->released = release;
     }
     if (close) {
+      // A released space was complete: residency is reported before it
+      // closes. Reported after, an observer could see every space closed
+      // and the restore not resident, and take a complete task for one
+      // whose memory is gone (CRIU's daemon killed such a task at stop).
+      if (release) MaybeReportResident();
       CloseSpace(*s);
+      PW_PAUSE_POINT("engine.space.closed");  // tests: residency is already known
     } else {
       any_open = true;
     }

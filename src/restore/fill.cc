@@ -6,22 +6,12 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/bytes.h"
 #include "base/pause_point.h"
 #include "restore/engine.h"
 
 namespace pagewise::restore {
 namespace {
-
-bool IsZeroPage(const char* p, size_t len) {
-  uint64_t acc = 0;
-  for (size_t i = 0; i < len; i += 64) {
-    uint64_t w[8];
-    std::memcpy(w, p + i, sizeof(w));
-    acc |= w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7];
-    if (acc != 0) return false;
-  }
-  return true;
-}
 
 // Background pieces shrink to this while reads keep waiting for them.
 constexpr size_t kMinPiecePages = 8;
@@ -80,7 +70,7 @@ bool Engine::FillSlice(Space& s, const Run& run, FillKind kind, FillScratch* scr
     data = scratch->data.data();
   }
   if (st.ok() && opt_.fill.use_zeropage && !source_->can_classify()) {
-    for (size_t i = 0; i < run.pages; ++i) zero[i] = IsZeroPage(data + i * ps, ps) ? 1 : 0;
+    for (size_t i = 0; i < run.pages; ++i) zero[i] = IsAllZero(data + i * ps, ps) ? 1 : 0;
   }
   if (!st.ok()) {
     // The source cannot give these pages. They must never read as zero:

@@ -7,9 +7,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
+#include <future>
 #include <thread>
 #include <vector>
 
+#include "base/pause_point.h"
 #include "pagewise/restore.h"
 #include "restore/restore_testing.h"
 #include "testing/test_util.h"
@@ -52,6 +55,59 @@ TEST(LazyRestore, RestoresBufferContentAndBecomesResident) {
   ASSERT_TRUE((*r)->Finish().ok());
   EXPECT_EQ(resident_calls.load(), 1);
   EXPECT_EQ(CountMismatches((*r)->data(0), buf, 0, buf.pages()), 0u);
+}
+
+// At "engine.space.closed" (the loop thread, right after it closed a
+// space): whether on_resident had already run. The first close fulfils
+// `closed`.
+class ResidencyAtClose final : public pause::PauseListener {
+ public:
+  explicit ResidencyAtClose(const std::atomic<bool>* resident) : resident_(resident) {}
+  void Reached(const char* point) override {
+    if (std::strcmp(point, "engine.space.closed") != 0) return;
+    if (closes_++ == 0) {
+      resident_at_first_close_ = resident_->load();
+      closed_.set_value();
+    }
+  }
+  std::future<void> closed() { return closed_.get_future(); }
+  bool resident_at_first_close() const { return resident_at_first_close_; }
+
+ private:
+  const std::atomic<bool>* resident_;
+  int closes_ = 0;  // the loop thread only
+  bool resident_at_first_close_ = false;
+  std::promise<void> closed_;
+};
+
+// A complete space is released (its userfaultfd closed) only once the
+// restore was reported resident: otherwise an observer could see every
+// space closed and the restore not resident, and take a complete task for
+// one whose memory is gone (CRIU's daemon killed such a task at stop).
+// Only demand faults fill here, so the loop thread fills the last page and
+// then releases the space: no filler can report residency first.
+TEST(LazyRestore, ReleasedSpaceWasReportedResidentBeforeItClosed) {
+  PatternBuffer buf(32, 12);
+  std::atomic<bool> resident{false};
+  RestoreOptions o;
+  o.fill.background_fill = false;
+  o.fill.fault_window_pages = 1;
+  o.release_when_resident = true;
+  o.on_resident = [&](const Status&, const RestoreStats&) { resident = true; };
+  ResidencyAtClose listener(&resident);
+  std::future<void> closed = listener.closed();
+  struct Attached {
+    explicit Attached(pause::PauseListener* l) { pause::Attach(l); }
+    ~Attached() { pause::Detach(); }
+  } attached(&listener);  // detached after the restore (below) is destroyed
+  auto r = LazyRestore::Start(MemorySource(buf.data(), buf.size()), {{0, buf.size(), 0}}, o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(CountMismatches((*r)->data(0), buf, 0, buf.pages()), 0u);  // faults every page
+  closed.wait();
+  EXPECT_TRUE(listener.resident_at_first_close());
+  EXPECT_TRUE((*r)->resident());
+  EXPECT_EQ((*r)->stats().spaces_live, 0u);
+  ASSERT_TRUE((*r)->Finish().ok());
 }
 
 TEST(LazyRestore, DemandFaultFillsOneAlignedWindow) {

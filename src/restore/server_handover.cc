@@ -28,6 +28,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/bytes.h"
+#include "base/clock.h"
 #include "image/format.h"
 #include "pagewise/serve_handover.h"
 #include "sys/env.h"
@@ -58,10 +60,6 @@ constexpr int kVersion = 1;
 constexpr int kSetupTimeoutMs = 10000;  // before GO only (see the header)
 constexpr int kSamples = 32;
 
-int64_t MonotonicNs() {
-  return std::chrono::nanoseconds(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 struct Message {
   uint32_t type = 0;
   std::string payload;
@@ -81,8 +79,8 @@ class Channel {
       const size_t n = std::min(kPart, payload.size() - off);
       const uint32_t more = off + n < payload.size() ? 1 : 0;
       std::string frame(8, '\0');
-      image::Put32(reinterpret_cast<uint8_t*>(frame.data()), type);
-      image::Put32(reinterpret_cast<uint8_t*>(frame.data()) + 4, more);
+      StoreLe32(reinterpret_cast<uint8_t*>(frame.data()), type);
+      StoreLe32(reinterpret_cast<uint8_t*>(frame.data()) + 4, more);
       frame.append(payload, off, n);
       PW_ASSIGN_OR_RETURN(size_t sent,
                           env_->SendWithFd(sock_, frame.data(), frame.size(), off == 0 ? fd : -1));
@@ -107,9 +105,9 @@ class Channel {
       if (got == 0) return Status::PeerGone("handover: the other server went away");
       if (got < 8) return Status::Corruption("handover: a message shorter than its header");
       const uint8_t* b = reinterpret_cast<const uint8_t*>(buf.data());
-      m.type = image::Get32(b);
+      m.type = LoadLe32(b);
       m.payload.append(buf.data() + 8, got - 8);
-      if (image::Get32(b + 4) == 0) return m;
+      if (LoadLe32(b + 4) == 0) return m;
       if (m.payload.size() > (256u << 20)) return Status::Corruption("handover: message too big");
     }
   }
@@ -312,7 +310,7 @@ Result<std::unique_ptr<PageServer>> TakeOverPageServer(const std::string& socket
   const int listen_fd = std::exchange(state.listen_fd, -1);
   Result<std::unique_ptr<PageServer>> server =
       restore::StartPageServerOn(socket_path, std::move(source), options, env, listen_fd, &state);
-  r.stall_ms = static_cast<double>(MonotonicNs() - quiesce) / 1e6;
+  r.stall_ms = static_cast<double>(static_cast<int64_t>(NowNs()) - quiesce) / 1e6;
   if (report != nullptr) *report = r;
   return server;
 }
@@ -402,7 +400,7 @@ class HandoverOfferImpl final : public HandoverOffer {
     port->HandedOver();
     handed_over_ = true;
     state.CloseAll();  // our copies; the successor holds its own
-    r.stall_ms = static_cast<double>(MonotonicNs() - state.quiesce_ns) / 1e6;
+    r.stall_ms = static_cast<double>(static_cast<int64_t>(NowNs()) - state.quiesce_ns) / 1e6;
     if (done_) done_(r);
     return Status::Ok();
   }
@@ -411,7 +409,7 @@ class HandoverOfferImpl final : public HandoverOffer {
     json samples = json::array();
     const uint64_t ps = PageSize();
     const uint64_t pages = source_->size() / ps;
-    std::mt19937_64 rng(static_cast<uint64_t>(MonotonicNs()));
+    std::mt19937_64 rng(static_cast<uint64_t>(static_cast<int64_t>(NowNs())));
     for (int i = 0; i < kSamples && pages > 0; ++i) {
       const uint64_t off = (i == 0 ? 0 : rng() % pages) * ps;
       Result<uint64_t> h = SampleHash(*source_, off);

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "base/atomic_file.h"
+#include "base/bytes.h"
 #include "pagewise/restore.h"
 #include "restore/restore_env.h"
 
@@ -20,23 +21,6 @@ constexpr size_t kEntryBytes = 16;
 // guards against absurd counts in a damaged header.
 constexpr uint64_t kMaxEntries = 1ULL << 32;
 
-void Put32(std::string* out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
-}
-void Put64(std::string* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
-}
-uint32_t Get32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
-  return v;
-}
-uint64_t Get64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
-  return v;
-}
-
 }  // namespace
 
 Status WriteTrace(const std::string& path, const WorkingSetTrace& trace) {
@@ -47,15 +31,15 @@ Status WriteTrace(const std::string& path, const WorkingSetTrace& trace, Env* en
   std::string buf;
   buf.reserve(kHeaderBytes + trace.entries.size() * kEntryBytes + 8);
   buf.append(kMagic, sizeof(kMagic));
-  Put32(&buf, kVersion);
-  Put32(&buf, trace.page_size);
-  Put64(&buf, trace.source_size);
-  Put64(&buf, trace.entries.size());
+  AppendLe32(&buf, kVersion);
+  AppendLe32(&buf, trace.page_size);
+  AppendLe64(&buf, trace.source_size);
+  AppendLe64(&buf, trace.entries.size());
   for (const TraceEntry& e : trace.entries) {
-    Put64(&buf, e.offset);
-    Put64(&buf, e.time_ns);
+    AppendLe64(&buf, e.offset);
+    AppendLe64(&buf, e.time_ns);
   }
-  Put64(&buf, XXH64(buf.data(), buf.size(), 0));
+  AppendLe64(&buf, XXH64(buf.data(), buf.size(), 0));
 
   AtomicFileOptions fo;
   fo.env = env;
@@ -88,27 +72,27 @@ Result<WorkingSetTrace> ReadTrace(const std::string& path, Env* env) {
 
   const char* p = buf.data();
   if (std::memcmp(p, kMagic, sizeof(kMagic)) != 0) return bad("bad magic (not a pagewise trace)");
-  const uint32_t version = Get32(p + 8);
+  const uint32_t version = LoadLe32(p + 8);
   if (version != kVersion) {
     return Status::NotSupported("trace " + path + " has version " + std::to_string(version) +
                                 "; this pagewise reads version " + std::to_string(kVersion));
   }
   WorkingSetTrace t;
-  t.page_size = Get32(p + 12);
-  t.source_size = Get64(p + 16);
-  const uint64_t count = Get64(p + 24);
+  t.page_size = LoadLe32(p + 12);
+  t.source_size = LoadLe64(p + 16);
+  const uint64_t count = LoadLe64(p + 24);
   if (count > kMaxEntries || buf.size() != kHeaderBytes + count * kEntryBytes + 8) {
     return bad("entry count " + std::to_string(count) + " does not match the file size");
   }
   const size_t body = buf.size() - 8;
-  if (XXH64(p, body, 0) != Get64(p + body)) return bad("checksum mismatch");
+  if (XXH64(p, body, 0) != LoadLe64(p + body)) return bad("checksum mismatch");
   if (t.page_size == 0 || (t.page_size & (t.page_size - 1)) != 0) {
     return bad("page size " + std::to_string(t.page_size) + " is not a power of two");
   }
   t.entries.resize(count);
   for (uint64_t i = 0; i < count; ++i) {
-    t.entries[i].offset = Get64(p + kHeaderBytes + i * kEntryBytes);
-    t.entries[i].time_ns = Get64(p + kHeaderBytes + i * kEntryBytes + 8);
+    t.entries[i].offset = LoadLe64(p + kHeaderBytes + i * kEntryBytes);
+    t.entries[i].time_ns = LoadLe64(p + kHeaderBytes + i * kEntryBytes + 8);
   }
   return t;
 }

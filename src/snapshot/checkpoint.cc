@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "base/bytes.h"
+#include "base/clock.h"
 #include "snapshot/internal.h"
 #include "snapshot/snapshot_env.h"
 #include "track/quiesced_rearm.h"
@@ -19,7 +21,6 @@ namespace {
 
 using snapshot_internal::Coalesce;
 using snapshot_internal::Intersect;
-using snapshot_internal::IsZero;
 using snapshot_internal::Piece;
 
 // The saved contents of one region: an anonymous mapping holding the
@@ -141,7 +142,7 @@ Status CheckpointImpl::Init(const std::vector<Region>& regions, const Checkpoint
     for (const PageRange& pr : populated[k]) {
       for (uint64_t a = pr.start; a < pr.end; a += page) {
         const char* src = reinterpret_cast<const char*>(a);
-        if (IsZero(src, page)) continue;
+        if (IsAllZero(src, page)) continue;
         const uint64_t i = (a - r.address) / page;
         std::memcpy(saved->copy + i * page, src, page);
         saved->set(i, true);
@@ -190,7 +191,7 @@ Status CheckpointImpl::Apply(const std::vector<PageRange>& written, bool restore
       } else {
         const char* live = s.live() + i * page;
         char* saved = s.copy + i * page;
-        if (IsZero(live, page)) {
+        if (IsAllZero(live, page)) {
           if (s.test(i)) {
             // Free the saved page; it reads as zero again.
             PW_RETURN_IF_ERROR(env_->Madvise(saved, page, MADV_DONTNEED)
@@ -217,7 +218,7 @@ Result<RewindStats> CheckpointImpl::Rewind() {
         "Checkpoint::Rewind: the last Update() failed half way, so the saved state is a mix; "
         "call Update() again first");
   }
-  const uint64_t t0 = snapshot_internal::NowNs();
+  const uint64_t t0 = NowNs();
   RewindStats st;
   Status quiesced;
   if (RewindQuiesced(&st, &quiesced)) {
@@ -296,7 +297,7 @@ bool CheckpointImpl::RewindQuiesced(RewindStats* st, Status* result) {
 }
 
 RewindStats CheckpointImpl::Finished(RewindStats st, uint64_t t0) {
-  st.elapsed_ns = snapshot_internal::NowNs() - t0;
+  st.elapsed_ns = NowNs() - t0;
   ++stats_.rewinds;
   stats_.last_rewind = st;
   stats_.total_pages_restored += st.pages_restored;

@@ -12,21 +12,10 @@
 #include <string>
 #include <thread>
 
+#include "base/bytes.h"
 #include "sys/smaps.h"
 
 namespace pagewise::snapshot_internal {
-
-uint64_t NowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 Status ValidateRegions(const std::vector<Region>& regions, const char* what, Env* huge_env) {
   const uint64_t base = PageSize();
@@ -36,7 +25,7 @@ Status ValidateRegions(const std::vector<Region>& regions, const char* what, Env
   for (size_t i = 0; i < regions.size(); ++i) {
     const Region& r = regions[i];
     const std::string where = std::string(what) + ": region " + std::to_string(i) + " [" +
-                              Hex(r.address) + ", +" + std::to_string(r.length) + ")";
+                              HexAddr(r.address) + ", +" + std::to_string(r.length) + ")";
     const uint64_t page = r.page_size;
     if (page != base && huge_env == nullptr) {
       return Status::NotSupported(where + " has page size " + std::to_string(r.page_size) +
@@ -73,9 +62,9 @@ Status ValidateRegions(const std::vector<Region>& regions, const char* what, Env
     const Region& a = regions[order[k - 1]];
     const Region& b = regions[order[k]];
     if (a.address + a.length > b.address) {
-      return Status::InvalidArgument(std::string(what) + ": regions " +
-                                     std::to_string(order[k - 1]) + " and " +
-                                     std::to_string(order[k]) + " overlap at " + Hex(b.address));
+      return Status::InvalidArgument(
+          std::string(what) + ": regions " + std::to_string(order[k - 1]) + " and " +
+          std::to_string(order[k]) + " overlap at " + HexAddr(b.address));
     }
   }
   return Status::Ok();
@@ -147,19 +136,6 @@ std::vector<Piece> Split(const std::vector<Piece>& pieces, uint64_t max_bytes) {
     }
   }
   return out;
-}
-
-bool IsZero(const void* p, size_t len) {
-  const uint64_t* w = static_cast<const uint64_t*>(p);
-  const size_t n = len / 8;
-  // OR in blocks so the compiler vectorises; bail out per block.
-  for (size_t i = 0; i < n; i += 64) {
-    const size_t m = std::min<size_t>(64, n - i);
-    uint64_t acc = 0;
-    for (size_t j = 0; j < m; ++j) acc |= w[i + j];
-    if (acc != 0) return false;
-  }
-  return true;
 }
 
 PresenceScanner PresenceScanner::Open(Env* env) {

@@ -58,9 +58,6 @@ std::vector<Piece> Intersect(const std::vector<PageRange>& ranges,
 // Splits pieces into pieces of at most `max_bytes` (page multiple, > 0).
 std::vector<Piece> Split(const std::vector<Piece>& pieces, uint64_t max_bytes);
 
-// True if the `len` bytes at p are all zero (len a multiple of 8).
-bool IsZero(const void* p, size_t len);
-
 // Which pages of private anonymous memory are populated with real data.
 // "Unpopulated" = neither present nor swapped, or mapping the shared zero
 // page: such pages read as zero. Built on PAGEMAP_SCAN without WP_MATCHING
@@ -87,12 +84,6 @@ class PresenceScanner {
 // Runs fn(i) for i in [0, n) on `threads` threads (>= 1; 1 runs inline).
 // Stops handing out work after the first error, which it returns.
 Status ParallelFor(int threads, size_t n, const std::function<Status(size_t)>& fn);
-
-// CLOCK_MONOTONIC in nanoseconds.
-uint64_t NowNs();
-
-// Hex address for messages.
-std::string Hex(uint64_t v);
 
 }  // namespace pagewise::snapshot_internal
 

@@ -6,14 +6,13 @@
 #include <cstdio>
 #include <string>
 
+#include "base/bytes.h"
 #include "pagewise/snapshot.h"
 #include "snapshot/internal.h"
 #include "snapshot/snapshot_env.h"
 #include "sys/smaps.h"
 
 namespace pagewise {
-
-using snapshot_internal::Hex;
 
 Region MakeRegion(const void* addr, size_t len, RegionKind kind, uint32_t prot, std::string name) {
   Region r;
@@ -28,51 +27,10 @@ Region MakeRegion(const void* addr, size_t len, RegionKind kind, uint32_t prot, 
 
 namespace {
 
-Result<std::string> ReadWholeProcFile(Env* env, const std::string& path) {
-  PW_ASSIGN_OR_RETURN(int fd, env->Open(path, O_RDONLY | O_CLOEXEC));
-  std::string text;
-  Status status;
-  char buf[16384];
-  for (;;) {
-    // procfs files report size 0: read until EOF.
-    Result<size_t> n = env->Pread(fd, buf, sizeof(buf), static_cast<off_t>(text.size()));
-    if (!n.ok()) {
-      status = n.status().WithContext("reading " + path);
-      break;
-    }
-    if (*n == 0) break;
-    text.append(buf, *n);
-  }
-  env->Close(fd).IgnoreError();  // read-only procfs fd: nothing to flush
-  if (!status.ok()) return status;
-  return text;
-}
-
-bool ParseMapsLine(const std::string& line, MappingInfo* m) {
-  unsigned long long start = 0, end = 0, offset = 0, inode = 0;
-  char perms[8] = {0};
-  unsigned dev_major = 0, dev_minor = 0;
-  int path_pos = 0;
-  int n = std::sscanf(line.c_str(), "%llx-%llx %7s %llx %x:%x %llu %n", &start, &end, perms,
-                      &offset, &dev_major, &dev_minor, &inode, &path_pos);
-  if (n < 7 || std::string(perms).size() < 4) return false;
-  m->start = start;
-  m->end = end;
-  m->offset = offset;
-  m->inode = inode;
-  m->prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
-            (perms[2] == 'x' ? PROT_EXEC : 0);
-  m->shared = perms[3] == 's';
-  m->path = path_pos > 0 && static_cast<size_t>(path_pos) <= line.size() ? line.substr(path_pos)
-                                                                         : std::string();
-  return true;
-}
-
 RegionKind KindOf(const MappingInfo& m) {
   const bool named_file = !m.path.empty() && m.path[0] == '/';
   if (m.shared) {
-    if (!named_file || m.path.rfind("/memfd:", 0) == 0 || m.path.rfind("/dev/zero", 0) == 0 ||
-        m.path.rfind("/SYSV", 0) == 0 || m.path.rfind("/dev/shm/", 0) == 0) {
+    if (!named_file || sys::MappingInfo::IsShmemPath(m.path)) {
       return RegionKind::kShared;
     }
     return RegionKind::kFile;
@@ -85,21 +43,19 @@ RegionKind KindOf(const MappingInfo& m) {
 Result<std::vector<MappingInfo>> ReadSelfMaps() { return ReadSelfMaps(Env::Default()); }
 
 Result<std::vector<MappingInfo>> ReadSelfMaps(Env* env) {
-  PW_ASSIGN_OR_RETURN(std::string text, ReadWholeProcFile(env, "/proc/self/maps"));
+  PW_ASSIGN_OR_RETURN(std::vector<sys::MappingInfo> maps, sys::ReadMaps(env, 0));
   std::vector<MappingInfo> out;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
-    std::string line = text.substr(pos, nl - pos);
-    pos = nl + 1;
-    if (line.empty()) continue;
-    MappingInfo m;
-    if (!ParseMapsLine(line, &m)) {
-      return Status::Internal("cannot parse /proc/self/maps line '" + line +
-                              "'; please report this kernel's format");
-    }
-    out.push_back(std::move(m));
+  out.reserve(maps.size());
+  for (sys::MappingInfo& m : maps) {
+    MappingInfo o;
+    o.start = m.start;
+    o.end = m.end;
+    o.prot = static_cast<uint32_t>(m.prot());
+    o.shared = m.shared;
+    o.offset = m.offset;
+    o.inode = m.inode;
+    o.path = std::move(m.path);
+    out.push_back(std::move(o));
   }
   return out;
 }
@@ -112,8 +68,8 @@ Result<Region> RegionFromMaps(const void* addr, size_t len, std::string name, En
   const uint64_t page = PageSize();
   const uint64_t start = reinterpret_cast<uint64_t>(addr);
   if (len == 0 || start % page != 0 || len % page != 0) {
-    return Status::InvalidArgument("RegionFromMaps: [" + Hex(start) + ", +" + std::to_string(len) +
-                                   ") must be non-empty and page aligned");
+    return Status::InvalidArgument("RegionFromMaps: [" + HexAddr(start) + ", +" +
+                                   std::to_string(len) + ") must be non-empty and page aligned");
   }
   PW_ASSIGN_OR_RETURN(std::vector<MappingInfo> maps, ReadSelfMaps(env));
   const uint64_t end = start + len;
@@ -134,8 +90,9 @@ Result<Region> RegionFromMaps(const void* addr, size_t len, std::string name, En
     if (covered >= end) break;
   }
   if (covered < end) {
-    return Status::NotFound("RegionFromMaps: nothing is mapped at " + Hex(covered) + " inside [" +
-                            Hex(start) + ", " + Hex(end) + "); describe only mapped memory");
+    return Status::NotFound("RegionFromMaps: nothing is mapped at " + HexAddr(covered) +
+                            " inside [" + HexAddr(start) + ", " + HexAddr(end) +
+                            "); describe only mapped memory");
   }
   // The page size the kernel maps the range with (hugetlbfs: its huge page
   // size, checked for alignment); one smaps read per call.

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "base/bytes.h"
+#include "base/clock.h"
 #include "image/image_env.h"
 #include "pagewise/snapshot.h"
 #include "snapshot/internal.h"
@@ -26,8 +28,6 @@
 
 namespace pagewise {
 namespace {
-
-using snapshot_internal::Hex;
 
 constexpr uint64_t kChunkBytes = 4 << 20;
 
@@ -70,8 +70,8 @@ Status CheckMapped(const std::vector<MappingInfo>& maps, const Region& r, size_t
   }
   if (covered < end) {
     return Status::FailedPrecondition(
-        "RestoreEager: region " + std::to_string(index) + " '" + r.name + "' [" + Hex(r.address) +
-        ", " + Hex(end) + ") is not mapped at " + Hex(covered) +
+        "RestoreEager: region " + std::to_string(index) + " '" + r.name + "' [" +
+        HexAddr(r.address) + ", " + HexAddr(end) + ") is not mapped at " + HexAddr(covered) +
         "; kReplaceExisting/kOverwriteInPlace need the original mapping (use kOriginal or "
         "kFresh to create one)");
   }
@@ -87,7 +87,7 @@ Status CheckPageSize(Env* env, const Region& r, size_t index) {
   if (mapped == r.page_size) return Status::Ok();
   return Status::FailedPrecondition(
       "RestoreEager: region " + std::to_string(index) + " '" + r.name + "' was recorded with " +
-      "page size " + std::to_string(r.page_size) + " but the memory at " + Hex(r.address) +
+      "page size " + std::to_string(r.page_size) + " but the memory at " + HexAddr(r.address) +
       " has page size " + std::to_string(mapped) + "; map hugetlbfs memory of " +
       std::to_string(r.page_size) + "-byte pages there, or restore with kFresh");
 }
@@ -144,7 +144,7 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const std::string& path,
 
 Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
                                                      const EagerRestoreOptions& options, Env* env) {
-  const uint64_t t0 = snapshot_internal::NowNs();
+  const uint64_t t0 = NowNs();
   const std::vector<Region>& regions = image.regions();
   const uint64_t page = PageSize();
   const RestorePlacement placement = options.placement;
@@ -222,13 +222,13 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
     if (!m.ok()) {
       return m.status().WithContext("RestoreEager: mapping " + std::to_string(r.length) +
                                     " bytes for region " + std::to_string(i) + " '" + r.name + "'" +
-                                    (hint ? " at its recorded address " + Hex(r.address) : ""));
+                                    (hint ? " at its recorded address " + HexAddr(r.address) : ""));
     }
     guard.Add(i, *m, r.length);
     if (hint != nullptr && *m != hint) {
       // Kernels before 4.17 ignore MAP_FIXED_NOREPLACE and map elsewhere.
-      return Status::AlreadyExists("RestoreEager: the address " + Hex(r.address) + " of region " +
-                                   std::to_string(i) + " is not free");
+      return Status::AlreadyExists("RestoreEager: the address " + HexAddr(r.address) +
+                                   " of region " + std::to_string(i) + " is not free");
     }
     dst[i] = static_cast<char*>(*m);
   }
@@ -251,8 +251,8 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
     for (const Image::SourceRun& run : runs) {
       if (run.offset != job.offset + covered || run.length % page != 0 ||
           run.length > job.len - covered) {
-        return Status::Internal("Image::ClassifyRuns returned run [" + Hex(run.offset) + ", +" +
-                                Hex(run.length) + ") out of order for region " +
+        return Status::Internal("Image::ClassifyRuns returned run [" + HexAddr(run.offset) + ", +" +
+                                HexAddr(run.length) + ") out of order for region " +
                                 std::to_string(job.region));
       }
       covered += run.length;
@@ -308,7 +308,7 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
       if (!moved.ok()) {
         return moved.status().WithContext(
             "RestoreEager: moving region " + std::to_string(i) + " over " +
-            Hex(regions[i].address) + " failed; " +
+            HexAddr(regions[i].address) + " failed; " +
             (i == 0 ? std::string("no region was replaced")
                     : "regions 0.." + std::to_string(i - 1) + " were already replaced") +
             ", the others keep their old contents");
@@ -326,7 +326,7 @@ Result<std::unique_ptr<RestoredMemory>> RestoreEager(const Image& image,
   stats.data_pages = data_pages.load();
   stats.zero_pages = zero_pages.load();
   stats.bytes_read = stats.data_pages * page;
-  stats.elapsed_ns = snapshot_internal::NowNs() - t0;
+  stats.elapsed_ns = NowNs() - t0;
   return std::unique_ptr<RestoredMemory>(
       std::make_unique<RestoredMemoryImpl>(std::move(out), stats, env));
 }

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "base/bytes.h"
+#include "base/clock.h"
 #include "image/image_env.h"
 #include "snapshot/internal.h"
 #include "snapshot/snapshot_env.h"
@@ -19,7 +21,6 @@ namespace pagewise {
 namespace {
 
 using snapshot_internal::Coalesce;
-using snapshot_internal::Hex;
 using snapshot_internal::Intersect;
 using snapshot_internal::Piece;
 using snapshot_internal::PresenceScanner;
@@ -78,7 +79,7 @@ Result<SnapshotStats> Capture(const std::vector<Region>& regions_in,
                               const std::vector<Piece>* pieces_in, const std::string& parent,
                               const std::string& out_path, const SnapshotOptions& options, Env* env,
                               const char* what) {
-  const uint64_t t0 = snapshot_internal::NowNs();
+  const uint64_t t0 = NowNs();
   PW_RETURN_IF_ERROR(snapshot_internal::ValidateRegions(regions_in, what, env));
   if (options.threads < 1) {
     return Status::InvalidArgument(std::string(what) + ": threads must be >= 1");
@@ -120,7 +121,7 @@ Result<SnapshotStats> Capture(const std::vector<Region>& regions_in,
   if (!s.ok()) return s.WithContext(std::string(what) + ": writing " + out_path);
   PW_RETURN_IF_ERROR(writer->Commit());
   stats.image = writer->stats();
-  stats.elapsed_ns = snapshot_internal::NowNs() - t0;
+  stats.elapsed_ns = NowNs() - t0;
   return stats;
 }
 
@@ -157,8 +158,8 @@ Result<SnapshotStats> SnapshotIncremental(const std::vector<PageRange>& written,
   const uint64_t page = PageSize();
   for (const PageRange& r : written) {
     if (r.start % page != 0 || r.end % page != 0 || r.end < r.start) {
-      return Status::InvalidArgument("SnapshotIncremental: written range [" + Hex(r.start) + ", " +
-                                     Hex(r.end) + ") is not page aligned");
+      return Status::InvalidArgument("SnapshotIncremental: written range [" + HexAddr(r.start) +
+                                     ", " + HexAddr(r.end) + ") is not page aligned");
     }
   }
   const std::vector<Piece> pieces = Intersect(Coalesce(written), regions);

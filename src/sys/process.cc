@@ -204,6 +204,8 @@ Result<std::string> MakeTempDir(const std::string& prefix) {
   return t;
 }
 
+bool IsTerminalFd(int fd) { return isatty(fd) == 1; }
+
 Status MakeFifo(const std::string& path) {
   if (mkfifo(path.c_str(), 0600) != 0) return ErrnoStatus(errno, "mkfifo " + path);
   return Status::Ok();

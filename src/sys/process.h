@@ -81,6 +81,9 @@ Result<int> TerminationSignalFd();
 Result<std::string> SelfExeDir();
 // mkdtemp(3) of PREFIXXXXXXX: a new private directory. Returns its path.
 Result<std::string> MakeTempDir(const std::string& prefix);
+// isatty(3): true if `fd` is an open terminal; false otherwise (a pipe,
+// a file, a closed descriptor).
+bool IsTerminalFd(int fd);
 // mkfifo(2).
 Status MakeFifo(const std::string& path);
 // Opens a file with flags (a FIFO with O_RDWR does not block). Caller owns.

@@ -1,36 +1,63 @@
-// Smaps parsing: headers, KernelPageSize and VmFlags of the asked VMAs.
+// Maps and smaps parsing: VMA header lines, KernelPageSize and VmFlags.
 #include "sys/smaps.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include "base/bytes.h"
+
 namespace pagewise::sys {
 namespace {
 
-std::string Hex(uint64_t v) {
-  char buf[24];
-  snprintf(buf, sizeof(buf), "0x%" PRIx64, v);
-  return buf;
+std::string ProcFile(pid_t pid, const char* name) {
+  return pid == 0 ? std::string("/proc/self/") + name : "/proc/" + std::to_string(pid) + "/" + name;
 }
 
-// Parses a VMA header line ("start-end perms offset maj:min inode path").
-bool ParseHeader(const std::string& line, MappingInfo* m) {
+// Calls fn(line) for each line of `text` (without its newline) until fn
+// returns false.
+template <typename Fn>
+void ForEachLine(const std::string& text, Fn fn) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    const std::string line = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    if (!fn(line)) return;
+  }
+}
+
+}  // namespace
+
+bool MappingInfo::IsShmemPath(const std::string& path) {
+  return path.rfind("/memfd:", 0) == 0 || path.rfind("/dev/zero", 0) == 0 ||
+         path.rfind("/SYSV", 0) == 0 || path.rfind("/dev/shm/", 0) == 0;
+}
+
+int MappingInfo::prot() const {
+  return (readable ? PROT_READ : 0) | (writable ? PROT_WRITE : 0) | (executable ? PROT_EXEC : 0);
+}
+
+bool ParseMapsLine(const std::string& line, MappingInfo* m) {
   char perms[8] = {};
   unsigned long long start, end, offset, inode;
   unsigned int major, minor;
   int path_at = 0;
   if (sscanf(line.c_str(), "%llx-%llx %7s %llx %x:%x %llu %n", &start, &end, perms, &offset, &major,
-             &minor, &inode, &path_at) < 7) {
+             &minor, &inode, &path_at) < 7 ||
+      std::strlen(perms) < 4) {
     return false;
   }
   m->start = start;
   m->end = end;
   m->readable = perms[0] == 'r';
   m->writable = perms[1] == 'w';
+  m->executable = perms[2] == 'x';
   m->shared = perms[3] == 's';
   m->offset = offset;
   m->dev_major = major;
@@ -40,7 +67,7 @@ bool ParseHeader(const std::string& line, MappingInfo* m) {
   return end > start;
 }
 
-Result<std::string> ReadAll(Env* env, const std::string& path) {
+Result<std::string> ReadProcText(Env* env, const std::string& path) {
   PW_ASSIGN_OR_RETURN(int fd, env->Open(path, O_RDONLY | O_CLOEXEC));
   std::string text;
   std::string buf(1 << 16, '\0');
@@ -59,7 +86,25 @@ Result<std::string> ReadAll(Env* env, const std::string& path) {
   return text;
 }
 
-}  // namespace
+Result<std::vector<MappingInfo>> ReadMaps(Env* env, pid_t pid) {
+  const std::string path = ProcFile(pid, "maps");
+  PW_ASSIGN_OR_RETURN(std::string text, ReadProcText(env, path));
+  std::vector<MappingInfo> out;
+  Status bad;
+  ForEachLine(text, [&](const std::string& line) {
+    if (line.empty()) return true;
+    MappingInfo m;
+    if (!ParseMapsLine(line, &m)) {
+      bad = Status::Internal("cannot parse " + path + " line '" + line +
+                             "'; please report this kernel's format");
+      return false;
+    }
+    out.push_back(std::move(m));
+    return true;
+  });
+  PW_RETURN_IF_ERROR(bad);
+  return out;
+}
 
 bool MappingInfo::HasFlag(const char* flag) const {
   for (size_t at = vm_flags.find(flag); at != std::string::npos; at = vm_flags.find(flag, at + 1)) {
@@ -71,43 +116,34 @@ bool MappingInfo::HasFlag(const char* flag) const {
 }
 
 Result<std::vector<MappingInfo>> ReadMappings(Env* env, pid_t pid, uint64_t start, uint64_t end) {
-  const std::string path =
-      pid == 0 ? std::string("/proc/self/smaps") : "/proc/" + std::to_string(pid) + "/smaps";
-  PW_ASSIGN_OR_RETURN(std::string text, ReadAll(env, path));
+  PW_ASSIGN_OR_RETURN(std::string text, ReadProcText(env, ProcFile(pid, "smaps")));
   std::vector<MappingInfo> out;
   bool in = false;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
-    const std::string line = text.substr(pos, nl - pos);
-    pos = nl + 1;
+  ForEachLine(text, [&](const std::string& line) {
     // Field lines start with a capitalised key; headers with a hex digit.
     const char c = line.empty() ? ' ' : line[0];
     const bool header = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
     if (header) {
       MappingInfo m;
-      in = ParseHeader(line, &m) && m.end > start && m.start < end;
+      in = ParseMapsLine(line, &m) && m.end > start && m.start < end;
       if (in) out.push_back(std::move(m));
-      continue;
-    }
-    if (!in) continue;
-    if (line.rfind("KernelPageSize:", 0) == 0) {
+    } else if (in && line.rfind("KernelPageSize:", 0) == 0) {
       out.back().page_size = std::strtoull(line.c_str() + 15, nullptr, 10) << 10;
-    } else if (line.rfind("VmFlags:", 0) == 0) {
+    } else if (in && line.rfind("VmFlags:", 0) == 0) {
       size_t f = 8;
       while (f < line.size() && line[f] == ' ') ++f;
       std::string flags = line.substr(f);
       while (!flags.empty() && flags.back() == ' ') flags.pop_back();
       out.back().vm_flags = flags;
     }
-  }
+    return true;
+  });
   return out;
 }
 
 Result<uint64_t> RangePageSize(Env* env, uint64_t start, uint64_t end, const char* op) {
   PW_ASSIGN_OR_RETURN(std::vector<MappingInfo> maps, ReadMappings(env, 0, start, end));
-  const std::string what = std::string(op) + " [" + Hex(start) + ", " + Hex(end) + ")";
+  const std::string what = std::string(op) + " [" + HexAddr(start) + ", " + HexAddr(end) + ")";
   uint64_t at = start, page = 0;
   for (const MappingInfo& m : maps) {
     if (m.start > at) break;
@@ -115,14 +151,14 @@ Result<uint64_t> RangePageSize(Env* env, uint64_t start, uint64_t end, const cha
     if (page != 0 && ps != page) {
       return Status::InvalidArgument(what + ": spans mappings of different page sizes (" +
                                      std::to_string(page) + " and " + std::to_string(ps) +
-                                     " bytes at " + Hex(m.start) + "); pass each separately");
+                                     " bytes at " + HexAddr(m.start) + "); pass each separately");
     }
     page = ps;
     at = m.end;
     if (at >= end) break;
   }
   if (at < end) {
-    return Status::InvalidArgument(what + ": not mapped at " + Hex(at) +
+    return Status::InvalidArgument(what + ": not mapped at " + HexAddr(at) +
                                    "; pass only mapped memory");
   }
   if (start % page != 0 || end % page != 0) {

@@ -1,4 +1,5 @@
-// sys::ReadMappings / RangePageSize against real mappings of each kind.
+// sys::ReadMappings / RangePageSize against real mappings of each kind;
+// the maps line parser and ReadMaps.
 #include "sys/smaps.h"
 
 #include <gtest/gtest.h>
@@ -74,6 +75,55 @@ TEST(SmapsTest, UserfaultfdRegistrationModesShowInVmFlags) {
   EXPECT_TRUE((*m)[0].uffd_minor()) << (*m)[0].vm_flags;
   EXPECT_TRUE((*m)[0].uffd_missing()) << (*m)[0].vm_flags;
   EXPECT_FALSE((*m)[0].uffd_wp()) << (*m)[0].vm_flags;
+}
+
+TEST(SmapsTest, MapsLinesParseWithAndWithoutPath) {
+  MappingInfo m;
+  ASSERT_TRUE(ParseMapsLine(
+      "7f0000001000-7f0000003000 r-xs 00002000 fd:01 1234    /memfd:vm (deleted)", &m));
+  EXPECT_EQ(m.start, 0x7f0000001000u);
+  EXPECT_EQ(m.end, 0x7f0000003000u);
+  EXPECT_EQ(m.prot(), PROT_READ | PROT_EXEC);
+  EXPECT_TRUE(m.shared);
+  EXPECT_EQ(m.offset, 0x2000u);
+  EXPECT_EQ(m.dev_major, 0xfdu);
+  EXPECT_EQ(m.dev_minor, 1u);
+  EXPECT_EQ(m.inode, 1234u);
+  EXPECT_EQ(m.path, "/memfd:vm (deleted)");
+  EXPECT_TRUE(m.shmem());
+  MappingInfo anon;
+  ASSERT_TRUE(ParseMapsLine("1000-2000 rw-p 00000000 00:00 0 ", &anon));
+  EXPECT_EQ(anon.prot(), PROT_READ | PROT_WRITE);
+  EXPECT_FALSE(anon.shared);
+  EXPECT_EQ(anon.path, "");
+  EXPECT_FALSE(anon.shmem());
+  MappingInfo bad;
+  EXPECT_FALSE(ParseMapsLine("KernelPageSize:        4 kB", &bad));
+  EXPECT_FALSE(ParseMapsLine("2000-1000 rw-p 00000000 00:00 0", &bad));  // end before start
+  EXPECT_FALSE(ParseMapsLine("1000-2000 rw", &bad));
+  EXPECT_TRUE(MappingInfo::IsShmemPath("/dev/shm/x"));
+  EXPECT_TRUE(MappingInfo::IsShmemPath("/SYSV00000000 (deleted)"));
+  EXPECT_FALSE(MappingInfo::IsShmemPath("/usr/lib/libc.so.6"));
+}
+
+TEST(SmapsTest, ReadMapsSeesAFreshSharedMapping) {
+  Mapping shm(4 * PageSize(), MemKind::kMemfdShared);
+  Result<std::vector<MappingInfo>> maps = ReadMaps(Env::Default(), 0);
+  ASSERT_TRUE(maps.ok()) << maps.status().ToString();
+  bool found = false;
+  for (size_t i = 0; i < maps->size(); ++i) {
+    if (i > 0) {
+      EXPECT_LE((*maps)[i - 1].end, (*maps)[i].start);  // sorted
+    }
+    const MappingInfo& m = (*maps)[i];
+    if (m.start == shm.addr()) {
+      found = true;
+      EXPECT_EQ(m.end, shm.addr() + 4 * PageSize());
+      EXPECT_TRUE(m.shmem()) << m.path;
+      EXPECT_EQ(m.page_size, 0u);  // maps has no page size: smaps does
+    }
+  }
+  EXPECT_TRUE(found);
 }
 
 TEST(SmapsTest, UnmappedRangeIsNamed) {

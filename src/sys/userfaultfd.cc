@@ -19,6 +19,10 @@ static_assert(kRangeIoctlPoison == uint64_t{1} << _UFFDIO_POISON);
 static_assert(UffdEvent::kFlagWrite == UFFD_PAGEFAULT_FLAG_WRITE);
 static_assert(UffdEvent::kFlagWp == UFFD_PAGEFAULT_FLAG_WP);
 static_assert(UffdEvent::kFlagMinor == UFFD_PAGEFAULT_FLAG_MINOR);
+static_assert(kFeaturePagefaultFlagWp == UFFD_FEATURE_PAGEFAULT_FLAG_WP);
+static_assert(kFeatureWpUnpopulated == UFFD_FEATURE_WP_UNPOPULATED);
+static_assert(kFeatureWpAsync == UFFD_FEATURE_WP_ASYNC);
+static_assert(kFeatureMove == UFFD_FEATURE_MOVE);
 
 Result<Userfaultfd> Userfaultfd::Open(const Options& options) {
   Env* env = options.env ? options.env : Env::Default();

@@ -33,6 +33,14 @@ inline constexpr uint64_t kRegisterMinor = 1u << 2;
 inline constexpr uint64_t kRangeIoctlWriteProtect = uint64_t{1} << 0x06;  // UFFDIO_WRITEPROTECT
 inline constexpr uint64_t kRangeIoctlPoison = uint64_t{1} << 0x08;        // UFFDIO_POISON
 
+// The features (UFFD_FEATURE_*) newer than the 6.1 headers that code
+// outside src/sys asks for by name (checked against sys/uapi.h in
+// userfaultfd.cc).
+inline constexpr uint64_t kFeaturePagefaultFlagWp = 1ull << 0;
+inline constexpr uint64_t kFeatureWpUnpopulated = 1ull << 13;  // 6.4
+inline constexpr uint64_t kFeatureWpAsync = 1ull << 15;        // 6.7
+inline constexpr uint64_t kFeatureMove = 1ull << 16;           // 6.8
+
 class Userfaultfd {
  public:
   struct Options {

@@ -66,7 +66,8 @@ std::string VmmClient::Connect(const std::string& socket, const std::vector<VmmR
     body += std::string(i ? "," : "") + "{\"base_host_virt_addr\":" + std::to_string(addr) +
             ",\"size\":" + std::to_string(len) +
             ",\"offset\":" + std::to_string(regions[i].offset) +
-            ",\"page_size\":" + std::to_string(announced) + "}";
+            (o.legacy_page_size_key ? ",\"page_size_kib\":" : ",\"page_size\":") +
+            std::to_string(announced) + "}";
   }
   body += "]";
   Result<int> sock = env->UnixConnect(socket);

@@ -36,6 +36,9 @@ struct VmmOptions {
   // wrong announcement sets it.
   uint64_t announced_page_size = 0;
   bool user_mode_only = false;  // UFFD_USER_MODE_ONLY (breaks KVM guests)
+  // Names the page size "page_size_kib", as Firecracker releases before the
+  // rename did (the value is in bytes all the same).
+  bool legacy_page_size_key = false;
 };
 
 class VmmClient {

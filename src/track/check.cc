@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/clock.h"
 #include "kvm/guest.h"
 #include "track/check_internal.h"
 #include "track/tracker_env.h"
@@ -26,7 +27,6 @@ using check_internal::kChildSlot;
 using check_internal::kChildTag;
 using check_internal::kChunkPages;
 using check_internal::kSlotBytes;
-using check_internal::MonoNs;
 using check_internal::Rng;
 using check_internal::RunState;
 using check_internal::StampTag;
@@ -125,7 +125,7 @@ void Writer(RunState* st, int tid) {
   uint32_t round = st->rounds.load(std::memory_order_acquire);
   while (!st->stop.load(std::memory_order_relaxed)) {
     check_internal::WaitForNextRound(st, &this_round, &round);
-    const uint64_t now = MonoNs();
+    const uint64_t now = NowNs();
     if (now >= st->deadline_ns) break;
     if (disturber) {
       Status s = disturber->MaybeAct(now);
@@ -286,12 +286,6 @@ bool WaitForNextRound(RunState* st, uint64_t* this_round, uint32_t* round) {
   return true;
 }
 
-uint64_t MonoNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
 void RunState::Fail(const Status& status) {
   {
     std::lock_guard<std::mutex> lock(error_mu_);
@@ -369,7 +363,7 @@ Result<CheckResult> RunCheck(const CheckOptions& options) {
   RunState st;
   st.scenario = options.scenario;
   st.page = PageSize();
-  st.seed = options.seed != 0 ? options.seed : MonoNs() | 1;
+  st.seed = options.seed != 0 ? options.seed : NowNs() | 1;
   uint64_t len = (options.size + st.page - 1) / st.page * st.page;
   if (st.scenario == CheckScenario::kThp || st.scenario == CheckScenario::kHugetlb) {
     len = (len + kHuge - 1) / kHuge * kHuge;
@@ -413,7 +407,7 @@ Result<CheckResult> RunCheck(const CheckOptions& options) {
   result.scenario = std::string(ScenarioName(st.scenario));
   result.region_bytes = len;
 
-  const uint64_t t0 = MonoNs();
+  const uint64_t t0 = NowNs();
   st.start_ns = t0;
   st.deadline_ns = t0 + static_cast<uint64_t>(options.duration.count());
   st.writers_running.store(options.threads);
@@ -436,14 +430,14 @@ Result<CheckResult> RunCheck(const CheckOptions& options) {
     if (!s.ok()) st.Fail(s.WithContext("check: Collect round " + std::to_string(result.rounds)));
     if (!c.ok()) st.Fail(c);
     if (last) break;
-    if (options.progress && MonoNs() >= next_progress) {
+    if (options.progress && NowNs() >= next_progress) {
       next_progress += 250000000ull;
-      options.progress({MonoNs() - t0, static_cast<uint64_t>(options.duration.count()),
+      options.progress({NowNs() - t0, static_cast<uint64_t>(options.duration.count()),
                         result.rounds, st.writes.load(std::memory_order_relaxed)});
     }
   }
   for (std::thread& t : threads) t.join();
-  result.elapsed_ns = MonoNs() - t0;
+  result.elapsed_ns = NowNs() - t0;
   result.writes = st.writes.load();
   result.scenario_ops = st.scenario_ops.load();
 

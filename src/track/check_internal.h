@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 
+#include "base/clock.h"
 #include "pagewise/check.h"
 #include "pagewise/status.h"
 #include "sys/env.h"
@@ -60,9 +61,6 @@ class Rng {
  private:
   uint64_t x_;
 };
-
-// Monotonic clock in nanoseconds.
-uint64_t MonoNs();
 
 struct RunState {
   CheckScenario scenario = CheckScenario::kWrites;

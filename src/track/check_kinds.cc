@@ -34,7 +34,7 @@ Status MapHugetlb(Env* env, size_t len, void** base) {
 
 Status DropHugePage(RunState* st, Rng* rng) {
   const size_t per_huge = st->huge / st->page;
-  const size_t h = st->HotPage(MonoNs(), rng) / per_huge;
+  const size_t h = st->HotPage(NowNs(), rng) / per_huge;
   char* p = st->region + h * st->huge;
   return Env::Default()
       ->Madvise(p, st->huge, MADV_DONTNEED)
@@ -60,7 +60,7 @@ void GuestWriter(RunState* st, int tid) {
   uint32_t round = st->rounds.load(std::memory_order_acquire);
   while (!st->stop.load(std::memory_order_relaxed)) {
     WaitForNextRound(st, &this_round, &round);
-    const uint64_t now = MonoNs();
+    const uint64_t now = NowNs();
     if (now >= st->deadline_ns) break;
     const size_t window = st->WindowStart(now);
     stores.clear();

@@ -56,7 +56,7 @@ std::string RangeText(const char* what, const char* addr, size_t len) {
 // A random run of 1..max_pages pages inside the region: [*start, *start+*len),
 // starting in the writers' hot window if `hot`, anywhere otherwise.
 void RandomRun(RunState* st, Rng* rng, bool hot, size_t max_pages, char** start, size_t* len) {
-  const size_t first = hot ? st->HotPage(MonoNs(), rng) : rng->Below(st->npages);
+  const size_t first = hot ? st->HotPage(NowNs(), rng) : rng->Below(st->npages);
   const size_t n = std::min<size_t>(1 + rng->Below(max_pages), st->npages - first);
   *start = st->region + first * st->page;
   *len = n * st->page;
@@ -110,7 +110,7 @@ Status ToggleProtection(RunState* st, Rng* rng, Toggle* t) {
     for (int tries = 0; tries < 8; ++tries) {
       // Half the time a chunk where writers are busy, else any chunk.
       const size_t c =
-          (rng->Below(2) == 0 ? st->HotPage(MonoNs(), rng) / kChunkPages : rng->Below(st->nchunks));
+          (rng->Below(2) == 0 ? st->HotPage(NowNs(), rng) / kChunkPages : rng->Below(st->nchunks));
       int32_t free_state = 0;
       if (!st->chunk_state[c].compare_exchange_strong(free_state, -1, std::memory_order_acq_rel)) {
         continue;  // writers inside: try another chunk
@@ -225,7 +225,7 @@ Status ForkOnce(RunState* st, Rng* rng) {
 // Has the kernel write a fresh stamp into kKernelSlot of a random hot page:
 // the stamp goes into a pipe and read(2) copies it into tracked memory.
 Status KernelWrite(RunState* st, Rng* rng, const int pipe_fds[2], uint64_t* count) {
-  const uint64_t p = st->HotPage(MonoNs(), rng);
+  const uint64_t p = st->HotPage(NowNs(), rng);
   const uint64_t stamp[2] = {StampTag(p, kKernelSlot), ++*count};
   char* dst = st->region + p * st->page + kKernelSlot * kSlotBytes;
   // A pipe write below PIPE_BUF bytes is whole or fails: WriteAll does not

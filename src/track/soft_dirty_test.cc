@@ -1,7 +1,7 @@
 // The soft-dirty backend's logic, driven through an Env that plays the
-// kernel's soft-dirty bits (this kernel lacks CONFIG_MEM_SOFT_DIRTY, so the
-// real bits never set; Tracker::Create refuses the backend, see
-// tracker_create_test.cc).
+// kernel's soft-dirty bits, so it is tested on every kernel, with or
+// without CONFIG_MEM_SOFT_DIRTY. The real bits are tested where the probe
+// finds them, and the refusal where it does not (tracker_create_test.cc).
 #include <sys/mman.h>
 
 #include <cstring>

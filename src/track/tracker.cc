@@ -27,67 +27,23 @@ std::string RangeString(uint64_t start, uint64_t end) {
   return buf;
 }
 
-bool Vma::shmem() const {
-  if (!shared) return false;
-  return path.rfind("/memfd:", 0) == 0 || path.rfind("/dev/zero", 0) == 0 ||
-         path.rfind("/SYSV", 0) == 0 || path.rfind("/dev/shm/", 0) == 0;
-}
-
-namespace {
-
-// Parses one maps line; false if it is malformed.
-bool ParseMapsLine(const std::string& line, Vma* v) {
-  const char* s = line.c_str();
-  char* e = nullptr;
-  v->start = strtoull(s, &e, 16);
-  if (*e != '-') return false;
-  v->end = strtoull(e + 1, &e, 16);
-  if (*e != ' ' || e[1] == '\0' || line.size() < static_cast<size_t>(e - s) + 5) return false;
-  const char* perms = e + 1;
-  v->prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
-            (perms[2] == 'x' ? PROT_EXEC : 0);
-  v->shared = perms[3] == 's';
-  // offset, dev, inode, then optional path after spaces.
-  const char* p = perms + 4;
-  for (int field = 0; field < 3; ++field) {
-    while (*p == ' ') ++p;
-    const char* begin = p;
-    while (*p != ' ' && *p != '\0') ++p;
-    if (field == 2) v->inode = strtoull(begin, nullptr, 10);
-  }
-  while (*p == ' ') ++p;
-  v->path = p;
-  return v->end > v->start;
-}
-
-}  // namespace
+bool Vma::shmem() const { return shared && sys::MappingInfo::IsShmemPath(path); }
 
 Result<std::vector<Vma>> ReadMaps(Env* env) {
-  PW_ASSIGN_OR_RETURN(int fd, env->Open("/proc/self/maps", O_RDONLY));
-  std::string text;
-  char buf[16384];
-  Status status;
-  for (;;) {
-    Result<size_t> n = env->Pread(fd, buf, sizeof(buf), static_cast<off_t>(text.size()));
-    if (!n.ok()) {
-      status = n.status().WithContext("reading /proc/self/maps");
-      break;
-    }
-    if (*n == 0) break;
-    text.append(buf, *n);
-  }
-  env->Close(fd).IgnoreError();  // read-only procfs file: nothing to flush
-  PW_RETURN_IF_ERROR(status);
+  PW_ASSIGN_OR_RETURN(std::vector<sys::MappingInfo> maps, sys::ReadMaps(env, 0));
   std::vector<Vma> out;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
+  out.reserve(maps.size());
+  for (sys::MappingInfo& m : maps) {
     Vma v;
-    if (ParseMapsLine(text.substr(pos, nl - pos), &v)) out.push_back(std::move(v));
-    pos = nl + 1;
+    v.start = m.start;
+    v.end = m.end;
+    v.prot = m.prot();
+    v.shared = m.shared;
+    v.inode = m.inode;
+    v.path = std::move(m.path);
+    out.push_back(std::move(v));
   }
-  std::sort(out.begin(), out.end(), [](const Vma& a, const Vma& b) { return a.start < b.start; });
+  // (The kernel prints VMAs in address order.)
   return out;
 }
 

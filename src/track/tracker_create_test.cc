@@ -1,5 +1,10 @@
-// Tracker::Create: backend choice, unavailable/unknown backends, and the
-// mprotect singleton.
+// Tracker::Create: backend choice, unavailable/unknown backends (each
+// asked of the probe, so the tests hold on any kernel), and the mprotect
+// singleton.
+#include <cstring>
+#include <string>
+#include <vector>
+
 #include "pagewise/tracker.h"
 #include "testing/fault_env.h"
 #include "testing/test_util.h"
@@ -9,10 +14,20 @@
 namespace pagewise::testing {
 namespace {
 
-TEST(TrackerCreate, AutoPicksUffdWpAsyncOnThisKernel) {
+// Auto picks the first backend DescribeBackends lists as available and
+// atomic (uffd-wp-async where the kernel has it, as here).
+TEST(TrackerCreate, AutoPicksTheFirstAvailableAtomicBackend) {
+  std::string want;
+  for (const BackendInfo& b : DescribeBackends(Features())) {
+    if (b.available && b.atomic) {
+      want = b.name;
+      break;
+    }
+  }
+  ASSERT_FALSE(want.empty()) << "no atomic backend on this kernel";
   Result<std::unique_ptr<Tracker>> t = Tracker::Create();
   ASSERT_TRUE(t.ok()) << t.status().ToString();
-  EXPECT_EQ((*t)->backend(), TrackBackend::kUffdWpAsync);
+  EXPECT_EQ(BackendName((*t)->backend()), want);
   EXPECT_TRUE((*t)->tracked().empty());
   std::vector<PageRange> w;
   EXPECT_TRUE((*t)->Collect(&w).ok());
@@ -38,17 +53,40 @@ TEST(TrackerCreate, UnknownBackendIsInvalidArgument) {
   }
 }
 
-TEST(TrackerCreate, SoftDirtyIsNotSupportedWithReasonAndAlternatives) {
-  ASSERT_FALSE(Features().soft_dirty) << "this machine's kernel was expected to lack soft-dirty";
+// Portable: what the probe says decides what is tested. With soft-dirty
+// (CONFIG_MEM_SOFT_DIRTY) the backend tracks real writes on this kernel;
+// without it, Create refuses with the probe's reason and the alternatives.
+TEST(TrackerCreate, SoftDirtyTracksWritesOrIsRefusedWithReasonAndAlternatives) {
   TrackerOptions o;
   o.backend = TrackBackend::kSoftDirty;
   Result<std::unique_ptr<Tracker>> t = Tracker::Create(o);
-  ASSERT_FALSE(t.ok());
-  EXPECT_EQ(t.status().code(), Code::kNotSupported) << t.status().ToString();
-  EXPECT_NE(t.status().message().find(Features().soft_dirty_reason), std::string::npos)
-      << t.status().message();
-  EXPECT_NE(t.status().message().find("uffd-wp-async"), std::string::npos);
-  EXPECT_NE(t.status().message().find("mprotect"), std::string::npos);
+  if (!Features().soft_dirty) {
+    EXPECT_FALSE(Features().soft_dirty_reason.empty());
+    ASSERT_FALSE(t.ok()) << "the probe says soft-dirty is missing, yet Create succeeded";
+    EXPECT_EQ(t.status().code(), Code::kNotSupported) << t.status().ToString();
+    EXPECT_NE(t.status().message().find(Features().soft_dirty_reason), std::string::npos)
+        << t.status().message();
+    EXPECT_NE(t.status().message().find("uffd-wp-async"), std::string::npos);
+    EXPECT_NE(t.status().message().find("mprotect"), std::string::npos);
+    return;
+  }
+  ASSERT_TRUE(t.ok()) << "the probe says soft-dirty works: " << t.status().ToString();
+  EXPECT_EQ((*t)->backend(), TrackBackend::kSoftDirty);
+  const size_t ps = PageSize();
+  Mapping m(16 * ps);
+  std::memset(m.data(), 1, 16 * ps);  // populated before tracking starts
+  ASSERT_TRUE((*t)->Track(m.data(), 16 * ps).ok());
+  std::vector<PageRange> written;
+  ASSERT_TRUE((*t)->Collect(&written).ok());  // a fresh baseline
+  m.data()[3 * ps] = 2;
+  m.data()[9 * ps + 5] = 2;
+  written.clear();
+  ASSERT_TRUE((*t)->Collect(&written).ok());
+  std::vector<uint64_t> pages;
+  for (const PageRange& r : written) {
+    for (uint64_t a = r.start; a < r.end; a += ps) pages.push_back((a - m.addr()) / ps);
+  }
+  EXPECT_EQ(pages, (std::vector<uint64_t>{3, 9}));
 }
 
 TEST(TrackerCreate, DescribeBackendsMatchesWhatCreateDoes) {

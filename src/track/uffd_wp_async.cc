@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/pause_point.h"
 #include "pagewise/tracker.h"
 #include "sys/pagemap.h"
@@ -51,12 +52,6 @@
 
 namespace pagewise::track_internal {
 namespace {
-
-uint64_t MonotonicNs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
 
 class UffdWpAsyncTracker final : public Tracker, public QuiescedRearm {
  public:
@@ -169,9 +164,9 @@ class UffdWpAsyncTracker final : public Tracker, public QuiescedRearm {
       args.category_mask = sys::page_is::kWritten;
       args.return_mask = sys::page_is::kWritten;
       peek_regions_.clear();
-      const uint64_t t0 = MonotonicNs();
+      const uint64_t t0 = NowNs();
       Status s = scanner_.ScanAll(args, &peek_regions_);
-      const uint64_t ns = MonotonicNs() - t0;
+      const uint64_t ns = NowNs() - t0;
       if (!s.ok()) return s.WithContext("Rewind: scanning " + RangeString(r.start, r.end));
       // A scan of the whole range costs about what this one did: the price
       // Rearm() weighs per-range write-protects against.
@@ -196,14 +191,14 @@ class UffdWpAsyncTracker final : public Tracker, public QuiescedRearm {
       while (e < ranges.size() && ranges[e].start < r.end) ++e;
       if (e == k) continue;
       if (PerRangeIsCheaper(i, e - k)) {
-        const uint64_t t0 = MonotonicNs();
+        const uint64_t t0 = NowNs();
         for (size_t j = k; j < e; ++j) {
           const uint64_t s = std::max(ranges[j].start, r.start);
           const uint64_t en = std::min(ranges[j].end, r.end);
           PW_RETURN_IF_ERROR(WriteProtectRange(s, en));
         }
         // Keep the per-range price current (moving average).
-        const double per = static_cast<double>(MonotonicNs() - t0) / static_cast<double>(e - k);
+        const double per = static_cast<double>(NowNs() - t0) / static_cast<double>(e - k);
         wp_range_ns_ = 0.75 * wp_range_ns_ + 0.25 * per;
       } else {
         PW_RETURN_IF_ERROR(RearmWhole(r));
