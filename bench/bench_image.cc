@@ -123,6 +123,9 @@ Status ImportHalfZero(const BenchOptions& opts, size_t bytes, size_t page, const
   return Status::Ok();
 }
 
+// One function on purpose (longer than our ~80 lines): the protocol of the
+// image benchmark, phase after phase on the same warmed heap and files,
+// each figure beside the baseline measured just before it.
 Status RunImageBench(const BenchOptions& opts, BenchReport* report) {
   const size_t page = PageSize();
   const size_t bytes =

@@ -236,6 +236,9 @@ Result<Window> ForkRound(Shared* sh, const BenchOptions& opts, const Region& reg
   return win;
 }
 
+// One function on purpose (longer than our ~80 lines): the benchmark's
+// protocol, subjects and their no-snapshot and fork baselines measured in
+// turn on one warmed heap, in the order the rows appear.
 Status Run(const BenchOptions& opts, BenchReport* report) {
   Shared sh;
   sh.page = PageSize();

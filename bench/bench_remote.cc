@@ -221,6 +221,9 @@ Status Snapshots(const std::string& dir, char* mem, size_t len, std::string* bas
   return chain->Layer(*layer).status();
 }
 
+// One function on purpose (longer than our ~80 lines): the protocol, from
+// the push through the cold, warm and prefetch restores against the local
+// baseline, sharing the server, the bucket and the local image.
 Status RunRemoteBench(const BenchOptions& opts, BenchReport* report) {
   const size_t len = std::max<size_t>(
       256 * kPage,

@@ -99,6 +99,10 @@ Series LatencyOverTime(const std::string& name, const RestoreStats& st) {
   return s;
 }
 
+// One function on purpose (longer than our ~80 lines): it is the measurement
+// protocol, read top to bottom. The phases run in this order on one warmed
+// image and share it, the pinned CPU and the report; each row's baseline
+// is measured beside it in the same run.
 Status RunRestoreBench(const BenchOptions& opts, BenchReport* report) {
   const size_t len = std::max<size_t>(
       64 * kPage,

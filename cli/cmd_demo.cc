@@ -176,6 +176,10 @@ Result<ClientRun> RestoreInNewProcess(const std::string& image_path, const std::
   return run;
 }
 
+// Longer than our ~80 lines on purpose: the demo's story in the order a
+// user reads its numbered output (kernel and guarantee check, workload,
+// live snapshot and layers, lazy restore, comparison); the steps share the
+// heap and the directory.
 Status RunDemo(uint64_t size, int threads, const std::string& dir_arg, bool keep) {
   const auto t_demo = std::chrono::steady_clock::now();
   const KernelFeatures& f = Features();

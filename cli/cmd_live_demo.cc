@@ -98,6 +98,9 @@ class Writers {
   std::atomic<uint64_t> writes_{0};
 };
 
+// Longer than our ~80 lines: the demo's steps in the order it prints them
+// (heap and writers, snapshot while they write, pages and fault service,
+// image against memory), sharing the heap and the writers.
 int RunDemo(const DemoOptions& o) {
   const std::string cmd = "live-demo";
   Result<Compression> comp = ParseCompression(o.compression);

@@ -136,6 +136,8 @@ int RunServeTcp(const ServeArgs& a) {
   return st.ok() ? 0 : Fail("serve --tcp", st);
 }
 
+// Longer than our ~80 lines: the mapping from each serve option to the
+// server's options and their refusals, in the order of pagewise-serve(1).
 int RunServe(const ServeArgs& a) {
   // A client or log reader that goes away must not kill the server.
   IgnoreSigpipe();

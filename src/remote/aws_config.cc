@@ -110,6 +110,8 @@ std::chrono::nanoseconds DefaultTimeout(const EnvLookup& env) {
   return std::chrono::seconds(30);
 }
 
+// Longer than our ~80 lines: the precedence of every setting (option, then
+// environment, then the AWS files) reads best as one list.
 Result<S3Config> ResolveS3Config(const RemoteOptions& options, const EnvLookup& env, Env* fs) {
   if (fs == nullptr) fs = Env::Default();
   S3Config c;

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/page_ranges.h"
 #include "pagewise/snapshot.h"
 #include "snapshot/internal.h"
 #include "snapshot/snapshot_env.h"
@@ -65,14 +66,14 @@ class SnapshotChainImpl final : public SnapshotChain {
     Status cs = tracker_->Collect(&written);
     if (!cs.ok()) {
       // Collect re-armed (and appended) some pages before failing: keep them.
-      pending_ = snapshot_internal::Coalesce(std::move(written));
+      pending_ = Coalesce(std::move(written));
       return cs.WithContext("SnapshotChain::Layer: collecting written pages");
     }
     Result<SnapshotStats> r =
         SnapshotIncremental(written, regions_, head_, path, options_.snapshot, env_);
     if (!r.ok()) {
       // The tracker has re-armed these pages: only we remember them now.
-      pending_ = snapshot_internal::Coalesce(std::move(written));
+      pending_ = Coalesce(std::move(written));
       return r.status();
     }
     head_ = path;

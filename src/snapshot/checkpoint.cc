@@ -11,6 +11,7 @@
 
 #include "base/bytes.h"
 #include "base/clock.h"
+#include "base/page_ranges.h"
 #include "snapshot/internal.h"
 #include "snapshot/snapshot_env.h"
 #include "track/quiesced_rearm.h"
@@ -19,7 +20,6 @@
 namespace pagewise {
 namespace {
 
-using snapshot_internal::Coalesce;
 using snapshot_internal::Intersect;
 using snapshot_internal::Piece;
 

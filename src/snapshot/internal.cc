@@ -83,21 +83,6 @@ std::vector<Region> NormalizeRegions(std::vector<Region> regions) {
   return regions;
 }
 
-std::vector<PageRange> Coalesce(std::vector<PageRange> ranges) {
-  std::erase_if(ranges, [](const PageRange& r) { return r.end <= r.start; });
-  std::sort(ranges.begin(), ranges.end(),
-            [](const PageRange& a, const PageRange& b) { return a.start < b.start; });
-  std::vector<PageRange> out;
-  for (const PageRange& r : ranges) {
-    if (!out.empty() && r.start <= out.back().end) {
-      out.back().end = std::max(out.back().end, r.end);
-    } else {
-      out.push_back(r);
-    }
-  }
-  return out;
-}
-
 std::vector<Piece> Intersect(const std::vector<PageRange>& ranges,
                              const std::vector<Region>& regions) {
   std::vector<uint32_t> order(regions.size());

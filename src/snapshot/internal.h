@@ -38,9 +38,6 @@ inline constexpr uint64_t kMaxImagePageSize = 16ull << 20;
 // offsets in the given order; otherwise returns them unchanged.
 std::vector<Region> NormalizeRegions(std::vector<Region> regions);
 
-// Sorts and merges touching/overlapping ranges. Empty ranges are dropped.
-std::vector<PageRange> Coalesce(std::vector<PageRange> ranges);
-
 // A piece of a region: [offset, offset+len) bytes within region `region`.
 struct Piece {
   uint32_t region = 0;

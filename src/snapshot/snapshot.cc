@@ -13,6 +13,7 @@
 
 #include "base/bytes.h"
 #include "base/clock.h"
+#include "base/page_ranges.h"
 #include "image/image_env.h"
 #include "snapshot/internal.h"
 #include "snapshot/snapshot_env.h"
@@ -20,7 +21,6 @@
 namespace pagewise {
 namespace {
 
-using snapshot_internal::Coalesce;
 using snapshot_internal::Intersect;
 using snapshot_internal::Piece;
 using snapshot_internal::PresenceScanner;

@@ -356,6 +356,9 @@ Result<std::vector<CheckScenario>> ParseScenarios(std::string_view name) {
                                  "hugetlb, kvm, all");
 }
 
+// Longer than our ~80 lines: the setup, the writer threads and the
+// collector loop share one RunState on this frame, and the rule for the
+// final round (after every writer finished) reads best beside the loop.
 Result<CheckResult> RunCheck(const CheckOptions& options) {
   PW_RETURN_IF_ERROR(ValidateCheckOptions(options));
   Env* env = Env::Default();

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "base/page_ranges.h"
 #include "pagewise/probe.h"
 #include "pagewise/status.h"
 #include "pagewise/tracker.h"
@@ -71,8 +72,8 @@ Status CheckRangeArgs(const void* addr, size_t len, const char* op);
 // [start, end) overlaps one of them (the message names which).
 Status CheckNoOverlap(const std::vector<PageRange>& tracked, uint64_t start, uint64_t end);
 
-// Sorts (*v)[from..] and merges touching/overlapping ranges in it.
-void SortAndCoalesce(std::vector<PageRange>* v, size_t from = 0);
+// Sorts and merges (*v)[from..]: base/page_ranges.h.
+using ::pagewise::SortAndCoalesce;
 
 // Appends [start, end) to *v, merging with the last element when they touch.
 inline void AppendRange(std::vector<PageRange>* v, uint64_t start, uint64_t end) {

@@ -182,23 +182,6 @@ Status NotTracked(uint64_t start, uint64_t end, const std::vector<PageRange>& tr
       (list.empty() ? "none" : list) + "); Untrack takes exactly a range that Track() accepted");
 }
 
-void SortAndCoalesce(std::vector<PageRange>* v, size_t from) {
-  if (v->size() - from < 2) return;
-  std::sort(v->begin() + static_cast<ptrdiff_t>(from), v->end(),
-            [](const PageRange& a, const PageRange& b) { return a.start < b.start; });
-  size_t out = from;
-  for (size_t i = from + 1; i < v->size(); ++i) {
-    PageRange& last = (*v)[out];
-    const PageRange& r = (*v)[i];
-    if (r.start <= last.end) {
-      last.end = std::max(last.end, r.end);
-    } else {
-      (*v)[++out] = r;
-    }
-  }
-  v->resize(out + 1);
-}
-
 Result<PageBitmap> PageBitmap::Create(Env* env, size_t pages) {
   PageBitmap b;
   const size_t page = PageSize();
