@@ -61,6 +61,10 @@ Status UffdWpTrackerImpl::Sweep(Range* r, const std::vector<Vma>* maps) {
   return Status::Ok();
 }
 
+// Longer than our ~80 lines: its two numbered steps (the sweep, then
+// taking the faulted pages and re-protecting under the fault lock) are one
+// protocol that must not lose a write between them; apart, the invariant
+// that joins them would be nowhere in view.
 Status UffdWpTrackerImpl::Collect(std::vector<PageRange>* written) {
   PW_RETURN_IF_ERROR(CheckProcess("Collect"));
   std::lock_guard<std::mutex> api(api_mu_);
