@@ -69,8 +69,8 @@ std::vector<uint8_t> ReadFile(const std::string& path) {
 void Repair(uint8_t mode, std::vector<uint8_t>* f) {
   if (f->size() < img::kHeaderSize) return;
   uint8_t* b = f->data();
-  if (mode & 1) StoreLe64(b + 32, f->size());
-  auto fix_header = [&] { StoreLe64(b + 248, img::Checksum64(b, 248)); };
+  if (mode & 1) pagewise::StoreLe64(b + 32, f->size());
+  auto fix_header = [&] { pagewise::StoreLe64(b + 248, img::Checksum64(b, 248)); };
   if (mode & 2) {
     fix_header();
     pagewise::Result<img::Header> h = img::DecodeHeader(b, f->size(), f->size(), "fuzz");
@@ -98,9 +98,9 @@ void Repair(uint8_t mode, std::vector<uint8_t>* f) {
     }
   }
   if (mode & 4) {
-    const uint64_t off = LoadLe64(b + 40), len = LoadLe64(b + 48);
+    const uint64_t off = pagewise::LoadLe64(b + 40), len = pagewise::LoadLe64(b + 48);
     if (off <= f->size() && len <= f->size() - off)
-      StoreLe64(b + 56, img::Checksum64(b + off, len));
+      pagewise::StoreLe64(b + 56, img::Checksum64(b + off, len));
   }
   if (mode & 8) fix_header();
 }
@@ -145,7 +145,7 @@ void WriteSeed(const std::string& out, const std::vector<uint8_t>& top,
                const std::vector<uint8_t>& parent) {
   std::vector<uint8_t> s(5);
   s[0] = 0x0f;
-  StoreLe32(&s[1], static_cast<uint32_t>(top.size()));
+  pagewise::StoreLe32(&s[1], static_cast<uint32_t>(top.size()));
   s.insert(s.end(), top.begin(), top.end());
   s.insert(s.end(), parent.begin(), parent.end());
   WriteFile(out, s.data(), s.size());
@@ -221,7 +221,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     top.assign(data, data + size);
   } else {
     mode = data[0];
-    const uint32_t top_len = std::min<uint32_t>(LoadLe32(data + 1), size - 5);
+    const uint32_t top_len = std::min<uint32_t>(pagewise::LoadLe32(data + 1), size - 5);
     top.assign(data + 5, data + 5 + top_len);
     parent.assign(data + 5 + top_len, data + size);
   }

@@ -57,7 +57,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   std::vector<uint8_t> bytes(data + 1, data + size);
   if ((data[0] & 1) && bytes.size() >= 8) {
-    StoreLe64(bytes.data() + bytes.size() - 8, img::Checksum64(bytes.data(), bytes.size() - 8));
+    pagewise::StoreLe64(bytes.data() + bytes.size() - 8,
+                        img::Checksum64(bytes.data(), bytes.size() - 8));
   }
   Result<pagewise::remote::Manifest> m =
       pagewise::remote::DecodeManifest(bytes.data(), bytes.size(), "fuzz");
