@@ -185,6 +185,7 @@ void Engine::CloseSpace(Space& s) {
   if (loop_ != nullptr) loop_->RemoveUffd(s.id);
   looped_.erase(std::remove(looped_.begin(), looped_.end(), s.id), looped_.end());
   s.gate.EnterRead();  // no fill may use the fd while it closes
+  uint64_t unplanned = 0;
   {
     std::unique_lock<std::mutex> lk(s.mu);
     if (s.uffd.valid() && !s.dead && s.map.bad() > 0) {
@@ -204,7 +205,12 @@ void Engine::CloseSpace(Space& s) {
     }
     s.closed.store(true);
     s.uffd = sys::Userfaultfd();  // closes the fd
+    // Every prefetch entry counts as installed or as waste, also those the
+    // filler never planned: the space completed first (faults and
+    // read-ahead got there), or it closed before it did.
+    unplanned = sched_.DropUnplannedPrefetch(s.sched);
   }
+  if (unplanned > 0) stats_.Add(&RestoreStats::prefetch_waste_entries, unplanned);
   s.gate.ExitRead();
   s.inflight_done.notify_all();  // a fault waiting for a piece: the space is gone
 }

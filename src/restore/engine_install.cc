@@ -81,6 +81,10 @@ bool Installer::InstallRange(Space& s, const Run& run, const char* data, const u
         n = k;
       }
       if (n == 0) {
+        // A prefetch entry whose page got in place since it was planned (a
+        // fault or read-ahead was first) is waste, as one found in place at
+        // planning is: every entry counts as installed or as waste.
+        if (kind == FillKind::kPrefetch) stats_->Add(&RestoreStats::prefetch_waste_entries);
         ++i;
         continue;
       }

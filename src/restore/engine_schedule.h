@@ -70,6 +70,17 @@ class Scheduler {
   std::vector<Run> PlanBackground(const SpaceMap& map, SpaceSchedule& s, bool background_on,
                                   FillKind* kind, uint64_t* waste) const;
 
+  // Marks the prefetch entries `s` has not planned yet as done and returns
+  // how many there were: a space that completed (every page in place)
+  // before the filler got to them counts them as waste. Requires the
+  // space's mu, as every SpaceSchedule access.
+  uint64_t DropUnplannedPrefetch(SpaceSchedule& s) const {
+    if (prefetch_ == nullptr || s.prefetch_pos >= prefetch_->size()) return 0;
+    const uint64_t left = prefetch_->size() - s.prefetch_pos;
+    s.prefetch_pos = prefetch_->size();
+    return left;
+  }
+
   size_t page_size() const { return ps_; }
   size_t window() const { return window_; }
   size_t batch() const { return batch_; }
